@@ -1,0 +1,127 @@
+package sqsadapter
+
+import (
+	"context"
+	"time"
+)
+
+// Run statuses.
+const (
+	StatusRunning   = "running"
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+	StatusCancelled = "cancelled"
+)
+
+// RunRecord is a run's status record (one item of the status table).
+type RunRecord struct {
+	RunID            string
+	BlueprintID      string
+	BlueprintVersion string
+	Status           string // StatusRunning, StatusCompleted, StatusFailed or StatusCancelled
+	Error            string // why the run failed: node id and message
+	FailedNode       string // the node that failed the run, if a node did
+	CreatedAt        time.Time
+	FinishedAt       time.Time // zero while running
+}
+
+// Node record states.
+const (
+	NodePending   = "pending"   // leased and/or attempted, not committed
+	NodeCommitted = "committed" // output committed, exactly once
+	NodeSkipped   = "skipped"   // resolved without running: every incoming edge dead
+	NodeClosed    = "closed"    // the run finished before the node committed
+)
+
+// NodeRecord is the durable record of one node of one run: the context item
+// "_outputs.<nodeId>". Before the commit it holds the attempt count and the
+// execution lease; the commit adds the output and the routing decision, so a
+// redelivered job replays exactly the decision that was made.
+type NodeRecord struct {
+	NodeID   string
+	State    string // NodePending, NodeCommitted, NodeSkipped or NodeClosed
+	Attempts int    // attempts started, counted durably
+	// Lease.
+	LeaseOwner string
+	LeaseUntil time.Time
+	// Commit (State == NodeCommitted).
+	Output   any
+	Action   string
+	Taken    []string       // targets of the edges taken, in blueprint order, without duplicates
+	Staged   map[string]any // transform results, by target id
+	Fallback string         // the fallback node that produced Output, if one did
+}
+
+// NodeCommit is a node's outcome, written once by ContextStore.CommitNode
+// together with the node's buffered context writes.
+type NodeCommit struct {
+	NodeID   string
+	Output   any
+	Action   string
+	Taken    []string
+	Staged   map[string]any
+	Fallback string
+	Sets     map[string]any // context keys written by the node
+	Deletes  []string       // context keys deleted by the node
+}
+
+// ContextStore holds run contexts, node records and run records. It is
+// DynamoDbContext on AWS and sqsadaptertest.ContextStore in memory; both pass
+// the conformance suite in internal/storetest.
+//
+// Every method is safe for concurrent use and every read is strongly
+// consistent. Values are JSON-like (see the package documentation); a value
+// too large for one item fails with a *ValueTooLargeError.
+type ContextStore interface {
+	// CreateRun writes the run record (status running) and the initial
+	// context keys, atomically: if a run with that id exists it returns
+	// ErrRunExists and writes nothing.
+	CreateRun(ctx context.Context, run RunRecord, initial map[string]any) error
+	// GetRun reads a run record; ErrRunNotFound if there is none.
+	GetRun(ctx context.Context, runID string) (*RunRecord, error)
+	// FinishRun moves a running run to status (completed, failed or
+	// cancelled) with reason and failedNode, once: if the run is not running it
+	// returns ErrRunFinished and changes nothing.
+	FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error
+
+	// AcquireNode takes the execution lease of a node for owner until the
+	// given time and counts one more attempt, then returns the record. The
+	// lease is free when absent, expired at now, or held by owner.
+	// Otherwise it returns the current record with ErrNodeCommitted (the node
+	// was committed or skipped), ErrNodeClosed, or a *LeaseHeldError.
+	AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*NodeRecord, error)
+	// ExtendLease moves the lease expiry of a node held by owner; ErrLeaseLost
+	// if owner does not hold it (or the node is no longer pending).
+	ExtendLease(ctx context.Context, runID, nodeID, owner string, until time.Time) error
+	// ReleaseLease gives up owner's lease on a pending node, keeping its
+	// attempt count. Releasing a lease not held is not an error.
+	ReleaseLease(ctx context.Context, runID, nodeID, owner string) error
+	// CommitNode writes the node's outcome and its context writes atomically,
+	// once. If the node is already committed or skipped it returns the
+	// existing record with ErrNodeCommitted; if it is closed, ErrNodeClosed.
+	CommitNode(ctx context.Context, runID string, c NodeCommit) (*NodeRecord, error)
+	// SkipNodes marks nodes resolved without running. Idempotent; a
+	// committed or closed node is left as it is.
+	SkipNodes(ctx context.Context, runID string, nodeIDs []string) error
+	// CloseNodes marks every listed node that is not committed or skipped as
+	// closed, so that it never runs. Idempotent.
+	CloseNodes(ctx context.Context, runID string, nodeIDs []string) error
+	// GetNodes reads node records; absent nodes are absent from the map.
+	GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*NodeRecord, error)
+
+	// Get reads a context key. "_outputs.<nodeId>" reads the committed output
+	// of a node. ok is false when the key is absent.
+	Get(ctx context.Context, runID, key string) (value any, ok bool, err error)
+	// GetMany reads several keys in one round trip; absent keys are absent
+	// from the map.
+	GetMany(ctx context.Context, runID string, keys []string) (map[string]any, error)
+	// Set writes a context key.
+	Set(ctx context.Context, runID, key string, value any) error
+	// Delete removes a context key and reports whether it existed.
+	Delete(ctx context.Context, runID, key string) (bool, error)
+	// Patch applies several sets and deletes atomically.
+	Patch(ctx context.Context, runID string, sets map[string]any, deletes []string) error
+	// Snapshot returns the whole context of a run: every key, and
+	// "_outputs.<nodeId>" for every committed node (Flowcraft's toJSON).
+	Snapshot(ctx context.Context, runID string) (map[string]any, error)
+}
