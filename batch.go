@@ -1,0 +1,93 @@
+package sqsadapter
+
+import (
+	"context"
+	"sync"
+)
+
+// batcher groups concurrent requests into batch calls without a goroutine
+// of its own (group commit): a caller that finds fewer than maxFlushers
+// flushes in progress becomes a flusher and sends whatever is pending, up to
+// maxBatch items per call, until nothing is; the others wait for their
+// result. Under load, items pile up while a call is in flight, so batches
+// fill by themselves; when idle, an item is sent at once.
+type batcher[T any] struct {
+	maxBatch    int
+	maxFlushers int
+	flush       func(ctx context.Context, items []T) []error // one error per item
+
+	mu       sync.Mutex
+	pending  []*batchItem[T]
+	flushers int
+}
+
+type batchItem[T any] struct {
+	v    T
+	ctx  context.Context
+	done chan error
+}
+
+func newBatcher[T any](maxBatch, maxFlushers int, flush func(context.Context, []T) []error) *batcher[T] {
+	return &batcher[T]{maxBatch: maxBatch, maxFlushers: maxFlushers, flush: flush}
+}
+
+// do submits items and waits until each is flushed, returning the first
+// error. ctx bounds the flush calls this caller makes, and its own wait.
+func (b *batcher[T]) do(ctx context.Context, vs ...T) error {
+	items := make([]*batchItem[T], len(vs))
+	b.mu.Lock()
+	for i, v := range vs {
+		items[i] = &batchItem[T]{v: v, ctx: ctx, done: make(chan error, 1)}
+	}
+	b.pending = append(b.pending, items...)
+	lead := b.flushers < b.maxFlushers
+	if lead {
+		b.flushers++
+	}
+	b.mu.Unlock()
+	if lead {
+		b.drain(ctx)
+	}
+	var first error
+	for _, it := range items {
+		select {
+		case err := <-it.done:
+			if err != nil && first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			// The item may still be flushed by another caller; we no longer wait.
+			return context.Cause(ctx)
+		}
+	}
+	return first
+}
+
+// drain flushes pending items until none is left, then retires the flusher.
+func (b *batcher[T]) drain(ctx context.Context) {
+	for {
+		b.mu.Lock()
+		if len(b.pending) == 0 {
+			b.flushers--
+			b.mu.Unlock()
+			return
+		}
+		n := min(len(b.pending), b.maxBatch)
+		batch := b.pending[:n:n]
+		b.pending = b.pending[n:]
+		b.mu.Unlock()
+
+		vs := make([]T, len(batch))
+		for i, it := range batch {
+			vs[i] = it.v
+		}
+		errs := b.flush(ctx, vs)
+		for i, it := range batch {
+			var err error
+			if i < len(errs) {
+				err = errs[i]
+			}
+			it.done <- err
+		}
+	}
+}

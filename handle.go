@@ -1,0 +1,742 @@
+package sqsadapter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"github.com/flowcraft/sqsadapter/internal/expr"
+	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+)
+
+// This file is the per-job protocol. docs/protocol.md explains each step
+// and why a crash between any two of them is safe.
+
+// outcomeKind says what to do with a job's message once handling stops.
+type outcomeKind int
+
+const (
+	outcomeDone    outcomeKind = iota // everything the job caused is durable: delete the message
+	outcomeRetry                      // not done: make the message visible again after delay
+	outcomeAbandon                    // the worker "died" (test hook) or lost the message: touch nothing
+)
+
+type outcome struct {
+	kind  outcomeKind
+	delay time.Duration
+	err   error // why, for logs and HandleJob
+}
+
+var (
+	done    = outcome{kind: outcomeDone}
+	abandon = outcome{kind: outcomeAbandon}
+)
+
+func retryAfter(d time.Duration, err error) outcome {
+	return outcome{kind: outcomeRetry, delay: max(d, 0), err: err}
+}
+
+// errAbandoned is the failure recorded for an attempt that never reported
+// back: its worker died or lost the message while it ran.
+var errAbandoned = errors.New("attempt abandoned: the worker running it stopped or lost the job")
+
+// errCrashed stops a job at a crash point of the test hook.
+var errCrashed = errors.New("sqsadapter: simulated crash")
+
+// lease is the execution lease a job holds, extended by the job's heartbeat.
+type leaseRef struct {
+	runID, nodeID, owner string
+}
+
+// jobRun is the state of one job being handled.
+type jobRun struct {
+	a   *SqsAdapter
+	p   *plan
+	n   *planNode
+	job Job
+	// owner names this handling in leases: unique per delivery.
+	owner string
+	// setLease registers the lease for the heartbeat (nil: none).
+	setLease func(*leaseRef)
+	log      *slog.Logger
+
+	// Completion bookkeeping for this handling.
+	final    bool            // a leaf was resolved or an "any" join heard from every predecessor
+	resolved map[string]bool // finals known resolved by this handling
+	skipped  []string        // leaves skipped by this handling
+	sends    []Job
+}
+
+func (x *jobRun) crash(step string) bool {
+	return x.a.cfg.crashHook != nil && x.a.cfg.crashHook(step, x.job)
+}
+
+// handle runs the protocol for one job and says what to do with its message.
+func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease func(*leaseRef)) outcome {
+	log := a.log.With("run_id", job.RunID, "blueprint_id", job.BlueprintID, "node_id", job.NodeID)
+	p, err := a.planFor(ctx, job)
+	if err != nil {
+		if errors.Is(err, ErrUnknownBlueprint) || errors.Is(err, ErrRunNotFound) {
+			// Another worker may have this blueprint version (a rolling
+			// deploy): leave the job to it, and to the redrive policy.
+			log.WarnContext(ctx, "sqsadapter: job for a blueprint this worker lacks", "version", job.BlueprintVersion, "err", err)
+			return retryAfter(a.cfg.visibilityTimeout, err)
+		}
+		return retryAfter(0, err)
+	}
+	x := &jobRun{a: a, p: p, job: job, owner: owner, setLease: setLease, log: log}
+	n := p.nodes[job.NodeID]
+	if n == nil || n.fallbackOnly {
+		err := fmt.Errorf("%w: %q is not a schedulable node of blueprint %q version %q", ErrUnknownNode, job.NodeID, p.id, p.version)
+		log.ErrorContext(ctx, "sqsadapter: job for an unknown node; failing the run", "err", err)
+		return x.failRun(ctx, job.NodeID, err.Error())
+	}
+	x.n = n
+	return x.run(ctx)
+}
+
+func (x *jobRun) run(ctx context.Context) outcome {
+	if x.crash("receive") {
+		return abandon
+	}
+	rec, o, ok := x.acquire(ctx, x.n.id)
+	if !ok {
+		return o
+	}
+	if x.crash("acquired") {
+		return abandon
+	}
+	in, vals, err := x.load(ctx)
+	if err != nil {
+		return x.release(ctx, x.n.id, retryAfter(0, fmt.Errorf("sqsadapter: load input of node %q: %w", x.n.id, err)))
+	}
+	res, nc, attempt, o, ok := x.attempts(ctx, x.n, x.n.id, rec, in)
+	if !ok {
+		return o
+	}
+	if nc != nil {
+		return x.commit(ctx, res, nc, in, vals, "")
+	}
+	// The node failed for good (res carries nothing; the error is in o.err).
+	failure := o.err
+	if fb := x.n.fallback; fb != nil && !IsPermanent(failure) {
+		return x.runFallback(ctx, fb, in, vals, failure, attempt)
+	}
+	return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: attempt, Err: failure}).Error())
+}
+
+// acquire takes the execution lease of record id and counts an attempt. ok
+// is false when the job must stop with outcome o (committed: replayed).
+func (x *jobRun) acquire(ctx context.Context, id string) (*NodeRecord, outcome, bool) {
+	now := time.Now()
+	rec, err := x.a.cfg.contexts.AcquireNode(ctx, x.job.RunID, id, x.owner, now.Add(x.a.cfg.visibilityTimeout), now)
+	var held *LeaseHeldError
+	switch {
+	case err == nil:
+		x.setLease(&leaseRef{runID: x.job.RunID, nodeID: id, owner: x.owner})
+		return rec, outcome{}, true
+	case errors.Is(err, ErrNodeCommitted):
+		if id != x.n.id { // the fallback's record is never committed; the primary's is
+			rec, err = x.nodeRecord(ctx, x.n.id)
+			if err != nil {
+				return nil, retryAfter(0, err), false
+			}
+		}
+		return nil, x.advance(ctx, rec, true), false
+	case errors.Is(err, ErrNodeClosed):
+		x.log.DebugContext(ctx, "sqsadapter: job of a finished run dropped")
+		return nil, done, false
+	case errors.As(err, &held):
+		// A duplicate of a job that is running elsewhere: look again once
+		// the lease expires; by then the node has usually committed.
+		return nil, retryAfter(time.Until(held.Until)+jitter(time.Second), err), false
+	default:
+		return nil, retryAfter(0, fmt.Errorf("sqsadapter: acquire node %q: %w", id, err)), false
+	}
+}
+
+func (x *jobRun) nodeRecord(ctx context.Context, id string) (*NodeRecord, error) {
+	recs, err := x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	if r := recs[id]; r != nil {
+		return r, nil
+	}
+	return nil, fmt.Errorf("sqsadapter: record of node %q vanished", id)
+}
+
+// release gives the lease back so that the message's next delivery can run
+// the node at once, then returns o.
+func (x *jobRun) release(ctx context.Context, id string, o outcome) outcome {
+	x.setLease(nil)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), x.a.cfg.ackTimeout)
+	defer cancel()
+	if err := x.a.cfg.contexts.ReleaseLease(rctx, x.job.RunID, id, x.owner); err != nil {
+		x.log.WarnContext(ctx, "sqsadapter: release node lease", "err", err)
+	}
+	return o
+}
+
+// attempts runs node n (under record id) until it succeeds or fails for
+// good. It returns the result and node context on success; nc == nil with
+// ok == true means failed for good, the error in o.err. ok == false: stop
+// with outcome o.
+func (x *jobRun) attempts(ctx context.Context, n *planNode, id string, rec *NodeRecord, in any) (res NodeResult, nc *NodeContext, attempt int, o outcome, ok bool) {
+	attempt = rec.Attempts
+	if attempt > n.maxAttempts {
+		// A previous delivery counted the last attempt and never reported back.
+		return NodeResult{}, nil, n.maxAttempts, outcome{err: errAbandoned}, true
+	}
+	for {
+		res, nc, err := x.attempt(ctx, n, in, attempt)
+		if err == nil {
+			return res, nc, attempt, outcome{}, true
+		}
+		if ctx.Err() != nil {
+			// The job was cancelled (lost message, hard shutdown): the attempt
+			// stays counted; the message comes back.
+			return NodeResult{}, nil, attempt, x.release(ctx, id, retryAfter(0, context.Cause(ctx))), false
+		}
+		x.log.WarnContext(ctx, "sqsadapter: node attempt failed", "attempt", attempt, "max_attempts", n.maxAttempts, "err", err)
+		if IsPermanent(err) || attempt >= n.maxAttempts {
+			return NodeResult{}, nil, attempt, outcome{err: err}, true
+		}
+		delay := x.a.retryDelay(n, attempt)
+		if x.crash("retry-wait") {
+			return NodeResult{}, nil, attempt, abandon, false
+		}
+		if !x.a.sleep(ctx, delay) {
+			// Shutting down: hand the retry to another worker after the delay.
+			return NodeResult{}, nil, attempt, x.release(ctx, id, retryAfter(delay, err)), false
+		}
+		rec, o, ok := x.acquire(ctx, id)
+		if !ok {
+			return NodeResult{}, nil, attempt, o, false
+		}
+		if attempt = rec.Attempts; attempt > n.maxAttempts {
+			return NodeResult{}, nil, n.maxAttempts, outcome{err: err}, true
+		}
+	}
+}
+
+// attempt runs one attempt of n with its timeout, recovering panics.
+func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) (NodeResult, *NodeContext, error) {
+	nc := &NodeContext{
+		RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: n.id,
+		Input: in, Params: n.def.Params, Attempt: attempt,
+		read: func(ctx context.Context, key string) (any, bool, error) {
+			return x.a.cfg.contexts.Get(ctx, x.job.RunID, key)
+		},
+	}
+	actx, cancel := ctx, context.CancelFunc(func() {})
+	if n.timeout > 0 {
+		actx, cancel = context.WithTimeoutCause(ctx, n.timeout, fmt.Errorf("node %q: attempt %d timed out after %v", n.id, attempt, n.timeout))
+	}
+	defer cancel()
+	type result struct {
+		res NodeResult
+		err error
+	}
+	ch := make(chan result, 1)
+	x.a.strays.Add(1)
+	go func() {
+		defer x.a.strays.Done()
+		var r result
+		defer func() {
+			if p := recover(); p != nil {
+				r = result{err: fmt.Errorf("node %q panicked: %v\n%s", n.id, p, debug.Stack())}
+			}
+			ch <- r
+		}()
+		r.res, r.err = n.fn(actx, nc)
+	}()
+	select {
+	case r := <-ch:
+		if r.err == nil && actx.Err() != nil && ctx.Err() == nil {
+			r.err = context.Cause(actx) // finished, but past its deadline
+		}
+		if r.err != nil && actx.Err() != nil && ctx.Err() == nil {
+			r.err = fmt.Errorf("%w (%v)", context.Cause(actx), r.err)
+		}
+		return r.res, nc, r.err
+	case <-actx.Done():
+		// The node ignores its ctx: stop waiting for it. Its result, if it
+		// ever returns, is discarded.
+		return NodeResult{}, nil, context.Cause(actx)
+	}
+}
+
+// load resolves the node's input and reads the context keys its outgoing
+// expressions need, in at most one round trip in the common cases.
+func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err error) {
+	n, store, runID := x.n, x.a.cfg.contexts, x.job.RunID
+	var keys []string
+	carried := x.job.Input != nil
+	if carried {
+		if in, err = jsonvalue.Decode(x.job.Input); err != nil {
+			return nil, nil, fmt.Errorf("%w: input: %v", ErrInvalidJob, err)
+		}
+	} else if n.def.Inputs != nil {
+		keys = append(keys, n.inputKeys...)
+	} else if n.start {
+		keys = append(keys, "_inputs."+n.id)
+	}
+	switch {
+	case n.exprAll:
+		vals, err = store.Snapshot(ctx, runID)
+	case len(keys) > 0 || len(n.exprKeys) > 0:
+		vals, err = store.GetMany(ctx, runID, append(keys, n.exprKeys...))
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case carried:
+	case n.def.Inputs != nil:
+		in = resolveInputs(n.def.Inputs, vals)
+	case n.start:
+		in = vals["_inputs."+n.id]
+	default:
+		in, err = x.stagedInput(ctx)
+	}
+	return in, vals, err
+}
+
+// stagedInput is the input of a node without "inputs": what its single
+// predecessor staged for it (or its output), or for a join a map of taken
+// predecessor id to what each staged.
+func (x *jobRun) stagedInput(ctx context.Context) (any, error) {
+	recs, err := x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, x.n.preds)
+	if err != nil {
+		return nil, err
+	}
+	staged := func(r *NodeRecord) any {
+		if v, ok := r.Staged[x.n.id]; ok {
+			return v
+		}
+		return r.Output
+	}
+	if !x.n.isJoin() {
+		if r := recs[x.n.preds[0]]; r != nil && r.State == NodeCommitted {
+			return staged(r), nil
+		}
+		return nil, nil
+	}
+	m := make(map[string]any)
+	for _, id := range x.n.preds {
+		if r := recs[id]; r != nil && r.State == NodeCommitted && slices.Contains(r.Taken, x.n.id) {
+			m[id] = staged(r)
+		}
+	}
+	return m, nil
+}
+
+// runFallback runs the fallback node in place of x.n, under its own
+// attempt record, and commits its output as x.n's.
+func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map[string]any, cause error, attempt int) outcome {
+	id := x.n.id + "@fallback"
+	x.log.InfoContext(ctx, "sqsadapter: running fallback", "fallback", fb.id, "err", cause)
+	if fb.def.Inputs != nil {
+		fvals, err := x.a.cfg.contexts.GetMany(ctx, x.job.RunID, fb.inputKeys)
+		if err != nil {
+			return retryAfter(0, err)
+		}
+		in = resolveInputs(fb.def.Inputs, fvals)
+	}
+	rec, o, ok := x.acquire(ctx, id)
+	if !ok {
+		return o
+	}
+	res, nc, fattempt, o, ok := x.attempts(ctx, fb, id, rec, in)
+	if !ok {
+		return o
+	}
+	if nc == nil {
+		err := fmt.Errorf("fallback %q failed after %d attempt(s): %w (after: %v)", fb.id, fattempt, o.err, cause)
+		return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: attempt, Err: err}).Error())
+	}
+	_ = nc.Set("_catch_error", map[string]any{"message": cause.Error(), "nodeId": x.n.id, "blueprintId": x.p.id})
+	return x.commit(ctx, res, nc, in, vals, fb.id)
+}
+
+// commit routes the result and writes it, with the node's context writes,
+// once; then advances.
+func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in any, vals map[string]any, fallback string) outcome {
+	out, err := jsonvalue.Normalize(res.Output)
+	if err != nil {
+		return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: fmt.Errorf("output: %w", err)}).Error())
+	}
+	sets, deletes := nc.buffered()
+	c := NodeCommit{NodeID: x.n.id, Output: out, Action: res.Action, Fallback: fallback, Sets: sets, Deletes: deletes}
+	if err := x.route(&c, in, overlay(vals, sets, deletes)); err != nil {
+		return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: err}).Error())
+	}
+	if x.crash("commit") {
+		return abandon
+	}
+	rec, err := x.a.cfg.contexts.CommitNode(ctx, x.job.RunID, c)
+	switch {
+	case err == nil:
+		x.setLease(nil)
+	case errors.Is(err, ErrNodeCommitted):
+		// Another execution committed first: follow its decision.
+		return x.advance(ctx, rec, true)
+	case errors.Is(err, ErrNodeClosed):
+		return done
+	case errors.Is(err, ErrValueTooLarge):
+		return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: err}).Error())
+	default:
+		return x.release(ctx, x.n.id, retryAfter(0, fmt.Errorf("sqsadapter: commit output of node %q: %w", x.n.id, err)))
+	}
+	if x.crash("committed") {
+		return abandon
+	}
+	return x.advance(ctx, rec, false)
+}
+
+func overlay(vals, sets map[string]any, deletes []string) map[string]any {
+	if len(sets) == 0 && len(deletes) == 0 {
+		return vals
+	}
+	m := make(map[string]any, len(vals)+len(sets))
+	for k, v := range vals {
+		m[k] = v
+	}
+	for k, v := range sets {
+		m[k] = v
+	}
+	for _, k := range deletes {
+		delete(m, k)
+	}
+	return m
+}
+
+// route decides which outgoing edges are taken (§4.5) and computes the
+// transforms of the taken ones.
+func (x *jobRun) route(c *NodeCommit, in any, vals map[string]any) error {
+	if len(x.n.out) == 0 {
+		return nil
+	}
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	result := map[string]any{"output": c.Output, "action": c.Action}
+	cond := func(e *planEdge) (bool, error) {
+		if e.condition == nil {
+			return true, nil
+		}
+		v, err := e.condition.Eval(expr.Env{Result: result, Input: in, Context: vals})
+		if err != nil {
+			return false, fmt.Errorf("condition of edge %s -> %s: %w", x.n.id, e.target.id, err)
+		}
+		return expr.Truthy(v), nil
+	}
+	var taken []*planEdge
+	for _, defaults := range []bool{false, true} {
+		if !defaults && c.Action == "" {
+			continue
+		}
+		for _, e := range x.n.out {
+			if (e.action == "") != defaults || (!defaults && e.action != c.Action) {
+				continue
+			}
+			ok, err := cond(e)
+			if err != nil {
+				return err
+			}
+			if ok {
+				taken = append(taken, e)
+			}
+		}
+		if len(taken) > 0 {
+			break
+		}
+	}
+	for _, e := range taken {
+		if !slices.Contains(c.Taken, e.target.id) {
+			c.Taken = append(c.Taken, e.target.id)
+		}
+		if e.transform == nil {
+			continue
+		}
+		v, err := e.transform.Eval(expr.Env{Result: result, Input: c.Output, Context: vals})
+		if err != nil {
+			return fmt.Errorf("transform of edge %s -> %s: %w", x.n.id, e.target.id, err)
+		}
+		if v, err = jsonvalue.Normalize(v); err != nil {
+			return fmt.Errorf("transform of edge %s -> %s: %w", x.n.id, e.target.id, err)
+		}
+		if c.Staged == nil {
+			c.Staged = make(map[string]any)
+		}
+		c.Staged[e.target.id] = v
+	}
+	// Keep Taken in blueprint order of targets, so replays are identical.
+	slices.SortFunc(c.Taken, func(a, b string) int { return x.targetIndex(a) - x.targetIndex(b) })
+	return nil
+}
+
+func (x *jobRun) targetIndex(id string) int {
+	for i, t := range x.n.targets {
+		if t.id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// advance makes durable everything that follows from a committed record:
+// successor jobs, join arrivals, skips, and completion. It is idempotent, so
+// a redelivery replays it. On a replay, successors that are already
+// resolved get no new job, which keeps duplicates from cascading.
+func (x *jobRun) advance(ctx context.Context, rec *NodeRecord, replay bool) outcome {
+	if rec != nil && rec.State == NodeSkipped {
+		return done // resolved without running: nothing follows from it here
+	}
+	if rec == nil || rec.State != NodeCommitted {
+		// Skipped nodes get no job; a record in another state here is a bug
+		// in a store.
+		return retryAfter(0, fmt.Errorf("sqsadapter: node %q: unexpected record state %v", x.n.id, rec))
+	}
+	x.resolved = map[string]bool{}
+	var known map[string]*NodeRecord
+	if replay && len(x.n.targets) > 0 {
+		ids := make([]string, len(x.n.targets))
+		for i, t := range x.n.targets {
+			ids[i] = t.id
+		}
+		var err error
+		if known, err = x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, ids); err != nil {
+			return retryAfter(0, err)
+		}
+	}
+	needsJob := func(t *planNode) bool {
+		r := known[t.id]
+		return r == nil || r.State == NodePending
+	}
+	for _, t := range x.n.targets {
+		taken := slices.Contains(rec.Taken, t.id)
+		if !t.isJoin() {
+			if !taken {
+				if err := x.skip(ctx, t); err != nil {
+					return retryAfter(0, err)
+				}
+			} else if needsJob(t) {
+				x.sendTo(t, rec)
+			}
+			continue
+		}
+		if err := x.arrive(ctx, t, x.n.id, taken, needsJob); err != nil {
+			return retryAfter(0, err)
+		}
+		if x.crash("arrived") {
+			return abandon
+		}
+	}
+	if x.n.leaf {
+		x.final, x.resolved[x.n.id] = true, true
+	}
+	if err := x.flush(ctx); err != nil {
+		return retryAfter(0, err)
+	}
+	if x.crash("advanced") {
+		return abandon
+	}
+	if x.final {
+		if err := x.checkCompletion(ctx); err != nil {
+			return retryAfter(0, err)
+		}
+	}
+	return done
+}
+
+// sendTo queues the job of single-predecessor target t, carrying its input
+// when t has no "inputs" and the input is small.
+func (x *jobRun) sendTo(t *planNode, rec *NodeRecord) {
+	j := Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.id, BlueprintVersion: x.p.version}
+	if t.def.Inputs == nil && x.a.cfg.maxInlineInput > 0 {
+		v, ok := rec.Staged[t.id]
+		if !ok {
+			v = rec.Output
+		}
+		if b, err := json.Marshal(v); err == nil && len(b) <= x.a.cfg.maxInlineInput {
+			j.Input = b
+		}
+	}
+	x.sends = append(x.sends, j)
+}
+
+// arrive records source's resolved edge into join t and acts on the join
+// record: fire it, skip it, or note that an "any" join is complete.
+func (x *jobRun) arrive(ctx context.Context, t *planNode, source string, taken bool, needsJob func(*planNode) bool) error {
+	st, err := x.a.cfg.coord.Arrive(ctx, joinKey(x.job.RunID, t.id), Arrival{Source: source, Taken: taken, Claim: taken && t.join == "any"}, x.a.cfg.coordinationTTL)
+	if err != nil {
+		return fmt.Errorf("sqsadapter: arrive at join %q: %w", t.id, err)
+	}
+	complete := len(st.Arrived) >= len(t.preds)
+	switch t.join {
+	case "any":
+		if taken && st.FiredBy == source && needsJob(t) {
+			x.sends = append(x.sends, Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.id, BlueprintVersion: x.p.version})
+		}
+		if complete {
+			x.final, x.resolved[t.id] = true, true
+			if len(st.Taken) == 0 {
+				return x.skip(ctx, t)
+			}
+		}
+	default:
+		if complete {
+			if len(st.Taken) == 0 {
+				return x.skip(ctx, t)
+			}
+			if needsJob(t) {
+				x.sends = append(x.sends, Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.id, BlueprintVersion: x.p.version})
+			}
+		}
+	}
+	return nil
+}
+
+// skip resolves t without running it (dead-path elimination) and
+// propagates dead edges from it.
+func (x *jobRun) skip(ctx context.Context, t *planNode) error {
+	if t.leaf {
+		x.skipped = append(x.skipped, t.id)
+		x.final, x.resolved[t.id] = true, true
+	}
+	for _, u := range t.targets {
+		if !u.isJoin() {
+			if err := x.skip(ctx, u); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := x.arrive(ctx, u, t.id, false, func(*planNode) bool { return true }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flush makes the skips and sends of this handling durable.
+func (x *jobRun) flush(ctx context.Context) error {
+	if len(x.skipped) > 0 {
+		if err := x.a.cfg.contexts.SkipNodes(ctx, x.job.RunID, x.skipped); err != nil {
+			return fmt.Errorf("sqsadapter: skip nodes: %w", err)
+		}
+	}
+	if len(x.sends) > 0 {
+		if err := x.a.send(ctx, x.sends...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkCompletion completes the run if every leaf is resolved and every
+// "any" join has heard from all its predecessors.
+func (x *jobRun) checkCompletion(ctx context.Context) error {
+	var leaves, joins []string
+	for _, l := range x.p.leaves {
+		if !x.resolved[l.id] {
+			leaves = append(leaves, l.id)
+		}
+	}
+	for _, j := range x.p.anyJoins {
+		if !x.resolved[j.id] {
+			joins = append(joins, joinKey(x.job.RunID, j.id))
+		}
+	}
+	if len(leaves) > 0 {
+		recs, err := x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, leaves)
+		if err != nil {
+			return err
+		}
+		for _, id := range leaves {
+			if r := recs[id]; r == nil || (r.State != NodeCommitted && r.State != NodeSkipped) {
+				return nil
+			}
+		}
+	}
+	if len(joins) > 0 {
+		sts, err := x.a.cfg.coord.GetJoins(ctx, joins)
+		if err != nil {
+			return err
+		}
+		for _, j := range x.p.anyJoins {
+			if x.resolved[j.id] {
+				continue
+			}
+			if st := sts[joinKey(x.job.RunID, j.id)]; st == nil || len(st.Arrived) < len(j.preds) {
+				return nil
+			}
+		}
+	}
+	if x.crash("complete") {
+		return errCrashed
+	}
+	err := x.a.cfg.contexts.FinishRun(ctx, x.job.RunID, StatusCompleted, "", "", time.Now())
+	switch {
+	case err == nil:
+		x.log.InfoContext(ctx, "sqsadapter: run completed")
+	case errors.Is(err, ErrRunFinished):
+	default:
+		return fmt.Errorf("sqsadapter: complete run: %w", err)
+	}
+	return nil
+}
+
+// failRun marks the run failed (once) and closes its unfinished nodes so
+// that nothing more runs.
+func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
+	store := x.a.cfg.contexts
+	err := store.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeID, time.Now())
+	switch {
+	case err == nil:
+		x.log.ErrorContext(ctx, "sqsadapter: run failed", "failed_node", nodeID, "reason", reason)
+	case errors.Is(err, ErrRunFinished):
+	default:
+		return retryAfter(0, fmt.Errorf("sqsadapter: mark run failed: %w", err))
+	}
+	if x.crash("failed") {
+		return abandon
+	}
+	if err := store.CloseNodes(ctx, x.job.RunID, x.p.allIDs); err != nil {
+		return retryAfter(0, fmt.Errorf("sqsadapter: close nodes of failed run: %w", err))
+	}
+	return done
+}
+
+func joinKey(runID, nodeID string) string { return "flowcraft:fanin:" + runID + ":" + nodeID }
+
+// retryDelay is the delay before the attempt after attempt n.
+func (a *SqsAdapter) retryDelay(n *planNode, attempt int) time.Duration {
+	d := float64(n.retryDelay)
+	for i := 1; i < attempt; i++ {
+		d *= a.cfg.retryMultiplier
+		if d >= float64(a.cfg.retryMaxDelay) {
+			break
+		}
+	}
+	d = min(d, float64(a.cfg.retryMaxDelay))
+	if j := a.cfg.retryJitter; j > 0 {
+		d *= 1 + j*(2*rand.Float64()-1)
+	}
+	return time.Duration(d)
+}
+
+// jitter returns a random duration in [0, d).
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(d)))
+}

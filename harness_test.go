@@ -1,0 +1,120 @@
+package sqsadapter_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// unit is the in-memory SQS's "second" in tests: visibility timeouts and
+// waits given to the adapter in seconds count in these units.
+const unit = 20 * time.Millisecond
+
+// env is a set of workers sharing one in-memory queue and two stores.
+type env struct {
+	t        *testing.T
+	sqs      *sqsadaptertest.SQS
+	queue    string
+	dlq      string
+	contexts *sqsadaptertest.ContextStore
+	coord    *sqsadaptertest.CoordinationStore
+	workers  []*sqsadapter.SqsAdapter
+	client   *sqsadapter.SqsAdapter
+}
+
+type envConfig struct {
+	workers    int
+	registry   sqsadapter.NodeRegistry
+	blueprints []*sqsadapter.Blueprint
+	opts       []sqsadapter.Option
+	// visibility is the adapter's visibility timeout (default 10 units).
+	visibility time.Duration
+	setup      func(*env) // before workers start (fault hooks)
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("SQSADAPTER_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newEnv(t *testing.T, c envConfig) *env {
+	t.Helper()
+	if c.visibility == 0 {
+		c.visibility = 10 * unit
+	}
+	e := &env{t: t, sqs: sqsadaptertest.NewSQS(), contexts: sqsadaptertest.NewContextStore(), coord: sqsadaptertest.NewCoordinationStore()}
+	e.dlq = e.sqs.CreateQueue("jobs-dlq", sqsadaptertest.QueueOptions{VisibilityUnit: unit})
+	e.queue = e.sqs.CreateQueue("jobs", sqsadaptertest.QueueOptions{
+		VisibilityTimeout: c.visibility, VisibilityUnit: unit,
+		MaxReceiveCount: 50, DeadLetterQueueURL: e.dlq,
+	})
+	if c.setup != nil {
+		c.setup(e)
+	}
+	mk := func(extra ...sqsadapter.Option) *sqsadapter.SqsAdapter {
+		opts := []sqsadapter.Option{
+			sqsadapter.WithSQSClient(e.sqs),
+			sqsadapter.WithQueueURL(e.queue),
+			sqsadapter.WithContextStore(e.contexts),
+			sqsadapter.WithCoordinationStore(e.coord),
+			sqsadapter.WithRegistry(c.registry),
+			sqsadapter.WithBlueprints(c.blueprints...),
+			sqsadapter.WithLogger(testLogger()),
+			sqsadapter.WithSQSTimeUnit(unit),
+			sqsadapter.WithVisibilityTimeout(c.visibility),
+			sqsadapter.WithWaitTime(5 * unit),
+			sqsadapter.WithPollBackoff(unit, 5*unit),
+		}
+		a, err := sqsadapter.NewSqsAdapter(append(append(opts, c.opts...), extra...)...)
+		require.NoError(t, err)
+		return a
+	}
+	e.client = mk()
+	for range c.workers {
+		a := mk()
+		e.workers = append(e.workers, a)
+		errc := make(chan error, 1)
+		go func() { errc <- a.Run(context.Background()) }()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			require.NoError(t, a.Shutdown(ctx))
+			require.NoError(t, <-errc)
+		})
+	}
+	return e
+}
+
+// run starts a run and waits for it to finish.
+func (e *env) run(blueprintID string, initial map[string]any, opts ...sqsadapter.RunOption) *sqsadapter.RunStatus {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.t.Context(), 20*time.Second)
+	defer cancel()
+	id, err := e.client.StartRun(ctx, blueprintID, initial, opts...)
+	require.NoError(e.t, err)
+	st, err := e.client.WaitForRun(ctx, id)
+	require.NoError(e.t, err, "run %s did not finish", id)
+	return st
+}
+
+func mustParse(t *testing.T, s string) *sqsadapter.Blueprint {
+	t.Helper()
+	bp, err := sqsadapter.ParseBlueprint([]byte(s))
+	require.NoError(t, err)
+	return bp
+}

@@ -1,0 +1,255 @@
+package sqsadapter
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Option configures an SqsAdapter; see NewSqsAdapter.
+type Option func(*config) error
+
+type config struct {
+	sqs         SQSClient
+	queueURL    string
+	contexts    ContextStore
+	coord       CoordinationStore
+	registry    NodeRegistry
+	blueprints  []*Blueprint
+	concurrency int
+	logger      *slog.Logger
+	workerID    string
+
+	waitTime          time.Duration
+	visibilityTimeout time.Duration
+	pollBackoffMin    time.Duration
+	pollBackoffMax    time.Duration
+	drainTimeout      time.Duration
+	ackTimeout        time.Duration
+
+	retryMultiplier float64
+	retryMaxDelay   time.Duration
+	retryJitter     float64
+
+	coordinationTTL time.Duration
+	maxInlineInput  int
+
+	// sqsTimeUnit is the duration of SQS's "seconds" (a test seam: the
+	// in-memory SQS can count in shorter units).
+	sqsTimeUnit time.Duration
+
+	// crashHook is a test seam: returning true at a step makes the job stop
+	// there as if the worker died (see export_test.go).
+	crashHook func(step string, job Job) bool
+}
+
+func defaultConfig() config {
+	return config{
+		concurrency:       10,
+		waitTime:          20 * time.Second,
+		visibilityTimeout: 30 * time.Second,
+		pollBackoffMin:    100 * time.Millisecond,
+		pollBackoffMax:    10 * time.Second,
+		drainTimeout:      30 * time.Second,
+		ackTimeout:        10 * time.Second,
+		retryMultiplier:   1,
+		retryMaxDelay:     5 * time.Minute,
+		coordinationTTL:   7 * 24 * time.Hour,
+		maxInlineInput:    64 << 10,
+		sqsTimeUnit:       time.Second,
+	}
+}
+
+// WithSQSClient sets the SQS client (an *sqs.Client, or sqsadaptertest.SQS). Required.
+func WithSQSClient(c SQSClient) Option {
+	return func(cfg *config) error {
+		if c == nil {
+			return fmt.Errorf("%w: nil SQS client", ErrInvalidOption)
+		}
+		cfg.sqs = c
+		return nil
+	}
+}
+
+// WithQueueURL sets the job queue's URL, as returned by CreateQueue or
+// GetQueueUrl. Required.
+func WithQueueURL(url string) Option {
+	return func(cfg *config) error {
+		if url == "" {
+			return fmt.Errorf("%w: empty queue URL", ErrInvalidOption)
+		}
+		cfg.queueURL = url
+		return nil
+	}
+}
+
+// WithContextStore sets the store of run contexts, node records and run
+// records (a *DynamoDbContext, or sqsadaptertest.NewContextStore()). Required.
+func WithContextStore(s ContextStore) Option {
+	return func(cfg *config) error {
+		if s == nil {
+			return fmt.Errorf("%w: nil context store", ErrInvalidOption)
+		}
+		cfg.contexts = s
+		return nil
+	}
+}
+
+// WithCoordinationStore sets the store of join records (a
+// *DynamoDbCoordinationStore, or sqsadaptertest.NewCoordinationStore()). Required.
+func WithCoordinationStore(s CoordinationStore) Option {
+	return func(cfg *config) error {
+		if s == nil {
+			return fmt.Errorf("%w: nil coordination store", ErrInvalidOption)
+		}
+		cfg.coord = s
+		return nil
+	}
+}
+
+// WithRegistry sets the node implementations. Every node of every
+// blueprint must be registered. Required.
+func WithRegistry(r NodeRegistry) Option {
+	return func(cfg *config) error {
+		if r == nil {
+			return fmt.Errorf("%w: nil registry", ErrInvalidOption)
+		}
+		cfg.registry = r
+		return nil
+	}
+}
+
+// WithBlueprints registers blueprints. Several versions of one blueprint id
+// may be registered side by side (metadata.version); StartRun uses the one
+// registered last unless WithBlueprintVersion says otherwise.
+func WithBlueprints(bs ...*Blueprint) Option {
+	return func(cfg *config) error {
+		for i, b := range bs {
+			if b == nil {
+				return fmt.Errorf("%w: blueprint #%d is nil", ErrInvalidOption, i)
+			}
+		}
+		cfg.blueprints = append(cfg.blueprints, bs...)
+		return nil
+	}
+}
+
+// WithConcurrency sets how many jobs a worker runs at once (default 10).
+func WithConcurrency(n int) Option {
+	return func(cfg *config) error {
+		if n < 1 {
+			return fmt.Errorf("%w: concurrency %d < 1", ErrInvalidOption, n)
+		}
+		cfg.concurrency = n
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(cfg *config) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		cfg.logger = l
+		return nil
+	}
+}
+
+// WithWorkerID names this worker in leases and logs (default: random).
+func WithWorkerID(id string) Option {
+	return func(cfg *config) error {
+		if id == "" {
+			return fmt.Errorf("%w: empty worker id", ErrInvalidOption)
+		}
+		cfg.workerID = id
+		return nil
+	}
+}
+
+// WithWaitTime sets the long-poll wait of ReceiveMessage (default 20s, at
+// most 20s; SQS counts whole seconds).
+func WithWaitTime(d time.Duration) Option {
+	return func(cfg *config) error {
+		if d < 0 || d > 20*time.Second {
+			return fmt.Errorf("%w: wait time %v not in [0, 20s]", ErrInvalidOption, d)
+		}
+		cfg.waitTime = d
+		return nil
+	}
+}
+
+// WithVisibilityTimeout sets the visibility timeout requested on receive and
+// the duration of node leases (default 30s; SQS rounds it up to whole
+// seconds). While a job runs, the worker extends both every third of it.
+func WithVisibilityTimeout(d time.Duration) Option {
+	return func(cfg *config) error {
+		if d < 100*time.Millisecond || d > 12*time.Hour {
+			return fmt.Errorf("%w: visibility timeout %v not in [1s, 12h]", ErrInvalidOption, d)
+		}
+		cfg.visibilityTimeout = d
+		return nil
+	}
+}
+
+// WithPollBackoff sets the jittered backoff between failed polls (default
+// 100ms doubling to 10s).
+func WithPollBackoff(min, max time.Duration) Option {
+	return func(cfg *config) error {
+		if min <= 0 || max < min {
+			return fmt.Errorf("%w: poll backoff [%v, %v]", ErrInvalidOption, min, max)
+		}
+		cfg.pollBackoffMin, cfg.pollBackoffMax = min, max
+		return nil
+	}
+}
+
+// WithDrainTimeout bounds how long Run waits for in-flight jobs when its
+// ctx is cancelled (default 30s). Shutdown uses its own ctx instead.
+func WithDrainTimeout(d time.Duration) Option {
+	return func(cfg *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: negative drain timeout", ErrInvalidOption)
+		}
+		cfg.drainTimeout = d
+		return nil
+	}
+}
+
+// WithRetryBackoff makes node retry delays grow: the delay before attempt
+// n+1 is retryDelay × multiplier^(n-1), capped at max, then spread by ±jitter
+// (a fraction in [0, 1]). The default is a fixed retryDelay.
+func WithRetryBackoff(multiplier float64, max time.Duration, jitter float64) Option {
+	return func(cfg *config) error {
+		if multiplier < 1 || max <= 0 || jitter < 0 || jitter > 1 {
+			return fmt.Errorf("%w: retry backoff multiplier %v, max %v, jitter %v", ErrInvalidOption, multiplier, max, jitter)
+		}
+		cfg.retryMultiplier, cfg.retryMaxDelay, cfg.retryJitter = multiplier, max, jitter
+		return nil
+	}
+}
+
+// WithCoordinationTTL sets how long join records are kept (default 7 days):
+// it must outlive the longest run.
+func WithCoordinationTTL(d time.Duration) Option {
+	return func(cfg *config) error {
+		if d < time.Minute {
+			return fmt.Errorf("%w: coordination TTL %v < 1m", ErrInvalidOption, d)
+		}
+		cfg.coordinationTTL = d
+		return nil
+	}
+}
+
+// WithMaxInlineInput sets the largest input (JSON bytes) carried inside a
+// job message (default 64 KiB); larger inputs are read from the store by the
+// receiving node. 0 never carries inputs.
+func WithMaxInlineInput(n int) Option {
+	return func(cfg *config) error {
+		if n < 0 || n > 200<<10 {
+			return fmt.Errorf("%w: max inline input %d not in [0, 200 KiB]", ErrInvalidOption, n)
+		}
+		cfg.maxInlineInput = n
+		return nil
+	}
+}

@@ -1,0 +1,307 @@
+package sqsadapter
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/flowcraft/sqsadapter/internal/expr"
+)
+
+// plan is a validated blueprint compiled for execution: graph facts derived
+// once, expressions compiled once, and the keys each node reads.
+type plan struct {
+	bp      *Blueprint
+	id      string
+	version string
+	nodes   map[string]*planNode
+	order   []*planNode // blueprint order, fallback-only nodes included
+	starts  []*planNode
+	// leaves and anyJoins are where completion can be decided: a run is
+	// complete when every leaf is resolved and every "any" join has heard
+	// from all its predecessors (see docs/protocol.md).
+	leaves   []*planNode
+	anyJoins []*planNode
+	allIDs   []string // every schedulable node, for closing a finished run
+}
+
+type planNode struct {
+	def          *NodeDefinition
+	id           string
+	fn           NodeFunc
+	preds        []string // distinct sources of incoming edges, blueprint order
+	out          []*planEdge
+	targets      []*planNode // distinct targets of out, blueprint order
+	join         string      // "" (at most one predecessor), "all" or "any"
+	start        bool
+	leaf         bool
+	fallbackOnly bool
+	fallback     *planNode
+
+	maxAttempts int
+	retryDelay  time.Duration
+	timeout     time.Duration
+
+	// inputKeys are the context keys read to resolve the node's "inputs".
+	inputKeys []string
+	// exprKeys are the context keys read by the conditions and transforms of
+	// the node's outgoing edges; exprAll means they need the whole context.
+	exprKeys []string
+	exprAll  bool
+	// exprContext: some outgoing expression reads the context at all.
+	exprContext bool
+}
+
+type planEdge struct {
+	target    *planNode
+	action    string
+	condition *expr.Program
+	transform *expr.Program
+	index     int // position in Blueprint.Edges
+}
+
+func (n *planNode) isJoin() bool { return n.join != "" }
+
+// compilePlan validates bp and compiles it against reg (nil reg: functions
+// are not resolved, for tests of the graph alone).
+func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
+	if err := bp.Validate(); err != nil {
+		return nil, err
+	}
+	p := &plan{bp: bp, id: bp.ID, version: bp.Version(), nodes: make(map[string]*planNode, len(bp.Nodes))}
+	var problems []string
+	fbOnly := bp.fallbackOnly()
+	for i := range bp.Nodes {
+		def := &bp.Nodes[i]
+		n := &planNode{
+			def:          def,
+			id:           def.ID,
+			fallbackOnly: fbOnly[def.ID],
+			maxAttempts:  max(def.Config.MaxRetries, 1),
+			retryDelay:   time.Duration(def.Config.RetryDelay) * time.Millisecond,
+			timeout:      time.Duration(def.Config.Timeout) * time.Millisecond,
+		}
+		if reg != nil {
+			fn, ok := reg[def.Uses]
+			if !ok || fn == nil {
+				problems = append(problems, fmt.Sprintf("node %q uses %q, which is not in the registry", def.ID, def.Uses))
+			}
+			n.fn = fn
+		}
+		p.nodes[def.ID] = n
+		p.order = append(p.order, n)
+	}
+	for i, e := range bp.Edges {
+		src, dst := p.nodes[e.Source], p.nodes[e.Target]
+		pe := &planEdge{target: dst, action: e.Action, index: i}
+		var err error
+		if e.Condition != "" {
+			if pe.condition, err = expr.Compile(e.Condition); err != nil {
+				return nil, err // Validate compiled it already
+			}
+		}
+		if e.Transform != "" {
+			if pe.transform, err = expr.Compile(e.Transform); err != nil {
+				return nil, err
+			}
+		}
+		src.out = append(src.out, pe)
+		if !contains(dst.preds, src.id) {
+			dst.preds = append(dst.preds, src.id)
+		}
+		if !containsNode(src.targets, dst) {
+			src.targets = append(src.targets, dst)
+		}
+	}
+	for _, n := range p.order {
+		if f := n.def.Config.Fallback; f != "" {
+			n.fallback = p.nodes[f]
+		}
+		if len(n.preds) > 1 {
+			n.join = n.def.Config.JoinStrategy
+			if n.join == "" {
+				n.join = "all"
+			}
+		}
+		if n.fallbackOnly {
+			continue
+		}
+		p.allIDs = append(p.allIDs, n.id)
+		n.start = len(n.preds) == 0
+		n.leaf = len(n.out) == 0
+		if n.start {
+			p.starts = append(p.starts, n)
+		}
+		if n.leaf {
+			p.leaves = append(p.leaves, n)
+		}
+		if n.join == "any" {
+			p.anyJoins = append(p.anyJoins, n)
+		}
+		n.inputKeys = inputKeys(n.def.Inputs)
+		for _, e := range n.out {
+			for _, prog := range []*expr.Program{e.condition, e.transform} {
+				if prog == nil {
+					continue
+				}
+				keys, all := prog.ContextKeys()
+				n.exprAll = n.exprAll || all
+				n.exprContext = n.exprContext || all || len(keys) > 0
+				for _, k := range keys {
+					if !contains(n.exprKeys, k) {
+						n.exprKeys = append(n.exprKeys, k)
+					}
+				}
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return nil, &BlueprintError{BlueprintID: bp.ID, Problems: problems}
+	}
+	return p, nil
+}
+
+// inputKeys lists the context keys that resolving inputs may read.
+func inputKeys(inputs any) []string {
+	var keys []string
+	add := func(ref string) {
+		for _, k := range refKeys(ref) {
+			if !contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	switch in := inputs.(type) {
+	case string:
+		add(in)
+	case map[string]any:
+		for _, v := range in {
+			switch r := v.(type) {
+			case string:
+				add(r)
+			case []any:
+				for _, e := range r {
+					if s, ok := e.(string); ok {
+						add(s)
+					}
+				}
+			}
+		}
+	}
+	return keys
+}
+
+// refKeys lists the keys an input reference reads (reference §2.4): a raw
+// key for "_…", the base node's output for "node.path", else the node output
+// of that name and, failing it, the context key.
+func refKeys(ref string) []string {
+	switch {
+	case strings.HasPrefix(ref, "_"):
+		return []string{ref}
+	case strings.Contains(ref, "."):
+		base, _, _ := strings.Cut(ref, ".")
+		return []string{outputsPrefix + base}
+	default:
+		return []string{outputsPrefix + ref, ref}
+	}
+}
+
+// resolveRef resolves one input reference against values read by refKeys.
+func resolveRef(ref string, vals map[string]any) any {
+	switch {
+	case strings.HasPrefix(ref, "_"):
+		return vals[ref]
+	case strings.Contains(ref, "."):
+		base, path, _ := strings.Cut(ref, ".")
+		v, ok := vals[outputsPrefix+base]
+		if !ok || v == nil {
+			return nil
+		}
+		return walkPath(v, strings.Split(path, "."))
+	default:
+		if v, ok := vals[outputsPrefix+ref]; ok {
+			return v
+		}
+		return vals[ref]
+	}
+}
+
+// resolveInputs builds a node's input from its "inputs" definition.
+func resolveInputs(inputs any, vals map[string]any) any {
+	switch in := inputs.(type) {
+	case string:
+		return resolveRef(in, vals)
+	case map[string]any:
+		out := make(map[string]any, len(in))
+		for name, v := range in {
+			switch r := v.(type) {
+			case string:
+				out[name] = resolveRef(r, vals)
+			case []any: // first present
+				out[name] = nil
+				for _, e := range r {
+					s, _ := e.(string)
+					if got := resolveRef(s, vals); got != nil {
+						out[name] = got
+						break
+					}
+				}
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func walkPath(v any, path []string) any {
+	for _, seg := range path {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[seg]
+		case []any:
+			i, err := parseIndex(seg)
+			if err != nil || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+		if v == nil {
+			return nil
+		}
+	}
+	return v
+}
+
+func parseIndex(s string) (int, error) {
+	if s == "" || len(s) > 9 {
+		return 0, fmt.Errorf("bad index")
+	}
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("bad index")
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, nil
+}
+
+func contains(s []string, v string) bool {
+	for _, e := range s {
+		if e == v {
+			return true
+		}
+	}
+	return false
+}
+
+func containsNode(s []*planNode, n *planNode) bool {
+	for _, e := range s {
+		if e == n {
+			return true
+		}
+	}
+	return false
+}

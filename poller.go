@@ -1,0 +1,406 @@
+package sqsadapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+)
+
+// errMessageLost cancels a job whose message can no longer be extended:
+// another worker may receive it, so this one must stop.
+var errMessageLost = errors.New("sqsadapter: job message lost (visibility could not be extended)")
+
+// errLeaseLost cancels a job whose node lease was taken over.
+var errLeaseLost = errors.New("sqsadapter: node lease lost to another worker")
+
+// errShutdown cancels running jobs when a shutdown deadline passes.
+var errShutdown = errors.New("sqsadapter: shutdown deadline passed")
+
+// Run receives and handles jobs until ctx is done or Shutdown is called. It
+// blocks. It takes a worker slot before each receive and asks SQS for as
+// many messages as there are free slots (at most 10), extends the
+// visibility of messages while their jobs run, and deletes messages in
+// batches. When ctx is done it stops receiving at once and drains: running
+// jobs get the drain timeout (WithDrainTimeout) to finish, then they are
+// cancelled and their messages made visible again.
+//
+// Run returns nil after a clean stop, ErrAdapterClosed if it was already
+// called or Shutdown was, and ctx.Err()-style errors only when draining
+// had to cancel jobs.
+func (a *SqsAdapter) Run(ctx context.Context) error {
+	a.mu.Lock()
+	if a.ran {
+		a.mu.Unlock()
+		return fmt.Errorf("%w: Run called twice", ErrAdapterClosed)
+	}
+	select {
+	case <-a.stopping:
+		a.mu.Unlock()
+		return fmt.Errorf("%w: Run called after Shutdown", ErrAdapterClosed)
+	default:
+	}
+	a.ran, a.running = true, true
+	a.mu.Unlock()
+	defer close(a.stopped)
+
+	recvCtx, cancelRecv := context.WithCancel(ctx)
+	defer cancelRecv()
+	go func() { // owned: ends when Run's receive ctx ends, which Run waits for below
+		select {
+		case <-a.stopping:
+		case <-recvCtx.Done():
+		}
+		cancelRecv()
+	}()
+
+	slots := make(chan struct{}, a.cfg.concurrency)
+	var jobs sync.WaitGroup
+	backoff := a.cfg.pollBackoffMin
+	for recvCtx.Err() == nil {
+		// Take at least one slot, then every free one up to 10.
+		select {
+		case slots <- struct{}{}:
+		case <-recvCtx.Done():
+			continue
+		}
+		n := 1
+	more:
+		for n < 10 {
+			select {
+			case slots <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		msgs, err := a.receive(recvCtx, n)
+		for range n - len(msgs) {
+			<-slots
+		}
+		if err != nil {
+			if recvCtx.Err() != nil {
+				break
+			}
+			a.log.WarnContext(ctx, "sqsadapter: receive failed; backing off", "err", err, "backoff", backoff)
+			a.sleepCtx(recvCtx, backoff/2+jitter(backoff/2+1))
+			backoff = min(backoff*2, a.cfg.pollBackoffMax)
+			continue
+		}
+		backoff = a.cfg.pollBackoffMin
+		for _, m := range msgs {
+			jobs.Add(1)
+			go func() {
+				defer jobs.Done()
+				defer func() { <-slots }()
+				a.processMessage(m)
+			}()
+		}
+	}
+
+	// Drain: running jobs finish, up to the deadline.
+	drained := make(chan struct{})
+	go func() { jobs.Wait(); close(drained) }()
+	var err error
+	if ctx.Err() != nil { // stopped by ctx, not by Shutdown: use the drain timeout
+		t := time.NewTimer(a.cfg.drainTimeout)
+		select {
+		case <-drained:
+		case <-t.C:
+			a.hard(errShutdown)
+			<-drained
+			err = fmt.Errorf("sqsadapter: drain timeout: in-flight jobs cancelled: %w", context.DeadlineExceeded)
+		}
+		t.Stop()
+	} else {
+		<-drained // Shutdown cancels jobs itself when its ctx expires
+	}
+	a.mu.Lock()
+	a.running = false
+	a.mu.Unlock()
+	return err
+}
+
+// Shutdown stops receiving at once, lets running jobs finish, and returns
+// when Run has returned. Jobs waiting to retry release their messages at
+// once. If ctx ends first, running jobs are cancelled (their messages become
+// visible again) and Shutdown returns ctx's error after Run has returned.
+// Calling Shutdown when Run is not running just marks the adapter closed.
+// It is safe to call more than once and concurrently.
+func (a *SqsAdapter) Shutdown(ctx context.Context) error {
+	a.stopOnce.Do(func() { close(a.stopping) })
+	a.mu.Lock()
+	ran := a.ran
+	a.mu.Unlock()
+	if !ran {
+		a.hard(errShutdown)
+		return nil
+	}
+	select {
+	case <-a.stopped:
+		return nil
+	case <-ctx.Done():
+		a.hard(errShutdown)
+		<-a.stopped
+		return ctx.Err()
+	}
+}
+
+func (a *SqsAdapter) receive(ctx context.Context, n int) ([]types.Message, error) {
+	out, err := a.cfg.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+		QueueUrl:                    aws.String(a.cfg.queueURL),
+		MaxNumberOfMessages:         int32(n),
+		WaitTimeSeconds:             int32(a.cfg.waitTime / a.cfg.sqsTimeUnit),
+		VisibilityTimeout:           a.seconds(a.cfg.visibilityTimeout),
+		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.Messages, nil
+}
+
+// processMessage handles one received message and settles it: delete,
+// make visible again after a delay, or leave it.
+func (a *SqsAdapter) processMessage(m types.Message) {
+	ctx := a.jobsCtx
+	body := aws.ToString(m.Body)
+	log := a.log.With("msg_id", aws.ToString(m.MessageId))
+	job, err := DecodeJob([]byte(body))
+	if err != nil {
+		// Poison: nothing names a run to fail. Leave it to the queue's
+		// redrive policy (dead-letter queue after maxReceiveCount).
+		log.ErrorContext(ctx, "sqsadapter: undecodable job message left for the dead-letter queue", "err", err, "receive_count", m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
+		a.changeVisibility(ctx, m, a.cfg.visibilityTimeout)
+		return
+	}
+	o := a.runJob(ctx, job, &m)
+	switch o.kind {
+	case outcomeDone:
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ackTimeout)
+		defer cancel()
+		if err := a.deleter.do(actx, aws.ToString(m.ReceiptHandle)); err != nil {
+			// Harmless: the redelivery replays idempotent steps only.
+			log.WarnContext(ctx, "sqsadapter: delete message", "run_id", job.RunID, "node_id", job.NodeID, "err", err)
+		}
+	case outcomeRetry:
+		if o.err != nil {
+			log.WarnContext(ctx, "sqsadapter: job not done; it will be redelivered", "run_id", job.RunID, "node_id", job.NodeID, "delay", o.delay, "err", o.err)
+		}
+		delay := o.delay
+		if delay == 0 {
+			delay = a.redeliveryBackoff(m)
+		}
+		a.changeVisibility(ctx, m, delay)
+	case outcomeAbandon:
+	}
+}
+
+// redeliveryBackoff grows with the message's receive count: 1s, 2s, 4s…
+// capped at the visibility timeout.
+func (a *SqsAdapter) redeliveryBackoff(m types.Message) time.Duration {
+	n, _ := strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
+	d := time.Duration(math.Pow(2, float64(min(max(n-1, 0), 16)))) * a.cfg.sqsTimeUnit
+	return min(d, a.cfg.visibilityTimeout)
+}
+
+func (a *SqsAdapter) changeVisibility(ctx context.Context, m types.Message, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ackTimeout)
+	defer cancel()
+	_, err := a.cfg.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+		QueueUrl:          aws.String(a.cfg.queueURL),
+		ReceiptHandle:     m.ReceiptHandle,
+		VisibilityTimeout: a.seconds(d),
+	})
+	if err != nil {
+		a.log.WarnContext(ctx, "sqsadapter: change message visibility", "msg_id", aws.ToString(m.MessageId), "err", err)
+	}
+}
+
+// seconds rounds d up to whole seconds (SQS's unit for visibility and
+// waits), within SQS's 0..12h.
+func (a *SqsAdapter) seconds(d time.Duration) int32 {
+	unit := a.cfg.sqsTimeUnit
+	s := (d + unit - 1) / unit
+	return int32(min(max(s, 0), 12*3600))
+}
+
+// runJob handles one job under a heartbeat that keeps its message (if any)
+// and its node lease alive, and cancels the job when either is lost.
+func (a *SqsAdapter) runJob(parent context.Context, job Job, m *types.Message) outcome {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	owner := a.cfg.workerID + "/" + randomID()[:16]
+	if m != nil {
+		owner = a.cfg.workerID + "/" + aws.ToString(m.MessageId) + "/" + randomID()[:8]
+	}
+	hb := &heartbeat{a: a, m: m, cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
+	go hb.run(ctx)
+	defer hb.halt()
+	return a.handle(ctx, job, owner, hb.setLease)
+}
+
+// heartbeat extends a running job's message visibility and node lease every
+// third of the visibility timeout.
+type heartbeat struct {
+	a      *SqsAdapter
+	m      *types.Message
+	cancel context.CancelCauseFunc
+	stop   chan struct{}
+	done   chan struct{}
+
+	mu    sync.Mutex
+	lease *leaseRef
+}
+
+func (h *heartbeat) setLease(l *leaseRef) {
+	h.mu.Lock()
+	h.lease = l
+	h.mu.Unlock()
+}
+
+func (h *heartbeat) halt() {
+	close(h.stop)
+	<-h.done
+}
+
+func (h *heartbeat) run(ctx context.Context) {
+	defer close(h.done)
+	vis := h.a.cfg.visibilityTimeout
+	t := time.NewTicker(vis / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if h.m != nil {
+			_, err := h.a.cfg.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+				QueueUrl:          aws.String(h.a.cfg.queueURL),
+				ReceiptHandle:     h.m.ReceiptHandle,
+				VisibilityTimeout: h.a.seconds(vis),
+			})
+			var invalid *types.ReceiptHandleIsInvalid
+			var notInFlight *types.MessageNotInflight
+			if errors.As(err, &invalid) || errors.As(err, &notInFlight) {
+				h.cancel(errMessageLost)
+				return
+			}
+			if err != nil && ctx.Err() == nil {
+				h.a.log.WarnContext(ctx, "sqsadapter: extend message visibility", "msg_id", aws.ToString(h.m.MessageId), "err", err)
+			}
+		}
+		h.mu.Lock()
+		l := h.lease
+		h.mu.Unlock()
+		if l != nil {
+			err := h.a.cfg.contexts.ExtendLease(ctx, l.runID, l.nodeID, l.owner, time.Now().Add(vis))
+			h.mu.Lock()
+			current := h.lease == l
+			h.mu.Unlock()
+			if errors.Is(err, ErrLeaseLost) && current {
+				h.cancel(errLeaseLost)
+				return
+			}
+			if err != nil && current && ctx.Err() == nil {
+				h.a.log.WarnContext(ctx, "sqsadapter: extend node lease", "run_id", l.runID, "node_id", l.nodeID, "err", err)
+			}
+		}
+	}
+}
+
+func (a *SqsAdapter) sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// send enqueues jobs; it returns when SQS has accepted all of them.
+func (a *SqsAdapter) send(ctx context.Context, jobs ...Job) error {
+	return a.sender.do(ctx, jobs...)
+}
+
+// maxBatchBytes is SQS's limit on a SendMessageBatch payload.
+const maxBatchBytes = 256 << 10
+
+func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ackTimeout)
+	defer cancel()
+	errs := make([]error, len(jobs))
+	bodies := make([]string, len(jobs))
+	for i, j := range jobs {
+		b, err := j.encode()
+		if err != nil {
+			errs[i] = fmt.Errorf("sqsadapter: encode job %s: %w", j, err)
+		}
+		bodies[i] = b
+	}
+	// Split into calls of at most 10 entries and maxBatchBytes.
+	for start := 0; start < len(jobs); {
+		end, size := start, 0
+		for end < len(jobs) && end-start < 10 && (end == start || size+len(bodies[end]) <= maxBatchBytes) {
+			size += len(bodies[end])
+			end++
+		}
+		var entries []types.SendMessageBatchRequestEntry
+		for i := start; i < end; i++ {
+			if errs[i] == nil {
+				entries = append(entries, types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(bodies[i])})
+			}
+		}
+		if len(entries) > 0 {
+			out, err := a.cfg.sqs.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(a.cfg.queueURL), Entries: entries})
+			if err != nil {
+				for i := start; i < end; i++ {
+					if errs[i] == nil {
+						errs[i] = fmt.Errorf("sqsadapter: send job %s: %w", jobs[i], err)
+					}
+				}
+			} else {
+				for _, f := range out.Failed {
+					i, _ := strconv.Atoi(aws.ToString(f.Id))
+					errs[i] = fmt.Errorf("sqsadapter: send job %s: %s: %s", jobs[i], aws.ToString(f.Code), aws.ToString(f.Message))
+				}
+			}
+		}
+		start = end
+	}
+	return errs
+}
+
+func (a *SqsAdapter) deleteBatch(ctx context.Context, handles []string) []error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ackTimeout)
+	defer cancel()
+	errs := make([]error, len(handles))
+	entries := make([]types.DeleteMessageBatchRequestEntry, len(handles))
+	for i, h := range handles {
+		entries[i] = types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(h)}
+	}
+	out, err := a.cfg.sqs.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(a.cfg.queueURL), Entries: entries})
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	for _, f := range out.Failed {
+		i, _ := strconv.Atoi(aws.ToString(f.Id))
+		if i >= 0 && i < len(errs) {
+			errs[i] = fmt.Errorf("%s: %s", aws.ToString(f.Code), aws.ToString(f.Message))
+		}
+	}
+	return errs
+}
