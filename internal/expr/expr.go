@@ -1,0 +1,180 @@
+// Package expr compiles and evaluates the expressions of blueprint edges:
+// the condition that decides whether an edge is taken and the transform that
+// computes the target's input.
+//
+// An expression has one of two forms:
+//
+//   - A bare property path, a string made only of letters, digits, '_', '$'
+//     and '.', such as "result.output.customer.isVip". It keeps the meaning of
+//     Flowcraft's default PropertyEvaluator: the first segment names a value
+//     in scope, the others walk maps and arrays (a numeric segment indexes an
+//     array, "length" is the length of an array or a string), and any missing
+//     step yields nil. So "true", "1" or "count" are paths too: they read the
+//     context keys of those names.
+//   - Anything else is an expr-lang expression (https://expr-lang.org), such
+//     as `result.output.total > 100 && approved`. Member access is nil-safe
+//     like JavaScript's optional chaining: a.b.c is nil when a or a.b is nil
+//     or missing. Indexing past the end of an array and type errors are still
+//     evaluation errors.
+//
+// In both forms the scope is the same: `result` is the result of the node
+// that just ran, `input` its input (or, in a transform, the value being
+// transformed), `context` the map of run-context keys, and any other name is
+// the run-context key of that name, so `approved` is `context.approved`.
+// Keys that are not identifiers are reached with `context["order-id"]`.
+//
+// In expression mode, `let` variables shadow context keys, builtins such as
+// len or filter are called as functions, and calling any other name fails to
+// compile. A comparison with a missing key (`count < 5` without count) is an
+// evaluation error, not false; write `(count ?? 0) < 5`.
+//
+// Values are expected in their JSON-like form (see internal/jsonvalue):
+// map[string]any, []any, string, bool, nil, int64 and float64. Expressions
+// come from blueprints and are trusted like code: expr-lang has no I/O and
+// bounds the syntax tree and most allocations, but not string concatenation,
+// so an expression can still exhaust memory.
+package expr
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	exprlang "github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/vm"
+)
+
+// maxNodes bounds the size of an expression's syntax tree. Edge conditions
+// and transforms are short; the bound keeps compilation and evaluation cheap.
+// expr-lang also bounds the memory an evaluation may allocate.
+const maxNodes = 1000
+
+// Env is the scope an expression is evaluated in.
+type Env struct {
+	Result  map[string]any // the node's result: "output" and "action"
+	Input   any            // the node's input, or the value a transform transforms
+	Context map[string]any // run-context keys (those ContextKeys lists suffice); nil means none
+}
+
+// Program is a compiled expression. It is immutable and safe for concurrent use.
+type Program struct {
+	src   string
+	path  []string    // the segments of a bare property path, or nil
+	prog  *vm.Program // the expr-lang program when path is nil
+	keys  []string
+	all   bool
+	input bool
+}
+
+// Compile compiles src, either a bare property path or an expr-lang
+// expression (see the package documentation). The error is an *Error.
+func Compile(src string) (*Program, error) {
+	if isPropertyPath(src) {
+		return compilePath(src), nil
+	}
+	if strings.TrimSpace(src) == "" {
+		return nil, &Error{Op: "compile", Source: src, Err: errors.New("empty expression")}
+	}
+	pt := newPatcher()
+	prog, err := exprlang.Compile(src,
+		exprlang.AllowUndefinedVariables(),
+		exprlang.MaxNodes(maxNodes),
+		exprlang.Patch(pt),
+	)
+	if err == nil {
+		err = pt.err
+	}
+	if err != nil {
+		return nil, &Error{Op: "compile", Source: src, Err: err}
+	}
+	keys, all := pt.contextKeys()
+	return &Program{src: src, prog: prog, keys: keys, all: all, input: pt.input}, nil
+}
+
+// Eval evaluates the program in env and returns its value. A bare property
+// path never fails; an expr-lang expression can fail at run time (a type
+// error, an index out of range, ...), with an *Error.
+func (p *Program) Eval(env Env) (any, error) {
+	if p.prog == nil {
+		return p.evalPath(env), nil
+	}
+	scope := map[string]any{
+		"result":  untypedNil(env.Result),
+		"input":   env.Input,
+		"context": contextMap(env.Context),
+	}
+	v, err := exprlang.Run(p.prog, scope)
+	if err != nil {
+		return nil, &Error{Op: "evaluate", Source: p.src, Err: err}
+	}
+	return v, nil
+}
+
+// untypedNil turns a nil map into an untyped nil, so that `result == nil`
+// holds when there is no result.
+func untypedNil(m map[string]any) any {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
+// contextMap returns the context as a map, empty rather than nil: a run
+// always has a context, even when no key was loaded.
+func contextMap(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
+}
+
+// ContextKeys returns the run-context keys the program can read, found
+// statically, sorted. all is true when the program uses the context in a way
+// that can read any key (passing `context` whole, indexing it with a
+// computed key, ...): the caller must then provide the whole context.
+func (p *Program) ContextKeys() (keys []string, all bool) {
+	return slices.Clone(p.keys), p.all
+}
+
+// UsesInput reports whether the program reads `input`.
+func (p *Program) UsesInput() bool { return p.input }
+
+// String returns the source text of the program.
+func (p *Program) String() string { return p.src }
+
+// Error reports an expression that does not compile or fails to evaluate.
+type Error struct {
+	Op     string // "compile" or "evaluate"
+	Source string // the expression
+	Err    error  // the cause, often an expr-lang *file.Error
+}
+
+func (e *Error) Error() string {
+	msg := e.Err.Error()
+	var fe *file.Error
+	if errors.As(e.Err, &fe) {
+		msg = fe.Message
+		if fe.Snippet != "" { // the location is known
+			msg = fmt.Sprintf("%s (at %d:%d)", msg, fe.Line, fe.Column+1)
+		}
+	}
+	return fmt.Sprintf("%s expression %q: %s", e.Op, e.Source, msg)
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// sortedKeys returns the non-empty keys of set, sorted. Context keys are
+// never empty, so an empty key can never be read.
+func sortedKeys(set map[string]bool) []string {
+	keys := make([]string, 0, len(set))
+	for k := range set {
+		if k != "" {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,779 @@
+package sqsadaptertest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+)
+
+// MaxItemBytes is the size limit of one stored item, as in DynamoDB. A
+// context value or node record whose estimated item size (encoded value, key
+// and a fixed per-item overhead) exceeds it is refused with a
+// *sqsadapter.ValueTooLargeError.
+const MaxItemBytes = 400 * 1024
+
+const (
+	// storeItemOverhead approximates the attribute names and bookkeeping of
+	// one stored item.
+	storeItemOverhead = 100
+	// storeOutputsPrefix is the context key prefix of node records.
+	storeOutputsPrefix = "_outputs."
+	// storeMaxKeyBytes is the longest context key (DynamoDB's sort key limit).
+	storeMaxKeyBytes = 1024
+)
+
+var _ sqsadapter.ContextStore = (*ContextStore)(nil)
+
+// ContextStore is an in-memory sqsadapter.ContextStore: run records, context
+// keys and node records, with the same conditional semantics and item size
+// limit as the DynamoDB implementation. Values are stored as JSON, so a caller
+// never shares memory with the store: writes normalize and encode, reads
+// decode a fresh copy.
+//
+// Create it with NewContextStore (the zero value is also ready to use). Its
+// methods never block on anything but a short internal lock and are safe for
+// concurrent use. The exported hook fields must be set before the store is
+// used concurrently.
+type ContextStore struct {
+	// BeforeCall, if set, is called with the method name before every call
+	// (after the ctx check); a non-nil error fails the call with that error
+	// before it has any effect.
+	BeforeCall func(op string) error
+	// AfterCall, if set, is called with the method name after the call's
+	// effect; a non-nil error is returned to the caller although the effect
+	// happened (a lost response).
+	AfterCall func(op string) error
+
+	mu     sync.Mutex
+	calls  map[string]int
+	runs   map[string]sqsadapter.RunRecord
+	values map[string]map[string][]byte   // run id → key → encoded value
+	nodes  map[string]map[string]nodeItem // run id → node id → record
+}
+
+// nodeItem is a stored node record. Its slices and byte slices are never
+// modified once stored, so copies of the struct may be read outside the lock.
+type nodeItem struct {
+	state      string
+	attempts   int
+	leaseOwner string
+	leaseUntil time.Time
+	output     []byte // encoded Output, when committed
+	action     string
+	taken      []string
+	staged     []byte // encoded Staged, nil when there is none
+	fallback   string
+}
+
+// NewContextStore returns an empty in-memory context store.
+func NewContextStore() *ContextStore {
+	s := &ContextStore{}
+	s.lock()
+	s.mu.Unlock()
+	return s
+}
+
+// Calls returns how many times each method was called, by method name
+// (calls failed by a cancelled ctx or a hook included).
+func (s *ContextStore) Calls() map[string]int {
+	s.lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.calls)
+}
+
+// lock takes the store's lock, creating the maps of a zero store.
+func (s *ContextStore) lock() {
+	s.mu.Lock()
+	if s.runs == nil {
+		s.calls = make(map[string]int)
+		s.runs = make(map[string]sqsadapter.RunRecord)
+		s.values = make(map[string]map[string][]byte)
+		s.nodes = make(map[string]map[string]nodeItem)
+	}
+}
+
+// begin counts a call and runs the checks that precede any effect.
+func (s *ContextStore) begin(ctx context.Context, op string) error {
+	s.lock()
+	s.calls[op]++
+	s.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.BeforeCall != nil {
+		if err := s.BeforeCall(op); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// end runs the AfterCall hook.
+func (s *ContextStore) end(op string) error {
+	if s.AfterCall != nil {
+		return s.AfterCall(op)
+	}
+	return nil
+}
+
+// runValues returns the value map of a run, creating it. Call with the lock held.
+func (s *ContextStore) runValues(runID string) map[string][]byte {
+	m := s.values[runID]
+	if m == nil {
+		m = make(map[string][]byte)
+		s.values[runID] = m
+	}
+	return m
+}
+
+// runNodes returns the node map of a run, creating it. Call with the lock held.
+func (s *ContextStore) runNodes(runID string) map[string]nodeItem {
+	m := s.nodes[runID]
+	if m == nil {
+		m = make(map[string]nodeItem)
+		s.nodes[runID] = m
+	}
+	return m
+}
+
+// CreateRun implements sqsadapter.ContextStore. The record is stored with
+// status running, no finish time and no error; a zero CreatedAt is set to the
+// current time.
+func (s *ContextStore) CreateRun(ctx context.Context, run sqsadapter.RunRecord, initial map[string]any) error {
+	const op = "CreateRun"
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := storeCheckRunID(run.RunID); err != nil {
+		return err
+	}
+	enc, err := storeEncodeSets(run.RunID, initial)
+	if err != nil {
+		return fmt.Errorf("sqsadaptertest: create run %q: %w", run.RunID, err)
+	}
+	run.Status = sqsadapter.StatusRunning
+	run.Error, run.FailedNode = "", ""
+	run.FinishedAt = time.Time{}
+	if run.CreatedAt.IsZero() {
+		run.CreatedAt = time.Now()
+	}
+	run.CreatedAt = run.CreatedAt.Round(0)
+
+	s.lock()
+	if _, ok := s.runs[run.RunID]; ok {
+		s.mu.Unlock()
+		return fmt.Errorf("sqsadaptertest: create run %q: %w", run.RunID, sqsadapter.ErrRunExists)
+	}
+	s.runs[run.RunID] = run
+	if len(enc) > 0 {
+		vals := s.runValues(run.RunID)
+		for k, b := range enc {
+			vals[k] = b
+		}
+	}
+	s.mu.Unlock()
+	return s.end(op)
+}
+
+// GetRun implements sqsadapter.ContextStore.
+func (s *ContextStore) GetRun(ctx context.Context, runID string) (*sqsadapter.RunRecord, error) {
+	const op = "GetRun"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	s.lock()
+	run, ok := s.runs[runID]
+	s.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("sqsadaptertest: get run %q: %w", runID, sqsadapter.ErrRunNotFound)
+	}
+	if err := s.end(op); err != nil {
+		return nil, err
+	}
+	return &run, nil
+}
+
+// FinishRun implements sqsadapter.ContextStore. status must be
+// StatusCompleted, StatusFailed or StatusCancelled; a zero at is set to the
+// current time.
+func (s *ContextStore) FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error {
+	const op = "FinishRun"
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	switch status {
+	case sqsadapter.StatusCompleted, sqsadapter.StatusFailed, sqsadapter.StatusCancelled:
+	default:
+		return fmt.Errorf("sqsadaptertest: finish run %q: invalid final status %q", runID, status)
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	s.lock()
+	run, ok := s.runs[runID]
+	switch {
+	case !ok:
+		s.mu.Unlock()
+		return fmt.Errorf("sqsadaptertest: finish run %q: %w", runID, sqsadapter.ErrRunNotFound)
+	case run.Status != sqsadapter.StatusRunning:
+		s.mu.Unlock()
+		return fmt.Errorf("sqsadaptertest: finish run %q as %s: run is %s: %w", runID, status, run.Status, sqsadapter.ErrRunFinished)
+	}
+	run.Status = status
+	run.Error = reason
+	run.FailedNode = failedNode
+	run.FinishedAt = at.Round(0)
+	s.runs[runID] = run
+	s.mu.Unlock()
+	return s.end(op)
+}
+
+// AcquireNode implements sqsadapter.ContextStore. The lease is held by
+// another owner only while its LeaseUntil is after now.
+func (s *ContextStore) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*sqsadapter.NodeRecord, error) {
+	const op = "AcquireNode"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := storeCheckNode(runID, nodeID); err != nil {
+		return nil, err
+	}
+	if owner == "" {
+		return nil, fmt.Errorf("sqsadaptertest: acquire node %q of run %q: empty lease owner", nodeID, runID)
+	}
+	s.lock()
+	it, ok := s.nodes[runID][nodeID]
+	if !ok {
+		it = nodeItem{state: sqsadapter.NodePending}
+	}
+	var failure error
+	switch {
+	case it.state == sqsadapter.NodeCommitted || it.state == sqsadapter.NodeSkipped:
+		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: node is %s: %w", nodeID, runID, it.state, sqsadapter.ErrNodeCommitted)
+	case it.state == sqsadapter.NodeClosed:
+		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: %w", nodeID, runID, sqsadapter.ErrNodeClosed)
+	case it.leaseOwner != "" && it.leaseOwner != owner && it.leaseUntil.After(now):
+		failure = &sqsadapter.LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: it.leaseOwner, Until: it.leaseUntil}
+	default:
+		it.leaseOwner = owner
+		it.leaseUntil = until.Round(0)
+		it.attempts++
+		s.runNodes(runID)[nodeID] = it
+	}
+	s.mu.Unlock()
+	rec, err := it.record(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	if failure != nil {
+		return rec, failure
+	}
+	if err := s.end(op); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// ExtendLease implements sqsadapter.ContextStore. The lease's current expiry
+// is not checked: an owner whose lease expired may extend it as long as no
+// other owner has taken it over.
+func (s *ContextStore) ExtendLease(ctx context.Context, runID, nodeID, owner string, until time.Time) error {
+	const op = "ExtendLease"
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	s.lock()
+	it, ok := s.nodes[runID][nodeID]
+	if !ok || owner == "" || it.state != sqsadapter.NodePending || it.leaseOwner != owner {
+		s.mu.Unlock()
+		return fmt.Errorf("sqsadaptertest: extend lease of node %q of run %q for %q: %w", nodeID, runID, owner, sqsadapter.ErrLeaseLost)
+	}
+	it.leaseUntil = until.Round(0)
+	s.nodes[runID][nodeID] = it
+	s.mu.Unlock()
+	return s.end(op)
+}
+
+// ReleaseLease implements sqsadapter.ContextStore. It never creates a node
+// record.
+func (s *ContextStore) ReleaseLease(ctx context.Context, runID, nodeID, owner string) error {
+	const op = "ReleaseLease"
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	s.lock()
+	if it, ok := s.nodes[runID][nodeID]; ok && owner != "" && it.state == sqsadapter.NodePending && it.leaseOwner == owner {
+		it.leaseOwner = ""
+		it.leaseUntil = time.Time{}
+		s.nodes[runID][nodeID] = it
+	}
+	s.mu.Unlock()
+	return s.end(op)
+}
+
+// CommitNode implements sqsadapter.ContextStore. It does not require the
+// caller to hold the node's lease: the first commit wins. Every size and key
+// is checked before anything is written; a key both set and deleted is
+// refused with ErrInvalidKey.
+func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapter.NodeCommit) (*sqsadapter.NodeRecord, error) {
+	const op = "CommitNode"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := storeCheckNode(runID, c.NodeID); err != nil {
+		return nil, err
+	}
+	wrap := func(err error) error {
+		return fmt.Errorf("sqsadaptertest: commit node %q of run %q: %w", c.NodeID, runID, err)
+	}
+	out, err := storeEncode(c.Output)
+	if err != nil {
+		return nil, wrap(fmt.Errorf("output: %w", err))
+	}
+	var staged []byte
+	if c.Staged != nil {
+		if staged, err = storeEncode(c.Staged); err != nil {
+			return nil, wrap(fmt.Errorf("staged inputs: %w", err))
+		}
+	}
+	outKey := storeOutputsPrefix + c.NodeID
+	size := len(outKey) + len(out) + len(staged) + len(c.Action) + len(c.Fallback) + storeItemOverhead
+	for _, t := range c.Taken {
+		size += len(t) + 1
+	}
+	if size > MaxItemBytes {
+		return nil, &sqsadapter.ValueTooLargeError{RunID: runID, Key: outKey, Size: size, Limit: MaxItemBytes}
+	}
+	sets, err := storeEncodeSets(runID, c.Sets)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if err := storeCheckDeletes(c.Sets, c.Deletes); err != nil {
+		return nil, wrap(err)
+	}
+	next := nodeItem{
+		state:    sqsadapter.NodeCommitted,
+		output:   out,
+		action:   c.Action,
+		taken:    slices.Clone(c.Taken),
+		staged:   staged,
+		fallback: c.Fallback,
+	}
+
+	s.lock()
+	it, ok := s.nodes[runID][c.NodeID]
+	var failure error
+	switch {
+	case ok && (it.state == sqsadapter.NodeCommitted || it.state == sqsadapter.NodeSkipped):
+		failure = wrap(fmt.Errorf("node is %s: %w", it.state, sqsadapter.ErrNodeCommitted))
+	case ok && it.state == sqsadapter.NodeClosed:
+		failure = wrap(sqsadapter.ErrNodeClosed)
+	default:
+		next.attempts = it.attempts
+		it = next
+		s.runNodes(runID)[c.NodeID] = it
+		if len(sets) > 0 || len(c.Deletes) > 0 {
+			vals := s.runValues(runID)
+			for k, b := range sets {
+				vals[k] = b
+			}
+			for _, k := range c.Deletes {
+				delete(vals, k)
+			}
+		}
+	}
+	s.mu.Unlock()
+	rec, err := it.record(c.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	if failure != nil {
+		return rec, failure
+	}
+	if err := s.end(op); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// SkipNodes implements sqsadapter.ContextStore: absent and pending nodes
+// become skipped (a pending node's lease is dropped).
+func (s *ContextStore) SkipNodes(ctx context.Context, runID string, nodeIDs []string) error {
+	return s.resolveNodes(ctx, "SkipNodes", runID, nodeIDs, sqsadapter.NodeSkipped)
+}
+
+// CloseNodes implements sqsadapter.ContextStore: absent and pending nodes
+// become closed (a pending node's lease is dropped).
+func (s *ContextStore) CloseNodes(ctx context.Context, runID string, nodeIDs []string) error {
+	return s.resolveNodes(ctx, "CloseNodes", runID, nodeIDs, sqsadapter.NodeClosed)
+}
+
+func (s *ContextStore) resolveNodes(ctx context.Context, op, runID string, nodeIDs []string, state string) error {
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	for _, id := range nodeIDs {
+		if err := storeCheckNode(runID, id); err != nil {
+			return err
+		}
+	}
+	s.lock()
+	if len(nodeIDs) > 0 {
+		nodes := s.runNodes(runID)
+		for _, id := range nodeIDs {
+			it, ok := nodes[id]
+			if ok && it.state != sqsadapter.NodePending {
+				continue
+			}
+			it.state = state
+			it.leaseOwner = ""
+			it.leaseUntil = time.Time{}
+			nodes[id] = it
+		}
+	}
+	s.mu.Unlock()
+	return s.end(op)
+}
+
+// GetNodes implements sqsadapter.ContextStore.
+func (s *ContextStore) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*sqsadapter.NodeRecord, error) {
+	const op = "GetNodes"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	items := make(map[string]nodeItem, len(nodeIDs))
+	s.lock()
+	nodes := s.nodes[runID]
+	for _, id := range nodeIDs {
+		if it, ok := nodes[id]; ok {
+			items[id] = it
+		}
+	}
+	s.mu.Unlock()
+	recs := make(map[string]*sqsadapter.NodeRecord, len(items))
+	for id, it := range items {
+		rec, err := it.record(id)
+		if err != nil {
+			return nil, err
+		}
+		recs[id] = rec
+	}
+	if err := s.end(op); err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// Get implements sqsadapter.ContextStore.
+func (s *ContextStore) Get(ctx context.Context, runID, key string) (any, bool, error) {
+	const op = "Get"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, false, err
+	}
+	if err := storeCheckReadKey(key); err != nil {
+		return nil, false, err
+	}
+	s.lock()
+	b, ok := s.lookup(runID, key)
+	s.mu.Unlock()
+	var v any
+	if ok {
+		var err error
+		if v, err = storeDecode(b); err != nil {
+			return nil, false, fmt.Errorf("sqsadaptertest: get %q of run %q: %w", key, runID, err)
+		}
+	}
+	if err := s.end(op); err != nil {
+		return nil, false, err
+	}
+	return v, ok, nil
+}
+
+// GetMany implements sqsadapter.ContextStore.
+func (s *ContextStore) GetMany(ctx context.Context, runID string, keys []string) (map[string]any, error) {
+	const op = "GetMany"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if err := storeCheckReadKey(k); err != nil {
+			return nil, err
+		}
+	}
+	found := make(map[string][]byte, len(keys))
+	s.lock()
+	for _, k := range keys {
+		if b, ok := s.lookup(runID, k); ok {
+			found[k] = b
+		}
+	}
+	s.mu.Unlock()
+	vals, err := storeDecodeAll(found)
+	if err != nil {
+		return nil, fmt.Errorf("sqsadaptertest: get keys of run %q: %w", runID, err)
+	}
+	if err := s.end(op); err != nil {
+		return nil, err
+	}
+	return vals, nil
+}
+
+// lookup finds the encoded value of a context key or committed node output.
+// Call with the lock held.
+func (s *ContextStore) lookup(runID, key string) ([]byte, bool) {
+	if id, ok := strings.CutPrefix(key, storeOutputsPrefix); ok {
+		it, ok := s.nodes[runID][id]
+		if !ok || it.state != sqsadapter.NodeCommitted {
+			return nil, false
+		}
+		return it.output, true
+	}
+	b, ok := s.values[runID][key]
+	return b, ok
+}
+
+// Set implements sqsadapter.ContextStore.
+func (s *ContextStore) Set(ctx context.Context, runID, key string, value any) error {
+	const op = "Set"
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := storeCheckRunID(runID); err != nil {
+		return err
+	}
+	enc, err := storeEncodeSets(runID, map[string]any{key: value})
+	if err != nil {
+		return fmt.Errorf("sqsadaptertest: set %q of run %q: %w", key, runID, err)
+	}
+	s.lock()
+	s.runValues(runID)[key] = enc[key]
+	s.mu.Unlock()
+	return s.end(op)
+}
+
+// Delete implements sqsadapter.ContextStore.
+func (s *ContextStore) Delete(ctx context.Context, runID, key string) (bool, error) {
+	const op = "Delete"
+	if err := s.begin(ctx, op); err != nil {
+		return false, err
+	}
+	if err := storeCheckRunID(runID); err != nil {
+		return false, err
+	}
+	if err := storeCheckWriteKey(key); err != nil {
+		return false, fmt.Errorf("sqsadaptertest: delete %q of run %q: %w", key, runID, err)
+	}
+	s.lock()
+	_, existed := s.values[runID][key]
+	delete(s.values[runID], key)
+	s.mu.Unlock()
+	if err := s.end(op); err != nil {
+		return false, err
+	}
+	return existed, nil
+}
+
+// Patch implements sqsadapter.ContextStore. Every key and size is checked
+// before anything is written; a key both set and deleted is refused with
+// ErrInvalidKey.
+func (s *ContextStore) Patch(ctx context.Context, runID string, sets map[string]any, deletes []string) error {
+	const op = "Patch"
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := storeCheckRunID(runID); err != nil {
+		return err
+	}
+	enc, err := storeEncodeSets(runID, sets)
+	if err == nil {
+		err = storeCheckDeletes(sets, deletes)
+	}
+	if err != nil {
+		return fmt.Errorf("sqsadaptertest: patch run %q: %w", runID, err)
+	}
+	s.lock()
+	vals := s.runValues(runID)
+	for k, b := range enc {
+		vals[k] = b
+	}
+	for _, k := range deletes {
+		delete(vals, k)
+	}
+	s.mu.Unlock()
+	return s.end(op)
+}
+
+// Snapshot implements sqsadapter.ContextStore. An unknown run has an empty
+// context.
+func (s *ContextStore) Snapshot(ctx context.Context, runID string) (map[string]any, error) {
+	const op = "Snapshot"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	s.lock()
+	found := maps.Clone(s.values[runID])
+	if found == nil {
+		found = make(map[string][]byte)
+	}
+	for id, it := range s.nodes[runID] {
+		if it.state == sqsadapter.NodeCommitted {
+			found[storeOutputsPrefix+id] = it.output
+		}
+	}
+	s.mu.Unlock()
+	vals, err := storeDecodeAll(found)
+	if err != nil {
+		return nil, fmt.Errorf("sqsadaptertest: snapshot of run %q: %w", runID, err)
+	}
+	if err := s.end(op); err != nil {
+		return nil, err
+	}
+	return vals, nil
+}
+
+// record decodes a fresh NodeRecord from a stored item.
+func (it nodeItem) record(nodeID string) (*sqsadapter.NodeRecord, error) {
+	rec := &sqsadapter.NodeRecord{
+		NodeID:     nodeID,
+		State:      it.state,
+		Attempts:   it.attempts,
+		LeaseOwner: it.leaseOwner,
+		LeaseUntil: it.leaseUntil,
+		Action:     it.action,
+		Taken:      slices.Clone(it.taken),
+		Fallback:   it.fallback,
+	}
+	if it.output != nil {
+		v, err := storeDecode(it.output)
+		if err != nil {
+			return nil, fmt.Errorf("sqsadaptertest: node %q: output: %w", nodeID, err)
+		}
+		rec.Output = v
+	}
+	if it.staged != nil {
+		v, err := storeDecode(it.staged)
+		if err != nil {
+			return nil, fmt.Errorf("sqsadaptertest: node %q: staged inputs: %w", nodeID, err)
+		}
+		m, ok := v.(map[string]any)
+		if !ok && v != nil {
+			return nil, fmt.Errorf("sqsadaptertest: node %q: staged inputs are a %T, not an object", nodeID, v)
+		}
+		rec.Staged = m
+	}
+	return rec, nil
+}
+
+// storeEncode normalizes v to its JSON-like form and encodes it as JSON.
+func storeEncode(v any) ([]byte, error) {
+	n, err := jsonvalue.Normalize(v)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(n); err != nil {
+		return nil, fmt.Errorf("value is not JSON-marshalable: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// storeDecode decodes a stored value into a fresh JSON-like value.
+func storeDecode(b []byte) (any, error) {
+	return jsonvalue.Decode(b)
+}
+
+func storeDecodeAll(found map[string][]byte) (map[string]any, error) {
+	vals := make(map[string]any, len(found))
+	for k, b := range found {
+		v, err := storeDecode(b)
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", k, err)
+		}
+		vals[k] = v
+	}
+	return vals, nil
+}
+
+// storeEncodeSets checks the keys of sets and encodes their values, checking
+// each item's size. Keys are visited in order, so the error is deterministic.
+func storeEncodeSets(runID string, sets map[string]any) (map[string][]byte, error) {
+	enc := make(map[string][]byte, len(sets))
+	for _, k := range slices.Sorted(maps.Keys(sets)) {
+		if err := storeCheckWriteKey(k); err != nil {
+			return nil, err
+		}
+		b, err := storeEncode(sets[k])
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", k, err)
+		}
+		if size := len(k) + len(b) + storeItemOverhead; size > MaxItemBytes {
+			return nil, &sqsadapter.ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: MaxItemBytes}
+		}
+		enc[k] = b
+	}
+	return enc, nil
+}
+
+// storeCheckDeletes checks the keys to delete, none of which may also be set.
+func storeCheckDeletes(sets map[string]any, deletes []string) error {
+	for _, k := range deletes {
+		if err := storeCheckWriteKey(k); err != nil {
+			return err
+		}
+		if _, ok := sets[k]; ok {
+			return fmt.Errorf("%w: %q is both set and deleted", sqsadapter.ErrInvalidKey, k)
+		}
+	}
+	return nil
+}
+
+// storeCheckWriteKey checks a context key that a caller writes: not empty,
+// not reserved for node records, not too long.
+func storeCheckWriteKey(key string) error {
+	if strings.HasPrefix(key, storeOutputsPrefix) {
+		return fmt.Errorf("%w: %q: the prefix %q is reserved for node outputs", sqsadapter.ErrInvalidKey, key, storeOutputsPrefix)
+	}
+	return storeCheckReadKey(key)
+}
+
+// storeCheckReadKey checks a context key that a caller reads.
+func storeCheckReadKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty key", sqsadapter.ErrInvalidKey)
+	case len(key) > storeMaxKeyBytes:
+		return fmt.Errorf("%w: %q... is longer than %d bytes", sqsadapter.ErrInvalidKey, key[:32], storeMaxKeyBytes)
+	}
+	return nil
+}
+
+func storeCheckRunID(runID string) error {
+	if runID == "" {
+		return errors.New("sqsadaptertest: empty run id")
+	}
+	return nil
+}
+
+// storeCheckNode checks a run id and a node id, whose record key must be a
+// valid context key.
+func storeCheckNode(runID, nodeID string) error {
+	if err := storeCheckRunID(runID); err != nil {
+		return err
+	}
+	if nodeID == "" {
+		return fmt.Errorf("sqsadaptertest: run %q: %w: empty node id", runID, sqsadapter.ErrInvalidKey)
+	}
+	return storeCheckReadKey(storeOutputsPrefix + nodeID)
+}
