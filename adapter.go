@@ -26,7 +26,6 @@ type SqsAdapter struct {
 	latest   map[string]*plan
 	sender   *batcher[Job]
 	deleter  *batcher[string]
-	strays   sync.WaitGroup // node goroutines, which may outlive their attempt
 	stopping chan struct{}  // closed by Shutdown
 	stopOnce sync.Once
 	hard     context.CancelCauseFunc // cancels running jobs

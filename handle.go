@@ -245,9 +245,7 @@ func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) 
 		err error
 	}
 	ch := make(chan result, 1)
-	x.a.strays.Add(1)
-	go func() {
-		defer x.a.strays.Done()
+	go func() { // not waited for if the node ignores its ctx; see below
 		var r result
 		defer func() {
 			if p := recover(); p != nil {
