@@ -26,7 +26,7 @@ type SqsAdapter struct {
 	latest   map[string]*plan
 	sender   *batcher[Job]
 	deleter  *batcher[string]
-	stopping chan struct{}  // closed by Shutdown
+	stopping chan struct{} // closed by Shutdown
 	stopOnce sync.Once
 	hard     context.CancelCauseFunc // cancels running jobs
 	jobsCtx  context.Context
