@@ -1,0 +1,1431 @@
+package sqsadapter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+)
+
+// DynamoDB storage layout. CreateTables creates exactly this.
+//
+// Context table: partition key "runId" (S), sort key "key" (S).
+//   - A context key is one item: runId, key, value.
+//   - A node record is the item at key "_outputs.<nodeId>": state, attempts (N),
+//     leaseOwner, leaseUntil (N, unix milliseconds), and once committed value
+//     (the output), action, taken (L of S), staged (M) and fallback.
+//
+// Status table: partition key "runId" (S): blueprintId, blueprintVersion,
+// status, error, failedNode, createdAt and finishedAt (N, unix milliseconds),
+// and, only while the run is running, gsiRunning (S, always "running") and
+// runningSince (N, unix milliseconds): the keys of the sparse index
+// RunningRunsIndex, so a reconciler finds running runs, oldest first, with a
+// paginated Query whose cost follows the number of running runs.
+//
+// Coordination table: see DynamoDbCoordinationStore.
+//
+// Values are stored as native DynamoDB values: maps as M, lists as L, strings
+// as S, numbers as N (int64 exactly), booleans as BOOL, null as NULL. A value
+// DynamoDB cannot hold natively (an object with an empty key, a number beyond
+// DynamoDB's range of 1e-130 to 1e126 in magnitude) is stored whole as its
+// JSON encoding in a B attribute, which a native value never uses. Values read
+// back in the JSON-like form of the package: integers that fit in int64 as
+// int64, other numbers as float64 (a whole float64 such as 2.0 reads back as
+// int64 2, as it would through JSON).
+const (
+	// RunningRunsIndex is the sparse global secondary index of the status
+	// table that holds only running runs: partition key "gsiRunning" (S, the
+	// value "running"), sort key "runningSince" (N, unix milliseconds of the
+	// run's creation). FinishRun removes both attributes, so a finished run
+	// leaves the index.
+	RunningRunsIndex = "running-runs"
+
+	// DynamoDBItemLimit is DynamoDB's size limit of one item (400 KB).
+	DynamoDBItemLimit = 400 * 1024
+
+	// maxTransactItems is the most items one TransactWriteItems may write.
+	maxTransactItems = 100
+	// maxTransactBytes is the size limit of one TransactWriteItems request.
+	maxTransactBytes = 4 * 1024 * 1024
+	// maxBatchGetKeys is the most keys one BatchGetItem may read.
+	maxBatchGetKeys = 100
+	// maxRunErrorBytes bounds the failure reason kept in a run record, so
+	// that an enormous error message cannot keep a run from finishing.
+	maxRunErrorBytes = 32 * 1024
+)
+
+// Attribute names.
+const (
+	attrRunID            = "runId"
+	attrKey              = "key"
+	attrValue            = "value"
+	attrState            = "state"
+	attrAttempts         = "attempts"
+	attrLeaseOwner       = "leaseOwner"
+	attrLeaseUntil       = "leaseUntil"
+	attrAction           = "action"
+	attrTaken            = "taken"
+	attrStaged           = "staged"
+	attrFallback         = "fallback"
+	attrBlueprintID      = "blueprintId"
+	attrBlueprintVersion = "blueprintVersion"
+	attrStatus           = "status"
+	attrError            = "error"
+	attrFailedNode       = "failedNode"
+	attrCreatedAt        = "createdAt"
+	attrFinishedAt       = "finishedAt"
+	attrGSIRunning       = "gsiRunning"
+	attrRunningSince     = "runningSince"
+)
+
+// itemOverhead is added to the estimated size of every item written: the
+// bookkeeping attributes around the value (state, attempts, lease...).
+const itemOverhead = 100
+
+var _ ContextStore = (*DynamoDbContext)(nil)
+
+// DynamoDbContext is the ContextStore on DynamoDB: run contexts and node
+// records in the context table, run records in the status table (see
+// RunningRunsIndex for the layout). Create the tables with CreateTables.
+//
+// Every write is conditional or a plain overwrite of one context key; every
+// read is strongly consistent. Its methods block for the DynamoDB calls they
+// make and are safe for concurrent use.
+//
+// Limits, from DynamoDB: an item holds at most 400 KB, so a context value or a
+// node record (output, staged inputs and routing) larger than that fails with
+// a *ValueTooLargeError; context writes that go together (CreateRun, Patch,
+// CommitNode) are one transaction of at most 100 items and 4 MB, so CreateRun
+// takes at most 99 initial keys and CommitNode at most 99 context writes.
+type DynamoDbContext struct {
+	client       DynamoDBClient
+	contextTable string
+	statusTable  string
+}
+
+// NewDynamoDbContext returns a ContextStore that keeps run contexts and node
+// records in contextTable and run records in statusTable.
+func NewDynamoDbContext(client DynamoDBClient, contextTable, statusTable string) *DynamoDbContext {
+	return &DynamoDbContext{client: client, contextTable: contextTable, statusTable: statusTable}
+}
+
+// CreateRun implements ContextStore. The run record is written with status
+// running and the initial keys in the same transaction, conditional on no
+// run record with that id: on ErrRunExists nothing was written. A zero
+// CreatedAt is set to the current time. At most 99 initial keys (one
+// transaction holds 100 items); more fail before anything is written.
+func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial map[string]any) error {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: create run %q: %w", run.RunID, err) }
+	if err := checkRunID(run.RunID); err != nil {
+		return err
+	}
+	if len(initial) > maxTransactItems-1 {
+		return wrap(fmt.Errorf("%d initial keys: one run starts with at most %d", len(initial), maxTransactItems-1))
+	}
+	puts, err := s.encodeSets(run.RunID, initial)
+	if err != nil {
+		return wrap(err)
+	}
+	if run.CreatedAt.IsZero() {
+		run.CreatedAt = time.Now()
+	}
+	created := run.CreatedAt.UnixMilli()
+	item := map[string]types.AttributeValue{
+		attrRunID:        avS(run.RunID),
+		attrStatus:       avS(StatusRunning),
+		attrCreatedAt:    avN(created),
+		attrGSIRunning:   avS(StatusRunning),
+		attrRunningSince: avN(created),
+	}
+	putNonEmpty(item, attrBlueprintID, run.BlueprintID)
+	putNonEmpty(item, attrBlueprintVersion, run.BlueprintVersion)
+	if size := itemSize(item); size > DynamoDBItemLimit {
+		return &ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: size, Limit: DynamoDBItemLimit}
+	}
+	cond, err := expression.NewBuilder().
+		WithCondition(expression.AttributeNotExists(expression.Name(attrRunID))).Build()
+	if err != nil {
+		return wrap(err)
+	}
+
+	if len(puts) == 0 {
+		_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
+			TableName:                 aws.String(s.statusTable),
+			Item:                      item,
+			ConditionExpression:       cond.Condition(),
+			ExpressionAttributeNames:  cond.Names(),
+			ExpressionAttributeValues: cond.Values(),
+		})
+		if isConditionFailed(err) {
+			return wrap(translated(ErrRunExists, err))
+		}
+		if err != nil {
+			return wrap(err)
+		}
+		return nil
+	}
+
+	items := make([]types.TransactWriteItem, 0, 1+len(puts))
+	items = append(items, types.TransactWriteItem{Put: &types.Put{
+		TableName:                 aws.String(s.statusTable),
+		Item:                      item,
+		ConditionExpression:       cond.Condition(),
+		ExpressionAttributeNames:  cond.Names(),
+		ExpressionAttributeValues: cond.Values(),
+	}})
+	items = append(items, s.putItems(puts)...)
+	if err := checkTransactSize(run.RunID, items); err != nil {
+		return wrap(err)
+	}
+	reasons, err := s.transact(ctx, items)
+	if err != nil {
+		if reasons != nil && reasonCode(reasons, 0) == conditionFailedCode {
+			return wrap(translated(ErrRunExists, err))
+		}
+		return wrap(s.tooLarge(run.RunID, puts, err))
+	}
+	return nil
+}
+
+// GetRun implements ContextStore.
+func (s *DynamoDbContext) GetRun(ctx context.Context, runID string) (*RunRecord, error) {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get run %q: %w", runID, err) }
+	if runID == "" {
+		return nil, wrap(ErrRunNotFound)
+	}
+	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(s.statusTable),
+		Key:            map[string]types.AttributeValue{attrRunID: avS(runID)},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if len(out.Item) == 0 {
+		return nil, wrap(ErrRunNotFound)
+	}
+	return decodeRun(out.Item), nil
+}
+
+// FinishRun implements ContextStore with one UpdateItem conditional on the
+// status being running. It also removes the run from RunningRunsIndex. A
+// zero at is set to the current time. A reason longer than 32 KiB is
+// truncated, so that the final status can always be written.
+func (s *DynamoDbContext) FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: finish run %q as %s: %w", runID, status, err) }
+	switch status {
+	case StatusCompleted, StatusFailed, StatusCancelled:
+	default:
+		return wrap(fmt.Errorf("invalid final status %q", status))
+	}
+	if runID == "" {
+		return wrap(ErrRunNotFound)
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	upd := expression.Set(expression.Name(attrStatus), expression.Value(avS(status))).
+		Set(expression.Name(attrFinishedAt), expression.Value(avN(at.UnixMilli()))).
+		Remove(expression.Name(attrGSIRunning)).
+		Remove(expression.Name(attrRunningSince))
+	if reason != "" {
+		upd = upd.Set(expression.Name(attrError), expression.Value(avS(truncateUTF8(reason, maxRunErrorBytes))))
+	}
+	if failedNode != "" {
+		upd = upd.Set(expression.Name(attrFailedNode), expression.Value(avS(failedNode)))
+	}
+	expr, err := expression.NewBuilder().
+		WithCondition(expression.Name(attrStatus).Equal(expression.Value(avS(StatusRunning)))).
+		WithUpdate(upd).Build()
+	if err != nil {
+		return wrap(err)
+	}
+	_, err = s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                           aws.String(s.statusTable),
+		Key:                                 map[string]types.AttributeValue{attrRunID: avS(runID)},
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, failed := conditionFailedItem(err); failed {
+		if len(old) == 0 {
+			return wrap(translated(ErrRunNotFound, err))
+		}
+		return wrap(translated(fmt.Errorf("run is %s: %w", attrString(old, attrStatus), ErrRunFinished), err))
+	}
+	if err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// AcquireNode implements ContextStore with one UpdateItem: it sets the lease
+// and adds one attempt, conditional on the node being absent or pending and
+// its lease absent, expired at now (leaseUntil <= now) or held by owner. On a
+// failed condition the item as it was decides the error. Lease times are
+// kept with millisecond precision.
+func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*NodeRecord, error) {
+	wrap := func(err error) error {
+		return fmt.Errorf("sqsadapter: acquire node %q of run %q: %w", nodeID, runID, err)
+	}
+	if err := checkNode(runID, nodeID); err != nil {
+		return nil, err
+	}
+	if owner == "" {
+		return nil, wrap(errors.New("empty lease owner"))
+	}
+	leaseFree := expression.AttributeNotExists(expression.Name(attrLeaseOwner)).Or(
+		expression.Name(attrLeaseUntil).LessThanEqual(expression.Value(avN(now.UnixMilli()))),
+		expression.Name(attrLeaseOwner).Equal(expression.Value(avS(owner))),
+	)
+	upd := expression.Set(expression.Name(attrState), expression.Value(avS(NodePending))).
+		Set(expression.Name(attrLeaseOwner), expression.Value(avS(owner))).
+		Set(expression.Name(attrLeaseUntil), expression.Value(avN(until.UnixMilli()))).
+		Add(expression.Name(attrAttempts), expression.Value(avN(1)))
+	expr, err := expression.NewBuilder().WithCondition(nodeOpen().And(leaseFree)).WithUpdate(upd).Build()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	out, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                           aws.String(s.contextTable),
+		Key:                                 ctxItemKey(runID, outputsPrefix+nodeID),
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValues:                        types.ReturnValueAllNew,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, failed := conditionFailedItem(err); failed {
+		if len(old) == 0 {
+			// Only an item that exists can fail this condition; a server
+			// that does not return it is read again.
+			var gerr error
+			if old, gerr = s.getItem(ctx, runID, outputsPrefix+nodeID); gerr != nil {
+				return nil, wrap(gerr)
+			}
+		}
+		rec, derr := decodeNode(nodeID, old)
+		if derr != nil {
+			return nil, wrap(derr)
+		}
+		switch rec.State {
+		case NodeCommitted, NodeSkipped:
+			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, ErrNodeCommitted), err))
+		case NodeClosed:
+			return rec, wrap(translated(ErrNodeClosed, err))
+		}
+		return rec, translated(&LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: rec.LeaseOwner, Until: rec.LeaseUntil}, err)
+	}
+	if err != nil {
+		return nil, wrap(err)
+	}
+	rec, err := decodeNode(nodeID, out.Attributes)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return rec, nil
+}
+
+// ExtendLease implements ContextStore with one UpdateItem conditional on the
+// node being pending and leased by owner. The current expiry is not checked:
+// an owner whose lease expired keeps it until another owner takes it.
+func (s *DynamoDbContext) ExtendLease(ctx context.Context, runID, nodeID, owner string, until time.Time) error {
+	wrap := func(err error) error {
+		return fmt.Errorf("sqsadapter: extend lease of node %q of run %q for %q: %w", nodeID, runID, owner, err)
+	}
+	if err := checkNode(runID, nodeID); err != nil {
+		return err
+	}
+	if owner == "" {
+		return wrap(ErrLeaseLost)
+	}
+	expr, err := expression.NewBuilder().
+		WithCondition(leasedBy(owner)).
+		WithUpdate(expression.Set(expression.Name(attrLeaseUntil), expression.Value(avN(until.UnixMilli())))).
+		Build()
+	if err != nil {
+		return wrap(err)
+	}
+	_, err = s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.contextTable),
+		Key:                       ctxItemKey(runID, outputsPrefix+nodeID),
+		UpdateExpression:          expr.Update(),
+		ConditionExpression:       expr.Condition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	})
+	if isConditionFailed(err) {
+		return wrap(translated(ErrLeaseLost, err))
+	}
+	if err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// ReleaseLease implements ContextStore with one UpdateItem conditional on
+// the node being pending and leased by owner; it never creates a record.
+func (s *DynamoDbContext) ReleaseLease(ctx context.Context, runID, nodeID, owner string) error {
+	wrap := func(err error) error {
+		return fmt.Errorf("sqsadapter: release lease of node %q of run %q for %q: %w", nodeID, runID, owner, err)
+	}
+	if err := checkNode(runID, nodeID); err != nil {
+		return err
+	}
+	if owner == "" {
+		return nil
+	}
+	expr, err := expression.NewBuilder().
+		WithCondition(leasedBy(owner)).
+		WithUpdate(expression.Remove(expression.Name(attrLeaseOwner)).Remove(expression.Name(attrLeaseUntil))).
+		Build()
+	if err != nil {
+		return wrap(err)
+	}
+	_, err = s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.contextTable),
+		Key:                       ctxItemKey(runID, outputsPrefix+nodeID),
+		UpdateExpression:          expr.Update(),
+		ConditionExpression:       expr.Condition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	})
+	if err != nil && !isConditionFailed(err) {
+		return wrap(err)
+	}
+	return nil
+}
+
+// CommitNode implements ContextStore. Without context writes it is one
+// UpdateItem of the node record, conditional on the node being absent or
+// pending; with context writes, one TransactWriteItems of that update and a
+// Put or Delete per key (at most 99 context writes; a key both set and
+// deleted is refused with ErrInvalidKey). The caller's lease is not checked:
+// the first commit wins. If a lost response makes the SDK retry a commit that
+// succeeded, the retry reports ErrNodeCommitted with the record it wrote.
+func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCommit) (*NodeRecord, error) {
+	wrap := func(err error) error {
+		return fmt.Errorf("sqsadapter: commit output of node %q of run %q: %w", c.NodeID, runID, err)
+	}
+	if err := checkNode(runID, c.NodeID); err != nil {
+		return nil, err
+	}
+	nodeKey := outputsPrefix + c.NodeID
+	if n := len(c.Sets) + len(c.Deletes); n > maxTransactItems-1 {
+		return nil, wrap(fmt.Errorf("%d context writes: a node commits at most %d", n, maxTransactItems-1))
+	}
+	out, err := encodeValue(c.Output)
+	if err != nil {
+		return nil, wrap(fmt.Errorf("output: %w", err))
+	}
+	written := map[string]types.AttributeValue{
+		attrRunID: avS(runID),
+		attrKey:   avS(nodeKey),
+		attrState: avS(NodeCommitted),
+		attrValue: out,
+	}
+	upd := expression.Set(expression.Name(attrState), expression.Value(avS(NodeCommitted))).
+		Set(expression.Name(attrValue), expression.Value(out)).
+		Remove(expression.Name(attrLeaseOwner)).
+		Remove(expression.Name(attrLeaseUntil))
+	set := func(name string, av types.AttributeValue) {
+		written[name] = av
+		upd = upd.Set(expression.Name(name), expression.Value(av))
+	}
+	if c.Action != "" {
+		set(attrAction, avS(c.Action))
+	}
+	if c.Fallback != "" {
+		set(attrFallback, avS(c.Fallback))
+	}
+	if c.Taken != nil {
+		taken := &types.AttributeValueMemberL{Value: make([]types.AttributeValue, len(c.Taken))}
+		for i, t := range c.Taken {
+			taken.Value[i] = avS(t)
+		}
+		set(attrTaken, taken)
+	}
+	if c.Staged != nil {
+		staged, err := encodeValue(c.Staged)
+		if err != nil {
+			return nil, wrap(fmt.Errorf("staged inputs: %w", err))
+		}
+		set(attrStaged, staged)
+	}
+	if size := itemSize(written) + itemOverhead; size > DynamoDBItemLimit {
+		return nil, &ValueTooLargeError{RunID: runID, Key: nodeKey, Size: size, Limit: DynamoDBItemLimit}
+	}
+	sets, err := s.encodeSets(runID, c.Sets)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if err := checkDeletes(c.Sets, c.Deletes); err != nil {
+		return nil, wrap(err)
+	}
+	expr, err := expression.NewBuilder().WithCondition(nodeOpen()).WithUpdate(upd).Build()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	key := ctxItemKey(runID, nodeKey)
+	tooLarge := func(err error) error {
+		all := maps.Clone(sets)
+		if all == nil {
+			all = make(map[string]map[string]types.AttributeValue)
+		}
+		all[nodeKey] = written
+		return s.tooLarge(runID, all, err)
+	}
+
+	// The node's outcome committed by another worker, or closed.
+	refused := func(old map[string]types.AttributeValue, cause error) (*NodeRecord, error) {
+		rec, err := decodeNode(c.NodeID, old)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		if rec.State == NodeClosed {
+			return rec, wrap(translated(ErrNodeClosed, cause))
+		}
+		return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, ErrNodeCommitted), cause))
+	}
+
+	if len(sets) == 0 && len(c.Deletes) == 0 {
+		res, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName:                           aws.String(s.contextTable),
+			Key:                                 key,
+			UpdateExpression:                    expr.Update(),
+			ConditionExpression:                 expr.Condition(),
+			ExpressionAttributeNames:            expr.Names(),
+			ExpressionAttributeValues:           expr.Values(),
+			ReturnValues:                        types.ReturnValueAllNew,
+			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+		})
+		if old, failed := conditionFailedItem(err); failed {
+			if len(old) == 0 {
+				var gerr error
+				if old, gerr = s.getItem(ctx, runID, nodeKey); gerr != nil {
+					return nil, wrap(gerr)
+				}
+			}
+			return refused(old, err)
+		}
+		if err != nil {
+			return nil, wrap(tooLarge(err))
+		}
+		rec, err := decodeNode(c.NodeID, res.Attributes)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		return rec, nil
+	}
+
+	items := make([]types.TransactWriteItem, 0, 1+len(sets)+len(c.Deletes))
+	items = append(items, types.TransactWriteItem{Update: &types.Update{
+		TableName:                           aws.String(s.contextTable),
+		Key:                                 key,
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}})
+	items = append(items, s.putItems(sets)...)
+	items = append(items, s.deleteItems(runID, c.Deletes)...)
+	if err := checkTransactSize(runID, items); err != nil {
+		return nil, wrap(err)
+	}
+	reasons, err := s.transact(ctx, items)
+	if err != nil {
+		if reasons != nil && reasonCode(reasons, 0) == conditionFailedCode {
+			old := reasons[0].Item
+			if len(old) == 0 {
+				var gerr error
+				if old, gerr = s.getItem(ctx, runID, nodeKey); gerr != nil {
+					return nil, wrap(gerr)
+				}
+			}
+			return refused(old, err)
+		}
+		return nil, wrap(tooLarge(err))
+	}
+	// A committed record never changes again: read it back for the
+	// attempt count, which the transaction cannot return.
+	item, err := s.getItem(ctx, runID, nodeKey)
+	if err != nil {
+		return nil, wrap(fmt.Errorf("committed, but reading the record back: %w", err))
+	}
+	rec, err := decodeNode(c.NodeID, item)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return rec, nil
+}
+
+// SkipNodes implements ContextStore: one conditional UpdateItem per node
+// turns an absent or pending node into skipped (dropping its lease).
+func (s *DynamoDbContext) SkipNodes(ctx context.Context, runID string, nodeIDs []string) error {
+	return s.resolveNodes(ctx, "skip", runID, nodeIDs, NodeSkipped)
+}
+
+// CloseNodes implements ContextStore: one conditional UpdateItem per node
+// turns an absent or pending node into closed (dropping its lease).
+func (s *DynamoDbContext) CloseNodes(ctx context.Context, runID string, nodeIDs []string) error {
+	return s.resolveNodes(ctx, "close", runID, nodeIDs, NodeClosed)
+}
+
+func (s *DynamoDbContext) resolveNodes(ctx context.Context, verb, runID string, nodeIDs []string, state string) error {
+	for _, id := range nodeIDs {
+		if err := checkNode(runID, id); err != nil {
+			return err
+		}
+	}
+	expr, err := expression.NewBuilder().
+		WithCondition(nodeOpen()).
+		WithUpdate(expression.Set(expression.Name(attrState), expression.Value(avS(state))).
+			Remove(expression.Name(attrLeaseOwner)).
+			Remove(expression.Name(attrLeaseUntil))).
+		Build()
+	if err != nil {
+		return fmt.Errorf("sqsadapter: %s nodes of run %q: %w", verb, runID, err)
+	}
+	seen := make(map[string]bool, len(nodeIDs))
+	for _, id := range nodeIDs {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		_, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName:                 aws.String(s.contextTable),
+			Key:                       ctxItemKey(runID, outputsPrefix+id),
+			UpdateExpression:          expr.Update(),
+			ConditionExpression:       expr.Condition(),
+			ExpressionAttributeNames:  expr.Names(),
+			ExpressionAttributeValues: expr.Values(),
+		})
+		if err != nil && !isConditionFailed(err) {
+			return fmt.Errorf("sqsadapter: %s node %q of run %q: %w", verb, id, runID, err)
+		}
+	}
+	return nil
+}
+
+// GetNodes implements ContextStore with BatchGetItem.
+func (s *DynamoDbContext) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*NodeRecord, error) {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get nodes of run %q: %w", runID, err) }
+	keys := make([]string, 0, len(nodeIDs))
+	for _, id := range nodeIDs {
+		if err := checkNode(runID, id); err != nil {
+			return nil, err
+		}
+		keys = append(keys, outputsPrefix+id)
+	}
+	items, err := s.batchGet(ctx, runID, keys)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	recs := make(map[string]*NodeRecord, len(items))
+	for key, item := range items {
+		id := strings.TrimPrefix(key, outputsPrefix)
+		rec, err := decodeNode(id, item)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		recs[id] = rec
+	}
+	return recs, nil
+}
+
+// Get implements ContextStore.
+func (s *DynamoDbContext) Get(ctx context.Context, runID, key string) (any, bool, error) {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get %q of run %q: %w", key, runID, err) }
+	if err := checkRunID(runID); err != nil {
+		return nil, false, err
+	}
+	if err := checkReadKey(key); err != nil {
+		return nil, false, wrap(err)
+	}
+	item, err := s.getItem(ctx, runID, key)
+	if err != nil {
+		return nil, false, wrap(err)
+	}
+	v, ok, err := contextValue(key, item)
+	if err != nil {
+		return nil, false, wrap(err)
+	}
+	return v, ok, nil
+}
+
+// GetMany implements ContextStore with BatchGetItem (100 keys a request).
+func (s *DynamoDbContext) GetMany(ctx context.Context, runID string, keys []string) (map[string]any, error) {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get keys of run %q: %w", runID, err) }
+	if err := checkRunID(runID); err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if err := checkReadKey(k); err != nil {
+			return nil, wrap(err)
+		}
+	}
+	items, err := s.batchGet(ctx, runID, keys)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	vals := make(map[string]any, len(items))
+	for k, item := range items {
+		v, ok, err := contextValue(k, item)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		if ok {
+			vals[k] = v
+		}
+	}
+	return vals, nil
+}
+
+// Set implements ContextStore with one PutItem (last write wins).
+func (s *DynamoDbContext) Set(ctx context.Context, runID, key string, value any) error {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: set %q of run %q: %w", key, runID, err) }
+	if err := checkRunID(runID); err != nil {
+		return err
+	}
+	puts, err := s.encodeSets(runID, map[string]any{key: value})
+	if err != nil {
+		return wrap(err)
+	}
+	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(s.contextTable),
+		Item:      puts[key],
+	})
+	if err != nil {
+		return wrap(s.tooLarge(runID, puts, err))
+	}
+	return nil
+}
+
+// Delete implements ContextStore with one DeleteItem.
+func (s *DynamoDbContext) Delete(ctx context.Context, runID, key string) (bool, error) {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: delete %q of run %q: %w", key, runID, err) }
+	if err := checkRunID(runID); err != nil {
+		return false, err
+	}
+	if err := checkContextKey(key); err != nil {
+		return false, wrap(err)
+	}
+	out, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName:    aws.String(s.contextTable),
+		Key:          ctxItemKey(runID, key),
+		ReturnValues: types.ReturnValueAllOld,
+	})
+	if err != nil {
+		return false, wrap(err)
+	}
+	return len(out.Attributes) > 0, nil
+}
+
+// Patch implements ContextStore: one PutItem or DeleteItem for a single
+// change, else one TransactWriteItems (at most 100 changes; a key both set
+// and deleted is refused with ErrInvalidKey).
+func (s *DynamoDbContext) Patch(ctx context.Context, runID string, sets map[string]any, deletes []string) error {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: patch run %q: %w", runID, err) }
+	if err := checkRunID(runID); err != nil {
+		return err
+	}
+	if n := len(sets) + len(deletes); n > maxTransactItems {
+		return wrap(fmt.Errorf("%d changes: one patch makes at most %d", n, maxTransactItems))
+	}
+	puts, err := s.encodeSets(runID, sets)
+	if err != nil {
+		return wrap(err)
+	}
+	if err := checkDeletes(sets, deletes); err != nil {
+		return wrap(err)
+	}
+	items := append(s.putItems(puts), s.deleteItems(runID, deletes)...)
+	switch {
+	case len(items) == 0:
+		return nil
+	case len(items) == 1 && items[0].Put != nil:
+		_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{TableName: items[0].Put.TableName, Item: items[0].Put.Item})
+	case len(items) == 1:
+		_, err = s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: items[0].Delete.TableName, Key: items[0].Delete.Key})
+	default:
+		if err := checkTransactSize(runID, items); err != nil {
+			return wrap(err)
+		}
+		_, err = s.transact(ctx, items)
+	}
+	if err != nil {
+		return wrap(s.tooLarge(runID, puts, err))
+	}
+	return nil
+}
+
+// Snapshot implements ContextStore with a paginated Query of the run's
+// items. An unknown run has an empty context.
+func (s *DynamoDbContext) Snapshot(ctx context.Context, runID string) (map[string]any, error) {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: snapshot of run %q: %w", runID, err) }
+	if err := checkRunID(runID); err != nil {
+		return nil, err
+	}
+	expr, err := expression.NewBuilder().
+		WithKeyCondition(expression.Key(attrRunID).Equal(expression.Value(avS(runID)))).Build()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.contextTable),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+		ConsistentRead:            aws.Bool(true),
+	})
+	vals := make(map[string]any)
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		for _, item := range page.Items {
+			k := attrString(item, attrKey)
+			v, ok, err := contextValue(k, item)
+			if err != nil {
+				return nil, wrap(err)
+			}
+			if ok {
+				vals[k] = v
+			}
+		}
+	}
+	return vals, nil
+}
+
+// getItem reads one context-table item with a consistent read; nil when absent.
+func (s *DynamoDbContext) getItem(ctx context.Context, runID, key string) (map[string]types.AttributeValue, error) {
+	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(s.contextTable),
+		Key:            ctxItemKey(runID, key),
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.Item, nil
+}
+
+// batchGet reads context-table items of a run by key, consistently; absent
+// items are absent from the map.
+func (s *DynamoDbContext) batchGet(ctx context.Context, runID string, keys []string) (map[string]map[string]types.AttributeValue, error) {
+	seen := make(map[string]bool, len(keys))
+	avKeys := make([]map[string]types.AttributeValue, 0, len(keys))
+	for _, k := range keys {
+		if !seen[k] {
+			seen[k] = true
+			avKeys = append(avKeys, ctxItemKey(runID, k))
+		}
+	}
+	items, err := batchGetItems(ctx, s.client, s.contextTable, avKeys)
+	if err != nil {
+		return nil, err
+	}
+	found := make(map[string]map[string]types.AttributeValue, len(items))
+	for _, item := range items {
+		found[attrString(item, attrKey)] = item
+	}
+	return found, nil
+}
+
+// encodeSets checks and encodes context writes into context-table items,
+// checking each item's size.
+func (s *DynamoDbContext) encodeSets(runID string, sets map[string]any) (map[string]map[string]types.AttributeValue, error) {
+	if len(sets) == 0 {
+		return nil, nil
+	}
+	items := make(map[string]map[string]types.AttributeValue, len(sets))
+	for _, k := range slices.Sorted(maps.Keys(sets)) {
+		if err := checkContextKey(k); err != nil {
+			return nil, err
+		}
+		av, err := encodeValue(sets[k])
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", k, err)
+		}
+		item := map[string]types.AttributeValue{
+			attrRunID: avS(runID),
+			attrKey:   avS(k),
+			attrValue: av,
+		}
+		if size := itemSize(item); size > DynamoDBItemLimit {
+			return nil, &ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: DynamoDBItemLimit}
+		}
+		items[k] = item
+	}
+	return items, nil
+}
+
+// putItems returns a transaction Put per item, in key order.
+func (s *DynamoDbContext) putItems(items map[string]map[string]types.AttributeValue) []types.TransactWriteItem {
+	out := make([]types.TransactWriteItem, 0, len(items))
+	for _, k := range slices.Sorted(maps.Keys(items)) {
+		out = append(out, types.TransactWriteItem{Put: &types.Put{
+			TableName: aws.String(s.contextTable),
+			Item:      items[k],
+		}})
+	}
+	return out
+}
+
+// deleteItems returns a transaction Delete per key.
+func (s *DynamoDbContext) deleteItems(runID string, keys []string) []types.TransactWriteItem {
+	out := make([]types.TransactWriteItem, 0, len(keys))
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, types.TransactWriteItem{Delete: &types.Delete{
+			TableName: aws.String(s.contextTable),
+			Key:       ctxItemKey(runID, k),
+		}})
+	}
+	return out
+}
+
+// transact runs a TransactWriteItems, trying again (a bounded number of
+// times, with backoff) when it was cancelled only by a conflict with a
+// concurrent transaction on one of its items, which the SDK does not retry.
+// When the transaction was cancelled, reasons holds the reasons, one per
+// item.
+func (s *DynamoDbContext) transact(ctx context.Context, items []types.TransactWriteItem) (reasons []types.CancellationReason, err error) {
+	const tries = 5
+	backoff := 20 * time.Millisecond
+	for try := 1; ; try++ {
+		_, err = s.client.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+		var tce *types.TransactionCanceledException
+		if !errors.As(err, &tce) {
+			return nil, err
+		}
+		conflict := false
+		for i := range tce.CancellationReasons {
+			switch reasonCode(tce.CancellationReasons, i) {
+			case conditionFailedCode:
+				return tce.CancellationReasons, err
+			case "TransactionConflict":
+				conflict = true
+			}
+		}
+		if !conflict || try == tries {
+			return tce.CancellationReasons, err
+		}
+		if err := sleepCtx(ctx, backoff); err != nil {
+			return nil, err
+		}
+		backoff *= 2
+	}
+}
+
+// tooLarge translates DynamoDB's item size ValidationException into a
+// *ValueTooLargeError naming the largest of the items written; other errors
+// are returned as they are. The SDK error stays in the chain.
+func (s *DynamoDbContext) tooLarge(runID string, items map[string]map[string]types.AttributeValue, err error) error {
+	if !isItemTooLarge(err) {
+		return err
+	}
+	vt := &ValueTooLargeError{RunID: runID, Limit: DynamoDBItemLimit}
+	for _, k := range slices.Sorted(maps.Keys(items)) {
+		if size := itemSize(items[k]); size > vt.Size {
+			vt.Key, vt.Size = k, size
+		}
+	}
+	return translated(vt, err)
+}
+
+// decodeRun decodes a status-table item.
+func decodeRun(item map[string]types.AttributeValue) *RunRecord {
+	run := &RunRecord{
+		RunID:            attrString(item, attrRunID),
+		BlueprintID:      attrString(item, attrBlueprintID),
+		BlueprintVersion: attrString(item, attrBlueprintVersion),
+		Status:           attrString(item, attrStatus),
+		Error:            attrString(item, attrError),
+		FailedNode:       attrString(item, attrFailedNode),
+	}
+	if ms, ok := attrInt(item, attrCreatedAt); ok {
+		run.CreatedAt = time.UnixMilli(ms).UTC()
+	}
+	if ms, ok := attrInt(item, attrFinishedAt); ok {
+		run.FinishedAt = time.UnixMilli(ms).UTC()
+	}
+	return run
+}
+
+// decodeNode decodes a node record item.
+func decodeNode(nodeID string, item map[string]types.AttributeValue) (*NodeRecord, error) {
+	rec := &NodeRecord{
+		NodeID:     nodeID,
+		State:      attrString(item, attrState),
+		LeaseOwner: attrString(item, attrLeaseOwner),
+		Action:     attrString(item, attrAction),
+		Fallback:   attrString(item, attrFallback),
+	}
+	if n, ok := attrInt(item, attrAttempts); ok {
+		rec.Attempts = int(n)
+	}
+	if ms, ok := attrInt(item, attrLeaseUntil); ok && rec.LeaseOwner != "" {
+		rec.LeaseUntil = time.UnixMilli(ms).UTC()
+	}
+	if rec.State == NodeCommitted {
+		if av, ok := item[attrValue]; ok {
+			v, err := decodeValue(av)
+			if err != nil {
+				return nil, fmt.Errorf("node %q: output: %w", nodeID, err)
+			}
+			rec.Output = v
+		}
+	}
+	if l, ok := item[attrTaken].(*types.AttributeValueMemberL); ok {
+		rec.Taken = make([]string, 0, len(l.Value))
+		for _, e := range l.Value {
+			if s, ok := e.(*types.AttributeValueMemberS); ok {
+				rec.Taken = append(rec.Taken, s.Value)
+			}
+		}
+	}
+	if av, ok := item[attrStaged]; ok {
+		v, err := decodeValue(av)
+		if err != nil {
+			return nil, fmt.Errorf("node %q: staged inputs: %w", nodeID, err)
+		}
+		m, ok := v.(map[string]any)
+		if !ok && v != nil {
+			return nil, fmt.Errorf("node %q: staged inputs are a %T, not an object", nodeID, v)
+		}
+		rec.Staged = m
+	}
+	return rec, nil
+}
+
+// contextValue returns the value a context-table item gives to key: its
+// value for a context key, the committed output for a node record.
+func contextValue(key string, item map[string]types.AttributeValue) (any, bool, error) {
+	if len(item) == 0 {
+		return nil, false, nil
+	}
+	if strings.HasPrefix(key, outputsPrefix) && attrString(item, attrState) != NodeCommitted {
+		return nil, false, nil
+	}
+	av, ok := item[attrValue]
+	if !ok {
+		return nil, false, nil
+	}
+	v, err := decodeValue(av)
+	if err != nil {
+		return nil, false, err
+	}
+	return v, true, nil
+}
+
+// nodeOpen is the condition "the node is absent or pending".
+func nodeOpen() expression.ConditionBuilder {
+	return expression.AttributeNotExists(expression.Name(attrState)).
+		Or(expression.Name(attrState).Equal(expression.Value(avS(NodePending))))
+}
+
+// leasedBy is the condition "the node is pending and leased by owner".
+func leasedBy(owner string) expression.ConditionBuilder {
+	return expression.Name(attrState).Equal(expression.Value(avS(NodePending))).
+		And(expression.Name(attrLeaseOwner).Equal(expression.Value(avS(owner))))
+}
+
+func ctxItemKey(runID, key string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{attrRunID: avS(runID), attrKey: avS(key)}
+}
+
+func checkRunID(runID string) error {
+	if runID == "" {
+		return errors.New("sqsadapter: empty run id")
+	}
+	return nil
+}
+
+// checkNode checks a run id and a node id, whose record key must be a valid
+// context key.
+func checkNode(runID, nodeID string) error {
+	if err := checkRunID(runID); err != nil {
+		return err
+	}
+	if nodeID == "" {
+		return fmt.Errorf("sqsadapter: run %q: %w: empty node id", runID, ErrInvalidKey)
+	}
+	if err := checkReadKey(outputsPrefix + nodeID); err != nil {
+		return fmt.Errorf("sqsadapter: run %q: node id: %w", runID, err)
+	}
+	return nil
+}
+
+// checkReadKey checks a context key that a caller reads: node outputs
+// ("_outputs.<nodeId>") included.
+func checkReadKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty key", ErrInvalidKey)
+	case len(key) > maxKeyLength:
+		return fmt.Errorf("%w: %q is longer than %d bytes", ErrInvalidKey, key[:32]+"...", maxKeyLength)
+	}
+	return nil
+}
+
+// checkDeletes checks the keys to delete, none of which may also be set.
+func checkDeletes(sets map[string]any, deletes []string) error {
+	for _, k := range deletes {
+		if err := checkContextKey(k); err != nil {
+			return err
+		}
+		if _, ok := sets[k]; ok {
+			return fmt.Errorf("%w: %q is both set and deleted", ErrInvalidKey, k)
+		}
+	}
+	return nil
+}
+
+// checkTransactSize refuses a transaction over DynamoDB's 4 MB request limit
+// before sending it.
+func checkTransactSize(runID string, items []types.TransactWriteItem) error {
+	total := 0
+	for _, it := range items {
+		switch {
+		case it.Put != nil:
+			total += itemSize(it.Put.Item)
+		case it.Update != nil:
+			total += itemSize(it.Update.ExpressionAttributeValues) + itemOverhead
+		case it.Delete != nil:
+			total += itemSize(it.Delete.Key)
+		}
+	}
+	if total > maxTransactBytes {
+		return fmt.Errorf("%w: run %q: the writes that go together total %d bytes, over DynamoDB's %d-byte transaction limit",
+			ErrValueTooLarge, runID, total, maxTransactBytes)
+	}
+	return nil
+}
+
+// Value codec.
+
+// encodeValue converts a value to the DynamoDB attribute value stored for
+// it: its JSON-like form (jsonvalue.Normalize) as native DynamoDB types, or,
+// when DynamoDB cannot hold it natively, its JSON encoding as B.
+func encodeValue(v any) (types.AttributeValue, error) {
+	n, err := jsonvalue.Normalize(v)
+	if err != nil {
+		return nil, err
+	}
+	native, err := nativelyStorable(n)
+	if err != nil {
+		return nil, err
+	}
+	if !native {
+		b, err := json.Marshal(n)
+		if err != nil {
+			return nil, fmt.Errorf("value is not JSON-marshalable: %w", err)
+		}
+		return &types.AttributeValueMemberB{Value: b}, nil
+	}
+	av, err := attributevalue.Marshal(n)
+	if err != nil {
+		return nil, err
+	}
+	return av, nil
+}
+
+// nativelyStorable reports whether a JSON-like value can be stored with
+// DynamoDB's own types: no empty object key (an empty attribute name), no
+// number outside DynamoDB's range. NaN and infinities are no JSON values.
+func nativelyStorable(v any) (bool, error) {
+	switch x := v.(type) {
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return false, fmt.Errorf("value is not JSON-marshalable: %v", x)
+		}
+		a := math.Abs(x)
+		return a == 0 || (a >= 1e-130 && a < 1e126), nil
+	case map[string]any:
+		native := true
+		for k, e := range x {
+			ok, err := nativelyStorable(e)
+			if err != nil {
+				return false, err
+			}
+			native = native && ok && k != ""
+		}
+		return native, nil
+	case []any:
+		native := true
+		for _, e := range x {
+			ok, err := nativelyStorable(e)
+			if err != nil {
+				return false, err
+			}
+			native = native && ok
+		}
+		return native, nil
+	}
+	return true, nil
+}
+
+// decodeValue converts a stored attribute value back to the JSON-like form.
+func decodeValue(av types.AttributeValue) (any, error) {
+	if b, ok := av.(*types.AttributeValueMemberB); ok {
+		return jsonvalue.Decode(b.Value)
+	}
+	var v any
+	if err := attributevalue.UnmarshalWithOptions(av, &v, func(o *attributevalue.DecoderOptions) {
+		o.UseNumber = true
+	}); err != nil {
+		return nil, err
+	}
+	return convertNumbers(v)
+}
+
+// convertNumbers turns the numbers of a decoded value into int64 (integers
+// that fit) or float64, as jsonvalue.Decode does.
+func convertNumbers(v any) (any, error) {
+	switch x := v.(type) {
+	case attributevalue.Number:
+		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
+			return i, nil
+		}
+		f, err := strconv.ParseFloat(string(x), 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
+			return nil, fmt.Errorf("number %q: %w", string(x), err)
+		}
+		return f, nil
+	case map[string]any:
+		for k, e := range x {
+			c, err := convertNumbers(e)
+			if err != nil {
+				return nil, err
+			}
+			x[k] = c
+		}
+		return x, nil
+	case []any:
+		for i, e := range x {
+			c, err := convertNumbers(e)
+			if err != nil {
+				return nil, err
+			}
+			x[i] = c
+		}
+		return x, nil
+	}
+	return v, nil
+}
+
+// itemSize estimates an item's size as DynamoDB counts it (attribute names
+// plus values), erring on the large side.
+func itemSize(item map[string]types.AttributeValue) int {
+	n := 0
+	for name, av := range item {
+		n += len(name) + attrSize(av)
+	}
+	return n
+}
+
+func attrSize(av types.AttributeValue) int {
+	switch v := av.(type) {
+	case *types.AttributeValueMemberS:
+		return len(v.Value)
+	case *types.AttributeValueMemberN:
+		return len(v.Value) + 1
+	case *types.AttributeValueMemberB:
+		return len(v.Value)
+	case *types.AttributeValueMemberBOOL, *types.AttributeValueMemberNULL:
+		return 1
+	case *types.AttributeValueMemberL:
+		n := 3
+		for _, e := range v.Value {
+			n += 1 + attrSize(e)
+		}
+		return n
+	case *types.AttributeValueMemberM:
+		n := 3
+		for k, e := range v.Value {
+			n += 1 + len(k) + attrSize(e)
+		}
+		return n
+	case *types.AttributeValueMemberSS:
+		n := 0
+		for _, s := range v.Value {
+			n += len(s)
+		}
+		return n
+	case *types.AttributeValueMemberNS:
+		n := 0
+		for _, s := range v.Value {
+			n += len(s) + 1
+		}
+		return n
+	}
+	return 0
+}
+
+// Attribute helpers, shared with the coordination store.
+
+func avS(s string) types.AttributeValue { return &types.AttributeValueMemberS{Value: s} }
+
+func avN(n int64) types.AttributeValue {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
+}
+
+func putNonEmpty(item map[string]types.AttributeValue, name, s string) {
+	if s != "" {
+		item[name] = avS(s)
+	}
+}
+
+func attrString(item map[string]types.AttributeValue, name string) string {
+	if s, ok := item[name].(*types.AttributeValueMemberS); ok {
+		return s.Value
+	}
+	return ""
+}
+
+func attrInt(item map[string]types.AttributeValue, name string) (int64, bool) {
+	n, ok := item[name].(*types.AttributeValueMemberN)
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.ParseInt(n.Value, 10, 64)
+	return i, err == nil
+}
+
+func truncateUTF8(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	const marker = "… (truncated)"
+	cut := max - len(marker)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + marker
+}
+
+// Errors.
+
+// translatedError is an SDK error translated into the package's terms: it
+// reads as outcome, and errors.Is and errors.As find both outcome and the SDK
+// error.
+type translatedError struct {
+	outcome, cause error
+}
+
+func (e *translatedError) Error() string   { return e.outcome.Error() }
+func (e *translatedError) Unwrap() []error { return []error{e.outcome, e.cause} }
+
+func translated(outcome, cause error) error {
+	if cause == nil {
+		return outcome
+	}
+	return &translatedError{outcome: outcome, cause: cause}
+}
+
+const conditionFailedCode = "ConditionalCheckFailed"
+
+// conditionFailedItem reports whether err is a failed condition, with the
+// item as it was when the request asked for it.
+func conditionFailedItem(err error) (map[string]types.AttributeValue, bool) {
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return ccf.Item, true
+	}
+	return nil, false
+}
+
+func isConditionFailed(err error) bool {
+	var ccf *types.ConditionalCheckFailedException
+	return errors.As(err, &ccf)
+}
+
+func reasonCode(reasons []types.CancellationReason, i int) string {
+	if i >= len(reasons) {
+		return ""
+	}
+	return aws.ToString(reasons[i].Code)
+}
+
+// isItemTooLarge reports DynamoDB's item size error. It arrives as a plain
+// ValidationException, so only its message tells it apart.
+func isItemTooLarge(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) || ae.ErrorCode() != "ValidationException" {
+		return false
+	}
+	msg := ae.ErrorMessage()
+	return strings.Contains(msg, "Item size has exceeded the maximum allowed size") ||
+		strings.Contains(msg, "Item size to update has exceeded the maximum allowed size")
+}
+
+// batchGetItems reads items of one table by key with consistent reads, 100
+// keys a request, retrying unprocessed keys with a short backoff a bounded
+// number of times. Keys must be distinct.
+func batchGetItems(ctx context.Context, client DynamoDBClient, table string, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, error) {
+	const tries = 8
+	var items []map[string]types.AttributeValue
+	for start := 0; start < len(keys); start += maxBatchGetKeys {
+		pending := keys[start:min(start+maxBatchGetKeys, len(keys))]
+		backoff := 10 * time.Millisecond
+		for try := 1; len(pending) > 0; try++ {
+			if try > tries {
+				return nil, fmt.Errorf("batch get from %s: %d keys still unprocessed after %d requests", table, len(pending), tries)
+			}
+			if try > 1 {
+				if err := sleepCtx(ctx, backoff); err != nil {
+					return nil, err
+				}
+				backoff = min(2*backoff, time.Second)
+			}
+			out, err := client.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{
+				RequestItems: map[string]types.KeysAndAttributes{
+					table: {Keys: pending, ConsistentRead: aws.Bool(true)},
+				},
+			})
+			if err != nil {
+				return nil, err
+			}
+			items = append(items, out.Responses[table]...)
+			pending = out.UnprocessedKeys[table].Keys
+		}
+	}
+	return items, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
