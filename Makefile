@@ -1,26 +1,20 @@
-# The test command is `make test`: it runs every test with -race, then each
-# fuzz target briefly.
+# The test command is `make test` (scripts/test.sh): it installs and starts the
+# SQS and DynamoDB emulators, runs every test with -race, runs each fuzz target
+# briefly, and stops the emulators.
 GO       ?= go
 FUZZTIME ?= 5s
 
-.PHONY: test unit fuzz fuzz-long bench vet
+.PHONY: test fuzz-long bench emulators-start
 
-test: vet unit fuzz
+test:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/test.sh
 
-vet:
-	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
-	$(GO) vet ./...
-
-unit:
-	$(GO) test -race -count=1 -timeout 20m ./...
-
-fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseBlueprint$$' -fuzztime $(FUZZTIME) .
-	$(GO) test -run '^$$' -fuzz '^FuzzCompileEval$$' -fuzztime $(FUZZTIME) ./internal/expr
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJob$$' -fuzztime $(FUZZTIME) .
-
+# Longer fuzzing.
 fuzz-long:
-	$(MAKE) fuzz FUZZTIME=5m
+	$(GO) test -run '^$$' -fuzz '^FuzzParseBlueprint$$' -fuzztime 5m .
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJob$$' -fuzztime 5m .
+	$(GO) test -run '^$$' -fuzz '^FuzzCompileEval$$' -fuzztime 5m ./internal/expr
 
+# Per-node overhead on the in-memory implementations (BENCHMARKS.md).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 .

@@ -229,6 +229,7 @@ for (const sig of ["SIGTERM", "SIGINT"]) {
 	cat >"$state/env" <<EOF
 export SQSADAPTER_DYNAMODB_ENDPOINT=$ddb_url
 export SQSADAPTER_SQS_ENDPOINT=$sqs_url
+export AWS_ENDPOINT_URL_SQS=$sqs_url AWS_ENDPOINT_URL_DYNAMODB=$ddb_url
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 EOF
 	STARTED_OK=1
