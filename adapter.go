@@ -103,8 +103,8 @@ func NewSqsAdapter(opts ...Option) (*SqsAdapter, error) {
 		return nil, errors.Join(errs...)
 	}
 	a.jobsCtx, a.hard = context.WithCancelCause(context.Background())
-	a.sender = newBatcher(10, 2, a.sendBatch)
-	a.deleter = newBatcher(10, 2, a.deleteBatch)
+	a.sender = newBatcher(10, 2, 0, a.sendBatch)
+	a.deleter = newBatcher(10, 2, cfg.deleteLinger, a.deleteBatch)
 	return a, nil
 }
 

@@ -3,6 +3,7 @@ package sqsadapter
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // batcher groups concurrent requests into batch calls without a goroutine
@@ -14,6 +15,7 @@ import (
 type batcher[T any] struct {
 	maxBatch    int
 	maxFlushers int
+	linger      time.Duration                                // how long a flusher waits for a batch to fill
 	flush       func(ctx context.Context, items []T) []error // one error per item
 
 	mu       sync.Mutex
@@ -27,8 +29,8 @@ type batchItem[T any] struct {
 	done chan error
 }
 
-func newBatcher[T any](maxBatch, maxFlushers int, flush func(context.Context, []T) []error) *batcher[T] {
-	return &batcher[T]{maxBatch: maxBatch, maxFlushers: maxFlushers, flush: flush}
+func newBatcher[T any](maxBatch, maxFlushers int, linger time.Duration, flush func(context.Context, []T) []error) *batcher[T] {
+	return &batcher[T]{maxBatch: maxBatch, maxFlushers: maxFlushers, linger: linger, flush: flush}
 }
 
 // do submits items and waits until each is flushed, returning the first
@@ -67,6 +69,16 @@ func (b *batcher[T]) do(ctx context.Context, vs ...T) error {
 func (b *batcher[T]) drain(ctx context.Context) {
 	for {
 		b.mu.Lock()
+		if b.linger > 0 && len(b.pending) < b.maxBatch {
+			b.mu.Unlock()
+			t := time.NewTimer(b.linger)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+			b.mu.Lock()
+		}
 		if len(b.pending) == 0 {
 			b.flushers--
 			b.mu.Unlock()

@@ -25,7 +25,12 @@ type config struct {
 	pollBackoffMin    time.Duration
 	pollBackoffMax    time.Duration
 	drainTimeout      time.Duration
-	ackTimeout        time.Duration
+	// receiveBatchWindow is how long a busy poller waits for more free
+	// slots before receiving, so that receives come in batches.
+	receiveBatchWindow time.Duration
+	// deleteLinger is how long a delete waits for others to fill its batch.
+	deleteLinger time.Duration
+	ackTimeout   time.Duration
 
 	retryMultiplier float64
 	retryMaxDelay   time.Duration
@@ -45,18 +50,20 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		concurrency:       10,
-		waitTime:          20 * time.Second,
-		visibilityTimeout: 30 * time.Second,
-		pollBackoffMin:    100 * time.Millisecond,
-		pollBackoffMax:    10 * time.Second,
-		drainTimeout:      30 * time.Second,
-		ackTimeout:        10 * time.Second,
-		retryMultiplier:   1,
-		retryMaxDelay:     5 * time.Minute,
-		coordinationTTL:   7 * 24 * time.Hour,
-		maxInlineInput:    64 << 10,
-		sqsTimeUnit:       time.Second,
+		concurrency:        10,
+		waitTime:           20 * time.Second,
+		visibilityTimeout:  30 * time.Second,
+		pollBackoffMin:     100 * time.Millisecond,
+		pollBackoffMax:     10 * time.Second,
+		drainTimeout:       30 * time.Second,
+		receiveBatchWindow: 20 * time.Millisecond,
+		deleteLinger:       10 * time.Millisecond,
+		ackTimeout:         10 * time.Second,
+		retryMultiplier:    1,
+		retryMaxDelay:      5 * time.Minute,
+		coordinationTTL:    7 * 24 * time.Hour,
+		maxInlineInput:     64 << 10,
+		sqsTimeUnit:        time.Second,
 	}
 }
 
@@ -250,6 +257,22 @@ func WithMaxInlineInput(n int) Option {
 			return fmt.Errorf("%w: max inline input %d not in [0, 200 KiB]", ErrInvalidOption, n)
 		}
 		cfg.maxInlineInput = n
+		return nil
+	}
+}
+
+// WithBatching tunes request batching. receiveWindow is how long a busy
+// worker, with fewer than half of its slots free, waits for more to free up
+// before it receives (default 20ms): receives then fetch several messages
+// per request. deleteLinger is how long a finished job's delete waits for
+// others to share its DeleteMessageBatch (default 10ms); the job's worker
+// slot is already free by then. Zero turns either off.
+func WithBatching(receiveWindow, deleteLinger time.Duration) Option {
+	return func(cfg *config) error {
+		if receiveWindow < 0 || deleteLinger < 0 || receiveWindow > time.Second || deleteLinger > time.Second {
+			return fmt.Errorf("%w: batching windows %v, %v not in [0, 1s]", ErrInvalidOption, receiveWindow, deleteLinger)
+		}
+		cfg.receiveBatchWindow, cfg.deleteLinger = receiveWindow, deleteLinger
 		return nil
 	}
 }

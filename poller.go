@@ -71,16 +71,7 @@ func (a *SqsAdapter) Run(ctx context.Context) error {
 		case <-recvCtx.Done():
 			continue
 		}
-		n := 1
-	more:
-		for n < 10 {
-			select {
-			case slots <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
+		n := 1 + a.takeSlots(recvCtx, slots)
 		msgs, err := a.receive(recvCtx, n)
 		for range n - len(msgs) {
 			<-slots
@@ -99,8 +90,10 @@ func (a *SqsAdapter) Run(ctx context.Context) error {
 			jobs.Add(1)
 			go func() {
 				defer jobs.Done()
-				defer func() { <-slots }()
-				a.processMessage(m)
+				var once sync.Once
+				release := func() { once.Do(func() { <-slots }) }
+				defer release()
+				a.processMessage(m, release)
 			}()
 		}
 	}
@@ -167,9 +160,49 @@ func (a *SqsAdapter) receive(ctx context.Context, n int) ([]types.Message, error
 	return out.Messages, nil
 }
 
+// takeSlots takes more free worker slots after the first, up to 9 more: at
+// once if enough are free, else waiting up to the receive batch window for
+// at least half the batch, so that a busy worker receives in batches rather
+// than one message per call. It returns how many it took.
+func (a *SqsAdapter) takeSlots(ctx context.Context, slots chan struct{}) int {
+	want := min(10, a.cfg.concurrency) - 1
+	enough := (want + 1) / 2
+	n := 0
+	try := func() {
+		for n < want {
+			select {
+			case slots <- struct{}{}:
+				n++
+			default:
+				return
+			}
+		}
+	}
+	try()
+	if n >= enough || a.cfg.receiveBatchWindow <= 0 {
+		return n
+	}
+	deadline := time.NewTimer(a.cfg.receiveBatchWindow)
+	defer deadline.Stop()
+	for n < enough {
+		select {
+		case slots <- struct{}{}:
+			n++
+		case <-deadline.C:
+			try()
+			return n
+		case <-ctx.Done():
+			return n
+		}
+	}
+	try()
+	return n
+}
+
 // processMessage handles one received message and settles it: delete,
-// make visible again after a delay, or leave it.
-func (a *SqsAdapter) processMessage(m types.Message) {
+// make visible again after a delay, or leave it. It calls release to give
+// its worker slot back as soon as the job is handled, before the delete.
+func (a *SqsAdapter) processMessage(m types.Message, release func()) {
 	ctx := a.jobsCtx
 	body := aws.ToString(m.Body)
 	log := a.log.With("msg_id", aws.ToString(m.MessageId))
@@ -182,6 +215,7 @@ func (a *SqsAdapter) processMessage(m types.Message) {
 		return
 	}
 	o := a.runJob(ctx, job, &m)
+	release()
 	switch o.kind {
 	case outcomeDone:
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ackTimeout)
