@@ -155,7 +155,7 @@ func (x *jobRun) acquire(ctx context.Context, id string) (*NodeRecord, outcome, 
 	case errors.As(err, &held):
 		// A duplicate of a job that is running elsewhere: look again once
 		// the lease expires; by then the node has usually committed.
-		return nil, retryAfter(time.Until(held.Until)+jitter(time.Second), err), false
+		return nil, retryAfter(time.Until(held.Until)+jitter(x.a.cfg.visibilityTimeout/10), err), false
 	default:
 		return nil, retryAfter(0, fmt.Errorf("sqsadapter: acquire node %q: %w", id, err)), false
 	}
