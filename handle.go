@@ -67,8 +67,9 @@ type jobRun struct {
 	log      *slog.Logger
 
 	// Completion bookkeeping for this handling.
-	final    bool            // a leaf was resolved or an "any" join heard from every predecessor
-	resolved map[string]bool // finals known resolved by this handling
+	final      bool            // a leaf was resolved or an "any" join heard from every predecessor
+	leavesDone map[string]bool // leaves this handling knows are resolved
+	joinsDone  map[string]bool // "any" joins this handling saw hear from every predecessor
 	skipped  []string        // leaves skipped by this handling
 	sends    []Job
 }
@@ -503,7 +504,7 @@ func (x *jobRun) advance(ctx context.Context, rec *NodeRecord, replay bool) outc
 		// in a store.
 		return retryAfter(0, fmt.Errorf("sqsadapter: node %q: unexpected record state %v", x.n.id, rec))
 	}
-	x.resolved = map[string]bool{}
+	x.leavesDone, x.joinsDone = map[string]bool{}, map[string]bool{}
 	var known map[string]*NodeRecord
 	if replay && len(x.n.targets) > 0 {
 		ids := make([]string, len(x.n.targets))
@@ -539,7 +540,7 @@ func (x *jobRun) advance(ctx context.Context, rec *NodeRecord, replay bool) outc
 		}
 	}
 	if x.n.leaf {
-		x.final, x.resolved[x.n.id] = true, true
+		x.final, x.leavesDone[x.n.id] = true, true
 	}
 	if err := x.flush(ctx); err != nil {
 		return retryAfter(0, err)
@@ -585,7 +586,7 @@ func (x *jobRun) arrive(ctx context.Context, t *planNode, source string, taken b
 			x.sends = append(x.sends, Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.id, BlueprintVersion: x.p.version})
 		}
 		if complete {
-			x.final, x.resolved[t.id] = true, true
+			x.final, x.joinsDone[t.id] = true, true
 			if len(st.Taken) == 0 {
 				return x.skip(ctx, t)
 			}
@@ -608,7 +609,7 @@ func (x *jobRun) arrive(ctx context.Context, t *planNode, source string, taken b
 func (x *jobRun) skip(ctx context.Context, t *planNode) error {
 	if t.leaf {
 		x.skipped = append(x.skipped, t.id)
-		x.final, x.resolved[t.id] = true, true
+		x.final, x.leavesDone[t.id] = true, true
 	}
 	for _, u := range t.targets {
 		if !u.isJoin() {
@@ -644,12 +645,12 @@ func (x *jobRun) flush(ctx context.Context) error {
 func (x *jobRun) checkCompletion(ctx context.Context) error {
 	var leaves, joins []string
 	for _, l := range x.p.leaves {
-		if !x.resolved[l.id] {
+		if !x.leavesDone[l.id] {
 			leaves = append(leaves, l.id)
 		}
 	}
 	for _, j := range x.p.anyJoins {
-		if !x.resolved[j.id] {
+		if !x.joinsDone[j.id] {
 			joins = append(joins, joinKey(x.job.RunID, j.id))
 		}
 	}
@@ -670,7 +671,7 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 			return err
 		}
 		for _, j := range x.p.anyJoins {
-			if x.resolved[j.id] {
+			if x.joinsDone[j.id] {
 				continue
 			}
 			if st := sts[joinKey(x.job.RunID, j.id)]; st == nil || len(st.Arrived) < len(j.preds) {

@@ -192,7 +192,7 @@ func WithWaitTime(d time.Duration) Option {
 func WithVisibilityTimeout(d time.Duration) Option {
 	return func(cfg *config) error {
 		if d < 100*time.Millisecond || d > 12*time.Hour {
-			return fmt.Errorf("%w: visibility timeout %v not in [1s, 12h]", ErrInvalidOption, d)
+			return fmt.Errorf("%w: visibility timeout %v not in [100ms, 12h]", ErrInvalidOption, d)
 		}
 		cfg.visibilityTimeout = d
 		return nil
