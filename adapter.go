@@ -68,6 +68,9 @@ func NewSqsAdapter(opts ...Option) (*SqsAdapter, error) {
 			errs = append(errs, fmt.Errorf("%w: %s is required", ErrInvalidOption, req.what))
 		}
 	}
+	if cfg.visibilityTimeout < cfg.sqsTimeUnit {
+		errs = append(errs, fmt.Errorf("%w: visibility timeout %v not in [1s, 12h]", ErrInvalidOption, cfg.visibilityTimeout))
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

@@ -191,8 +191,8 @@ func WithWaitTime(d time.Duration) Option {
 // seconds). While a job runs, the worker extends both every third of it.
 func WithVisibilityTimeout(d time.Duration) Option {
 	return func(cfg *config) error {
-		if d < 100*time.Millisecond || d > 12*time.Hour {
-			return fmt.Errorf("%w: visibility timeout %v not in [100ms, 12h]", ErrInvalidOption, d)
+		if d <= 0 || d > 12*time.Hour {
+			return fmt.Errorf("%w: visibility timeout %v not in [1s, 12h]", ErrInvalidOption, d)
 		}
 		cfg.visibilityTimeout = d
 		return nil

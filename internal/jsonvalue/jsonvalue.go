@@ -14,7 +14,12 @@ import (
 // json tags are converted through their JSON encoding.
 func Normalize(v any) (any, error) {
 	switch x := v.(type) {
-	case nil, string, bool, int64, float64:
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil, fmt.Errorf("value is not JSON-marshalable: %v", x)
+		}
+		return x, nil
+	case nil, string, bool, int64:
 		return x, nil
 	case int:
 		return int64(x), nil
