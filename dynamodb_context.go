@@ -136,7 +136,7 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 		return err
 	}
 	if len(initial) > maxTransactItems-1 {
-		return wrap(fmt.Errorf("%d initial keys: one run starts with at most %d", len(initial), maxTransactItems-1))
+		return wrap(fmt.Errorf("%w: %d initial keys: one run starts with at most %d", ErrValueTooLarge, len(initial), maxTransactItems-1))
 	}
 	puts, err := s.encodeSets(run.RunID, initial)
 	if err != nil {
@@ -431,7 +431,7 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 	}
 	nodeKey := outputsPrefix + c.NodeID
 	if n := len(c.Sets) + len(c.Deletes); n > maxTransactItems-1 {
-		return nil, wrap(fmt.Errorf("%d context writes: a node commits at most %d", n, maxTransactItems-1))
+		return nil, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", ErrValueTooLarge, n, maxTransactItems-1))
 	}
 	out, err := encodeValue(c.Output)
 	if err != nil {
@@ -750,7 +750,7 @@ func (s *DynamoDbContext) Patch(ctx context.Context, runID string, sets map[stri
 		return err
 	}
 	if n := len(sets) + len(deletes); n > maxTransactItems {
-		return wrap(fmt.Errorf("%d changes: one patch makes at most %d", n, maxTransactItems))
+		return wrap(fmt.Errorf("%w: %d changes: one patch makes at most %d", ErrValueTooLarge, n, maxTransactItems))
 	}
 	puts, err := s.encodeSets(runID, sets)
 	if err != nil {

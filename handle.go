@@ -389,7 +389,8 @@ func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in
 		return x.advance(ctx, rec, true)
 	case errors.Is(err, ErrNodeClosed):
 		return done
-	case errors.Is(err, ErrValueTooLarge):
+	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrInvalidKey):
+		// The commit can never succeed: fail the node for good.
 		return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: err}).Error())
 	default:
 		return x.release(ctx, x.n.id, retryAfter(0, fmt.Errorf("sqsadapter: commit output of node %q: %w", x.n.id, err)))
