@@ -70,8 +70,9 @@ type jobRun struct {
 	final      bool            // a leaf was resolved or an "any" join heard from every predecessor
 	leavesDone map[string]bool // leaves this handling knows are resolved
 	joinsDone  map[string]bool // "any" joins this handling saw hear from every predecessor
-	skipped  []string        // leaves skipped by this handling
-	sends    []Job
+	skipping   map[string]bool // nodes skipped by this handling: each is propagated once
+	skipped    []string        // leaves skipped by this handling
+	sends      []Job
 }
 
 func (x *jobRun) crash(step string) bool {
@@ -91,6 +92,12 @@ func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease
 		}
 		return retryAfter(0, err)
 	}
+	if a.cfg.checkRuns {
+		if err := a.checkRun(ctx, job); err != nil {
+			log.WarnContext(ctx, "sqsadapter: job refused by the run check; left for the dead-letter queue", "err", err)
+			return retryAfter(a.cfg.visibilityTimeout, err)
+		}
+	}
 	x := &jobRun{a: a, p: p, job: job, owner: owner, setLease: setLease, log: log}
 	n := p.nodes[job.NodeID]
 	if n == nil || n.fallbackOnly {
@@ -100,6 +107,19 @@ func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease
 	}
 	x.n = n
 	return x.run(ctx)
+}
+
+// checkRun verifies that the job's run exists and uses the job's blueprint.
+func (a *SqsAdapter) checkRun(ctx context.Context, job Job) error {
+	rec, err := a.cfg.contexts.GetRun(ctx, job.RunID)
+	if err != nil {
+		return fmt.Errorf("sqsadapter: run check: %w", err)
+	}
+	if rec.BlueprintID != job.BlueprintID || (job.BlueprintVersion != "" && rec.BlueprintVersion != job.BlueprintVersion) {
+		return fmt.Errorf("%w: job names blueprint %q version %q but run %q uses %q version %q", ErrUnknownBlueprint,
+			job.BlueprintID, job.BlueprintVersion, job.RunID, rec.BlueprintID, rec.BlueprintVersion)
+	}
+	return nil
 }
 
 func (x *jobRun) run(ctx context.Context) outcome {
@@ -505,15 +525,18 @@ func (x *jobRun) advance(ctx context.Context, rec *NodeRecord, replay bool) outc
 		// in a store.
 		return retryAfter(0, fmt.Errorf("sqsadapter: node %q: unexpected record state %v", x.n.id, rec))
 	}
-	x.leavesDone, x.joinsDone = map[string]bool{}, map[string]bool{}
+	x.leavesDone, x.joinsDone, x.skipping = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	var known map[string]*NodeRecord
 	if replay && len(x.n.targets) > 0 {
 		ids := make([]string, len(x.n.targets))
 		for i, t := range x.n.targets {
 			ids[i] = t.id
 		}
-		var err error
-		if known, err = x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, ids); err != nil {
+		err := x.idempotent(ctx, func() (err error) {
+			known, err = x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, ids)
+			return err
+		})
+		if err != nil {
 			return retryAfter(0, err)
 		}
 	}
@@ -576,7 +599,11 @@ func (x *jobRun) sendTo(t *planNode, rec *NodeRecord) {
 // arrive records source's resolved edge into join t and acts on the join
 // record: fire it, skip it, or note that an "any" join is complete.
 func (x *jobRun) arrive(ctx context.Context, t *planNode, source string, taken bool, needsJob func(*planNode) bool) error {
-	st, err := x.a.cfg.coord.Arrive(ctx, joinKey(x.job.RunID, t.id), Arrival{Source: source, Taken: taken, Claim: taken && t.join == "any"}, x.a.cfg.coordinationTTL)
+	var st *JoinState
+	err := x.idempotent(ctx, func() (err error) {
+		st, err = x.a.cfg.coord.Arrive(ctx, joinKey(x.job.RunID, t.id), Arrival{Source: source, Taken: taken, Claim: taken && t.join == "any"}, x.a.cfg.coordinationTTL)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("sqsadapter: arrive at join %q: %w", t.id, err)
 	}
@@ -608,6 +635,13 @@ func (x *jobRun) arrive(ctx context.Context, t *planNode, source string, taken b
 // skip resolves t without running it (dead-path elimination) and
 // propagates dead edges from it.
 func (x *jobRun) skip(ctx context.Context, t *planNode) error {
+	if x.skipping[t.id] {
+		// Reached again through another dead path (on a replay every
+		// arrival finds its join complete): propagating twice would make
+		// the work exponential in stacked diamonds.
+		return nil
+	}
+	x.skipping[t.id] = true
 	if t.leaf {
 		x.skipped = append(x.skipped, t.id)
 		x.final, x.leavesDone[t.id] = true, true
@@ -629,7 +663,7 @@ func (x *jobRun) skip(ctx context.Context, t *planNode) error {
 // flush makes the skips and sends of this handling durable.
 func (x *jobRun) flush(ctx context.Context) error {
 	if len(x.skipped) > 0 {
-		if err := x.a.cfg.contexts.SkipNodes(ctx, x.job.RunID, x.skipped); err != nil {
+		if err := x.idempotent(ctx, func() error { return x.a.cfg.contexts.SkipNodes(ctx, x.job.RunID, x.skipped) }); err != nil {
 			return fmt.Errorf("sqsadapter: skip nodes: %w", err)
 		}
 	}
@@ -656,7 +690,11 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 		}
 	}
 	if len(leaves) > 0 {
-		recs, err := x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, leaves)
+		var recs map[string]*NodeRecord
+		err := x.idempotent(ctx, func() (err error) {
+			recs, err = x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, leaves)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -667,7 +705,11 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 		}
 	}
 	if len(joins) > 0 {
-		sts, err := x.a.cfg.coord.GetJoins(ctx, joins)
+		var sts map[string]*JoinState
+		err := x.idempotent(ctx, func() (err error) {
+			sts, err = x.a.cfg.coord.GetJoins(ctx, joins)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -694,10 +736,25 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 	return nil
 }
 
-// failRun marks the run failed (once) and closes its unfinished nodes so
-// that nothing more runs.
+// failRun marks the run failed (once) naming nodeID. It closes the run's
+// other unfinished nodes first, so that once the status says failed no node
+// of the run can commit any more; it closes nodeID last, so that a crash
+// before the status is written leaves the failing job to be redelivered and
+// fail the run again.
 func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	store := x.a.cfg.contexts
+	others := make([]string, 0, len(x.p.allIDs))
+	for _, id := range x.p.allIDs {
+		if id != nodeID {
+			others = append(others, id)
+		}
+	}
+	if err := store.CloseNodes(ctx, x.job.RunID, others); err != nil {
+		return retryAfter(0, fmt.Errorf("sqsadapter: close nodes of failing run: %w", err))
+	}
+	if x.crash("failing") {
+		return abandon
+	}
 	err := store.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeID, time.Now())
 	switch {
 	case err == nil:
@@ -709,10 +766,27 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	if x.crash("failed") {
 		return abandon
 	}
-	if err := store.CloseNodes(ctx, x.job.RunID, x.p.allIDs); err != nil {
-		return retryAfter(0, fmt.Errorf("sqsadapter: close nodes of failed run: %w", err))
+	if err := store.CloseNodes(ctx, x.job.RunID, []string{nodeID}); err != nil {
+		return retryAfter(0, fmt.Errorf("sqsadapter: close failed node: %w", err))
 	}
 	return done
+}
+
+// idempotent runs an idempotent store call of the advance phase, retrying
+// it twice after a failure: the advance of one job can take many calls, and
+// a failure of any of them otherwise costs a redelivery that repeats them
+// all.
+func (x *jobRun) idempotent(ctx context.Context, call func() error) error {
+	var err error
+	for try := range 3 {
+		if try > 0 && !x.a.sleep(ctx, time.Duration(try*try)*10*time.Millisecond) {
+			break
+		}
+		if err = call(); err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
 }
 
 func joinKey(runID, nodeID string) string { return "flowcraft:fanin:" + runID + ":" + nodeID }

@@ -38,6 +38,7 @@ type config struct {
 
 	coordinationTTL time.Duration
 	maxInlineInput  int
+	checkRuns       bool
 
 	// sqsTimeUnit is the duration of SQS's "seconds" (a test seam: the
 	// in-memory SQS can count in shorter units).
@@ -273,6 +274,20 @@ func WithBatching(receiveWindow, deleteLinger time.Duration) Option {
 			return fmt.Errorf("%w: batching windows %v, %v not in [0, 1s]", ErrInvalidOption, receiveWindow, deleteLinger)
 		}
 		cfg.receiveBatchWindow, cfg.deleteLinger = receiveWindow, deleteLinger
+		return nil
+	}
+}
+
+// WithRunCheck makes the worker read a job's run record before running it,
+// and refuse jobs that name a run that does not exist, or a blueprint other
+// than the run's: the message is left for the queue's redrive policy. It
+// costs one read per node. It is off by default: the jobs the library sends
+// always name an existing run and its blueprint, and the nodes of finished
+// runs are closed without it; turn it on when other producers write to the
+// queue.
+func WithRunCheck() Option {
+	return func(cfg *config) error {
+		cfg.checkRuns = true
 		return nil
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf16"
 
 	"github.com/flowcraft/sqsadapter/internal/expr"
 )
@@ -259,11 +260,20 @@ func walkPath(v any, path []string) any {
 		case map[string]any:
 			v = x[seg]
 		case []any:
+			if seg == "length" {
+				v = int64(len(x))
+				break
+			}
 			i, err := parseIndex(seg)
 			if err != nil || i >= len(x) {
 				return nil
 			}
 			v = x[i]
+		case string:
+			if seg != "length" {
+				return nil
+			}
+			v = int64(len(utf16.Encode([]rune(x)))) // JavaScript counts UTF-16 code units
 		default:
 			return nil
 		}

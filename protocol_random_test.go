@@ -1,0 +1,1790 @@
+package sqsadapter_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/expr"
+	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+)
+
+// The randomized protocol test generates random DAG blueprints, runs each
+// once on four workers sharing an in-memory SQS and in-memory stores while
+// the queue duplicates deliveries, workers "crash" at random protocol steps
+// and store and queue calls fail, and compares every run with a plain
+// sequential interpreter of the blueprint semantics written below.
+//
+// The blueprints are reproducible from the seed: SQSADAPTER_SEED=<seed>
+// reruns the same ones (the interleaving of the workers and the fault
+// decisions are not reproducible). The seed is logged and repeated in every
+// failure message.
+
+// TestProtocolRandom is the randomized protocol test under faults.
+func TestProtocolRandom(t *testing.T) {
+	seed := protocolSeed(t)
+	runs := 200
+	if testing.Short() {
+		runs = 50
+	}
+	runProtocolRandom(t, seed, runs, protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10})
+}
+
+// TestProtocolRandomNoFaults runs the first blueprints of the same seed
+// without any fault: the interpreter and the engine must agree on plain
+// runs too, including the exact messages recorded by fallbacks.
+func TestProtocolRandomNoFaults(t *testing.T) {
+	seed := protocolSeed(t)
+	runs := 60
+	if testing.Short() {
+		runs = 20
+	}
+	runProtocolRandom(t, seed, runs, protoChaos{})
+}
+
+// protoOnly returns the blueprint indexes listed in SQSADAPTER_CASES
+// ("3,17"), to rerun only those of a seed; nil means all.
+func protoOnly(t *testing.T) map[int]bool {
+	env := os.Getenv("SQSADAPTER_CASES")
+	if env == "" {
+		return nil
+	}
+	only := map[int]bool{}
+	for _, f := range strings.Split(env, ",") {
+		i, err := strconv.Atoi(strings.TrimSpace(f))
+		require.NoError(t, err, "SQSADAPTER_CASES must list blueprint indexes")
+		only[i] = true
+	}
+	t.Logf("only blueprints %v", slices.Sorted(maps.Keys(only)))
+	return only
+}
+
+// protocolSeed returns SQSADAPTER_SEED, or a time-based seed.
+func protocolSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("SQSADAPTER_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		require.NoError(t, err, "SQSADAPTER_SEED must be an unsigned integer")
+		seed = v
+	}
+	repro := fmt.Sprintf("SQSADAPTER_SEED=%d go test -race -count=1 -run '^%s$' .", seed, t.Name())
+	t.Logf("seed %d (reproduce: %s)", seed, repro)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("FAILED with seed %d; reproduce: %s", seed, repro)
+		}
+	})
+	return seed
+}
+
+// protoChaos sets the fault rates of a randomized run.
+type protoChaos struct {
+	faultRate     float64 // store and queue calls that fail, half before and half after their effect
+	crashRate     float64 // job deliveries abandoned at a random step
+	duplicateRate float64 // deliveries that the queue duplicates
+}
+
+// ---------------------------------------------------------------------------
+// Node functions
+//
+// Every node of the generated blueprints uses one deterministic function
+// whose behaviour its params select: the same node id, params, input and
+// attempt give the same result.
+//
+//	kind         "ok", "flaky" (fails attempts 1..k), "fail" (always fails),
+//	             "fatal" (fails with a permanent error)
+//	k            for "flaky"
+//	actions      the result's action is one of these (by hash)
+//	write        the node writes the context key "k_<nodeId>"
+//	ignoreInput  the output does not depend on the input
+//	salt         mixed into the hash
+
+var protoUses = []string{"pass", "router", "writer", "flaky", "fail", "fatal"}
+
+func protoBehave(id string, params map[string]any, input any, attempt int) (out map[string]any, action string, writes map[string]any, err error) {
+	switch params["kind"] {
+	case "fail":
+		return nil, "", nil, fmt.Errorf("boom: %s", id)
+	case "fatal":
+		return nil, "", nil, sqsadapter.Permanent(fmt.Errorf("fatal: %s", id))
+	case "flaky":
+		if int64(attempt) <= protoInt(params["k"]) {
+			return nil, "", nil, fmt.Errorf("flaky: %s attempt %d", id, attempt)
+		}
+	}
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s|%v|", id, params["salt"])
+	if params["ignoreInput"] != true {
+		b, err := json.Marshal(input)
+		if err != nil {
+			return nil, "", nil, sqsadapter.Permanent(fmt.Errorf("input of %s: %w", id, err))
+		}
+		h.Write(b)
+	}
+	sum := h.Sum64()
+	v := int64(sum % 1000)
+	out = map[string]any{"v": v, "flag": (sum>>17)&1 == 1, "by": id}
+	if acts, ok := params["actions"].([]any); ok && len(acts) > 0 {
+		action, _ = acts[(sum>>32)%uint64(len(acts))].(string)
+	}
+	if params["write"] == true {
+		writes = map[string]any{"k_" + id: map[string]any{"v": v, "by": id}}
+	}
+	return out, action, writes, nil
+}
+
+func protoInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case int:
+		return int64(x)
+	case float64:
+		return int64(x)
+	}
+	return 0
+}
+
+// protoCalls counts node function invocations by run and node, for
+// diagnostics.
+type protoCalls struct {
+	mu sync.Mutex
+	n  map[string]int // "runId/nodeId"
+}
+
+func (c *protoCalls) fn(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+	c.mu.Lock()
+	c.n[nc.RunID+"/"+nc.NodeID]++
+	c.mu.Unlock()
+	out, action, writes, err := protoBehave(nc.NodeID, nc.Params, nc.Input, nc.Attempt)
+	if err != nil {
+		return sqsadapter.NodeResult{}, err
+	}
+	for k, v := range writes {
+		if err := nc.Set(k, v); err != nil {
+			return sqsadapter.NodeResult{}, err
+		}
+	}
+	return sqsadapter.NodeResult{Output: out, Action: action}, nil
+}
+
+func (c *protoCalls) registry() sqsadapter.NodeRegistry {
+	reg := sqsadapter.NodeRegistry{}
+	for _, u := range protoUses {
+		reg[u] = c.fn
+	}
+	return reg
+}
+
+func (c *protoCalls) forRun(runID string) map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for k, n := range c.n {
+		if id, ok := strings.CutPrefix(k, runID+"/"); ok {
+			out[id] = n
+		}
+	}
+	return out
+}
+
+func (c *protoCalls) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, v := range c.n {
+		n += v
+	}
+	return n
+}
+
+// ---------------------------------------------------------------------------
+// Generator
+
+type protoCase struct {
+	index   int
+	bp      *sqsadapter.Blueprint
+	json    []byte
+	initial map[string]any
+}
+
+// genNode is a main (non-fallback) node under construction.
+type genNode struct {
+	id      string
+	preds   []int
+	anyJoin bool
+	writer  bool
+	actions []string
+	// guaranteed lists the nodes certainly resolved (run or skipped) before
+	// this node runs, whatever the timing: its inputs, and the context keys
+	// read by the conditions of its outgoing edges, refer only to those, so
+	// the engine's results cannot depend on the interleaving.
+	guaranteed map[int]bool
+}
+
+func genProtoCase(seed uint64, index int) (*protoCase, error) {
+	r := rand.New(rand.NewPCG(seed, uint64(index)))
+	budget := 1 + r.IntN(30) // nodes, fallbacks included
+	hardFail := r.IntN(2) == 0
+	var mains []*genNode
+	var defs []sqsadapter.NodeDefinition
+	var edges []sqsadapter.EdgeDefinition
+	used := 0
+	for used < budget {
+		i := len(mains)
+		g := &genNode{id: fmt.Sprintf("n%d", i), guaranteed: map[int]bool{}}
+		used++
+		if i > 0 && r.Float64() >= 0.12 {
+			np := 1
+			if r.Float64() < 0.4 {
+				np = 2 + r.IntN(3)
+			}
+			np = min(np, i)
+			for len(g.preds) < np {
+				j := r.IntN(i)
+				if r.Float64() < 0.7 {
+					j = i - 1 - r.IntN(min(i, 5))
+				}
+				if !slices.Contains(g.preds, j) {
+					g.preds = append(g.preds, j)
+				}
+			}
+		}
+		var cfg sqsadapter.NodeConfig
+		if len(g.preds) > 1 {
+			switch r.IntN(5) {
+			case 0, 1:
+				cfg.JoinStrategy, g.anyJoin = "any", true
+			case 2, 3:
+				cfg.JoinStrategy = "all"
+			}
+		}
+		if !g.anyJoin {
+			for _, p := range g.preds {
+				g.guaranteed[p] = true
+				for q := range mains[p].guaranteed {
+					g.guaranteed[q] = true
+				}
+			}
+		}
+
+		flavor := protoPick(r, []string{"pass", "router", "writer", "flaky", "fail", "fatal"}, []int{30, 22, 15, 12, 9, 3})
+		wantFallback := false
+		switch flavor {
+		case "fail":
+			wantFallback = !hardFail || r.IntN(4) != 0
+		case "fatal":
+			wantFallback = r.IntN(3) == 0
+		default:
+			wantFallback = r.IntN(10) == 0
+		}
+		if wantFallback && used >= budget {
+			wantFallback = false
+		}
+		if !hardFail && (flavor == "fatal" || (flavor == "fail" && !wantFallback)) {
+			flavor = "pass"
+		}
+		params, maxRetries, retryDelay := genParams(r, flavor, g.anyJoin)
+		cfg.MaxRetries, cfg.RetryDelay = maxRetries, retryDelay
+		g.writer = params["write"] == true
+		if acts, ok := params["actions"].([]any); ok {
+			for _, a := range acts {
+				g.actions = append(g.actions, a.(string))
+			}
+		}
+		if wantFallback {
+			used++
+			fid := fmt.Sprintf("f%d", i)
+			fflavor := protoPick(r, []string{"pass", "writer", "router", "fail"}, []int{50, 20, 15, 15})
+			if !hardFail && fflavor == "fail" {
+				fflavor = "pass"
+			}
+			// A fallback gets its node's input: if the node ignores its
+			// input (an "any" join's input depends on timing), so must it.
+			fparams, fmax, fdelay := genParams(r, fflavor, params["ignoreInput"] == true)
+			defs = append(defs, sqsadapter.NodeDefinition{ID: fid, Uses: fflavor, Params: fparams,
+				Config: sqsadapter.NodeConfig{MaxRetries: fmax, RetryDelay: fdelay}})
+			cfg.Fallback = fid
+		}
+		def := sqsadapter.NodeDefinition{ID: g.id, Uses: flavor, Params: params, Config: cfg}
+		if r.IntN(4) == 0 {
+			def.Inputs = genInputs(r, mains, g)
+		}
+		defs = append(defs, def)
+		for _, p := range g.preds {
+			edges = append(edges, genEdge(r, mains, p, g))
+		}
+		mains = append(mains, g)
+	}
+	// Blueprint order is not execution order.
+	r.Shuffle(len(defs), func(i, j int) { defs[i], defs[j] = defs[j], defs[i] })
+	r.Shuffle(len(edges), func(i, j int) { edges[i], edges[j] = edges[j], edges[i] })
+	bp := sqsadapter.Blueprint{ID: fmt.Sprintf("rand-%03d", index), Nodes: defs, Edges: edges}
+
+	initial := map[string]any{"_seed": int64(r.IntN(1000)), "limit": int64(r.IntN(1000)), "flag": r.IntN(2) == 0}
+	for _, g := range mains {
+		if len(g.preds) == 0 && r.IntN(5) < 3 {
+			if r.IntN(3) == 0 {
+				initial["_inputs."+g.id] = "hello " + g.id
+			} else {
+				initial["_inputs."+g.id] = map[string]any{"v": int64(r.IntN(100))}
+			}
+		}
+	}
+	data, err := json.Marshal(bp)
+	if err != nil {
+		return nil, err
+	}
+	parsed, err := sqsadapter.ParseBlueprint(data)
+	if err != nil {
+		return nil, fmt.Errorf("generated blueprint #%d is invalid: %w\n%s", index, err, data)
+	}
+	return &protoCase{index: index, bp: parsed, json: data, initial: initial}, nil
+}
+
+func protoPick(r *rand.Rand, names []string, weights []int) string {
+	total := 0
+	for _, w := range weights {
+		total += w
+	}
+	n := r.IntN(total)
+	for i, w := range weights {
+		if n < w {
+			return names[i]
+		}
+		n -= w
+	}
+	return names[len(names)-1]
+}
+
+// genParams returns the params and retry policy of a node of a flavor.
+// Nodes that must succeed get 8 attempts of slack, so that attempts
+// consumed by crashes and lost responses cannot change their outcome.
+func genParams(r *rand.Rand, flavor string, ignoreInput bool) (params map[string]any, maxRetries int, retryDelay int64) {
+	params = map[string]any{"kind": "ok", "salt": int64(r.IntN(1000))}
+	maxRetries = 1 + 8
+	switch flavor {
+	case "router":
+		params["actions"] = genActions(r)
+	case "writer":
+		params["write"] = true
+	case "flaky":
+		k := 1 + r.IntN(3)
+		params["kind"], params["k"] = "flaky", int64(k)
+		maxRetries = k + 1 + 8
+		if r.IntN(3) == 0 {
+			retryDelay = int64(1 + r.IntN(3))
+		}
+	case "fail":
+		params["kind"] = "fail"
+		maxRetries = 1 + r.IntN(3)
+		if r.IntN(3) == 0 {
+			retryDelay = 1
+		}
+	case "fatal":
+		params["kind"] = "fatal"
+	}
+	if flavor != "writer" && r.IntN(10) == 0 {
+		params["write"] = true
+	}
+	if flavor != "router" && r.IntN(10) == 0 {
+		params["actions"] = genActions(r)
+	}
+	if ignoreInput || r.IntN(10) == 0 {
+		params["ignoreInput"] = true
+	}
+	return params, maxRetries, retryDelay
+}
+
+func genActions(r *rand.Rand) []any {
+	acts := []any{}
+	for _, a := range []string{"a", "b", "c"} {
+		if r.IntN(3) != 0 {
+			acts = append(acts, a)
+		}
+	}
+	if len(acts) == 0 || r.IntN(3) == 0 {
+		acts = append(acts, "") // no action: default edges
+	}
+	return acts
+}
+
+func genEdge(r *rand.Rand, mains []*genNode, p int, target *genNode) sqsadapter.EdgeDefinition {
+	src := mains[p]
+	e := sqsadapter.EdgeDefinition{Source: src.id, Target: target.id}
+	var named []string
+	for _, a := range src.actions {
+		if a != "" {
+			named = append(named, a)
+		}
+	}
+	switch {
+	case len(named) > 0 && r.Float64() < 0.55:
+		choices := append(named, "z") // "z" is never returned: a dead edge
+		e.Action = choices[r.IntN(len(choices))]
+	case r.IntN(20) == 0:
+		e.Action = "z"
+	}
+	if r.Float64() < 0.35 {
+		e.Condition = genCondition(r, mains, p)
+	}
+	if r.Float64() < 0.12 {
+		e.Transform = []string{"input.v + 1", `{w: input.v * 2, s: "t"}`, "input.flag", "limit - input.v", "result.output.v % 7"}[r.IntN(5)]
+	}
+	return e
+}
+
+func genCondition(r *rand.Rand, mains []*genNode, p int) string {
+	src := mains[p]
+	for {
+		switch r.IntN(11) {
+		case 0, 1:
+			m := 2 + r.IntN(4)
+			return fmt.Sprintf("result.output.v %% %d != %d", m, r.IntN(m))
+		case 2:
+			return "result.output.flag" // a bare property path
+		case 3:
+			return "!result.output.flag"
+		case 4:
+			return fmt.Sprintf("result.output.v > %d", r.IntN(1000))
+		case 5:
+			return "result.output.v < limit"
+		case 6:
+			return "flag" // a bare path into the initial context
+		case 7:
+			// A key written by the source itself or by a node certainly
+			// resolved before it.
+			var writers []string
+			if src.writer {
+				writers = append(writers, src.id)
+			}
+			for q := range src.guaranteed {
+				if mains[q].writer {
+					writers = append(writers, mains[q].id)
+				}
+			}
+			if len(writers) == 0 {
+				continue
+			}
+			sort.Strings(writers)
+			return fmt.Sprintf("(k_%s.v ?? 1) %% 2 == 0", writers[r.IntN(len(writers))])
+		case 8:
+			if src.anyJoin { // an "any" join's input depends on timing
+				continue
+			}
+			return "input != nil"
+		case 9:
+			if len(src.actions) > 0 {
+				return `result.action == "a"`
+			}
+			return "result.output.missing"
+		case 10:
+			return "context._seed % 2 == 0"
+		}
+	}
+}
+
+// genInputs returns an "inputs" definition that refers only to initial
+// keys and to nodes certainly resolved before g runs.
+func genInputs(r *rand.Rand, mains []*genNode, g *genNode) any {
+	var before, writers []string
+	for q := range g.guaranteed {
+		before = append(before, mains[q].id)
+		if mains[q].writer {
+			writers = append(writers, mains[q].id)
+		}
+	}
+	sort.Strings(before)
+	sort.Strings(writers)
+	ref := func() string {
+		for {
+			switch r.IntN(8) {
+			case 0, 1:
+				if len(before) > 0 {
+					return before[r.IntN(len(before))]
+				}
+			case 2:
+				if len(before) > 0 {
+					return before[r.IntN(len(before))] + ".v"
+				}
+			case 3:
+				if len(before) > 0 {
+					return before[r.IntN(len(before))] + ".flag"
+				}
+			case 4:
+				if len(writers) > 0 {
+					return "k_" + writers[r.IntN(len(writers))]
+				}
+			case 5:
+				return []string{"_seed", "limit", "_inputs.n0"}[r.IntN(3)]
+			case 6:
+				return "missing"
+			case 7:
+				if len(before) > 0 {
+					return before[r.IntN(len(before))] + ".nothing.deeper"
+				}
+			}
+		}
+	}
+	if r.IntN(3) == 0 {
+		return ref()
+	}
+	m := map[string]any{}
+	for _, name := range []string{"a", "b", "c"}[:1+r.IntN(3)] {
+		if r.IntN(5) == 0 {
+			arr := []any{}
+			for range 2 + r.IntN(2) {
+				arr = append(arr, ref())
+			}
+			m[name] = arr
+		} else {
+			m[name] = ref()
+		}
+	}
+	return m
+}
+
+// ---------------------------------------------------------------------------
+// Sequential interpreter
+
+// protoExpect is what the interpreter predicts for a run.
+type protoExpect struct {
+	status  string
+	context map[string]any   // the final context of a completed run, without "_catch_error"
+	catches []map[string]any // the "_catch_error" values fallbacks wrote; the last commit wins
+	outputs map[string]any   // node id → output, for nodes that ran (or whose fallback ran)
+	writes  map[string]any   // context keys written by nodes
+	ran     map[string]bool
+	skipped map[string]bool
+	failed  map[string]bool // failed for good without a working fallback
+	blocked map[string]bool // never reachable: behind a failed node
+}
+
+const (
+	stRan     = "ran"
+	stSkipped = "skipped"
+	stFailed  = "failed"
+	stBlocked = "blocked"
+)
+
+// interpretProto executes bp sequentially in topological order. It runs
+// every node it can: a node that fails for good blocks only what depends
+// on it, so that the set of nodes that can fail the run is known.
+func interpretProto(bp *sqsadapter.Blueprint, initial map[string]any) (*protoExpect, error) {
+	defs := map[string]*sqsadapter.NodeDefinition{}
+	for i := range bp.Nodes {
+		defs[bp.Nodes[i].ID] = &bp.Nodes[i]
+	}
+	isTarget := map[string]bool{}
+	out := map[string][]sqsadapter.EdgeDefinition{}
+	preds := map[string][]string{}
+	for _, e := range bp.Edges {
+		isTarget[e.Target] = true
+		out[e.Source] = append(out[e.Source], e)
+		if !slices.Contains(preds[e.Target], e.Source) {
+			preds[e.Target] = append(preds[e.Target], e.Source)
+		}
+	}
+	fallbackOnly := map[string]bool{}
+	for _, d := range bp.Nodes {
+		if f := d.Config.Fallback; f != "" && !isTarget[f] {
+			fallbackOnly[f] = true
+		}
+	}
+	// Kahn's algorithm, in blueprint order among the ready nodes.
+	indeg := map[string]int{}
+	var ready, order []string
+	for _, d := range bp.Nodes {
+		if fallbackOnly[d.ID] {
+			continue
+		}
+		indeg[d.ID] = len(preds[d.ID])
+		if indeg[d.ID] == 0 {
+			ready = append(ready, d.ID)
+		}
+	}
+	for len(ready) > 0 {
+		id := ready[0]
+		ready = ready[1:]
+		order = append(order, id)
+		var next []string
+		for _, e := range out[id] {
+			if !slices.Contains(next, e.Target) {
+				next = append(next, e.Target)
+			}
+		}
+		for _, t := range next {
+			if indeg[t]--; indeg[t] == 0 {
+				ready = append(ready, t)
+			}
+		}
+	}
+	if len(order) != len(indeg) {
+		return nil, fmt.Errorf("blueprint %s has a cycle", bp.ID)
+	}
+
+	x := &protoExpect{outputs: map[string]any{}, writes: map[string]any{},
+		ran: map[string]bool{}, skipped: map[string]bool{}, failed: map[string]bool{}, blocked: map[string]bool{}}
+	view := protoNorm(initial).(map[string]any) // the context: keys and "_outputs.<id>"
+	state := map[string]string{}
+	taken := map[string]map[string]bool{}
+	staged := map[string]map[string]any{}
+	stagedOr := func(p, t string) any {
+		if v, ok := staged[p][t]; ok {
+			return v
+		}
+		return x.outputs[p]
+	}
+	for _, id := range order {
+		def := defs[id]
+		ps := preds[id]
+		st := stRan
+		switch {
+		case len(ps) == 0:
+		case len(ps) == 1:
+			switch state[ps[0]] {
+			case stRan:
+				if !taken[ps[0]][id] {
+					st = stSkipped
+				}
+			case stSkipped:
+				st = stSkipped
+			default:
+				st = stBlocked
+			}
+		default:
+			anyTaken, anyBad := false, false
+			for _, p := range ps {
+				anyTaken = anyTaken || (state[p] == stRan && taken[p][id])
+				anyBad = anyBad || state[p] == stFailed || state[p] == stBlocked
+			}
+			if def.Config.JoinStrategy == "any" {
+				switch {
+				case anyTaken:
+				case anyBad:
+					st = stBlocked
+				default:
+					st = stSkipped
+				}
+			} else {
+				switch {
+				case anyBad:
+					st = stBlocked
+				case !anyTaken:
+					st = stSkipped
+				}
+			}
+		}
+		if st != stRan {
+			state[id] = st
+			if st == stSkipped {
+				x.skipped[id] = true
+			} else {
+				x.blocked[id] = true
+			}
+			continue
+		}
+
+		var in any
+		switch {
+		case def.Inputs != nil:
+			in = protoResolveInputs(def.Inputs, view)
+		case len(ps) == 0:
+			in = view["_inputs."+id]
+		case len(ps) == 1:
+			in = stagedOr(ps[0], id)
+		default:
+			m := map[string]any{}
+			for _, p := range ps {
+				if state[p] == stRan && taken[p][id] {
+					m[p] = stagedOr(p, id)
+				}
+			}
+			in = m
+		}
+		in = protoNorm(in)
+
+		res, action, writes, lastErr, ok := protoExecute(def, in)
+		if !ok && def.Config.Fallback != "" && !sqsadapter.IsPermanent(lastErr) {
+			fb := defs[def.Config.Fallback]
+			fin := in
+			if fb.Inputs != nil {
+				fin = protoNorm(protoResolveInputs(fb.Inputs, view))
+			}
+			res, action, writes, _, ok = protoExecute(fb, fin)
+			if ok {
+				catch := map[string]any{"message": lastErr.Error(), "nodeId": id, "blueprintId": bp.ID}
+				writes = maps.Clone(writes)
+				if writes == nil {
+					writes = map[string]any{}
+				}
+				writes["_catch_error"] = catch
+				x.catches = append(x.catches, catch)
+			}
+		}
+		if !ok {
+			state[id] = stFailed
+			x.failed[id] = true
+			continue
+		}
+
+		// Routing, in the context as the node sees it: what precedes it
+		// and its own writes.
+		ctxView := maps.Clone(view)
+		maps.Copy(ctxView, writes)
+		result := map[string]any{"output": res, "action": action}
+		var took []sqsadapter.EdgeDefinition
+		for _, withAction := range []bool{true, false} {
+			if withAction && action == "" {
+				continue
+			}
+			for _, e := range out[id] {
+				if withAction && e.Action != action || !withAction && e.Action != "" {
+					continue
+				}
+				ok := true
+				if e.Condition != "" {
+					v, err := protoEval(e.Condition, expr.Env{Result: result, Input: in, Context: ctxView})
+					if err != nil {
+						return nil, fmt.Errorf("node %s: condition %q: %w", id, e.Condition, err)
+					}
+					ok = protoTruthy(v)
+				}
+				if ok {
+					took = append(took, e)
+				}
+			}
+			if len(took) > 0 {
+				break
+			}
+		}
+		taken[id] = map[string]bool{}
+		staged[id] = map[string]any{}
+		for _, e := range took {
+			taken[id][e.Target] = true
+			if e.Transform != "" {
+				v, err := protoEval(e.Transform, expr.Env{Result: result, Input: res, Context: ctxView})
+				if err != nil {
+					return nil, fmt.Errorf("node %s: transform %q: %w", id, e.Transform, err)
+				}
+				staged[id][e.Target] = protoNorm(v)
+			}
+		}
+		state[id] = stRan
+		x.ran[id] = true
+		x.outputs[id] = res
+		view["_outputs."+id] = res
+		for k, v := range writes {
+			view[k] = v
+			if k != "_catch_error" {
+				x.writes[k] = v
+			}
+		}
+	}
+	if len(x.failed) > 0 {
+		x.status = sqsadapter.StatusFailed
+	} else {
+		x.status = sqsadapter.StatusCompleted
+		x.context = maps.Clone(view)
+		delete(x.context, "_catch_error")
+	}
+	return x, nil
+}
+
+// protoExecute runs a node's attempts: max(maxRetries, 1) of them, fewer
+// after a permanent error.
+func protoExecute(def *sqsadapter.NodeDefinition, in any) (out any, action string, writes map[string]any, lastErr error, ok bool) {
+	for attempt := 1; attempt <= max(def.Config.MaxRetries, 1); attempt++ {
+		o, a, w, err := protoBehave(def.ID, def.Params, in, attempt)
+		if err == nil {
+			var nw map[string]any
+			if w != nil {
+				nw = protoNorm(w).(map[string]any)
+			}
+			return protoNorm(o), a, nw, nil, true
+		}
+		lastErr = err
+		if sqsadapter.IsPermanent(err) {
+			break
+		}
+	}
+	return nil, "", nil, lastErr, false
+}
+
+// protoResolveInputs resolves an "inputs" definition against the context.
+func protoResolveInputs(inputs any, view map[string]any) any {
+	ref := func(r string) any {
+		if strings.HasPrefix(r, "_") {
+			return view[r]
+		}
+		if base, path, ok := strings.Cut(r, "."); ok {
+			v := view["_outputs."+base]
+			for _, seg := range strings.Split(path, ".") {
+				m, ok := v.(map[string]any)
+				if !ok {
+					return nil
+				}
+				v = m[seg]
+			}
+			return v
+		}
+		if v, ok := view["_outputs."+r]; ok {
+			return v
+		}
+		return view[r]
+	}
+	switch in := inputs.(type) {
+	case string:
+		return ref(in)
+	case map[string]any:
+		m := map[string]any{}
+		for name, v := range in {
+			switch rv := v.(type) {
+			case string:
+				m[name] = ref(rv)
+			case []any:
+				m[name] = nil
+				for _, e := range rv {
+					if got := ref(e.(string)); got != nil {
+						m[name] = got
+						break
+					}
+				}
+			}
+		}
+		return m
+	}
+	return nil
+}
+
+var protoPrograms sync.Map // source → *expr.Program
+
+func protoEval(src string, env expr.Env) (any, error) {
+	p, ok := protoPrograms.Load(src)
+	if !ok {
+		prog, err := expr.Compile(src)
+		if err != nil {
+			return nil, err
+		}
+		p, _ = protoPrograms.LoadOrStore(src, prog)
+	}
+	return p.(*expr.Program).Eval(env)
+}
+
+// protoTruthy is JavaScript truthiness over JSON-like values.
+func protoTruthy(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return x
+	case string:
+		return x != ""
+	case int:
+		return x != 0
+	case int64:
+		return x != 0
+	case float64:
+		return x != 0 && !math.IsNaN(x)
+	}
+	return true
+}
+
+// protoNorm converts v to the JSON-like form of context values: a JSON
+// round trip with integers as int64 and other numbers as float64.
+func protoNorm(v any) any {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var out any
+	if err := d.Decode(&out); err != nil {
+		panic(err)
+	}
+	var conv func(any) any
+	conv = func(v any) any {
+		switch x := v.(type) {
+		case json.Number:
+			if i, err := x.Int64(); err == nil {
+				return i
+			}
+			f, _ := x.Float64()
+			return f
+		case map[string]any:
+			for k, e := range x {
+				x[k] = conv(e)
+			}
+		case []any:
+			for i, e := range x {
+				x[i] = conv(e)
+			}
+		}
+		return v
+	}
+	return conv(out)
+}
+
+// ---------------------------------------------------------------------------
+// Faults
+
+// protoFaults fails a share of calls, half before their effect and half
+// after it (a lost response).
+type protoFaults struct {
+	rate          float64
+	mu            sync.Mutex
+	r             *rand.Rand
+	calls         atomic.Int64
+	before, after atomic.Int64
+}
+
+var errProtoInjected = errors.New("injected fault")
+
+func (f *protoFaults) float() float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.r.Float64()
+}
+
+func protoCall[T any](f *protoFaults, op string, call func() (T, error)) (T, error) {
+	f.calls.Add(1)
+	var zero T
+	var u float64 = 1
+	if f.rate > 0 {
+		u = f.float()
+	}
+	if u < f.rate/2 {
+		f.before.Add(1)
+		return zero, fmt.Errorf("%s: %w before the call", op, errProtoInjected)
+	}
+	v, err := call()
+	if err == nil && u < f.rate {
+		f.after.Add(1)
+		return zero, fmt.Errorf("%s: %w after the call took effect", op, errProtoInjected)
+	}
+	return v, err
+}
+
+func protoCall0(f *protoFaults, op string, call func() error) error {
+	_, err := protoCall(f, op, func() (struct{}, error) { return struct{}{}, call() })
+	return err
+}
+
+// protoContexts is the workers' ContextStore: it injects faults and counts
+// the node commits that took effect.
+type protoContexts struct {
+	inner sqsadapter.ContextStore
+	f     *protoFaults
+
+	mu      sync.Mutex
+	commits map[string]int // "runId/nodeId"
+}
+
+var _ sqsadapter.ContextStore = (*protoContexts)(nil)
+
+func (s *protoContexts) commitsOf(runID string) map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for k, n := range s.commits {
+		if id, ok := strings.CutPrefix(k, runID+"/"); ok {
+			out[id] = n
+		}
+	}
+	return out
+}
+
+func (s *protoContexts) CreateRun(ctx context.Context, run sqsadapter.RunRecord, initial map[string]any) error {
+	return protoCall0(s.f, "CreateRun", func() error { return s.inner.CreateRun(ctx, run, initial) })
+}
+
+func (s *protoContexts) GetRun(ctx context.Context, runID string) (*sqsadapter.RunRecord, error) {
+	return protoCall(s.f, "GetRun", func() (*sqsadapter.RunRecord, error) { return s.inner.GetRun(ctx, runID) })
+}
+
+func (s *protoContexts) FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error {
+	return protoCall0(s.f, "FinishRun", func() error { return s.inner.FinishRun(ctx, runID, status, reason, failedNode, at) })
+}
+
+func (s *protoContexts) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*sqsadapter.NodeRecord, error) {
+	return protoCall(s.f, "AcquireNode", func() (*sqsadapter.NodeRecord, error) {
+		return s.inner.AcquireNode(ctx, runID, nodeID, owner, until, now)
+	})
+}
+
+func (s *protoContexts) ExtendLease(ctx context.Context, runID, nodeID, owner string, until time.Time) error {
+	return protoCall0(s.f, "ExtendLease", func() error { return s.inner.ExtendLease(ctx, runID, nodeID, owner, until) })
+}
+
+func (s *protoContexts) ReleaseLease(ctx context.Context, runID, nodeID, owner string) error {
+	return protoCall0(s.f, "ReleaseLease", func() error { return s.inner.ReleaseLease(ctx, runID, nodeID, owner) })
+}
+
+// CommitNode counts the commits that took effect, including those whose
+// response is then lost to an injected fault.
+func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapter.NodeCommit) (*sqsadapter.NodeRecord, error) {
+	return protoCall(s.f, "CommitNode", func() (*sqsadapter.NodeRecord, error) {
+		rec, err := s.inner.CommitNode(ctx, runID, c)
+		if err == nil {
+			s.mu.Lock()
+			s.commits[runID+"/"+c.NodeID]++
+			s.mu.Unlock()
+		}
+		return rec, err
+	})
+}
+
+func (s *protoContexts) SkipNodes(ctx context.Context, runID string, nodeIDs []string) error {
+	return protoCall0(s.f, "SkipNodes", func() error { return s.inner.SkipNodes(ctx, runID, nodeIDs) })
+}
+
+func (s *protoContexts) CloseNodes(ctx context.Context, runID string, nodeIDs []string) error {
+	return protoCall0(s.f, "CloseNodes", func() error { return s.inner.CloseNodes(ctx, runID, nodeIDs) })
+}
+
+func (s *protoContexts) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*sqsadapter.NodeRecord, error) {
+	return protoCall(s.f, "GetNodes", func() (map[string]*sqsadapter.NodeRecord, error) { return s.inner.GetNodes(ctx, runID, nodeIDs) })
+}
+
+func (s *protoContexts) Get(ctx context.Context, runID, key string) (any, bool, error) {
+	type got struct {
+		v  any
+		ok bool
+	}
+	g, err := protoCall(s.f, "Get", func() (got, error) {
+		v, ok, err := s.inner.Get(ctx, runID, key)
+		return got{v, ok}, err
+	})
+	return g.v, g.ok, err
+}
+
+func (s *protoContexts) GetMany(ctx context.Context, runID string, keys []string) (map[string]any, error) {
+	return protoCall(s.f, "GetMany", func() (map[string]any, error) { return s.inner.GetMany(ctx, runID, keys) })
+}
+
+func (s *protoContexts) Set(ctx context.Context, runID, key string, value any) error {
+	return protoCall0(s.f, "Set", func() error { return s.inner.Set(ctx, runID, key, value) })
+}
+
+func (s *protoContexts) Delete(ctx context.Context, runID, key string) (bool, error) {
+	return protoCall(s.f, "Delete", func() (bool, error) { return s.inner.Delete(ctx, runID, key) })
+}
+
+func (s *protoContexts) Patch(ctx context.Context, runID string, sets map[string]any, deletes []string) error {
+	return protoCall0(s.f, "Patch", func() error { return s.inner.Patch(ctx, runID, sets, deletes) })
+}
+
+func (s *protoContexts) Snapshot(ctx context.Context, runID string) (map[string]any, error) {
+	return protoCall(s.f, "Snapshot", func() (map[string]any, error) { return s.inner.Snapshot(ctx, runID) })
+}
+
+// protoCoord is the workers' CoordinationStore, with faults.
+type protoCoord struct {
+	inner    sqsadapter.CoordinationStore
+	f        *protoFaults
+	arrivals atomic.Int64
+}
+
+var _ sqsadapter.CoordinationStore = (*protoCoord)(nil)
+
+func (s *protoCoord) Increment(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	return protoCall(s.f, "Increment", func() (int64, error) { return s.inner.Increment(ctx, key, delta, ttl) })
+}
+
+func (s *protoCoord) SetIfNotExist(ctx context.Context, key, value string, ttl time.Duration) (bool, error) {
+	return protoCall(s.f, "SetIfNotExist", func() (bool, error) { return s.inner.SetIfNotExist(ctx, key, value, ttl) })
+}
+
+func (s *protoCoord) ExtendTTL(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	return protoCall(s.f, "ExtendTTL", func() (bool, error) { return s.inner.ExtendTTL(ctx, key, ttl) })
+}
+
+func (s *protoCoord) Delete(ctx context.Context, key string) error {
+	return protoCall0(s.f, "CoordDelete", func() error { return s.inner.Delete(ctx, key) })
+}
+
+func (s *protoCoord) Get(ctx context.Context, key string) (string, bool, error) {
+	type got struct {
+		v  string
+		ok bool
+	}
+	g, err := protoCall(s.f, "CoordGet", func() (got, error) {
+		v, ok, err := s.inner.Get(ctx, key)
+		return got{v, ok}, err
+	})
+	return g.v, g.ok, err
+}
+
+func (s *protoCoord) Arrive(ctx context.Context, key string, a sqsadapter.Arrival, ttl time.Duration) (*sqsadapter.JoinState, error) {
+	s.arrivals.Add(1)
+	return protoCall(s.f, "Arrive", func() (*sqsadapter.JoinState, error) { return s.inner.Arrive(ctx, key, a, ttl) })
+}
+
+func (s *protoCoord) GetJoins(ctx context.Context, keys []string) (map[string]*sqsadapter.JoinState, error) {
+	return protoCall(s.f, "GetJoins", func() (map[string]*sqsadapter.JoinState, error) { return s.inner.GetJoins(ctx, keys) })
+}
+
+// protoSQS is the workers' SQS client, with faults.
+type protoSQS struct {
+	inner sqsadapter.SQSClient
+	f     *protoFaults
+}
+
+var _ sqsadapter.SQSClient = (*protoSQS)(nil)
+
+func (s *protoSQS) SendMessage(ctx context.Context, in *sqs.SendMessageInput, o ...func(*sqs.Options)) (*sqs.SendMessageOutput, error) {
+	return protoCall(s.f, "SendMessage", func() (*sqs.SendMessageOutput, error) { return s.inner.SendMessage(ctx, in, o...) })
+}
+
+func (s *protoSQS) SendMessageBatch(ctx context.Context, in *sqs.SendMessageBatchInput, o ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error) {
+	return protoCall(s.f, "SendMessageBatch", func() (*sqs.SendMessageBatchOutput, error) { return s.inner.SendMessageBatch(ctx, in, o...) })
+}
+
+func (s *protoSQS) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, o ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	return protoCall(s.f, "ReceiveMessage", func() (*sqs.ReceiveMessageOutput, error) { return s.inner.ReceiveMessage(ctx, in, o...) })
+}
+
+func (s *protoSQS) DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, o ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error) {
+	return protoCall(s.f, "DeleteMessage", func() (*sqs.DeleteMessageOutput, error) { return s.inner.DeleteMessage(ctx, in, o...) })
+}
+
+func (s *protoSQS) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, o ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
+	return protoCall(s.f, "DeleteMessageBatch", func() (*sqs.DeleteMessageBatchOutput, error) { return s.inner.DeleteMessageBatch(ctx, in, o...) })
+}
+
+func (s *protoSQS) ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, o ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error) {
+	return protoCall(s.f, "ChangeMessageVisibility", func() (*sqs.ChangeMessageVisibilityOutput, error) {
+		return s.inner.ChangeMessageVisibility(ctx, in, o...)
+	})
+}
+
+func (s *protoSQS) ChangeMessageVisibilityBatch(ctx context.Context, in *sqs.ChangeMessageVisibilityBatchInput, o ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error) {
+	return protoCall(s.f, "ChangeMessageVisibilityBatch", func() (*sqs.ChangeMessageVisibilityBatchOutput, error) {
+		return s.inner.ChangeMessageVisibilityBatch(ctx, in, o...)
+	})
+}
+
+// protoCrasher decides, when a delivery starts ("receive"), whether the
+// worker dies during it and at which step.
+type protoCrasher struct {
+	rate float64
+
+	mu         sync.Mutex
+	r          *rand.Rand
+	plans      map[string]string // "runId/nodeId" → step
+	deliveries int
+	crashes    map[string]int // by step
+}
+
+// The steps a delivery may die at, weighted. Not every delivery reaches
+// every step (a replay skips most of them), so more deliveries are planned
+// to crash than actually do: protoCrashPlan scales the planning rate so
+// that about crashRate of the deliveries are abandoned.
+var (
+	protoCrashSteps   = []string{"receive", "acquired", "retry-wait", "commit", "committed", "arrived", "advanced", "complete", "failed"}
+	protoCrashWeights = []int{4, 3, 1, 3, 3, 2, 5, 1, 1}
+)
+
+const protoCrashPlan = 2.0
+
+func (c *protoCrasher) hook(step string, job sqsadapter.Job) bool {
+	key := job.RunID + "/" + job.NodeID
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if step == "receive" {
+		c.deliveries++
+		delete(c.plans, key)
+		if c.r.Float64() >= c.rate*protoCrashPlan {
+			return false
+		}
+		s := protoPick(c.r, protoCrashSteps, protoCrashWeights)
+		if s == "receive" {
+			c.crashes[s]++
+			return true
+		}
+		c.plans[key] = s
+		return false
+	}
+	if c.plans[key] == step {
+		delete(c.plans, key)
+		c.crashes[step]++
+		return true
+	}
+	return false
+}
+
+func (c *protoCrasher) stats() (deliveries, crashes int, byStep map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.crashes {
+		crashes += n
+	}
+	return c.deliveries, crashes, maps.Clone(c.crashes)
+}
+
+// ---------------------------------------------------------------------------
+// Environment and driver
+
+type protoEnv struct {
+	sqs      *sqsadaptertest.SQS
+	queue    string
+	dlq      string
+	contexts *sqsadaptertest.ContextStore // undisturbed, as the client sees it
+	counted  *protoContexts               // the workers' view
+	faults   *protoFaults
+	crasher  *protoCrasher
+	calls    *protoCalls
+	client   *sqsadapter.SqsAdapter
+}
+
+// newProtoEnv starts four workers. The workers reach the queue and the
+// stores through fault-injecting decorators; the client that starts runs and
+// waits for them uses the undecorated ones.
+func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.Blueprint) *protoEnv {
+	t.Helper()
+	chaosRand := rand.New(rand.NewPCG(seed, 0xc4a05))
+	var dupMu sync.Mutex
+	e := &protoEnv{
+		sqs:      sqsadaptertest.NewSQS(),
+		contexts: sqsadaptertest.NewContextStore(),
+		faults:   &protoFaults{rate: chaos.faultRate, r: rand.New(rand.NewPCG(chaosRand.Uint64(), 1))},
+		crasher: &protoCrasher{rate: chaos.crashRate, r: rand.New(rand.NewPCG(chaosRand.Uint64(), 2)),
+			plans: map[string]string{}, crashes: map[string]int{}},
+		calls: &protoCalls{n: map[string]int{}},
+	}
+	coord := sqsadaptertest.NewCoordinationStore()
+	e.counted = &protoContexts{inner: e.contexts, f: e.faults, commits: map[string]int{}}
+	visibility := 10 * unit
+	e.dlq = e.sqs.CreateQueue("proto-jobs-dlq", sqsadaptertest.QueueOptions{VisibilityUnit: unit})
+	e.queue = e.sqs.CreateQueue("proto-jobs", sqsadaptertest.QueueOptions{
+		VisibilityTimeout: visibility, VisibilityUnit: unit,
+		MaxReceiveCount: 100, DeadLetterQueueURL: e.dlq,
+	})
+	if chaos.duplicateRate > 0 {
+		dupRand := rand.New(rand.NewPCG(chaosRand.Uint64(), 3))
+		e.sqs.DuplicateDelivery = func(string) bool {
+			dupMu.Lock()
+			defer dupMu.Unlock()
+			return dupRand.Float64() < chaos.duplicateRate
+		}
+	}
+	common := []sqsadapter.Option{
+		sqsadapter.WithQueueURL(e.queue),
+		sqsadapter.WithRegistry(e.calls.registry()),
+		sqsadapter.WithBlueprints(bps...),
+		sqsadapter.WithLogger(testLogger()),
+		sqsadapter.WithSQSTimeUnit(unit),
+		sqsadapter.WithVisibilityTimeout(visibility),
+		sqsadapter.WithWaitTime(5 * unit),
+		sqsadapter.WithPollBackoff(unit, 5*unit),
+	}
+	var err error
+	e.client, err = sqsadapter.NewSqsAdapter(append(slices.Clone(common),
+		sqsadapter.WithSQSClient(e.sqs),
+		sqsadapter.WithContextStore(e.contexts),
+		sqsadapter.WithCoordinationStore(coord),
+	)...)
+	require.NoError(t, err)
+	for i := range 4 {
+		opts := append(slices.Clone(common),
+			sqsadapter.WithWorkerID(fmt.Sprintf("w%d", i)),
+			sqsadapter.WithSQSClient(&protoSQS{inner: e.sqs, f: e.faults}),
+			sqsadapter.WithContextStore(e.counted),
+			sqsadapter.WithCoordinationStore(&protoCoord{inner: coord, f: e.faults}),
+		)
+		opts = append(opts, sqsadapter.WithCrashHook(e.crasher.hook)) // also counts deliveries
+		w, err := sqsadapter.NewSqsAdapter(opts...)
+		require.NoError(t, err)
+		errc := make(chan error, 1)
+		go func() { errc <- w.Run(context.Background()) }()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			assert.NoError(t, w.Shutdown(ctx))
+			// A worker whose goroutine had not called Run yet reports
+			// ErrAdapterClosed: it never ran.
+			if err := <-errc; !errors.Is(err, sqsadapter.ErrAdapterClosed) {
+				assert.NoError(t, err)
+			}
+		})
+	}
+	return e
+}
+
+// protoRun is one run's expectation and result.
+type protoRun struct {
+	c     *protoCase
+	exp   *protoExpect
+	runID string
+	st    *sqsadapter.RunStatus
+}
+
+func runProtocolRandom(t *testing.T, seed uint64, n int, chaos protoChaos) {
+	start := time.Now()
+	var bps []*sqsadapter.Blueprint
+	var runs []*protoRun
+	only := protoOnly(t)
+	for i := range n {
+		if only != nil && !only[i] {
+			continue
+		}
+		c, err := genProtoCase(seed, i)
+		require.NoError(t, err, "seed %d", seed)
+		exp, err := interpretProto(c.bp, c.initial)
+		require.NoError(t, err, "seed %d blueprint #%d: interpreter: %s", seed, i, c.json)
+		bps = append(bps, c.bp)
+		runs = append(runs, &protoRun{c: c, exp: exp, runID: fmt.Sprintf("run-%03d", i)})
+	}
+	n = len(runs)
+	e := newProtoEnv(t, seed, chaos, bps)
+
+	var (
+		mu      sync.Mutex
+		dumped  int
+		stalled int
+	)
+	// report fails the test for run r and, for the first few, dumps what is
+	// needed to reproduce and diagnose it.
+	report := func(r *protoRun, format string, args ...any) {
+		msg := fmt.Sprintf("seed %d blueprint #%d (%s, run %s): %s", seed, r.c.index, r.c.bp.ID, r.runID, fmt.Sprintf(format, args...))
+		mu.Lock()
+		defer mu.Unlock()
+		if dumped < 3 {
+			dumped++
+			msg += "\n" + e.diagnose(r)
+		}
+		t.Error(msg)
+	}
+
+	sem := make(chan struct{}, 25)
+	var wg sync.WaitGroup
+	for _, r := range runs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			var err error
+			for ctx.Err() == nil { // the client path has no faults; retry anyway
+				if _, err = e.client.StartRun(ctx, r.c.bp.ID, r.c.initial, sqsadapter.WithRunID(r.runID)); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				report(r, "StartRun: %v", err)
+				return
+			}
+			st, err := e.client.WaitForRun(ctx, r.runID)
+			if err != nil {
+				mu.Lock()
+				stalled++
+				mu.Unlock()
+				report(r, "run stalled: not finished after 60s: %v", err)
+				return
+			}
+			r.st = st
+			checkProtoRun(r, report)
+		})
+	}
+	wg.Wait()
+	if stalled > 0 {
+		t.Errorf("seed %d: %d run(s) stalled", seed, stalled)
+	}
+
+	// Every message is eventually deleted, and none is dead-lettered.
+	deadline := time.Now().Add(30 * time.Second)
+	for stalled == 0 {
+		v, f, d := e.sqs.Len(e.queue)
+		if v+f+d == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("seed %d: the queue did not drain: %d visible, %d in flight, %d delayed: %v", seed, v, f, d, protoBodies(e.sqs.Messages(e.queue)))
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if v, f, d := e.sqs.Len(e.dlq); v+f+d > 0 {
+		t.Errorf("seed %d: %d message(s) dead-lettered: %v", seed, v+f+d, protoBodies(e.sqs.Messages(e.dlq)))
+	}
+
+	// Every node output was committed exactly once (effective commits whose
+	// caller saw an injected error included); skipped and unreachable nodes
+	// never.
+	completed, failed, ran, skipped, commits := 0, 0, 0, 0, 0
+	for _, r := range runs {
+		if r.st == nil {
+			continue
+		}
+		got := e.counted.commitsOf(r.runID)
+		for id, k := range got {
+			commits += k
+			if k > 1 {
+				report(r, "node %s committed %d times", id, k)
+			}
+			if !r.exp.ran[id] {
+				report(r, "node %s committed, but the interpreter has it %s", id, r.exp.stateOf(id))
+			}
+		}
+		switch r.st.Status {
+		case sqsadapter.StatusCompleted:
+			completed++
+			for id := range r.exp.ran {
+				if got[id] != 1 {
+					report(r, "node %s ran, but its output was committed %d times", id, got[id])
+				}
+			}
+		case sqsadapter.StatusFailed:
+			failed++
+		}
+		ran += len(r.exp.ran)
+		skipped += len(r.exp.skipped)
+	}
+
+	st := e.sqs.Stats()
+	deliveries, crashes, byStep := e.crasher.stats()
+	crashShare := 0.0
+	if deliveries > 0 {
+		crashShare = 100 * float64(crashes) / float64(deliveries)
+	}
+	faultShare := 0.0
+	if calls := e.faults.calls.Load(); calls > 0 {
+		faultShare = 100 * float64(e.faults.before.Load()+e.faults.after.Load()) / float64(calls)
+	}
+	t.Logf("protocol random: seed=%d runs=%d completed=%d failed=%d | nodes ran=%d skipped=%d commits=%d invocations=%d | "+
+		"deliveries=%d (handled %d) duplicates=%d crashes=%d (%.1f%% of deliveries; by step %v) | faults=%d before + %d after of %d calls (%.1f%%) | %v",
+		seed, n, completed, failed, ran, skipped, commits, e.calls.total(),
+		st.Received, deliveries, st.Duplicated, crashes, crashShare, byStep,
+		e.faults.before.Load(), e.faults.after.Load(), e.faults.calls.Load(), faultShare, time.Since(start).Round(time.Millisecond))
+}
+
+func (x *protoExpect) stateOf(id string) string {
+	switch {
+	case x.ran[id]:
+		return stRan
+	case x.skipped[id]:
+		return stSkipped
+	case x.failed[id]:
+		return stFailed
+	case x.blocked[id]:
+		return stBlocked
+	}
+	return "unknown"
+}
+
+// checkProtoRun compares a finished run with the interpreter's prediction.
+func checkProtoRun(r *protoRun, report func(*protoRun, string, ...any)) {
+	st, exp := r.st, r.exp
+	if st.Status != exp.status {
+		report(r, "status %q (failed node %q: %s), the interpreter expects %q (failing nodes %v)",
+			st.Status, st.FailedNode, st.Error, exp.status, slices.Sorted(maps.Keys(exp.failed)))
+		return
+	}
+	got := maps.Clone(st.Context)
+	catch, hasCatch := got["_catch_error"]
+	delete(got, "_catch_error")
+	if hasCatch && !protoCatchMatches(catch, exp.catches) {
+		report(r, "_catch_error = %v, expected one of %v", catch, exp.catches)
+	}
+	switch st.Status {
+	case sqsadapter.StatusCompleted:
+		if !assert.ObjectsAreEqual(exp.context, got) {
+			report(r, "final context differs from the interpreter's:\n%s", protoDiff(exp.context, got))
+		}
+		if hasCatch != (len(exp.catches) > 0) {
+			report(r, "_catch_error present: %v, the interpreter wrote %d", hasCatch, len(exp.catches))
+		}
+	case sqsadapter.StatusFailed:
+		if !exp.failed[st.FailedNode] {
+			report(r, "failed at node %q (%s), which the interpreter does not see failing; failing nodes: %v",
+				st.FailedNode, st.Error, slices.Sorted(maps.Keys(exp.failed)))
+		}
+		if !strings.Contains(st.Error, st.FailedNode) {
+			report(r, "error %q does not name the failed node %q", st.Error, st.FailedNode)
+		}
+		// Whatever was committed before the failure is what the
+		// interpreter computed.
+		for k, v := range got {
+			var want any
+			var ok bool
+			if id, isOut := strings.CutPrefix(k, "_outputs."); isOut {
+				want, ok = exp.outputs[id]
+			} else if strings.HasPrefix(k, "k_") {
+				want, ok = exp.writes[k]
+			} else {
+				want, ok = r.c.initial[k]
+				want = protoNorm(want)
+			}
+			if !ok || !assert.ObjectsAreEqual(want, v) {
+				report(r, "context key %q = %#v, the interpreter has %#v (present: %v)", k, v, want, ok)
+			}
+		}
+	}
+}
+
+// protoCatchMatches reports whether catch is one of the values the
+// interpreter's fallbacks wrote. A node's last attempt can be one that never
+// reported back (its worker died, or lost its message under load), and the
+// message then says so instead.
+func protoCatchMatches(catch any, candidates []map[string]any) bool {
+	m, ok := catch.(map[string]any)
+	if !ok {
+		return false
+	}
+	for _, c := range candidates {
+		if m["nodeId"] != c["nodeId"] || m["blueprintId"] != c["blueprintId"] || len(m) != len(c) {
+			continue
+		}
+		msg, _ := m["message"].(string)
+		if msg == c["message"] || strings.Contains(msg, "abandoned") {
+			return true
+		}
+	}
+	return false
+}
+
+func protoDiff(want, got map[string]any) string {
+	var b strings.Builder
+	keys := slices.Sorted(maps.Keys(want))
+	for _, k := range slices.Sorted(maps.Keys(got)) {
+		if _, ok := want[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		w, wok := want[k]
+		g, gok := got[k]
+		switch {
+		case !gok:
+			fmt.Fprintf(&b, "  missing %s: want %#v\n", k, w)
+		case !wok:
+			fmt.Fprintf(&b, "  extra   %s: got %#v\n", k, g)
+		case !assert.ObjectsAreEqual(w, g):
+			fmt.Fprintf(&b, "  differs %s: want %#v, got %#v\n", k, w, g)
+		}
+	}
+	return b.String()
+}
+
+// protoBodies describes the first queued messages.
+func protoBodies(msgs []sqsadaptertest.Message) []string {
+	out := make([]string, 0, min(len(msgs), 11))
+	for i, m := range msgs {
+		if i == 10 {
+			out = append(out, fmt.Sprintf("... and %d more", len(msgs)-i))
+			break
+		}
+		out = append(out, fmt.Sprintf("%s (received %d, %s)", m.Body, m.ReceiveCount, m.State))
+	}
+	return out
+}
+
+// diagnose describes a run for a failure message: the blueprint, the
+// initial context, the interpreter's view, the node records, the node
+// function invocations and the run's messages still queued.
+func (e *protoEnv) diagnose(r *protoRun) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "  blueprint: %s\n", r.c.json)
+	initial, _ := json.Marshal(r.c.initial)
+	fmt.Fprintf(&b, "  initial: %s\n", initial)
+	fmt.Fprintf(&b, "  interpreter: status %s; ran %v; skipped %v; failed %v; blocked %v\n", r.exp.status,
+		slices.Sorted(maps.Keys(r.exp.ran)), slices.Sorted(maps.Keys(r.exp.skipped)),
+		slices.Sorted(maps.Keys(r.exp.failed)), slices.Sorted(maps.Keys(r.exp.blocked)))
+	if r.st != nil {
+		fmt.Fprintf(&b, "  engine: status %s; failed node %q; error %q\n", r.st.Status, r.st.FailedNode, r.st.Error)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if rec, err := e.contexts.GetRun(ctx, r.runID); err == nil {
+		fmt.Fprintf(&b, "  run record: %+v\n", *rec)
+	}
+	ids := make([]string, 0, len(r.c.bp.Nodes))
+	for _, d := range r.c.bp.Nodes {
+		ids = append(ids, d.ID)
+	}
+	sort.Strings(ids)
+	if recs, err := e.contexts.GetNodes(ctx, r.runID, ids); err == nil {
+		for _, id := range ids {
+			if rec := recs[id]; rec != nil {
+				fmt.Fprintf(&b, "  node %s: %s attempts=%d taken=%v fallback=%q lease=%q\n", id, rec.State, rec.Attempts, rec.Taken, rec.Fallback, rec.LeaseOwner)
+			}
+		}
+	}
+	fmt.Fprintf(&b, "  invocations: %v\n  commits: %v\n", e.calls.forRun(r.runID), e.counted.commitsOf(r.runID))
+	var queued []string
+	for _, m := range e.sqs.Messages(e.queue) {
+		if strings.Contains(m.Body, `"`+r.runID+`"`) {
+			queued = append(queued, fmt.Sprintf("%s (received %d, %s)", m.Body, m.ReceiveCount, m.State))
+		}
+	}
+	fmt.Fprintf(&b, "  queued: %v", queued)
+	return b.String()
+}
+
+// ---------------------------------------------------------------------------
+// Minimal reproductions of what the randomized test found, driven job by
+// job with HandleJob (no poller, no faults).
+
+// protoSingle is one adapter over in-memory stores, for HandleJob.
+type protoSingle struct {
+	a     *sqsadapter.SqsAdapter
+	ctx   *sqsadaptertest.ContextStore
+	coord *protoCoord
+}
+
+func newProtoSingle(t *testing.T, bp *sqsadapter.Blueprint) *protoSingle {
+	t.Helper()
+	q := sqsadaptertest.NewSQS()
+	url := q.CreateQueue("jobs", sqsadaptertest.QueueOptions{VisibilityUnit: unit})
+	p := &protoSingle{ctx: sqsadaptertest.NewContextStore(),
+		coord: &protoCoord{inner: sqsadaptertest.NewCoordinationStore(), f: &protoFaults{}}}
+	calls := &protoCalls{n: map[string]int{}}
+	var err error
+	p.a, err = sqsadapter.NewSqsAdapter(
+		sqsadapter.WithSQSClient(q), sqsadapter.WithQueueURL(url),
+		sqsadapter.WithContextStore(p.ctx), sqsadapter.WithCoordinationStore(p.coord),
+		sqsadapter.WithRegistry(calls.registry()), sqsadapter.WithBlueprints(bp),
+		sqsadapter.WithLogger(testLogger()), sqsadapter.WithSQSTimeUnit(unit),
+	)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, p.a.Shutdown(context.Background())) })
+	return p
+}
+
+func (p *protoSingle) handle(t *testing.T, runID, bpID, nodeID string) {
+	t.Helper()
+	require.NoError(t, p.a.HandleJob(t.Context(), sqsadapter.Job{RunID: runID, BlueprintID: bpID, NodeID: nodeID}), "job %s", nodeID)
+}
+
+// An "any" join that is a leaf must run before its run completes. Here a's
+// edge into j is dead and b's is taken: b's arrival fires j and, as every
+// predecessor has now arrived, also counts j as resolved, so the run
+// completes although j never ran.
+func TestProtocolAnyJoinLeafRunsBeforeCompletion(t *testing.T) {
+	bp := mustParse(t, `{"id":"anyleaf","nodes":[{"id":"a","uses":"pass"},{"id":"b","uses":"pass"},
+	 {"id":"j","uses":"pass","config":{"joinStrategy":"any"}}],
+	 "edges":[{"source":"a","target":"j","action":"z"},{"source":"b","target":"j"}]}`)
+	p := newProtoSingle(t, bp)
+	id, err := p.a.StartRun(t.Context(), "anyleaf", nil)
+	require.NoError(t, err)
+	p.handle(t, id, "anyleaf", "a")
+	p.handle(t, id, "anyleaf", "b")
+	st, err := p.a.GetRun(t.Context(), id)
+	require.NoError(t, err)
+	require.Equal(t, sqsadapter.StatusRunning, st.Status, "j has not run yet; context: %v", st.Context)
+	p.handle(t, id, "anyleaf", "j")
+	st, err = p.a.GetRun(t.Context(), id)
+	require.NoError(t, err)
+	require.Equal(t, sqsadapter.StatusCompleted, st.Status)
+	assert.Contains(t, st.Context, "_outputs.j")
+}
+
+// Replaying a committed node (a redelivery, a duplicate, or a retry after a
+// failed call) must not cost more than handling it the first time. Here s's
+// only edge is dead, and below it lie k diamonds x→a1,b1→j1→a2,b2→j2…: the
+// first handling records 2k arrivals, but on a replay every arrival finds
+// its join complete and skips the join's subgraph again, 2^(k+1)-2 arrivals
+// in all. With store calls that fail now and then, such a replay never
+// succeeds, so its message is never deleted.
+func TestProtocolReplayOfDeadPathsIsLinear(t *testing.T) {
+	const k = 8
+	nodes := []string{`{"id":"s","uses":"pass"}`, `{"id":"x","uses":"pass"}`}
+	edges := []string{`{"source":"s","target":"x","action":"z"}`}
+	prev := "x"
+	for i := 1; i <= k; i++ {
+		a, b, j := fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i), fmt.Sprintf("j%d", i)
+		for _, n := range []string{a, b, j} {
+			nodes = append(nodes, fmt.Sprintf(`{"id":%q,"uses":"pass"}`, n))
+		}
+		edges = append(edges,
+			fmt.Sprintf(`{"source":%q,"target":%q}`, prev, a), fmt.Sprintf(`{"source":%q,"target":%q}`, prev, b),
+			fmt.Sprintf(`{"source":%q,"target":%q}`, a, j), fmt.Sprintf(`{"source":%q,"target":%q}`, b, j))
+		prev = j
+	}
+	bp := mustParse(t, `{"id":"diamonds","nodes":[`+strings.Join(nodes, ",")+`],"edges":[`+strings.Join(edges, ",")+`]}`)
+	p := newProtoSingle(t, bp)
+	id, err := p.a.StartRun(t.Context(), "diamonds", nil)
+	require.NoError(t, err)
+	p.handle(t, id, "diamonds", "s")
+	first := p.coord.arrivals.Load()
+	assert.EqualValues(t, 2*k, first, "arrivals of the first handling")
+	st, err := p.a.GetRun(t.Context(), id)
+	require.NoError(t, err)
+	assert.Equal(t, sqsadapter.StatusCompleted, st.Status)
+	p.handle(t, id, "diamonds", "s") // a redelivery of s's message
+	replay := p.coord.arrivals.Load() - first
+	assert.LessOrEqual(t, replay, first, "arrivals of a replay (the first handling made %d)", first)
+}
+
+// A store call that fails now and then must not stop a run. Here s's edges
+// are all dead and s reaches 20 joins both directly and through x, so its
+// advance records 40 arrivals; the coordination store fails one Arrive in
+// 20 (a 5% failure rate). Each delivery stops at its first failure and the
+// next one starts the advance over, so no delivery ever gets through.
+func TestProtocolAdvanceSurvivesSparseStoreFaults(t *testing.T) {
+	const joins = 20
+	nodes := []string{`{"id":"s","uses":"pass"}`, `{"id":"x","uses":"pass"}`}
+	edges := []string{`{"source":"s","target":"x","action":"z"}`}
+	for i := range joins {
+		j := fmt.Sprintf("j%d", i)
+		nodes = append(nodes, fmt.Sprintf(`{"id":%q,"uses":"pass"}`, j))
+		edges = append(edges, fmt.Sprintf(`{"source":"s","target":%q,"action":"z"}`, j), fmt.Sprintf(`{"source":"x","target":%q}`, j))
+	}
+	bp := mustParse(t, `{"id":"wide","nodes":[`+strings.Join(nodes, ",")+`],"edges":[`+strings.Join(edges, ",")+`]}`)
+	p := newProtoSingle(t, bp)
+	var n atomic.Int64
+	p.coord.inner = &protoEveryNth{CoordinationStore: p.coord.inner, n: &n, every: 20}
+	id, err := p.a.StartRun(t.Context(), "wide", nil)
+	require.NoError(t, err)
+	job := sqsadapter.Job{RunID: id, BlueprintID: "wide", NodeID: "s"}
+	var errs []error
+	for range 30 { // deliveries of s's message
+		err := p.a.HandleJob(t.Context(), job)
+		if err == nil {
+			break
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 30 {
+		t.Fatalf("s was never advanced: 30 deliveries made %d arrivals; last error: %v", p.coord.arrivals.Load(), errs[len(errs)-1])
+	}
+	st, err := p.a.GetRun(t.Context(), id)
+	require.NoError(t, err)
+	assert.Equal(t, sqsadapter.StatusCompleted, st.Status)
+}
+
+// protoEveryNth fails every nth Arrive, before it has any effect.
+type protoEveryNth struct {
+	sqsadapter.CoordinationStore
+	n     *atomic.Int64
+	every int64
+}
+
+func (s *protoEveryNth) Arrive(ctx context.Context, key string, a sqsadapter.Arrival, ttl time.Duration) (*sqsadapter.JoinState, error) {
+	if s.n.Add(1)%s.every == 0 {
+		return nil, fmt.Errorf("Arrive: %w", errProtoInjected)
+	}
+	return s.CoordinationStore.Arrive(ctx, key, a, ttl)
+}
