@@ -1154,20 +1154,12 @@ type protoSQS struct {
 
 var _ sqsadapter.SQSClient = (*protoSQS)(nil)
 
-func (s *protoSQS) SendMessage(ctx context.Context, in *sqs.SendMessageInput, o ...func(*sqs.Options)) (*sqs.SendMessageOutput, error) {
-	return protoCall(s.f, "SendMessage", func() (*sqs.SendMessageOutput, error) { return s.inner.SendMessage(ctx, in, o...) })
-}
-
 func (s *protoSQS) SendMessageBatch(ctx context.Context, in *sqs.SendMessageBatchInput, o ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error) {
 	return protoCall(s.f, "SendMessageBatch", func() (*sqs.SendMessageBatchOutput, error) { return s.inner.SendMessageBatch(ctx, in, o...) })
 }
 
 func (s *protoSQS) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, o ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
 	return protoCall(s.f, "ReceiveMessage", func() (*sqs.ReceiveMessageOutput, error) { return s.inner.ReceiveMessage(ctx, in, o...) })
-}
-
-func (s *protoSQS) DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, o ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error) {
-	return protoCall(s.f, "DeleteMessage", func() (*sqs.DeleteMessageOutput, error) { return s.inner.DeleteMessage(ctx, in, o...) })
 }
 
 func (s *protoSQS) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, o ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
@@ -1177,12 +1169,6 @@ func (s *protoSQS) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessage
 func (s *protoSQS) ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, o ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error) {
 	return protoCall(s.f, "ChangeMessageVisibility", func() (*sqs.ChangeMessageVisibilityOutput, error) {
 		return s.inner.ChangeMessageVisibility(ctx, in, o...)
-	})
-}
-
-func (s *protoSQS) ChangeMessageVisibilityBatch(ctx context.Context, in *sqs.ChangeMessageVisibilityBatchInput, o ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error) {
-	return protoCall(s.f, "ChangeMessageVisibilityBatch", func() (*sqs.ChangeMessageVisibilityBatchOutput, error) {
-		return s.inner.ChangeMessageVisibilityBatch(ctx, in, o...)
 	})
 }
 

@@ -201,12 +201,13 @@ func (a *SqsAdapter) CancelRun(ctx context.Context, runID, reason string) error 
 	if p == nil {
 		return fmt.Errorf("sqsadapter: cancel run %q: %w: %q version %q", runID, ErrUnknownBlueprint, rec.BlueprintID, rec.BlueprintVersion)
 	}
+	// Close first: once the status says cancelled, nothing of the run commits.
+	if err := a.cfg.contexts.CloseNodes(ctx, runID, p.allIDs); err != nil {
+		return fmt.Errorf("sqsadapter: cancel run %q: close nodes: %w", runID, err)
+	}
 	err = a.cfg.contexts.FinishRun(ctx, runID, StatusCancelled, reason, "", time.Now())
 	if err != nil && !errors.Is(err, ErrRunFinished) {
 		return fmt.Errorf("sqsadapter: cancel run %q: %w", runID, err)
-	}
-	if cerr := a.cfg.contexts.CloseNodes(ctx, runID, p.allIDs); cerr != nil {
-		return fmt.Errorf("sqsadapter: cancel run %q: close nodes: %w", runID, cerr)
 	}
 	return err
 }
