@@ -57,8 +57,8 @@ func defaultConfig() config {
 		pollBackoffMin:     100 * time.Millisecond,
 		pollBackoffMax:     10 * time.Second,
 		drainTimeout:       30 * time.Second,
-		receiveBatchWindow: 20 * time.Millisecond,
-		deleteLinger:       10 * time.Millisecond,
+		receiveBatchWindow: 50 * time.Millisecond,
+		deleteLinger:       50 * time.Millisecond,
 		ackTimeout:         10 * time.Second,
 		retryMultiplier:    1,
 		retryMaxDelay:      5 * time.Minute,
@@ -264,10 +264,11 @@ func WithMaxInlineInput(n int) Option {
 
 // WithBatching tunes request batching. receiveWindow is how long a busy
 // worker, with fewer than half of its slots free, waits for more to free up
-// before it receives (default 20ms): receives then fetch several messages
+// before it receives (default 50ms): receives then fetch several messages
 // per request. deleteLinger is how long a finished job's delete waits for
-// others to share its DeleteMessageBatch (default 10ms); the job's worker
-// slot is already free by then. Zero turns either off.
+// others to share its DeleteMessageBatch (default 50ms); the job's worker
+// slot is already free by then. Zero turns either off. BENCHMARKS.md has
+// the requests per node they save.
 func WithBatching(receiveWindow, deleteLinger time.Duration) Option {
 	return func(cfg *config) error {
 		if receiveWindow < 0 || deleteLinger < 0 || receiveWindow > time.Second || deleteLinger > time.Second {
