@@ -50,6 +50,13 @@ type NodeRecord struct {
 	Taken    []string       // targets of the edges taken, in blueprint order, without duplicates
 	Staged   map[string]any // transform results, by target id
 	Fallback string         // the fallback node that produced Output, if one did
+	// UpdatedAt is when the record last changed: every write of the record
+	// (AcquireNode, ExtendLease, ReleaseLease, CommitNode, SkipNodes,
+	// CloseNodes) sets it to the writer's clock, to the millisecond on
+	// DynamoDB. A call that changes nothing (a refused acquisition, a release
+	// of a lease not held, a skip of a committed node) leaves it. It is zero
+	// on a record last written by a store that did not keep it.
+	UpdatedAt time.Time
 }
 
 // NodeCommit is a node's outcome, written once by ContextStore.CommitNode
@@ -108,6 +115,15 @@ type ContextStore interface {
 	CloseNodes(ctx context.Context, runID string, nodeIDs []string) error
 	// GetNodes reads node records; absent nodes are absent from the map.
 	GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*NodeRecord, error)
+	// ListNodes reads every node record of a run, whatever its state.
+	ListNodes(ctx context.Context, runID string) (map[string]*NodeRecord, error)
+	// ListRunning lists running runs created before createdBefore, oldest
+	// first, at most limit per call (100 when limit <= 0); pass next back as
+	// cursor to continue ("" starts; next is "" at the end). It reads only
+	// running runs (an index), so its cost follows their number; the listing
+	// may lag creations and finishes slightly, so callers re-check a run with
+	// GetRun before acting on it.
+	ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) (runs []RunRecord, next string, err error)
 
 	// Get reads a context key. "_outputs.<nodeId>" reads the committed output
 	// of a node. ok is false when the key is absent.

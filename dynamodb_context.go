@@ -2,6 +2,7 @@ package sqsadapter
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,8 +29,9 @@ import (
 // Context table: partition key "runId" (S), sort key "key" (S).
 //   - A context key is one item: runId, key, value.
 //   - A node record is the item at key "_outputs.<nodeId>": state, attempts (N),
-//     leaseOwner, leaseUntil (N, unix milliseconds), and once committed value
-//     (the output), action, taken (L of S), staged (M) and fallback.
+//     leaseOwner, leaseUntil (N, unix milliseconds), updatedAt (N, unix
+//     milliseconds of the last write), and once committed value (the output),
+//     action, taken (L of S), staged (M) and fallback.
 //
 // Status table: partition key "runId" (S): blueprintId, blueprintVersion,
 // status, error, failedNode, createdAt and finishedAt (N, unix milliseconds),
@@ -83,6 +85,7 @@ const (
 	attrTaken            = "taken"
 	attrStaged           = "staged"
 	attrFallback         = "fallback"
+	attrUpdatedAt        = "updatedAt"
 	attrBlueprintID      = "blueprintId"
 	attrBlueprintVersion = "blueprintVersion"
 	attrStatus           = "status"
@@ -299,6 +302,7 @@ func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner 
 	upd := expression.Set(expression.Name(attrState), expression.Value(avS(NodePending))).
 		Set(expression.Name(attrLeaseOwner), expression.Value(avS(owner))).
 		Set(expression.Name(attrLeaseUntil), expression.Value(avN(until.UnixMilli()))).
+		Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli()))).
 		Add(expression.Name(attrAttempts), expression.Value(avN(1)))
 	expr, err := expression.NewBuilder().WithCondition(nodeOpen().And(leaseFree)).WithUpdate(upd).Build()
 	if err != nil {
@@ -360,7 +364,8 @@ func (s *DynamoDbContext) ExtendLease(ctx context.Context, runID, nodeID, owner 
 	}
 	expr, err := expression.NewBuilder().
 		WithCondition(leasedBy(owner)).
-		WithUpdate(expression.Set(expression.Name(attrLeaseUntil), expression.Value(avN(until.UnixMilli())))).
+		WithUpdate(expression.Set(expression.Name(attrLeaseUntil), expression.Value(avN(until.UnixMilli()))).
+			Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli())))).
 		Build()
 	if err != nil {
 		return wrap(err)
@@ -396,7 +401,8 @@ func (s *DynamoDbContext) ReleaseLease(ctx context.Context, runID, nodeID, owner
 	}
 	expr, err := expression.NewBuilder().
 		WithCondition(leasedBy(owner)).
-		WithUpdate(expression.Remove(expression.Name(attrLeaseOwner)).Remove(expression.Name(attrLeaseUntil))).
+		WithUpdate(expression.Remove(expression.Name(attrLeaseOwner)).Remove(expression.Name(attrLeaseUntil)).
+			Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli())))).
 		Build()
 	if err != nil {
 		return wrap(err)
@@ -445,6 +451,7 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 	}
 	upd := expression.Set(expression.Name(attrState), expression.Value(avS(NodeCommitted))).
 		Set(expression.Name(attrValue), expression.Value(out)).
+		Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli()))).
 		Remove(expression.Name(attrLeaseOwner)).
 		Remove(expression.Name(attrLeaseUntil))
 	set := func(name string, av types.AttributeValue) {
@@ -600,6 +607,7 @@ func (s *DynamoDbContext) resolveNodes(ctx context.Context, verb, runID string, 
 	expr, err := expression.NewBuilder().
 		WithCondition(nodeOpen()).
 		WithUpdate(expression.Set(expression.Name(attrState), expression.Value(avS(state))).
+			Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli()))).
 			Remove(expression.Name(attrLeaseOwner)).
 			Remove(expression.Name(attrLeaseUntil))).
 		Build()
@@ -649,6 +657,216 @@ func (s *DynamoDbContext) GetNodes(ctx context.Context, runID string, nodeIDs []
 			return nil, wrap(err)
 		}
 		recs[id] = rec
+	}
+	return recs, nil
+}
+
+// ListRunning returns running runs created strictly before createdBefore,
+// oldest first, at most limit of them (100 when limit <= 0). To continue,
+// call it again with next as cursor; next is "" when no run remains, and a
+// page may hold fewer than limit runs (none, even) while next is not empty.
+// An empty cursor starts from the oldest run; a cursor that is not one of
+// ListRunning's fails with an error. The cursor is a position in the index,
+// so runs that start or finish during a listing do not make it repeat or
+// skip the others.
+//
+// It is one Query of RunningRunsIndex (gsiRunning = "running" and
+// runningSince before createdBefore, ascending, with Limit), so its cost
+// follows the runs it returns, not the table. The index projects every
+// attribute (see CreateTables), so each record is the whole run record as
+// the index holds it; the status table itself is not read. Reads of a
+// global secondary index are eventually consistent: a run may be missing
+// for a short while after it was created, and may still be listed, as
+// running, for a short while after it finished. A caller that acts on a run
+// reads it again with GetRun first. CreatedAt has millisecond precision;
+// runs created in the same millisecond are in run id order within a page,
+// but DynamoDB does not define their order across pages.
+func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) (runs []RunRecord, next string, err error) {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: list running runs: %w", err) }
+	// Stored creation times are whole milliseconds: one is before
+	// createdBefore exactly when it is before createdBefore rounded up.
+	before := createdBefore.UnixMilli()
+	if createdBefore.After(time.UnixMilli(before)) {
+		before++
+	}
+	var start map[string]types.AttributeValue
+	if cursor != "" {
+		var since int64
+		if start, since, err = decodeRunningCursor(cursor); err != nil {
+			return nil, "", wrap(err)
+		}
+		if since >= before {
+			// The cursor is past the range: DynamoDB would refuse it.
+			return nil, "", nil
+		}
+	}
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	keyCond := expression.Key(attrGSIRunning).Equal(expression.Value(avS(StatusRunning))).
+		And(expression.Key(attrRunningSince).LessThan(expression.Value(avN(before))))
+	expr, err := expression.NewBuilder().WithKeyCondition(keyCond).Build()
+	if err != nil {
+		return nil, "", wrap(err)
+	}
+	out, err := s.client.Query(ctx, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.statusTable),
+		IndexName:                 aws.String(RunningRunsIndex),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+		ScanIndexForward:          aws.Bool(true),
+		Limit:                     aws.Int32(int32(min(limit, math.MaxInt32))),
+		ExclusiveStartKey:         start,
+	})
+	if err != nil {
+		return nil, "", wrap(err)
+	}
+	runs = make([]RunRecord, 0, len(out.Items))
+	for _, item := range out.Items {
+		run := decodeRun(item)
+		// An index that projects only its keys (CreateTables projects
+		// every attribute) holds no createdAt and no status.
+		if ms, ok := attrInt(item, attrRunningSince); ok && run.CreatedAt.IsZero() {
+			run.CreatedAt = time.UnixMilli(ms).UTC()
+		}
+		if run.Status == "" {
+			run.Status = StatusRunning
+		}
+		runs = append(runs, *run)
+	}
+	slices.SortStableFunc(runs, func(a, b RunRecord) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.RunID, b.RunID)
+	})
+	if len(out.LastEvaluatedKey) > 0 {
+		if next, err = encodeRunningCursor(out.LastEvaluatedKey); err != nil {
+			return nil, "", wrap(err)
+		}
+	}
+	return runs, next, nil
+}
+
+// defaultListLimit is the page size of ListRunning when its limit is 0 or
+// less.
+const defaultListLimit = 100
+
+// cursorAttr is one string or number attribute of a ListRunning cursor.
+type cursorAttr struct {
+	S *string `json:"S,omitempty"`
+	N *string `json:"N,omitempty"`
+}
+
+// encodeRunningCursor encodes the LastEvaluatedKey of a RunningRunsIndex
+// Query (its string and number attributes) as URL-safe base64 of JSON.
+func encodeRunningCursor(key map[string]types.AttributeValue) (string, error) {
+	attrs := make(map[string]cursorAttr, len(key))
+	for name, av := range key {
+		switch v := av.(type) {
+		case *types.AttributeValueMemberS:
+			attrs[name] = cursorAttr{S: aws.String(v.Value)}
+		case *types.AttributeValueMemberN:
+			attrs[name] = cursorAttr{N: aws.String(v.Value)}
+		default:
+			return "", fmt.Errorf("last evaluated key: attribute %q is a %T", name, av)
+		}
+	}
+	b, err := json.Marshal(attrs)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// decodeRunningCursor decodes a cursor of encodeRunningCursor into the
+// ExclusiveStartKey it stands for, checking that it is a key of
+// RunningRunsIndex, and returns its runningSince.
+func decodeRunningCursor(cursor string) (map[string]types.AttributeValue, int64, error) {
+	invalid := func(err error) error { return fmt.Errorf("invalid cursor %q: %w", cursor, err) }
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil {
+		return nil, 0, invalid(err)
+	}
+	var attrs map[string]cursorAttr
+	if err := json.Unmarshal(b, &attrs); err != nil {
+		return nil, 0, invalid(err)
+	}
+	str := func(name string) (string, error) {
+		a, ok := attrs[name]
+		if !ok || a.S == nil || a.N != nil {
+			return "", fmt.Errorf("no string attribute %q", name)
+		}
+		return *a.S, nil
+	}
+	if len(attrs) != 3 {
+		return nil, 0, invalid(fmt.Errorf("%d attributes, not 3", len(attrs)))
+	}
+	runID, err := str(attrRunID)
+	if err == nil && runID == "" {
+		err = errors.New("empty run id")
+	}
+	if err != nil {
+		return nil, 0, invalid(err)
+	}
+	if g, err := str(attrGSIRunning); err != nil || g != StatusRunning {
+		return nil, 0, invalid(fmt.Errorf("attribute %q is not %q", attrGSIRunning, StatusRunning))
+	}
+	a := attrs[attrRunningSince]
+	if a.N == nil || a.S != nil {
+		return nil, 0, invalid(fmt.Errorf("no number attribute %q", attrRunningSince))
+	}
+	since, err := strconv.ParseInt(*a.N, 10, 64)
+	if err != nil {
+		return nil, 0, invalid(fmt.Errorf("attribute %q: %w", attrRunningSince, err))
+	}
+	return map[string]types.AttributeValue{
+		attrGSIRunning:   avS(StatusRunning),
+		attrRunningSince: avN(since),
+		attrRunID:        avS(runID),
+	}, since, nil
+}
+
+// ListNodes returns every node record of a run, whatever its state, by node
+// id; a run without node records has an empty map. It is a paginated,
+// strongly consistent Query of the run's items whose key begins with
+// "_outputs.", so context keys are not read.
+func (s *DynamoDbContext) ListNodes(ctx context.Context, runID string) (map[string]*NodeRecord, error) {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: list nodes of run %q: %w", runID, err) }
+	if err := checkRunID(runID); err != nil {
+		return nil, err
+	}
+	keyCond := expression.Key(attrRunID).Equal(expression.Value(avS(runID))).
+		And(expression.KeyBeginsWith(expression.Key(attrKey), outputsPrefix))
+	expr, err := expression.NewBuilder().WithKeyCondition(keyCond).Build()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.contextTable),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+		ConsistentRead:            aws.Bool(true),
+	})
+	recs := make(map[string]*NodeRecord)
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		for _, item := range page.Items {
+			id, ok := strings.CutPrefix(attrString(item, attrKey), outputsPrefix)
+			if !ok {
+				continue
+			}
+			rec, err := decodeNode(id, item)
+			if err != nil {
+				return nil, wrap(err)
+			}
+			recs[id] = rec
+		}
 	}
 	return recs, nil
 }
@@ -992,6 +1210,9 @@ func decodeNode(nodeID string, item map[string]types.AttributeValue) (*NodeRecor
 	}
 	if ms, ok := attrInt(item, attrLeaseUntil); ok && rec.LeaseOwner != "" {
 		rec.LeaseUntil = time.UnixMilli(ms).UTC()
+	}
+	if ms, ok := attrInt(item, attrUpdatedAt); ok {
+		rec.UpdatedAt = time.UnixMilli(ms).UTC()
 	}
 	if rec.State == NodeCommitted {
 		if av, ok := item[attrValue]; ok {

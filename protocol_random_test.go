@@ -1068,6 +1068,14 @@ func (s *protoContexts) GetNodes(ctx context.Context, runID string, nodeIDs []st
 	return protoCall(s.f, "GetNodes", func() (map[string]*sqsadapter.NodeRecord, error) { return s.inner.GetNodes(ctx, runID, nodeIDs) })
 }
 
+func (s *protoContexts) ListNodes(ctx context.Context, runID string) (map[string]*sqsadapter.NodeRecord, error) {
+	return s.inner.ListNodes(ctx, runID)
+}
+
+func (s *protoContexts) ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) ([]sqsadapter.RunRecord, string, error) {
+	return s.inner.ListRunning(ctx, createdBefore, cursor, limit)
+}
+
 func (s *protoContexts) Get(ctx context.Context, runID, key string) (any, bool, error) {
 	type got struct {
 		v  any
@@ -1233,51 +1241,123 @@ func (c *protoCrasher) stats() (deliveries, crashes int, byStep map[string]int) 
 // ---------------------------------------------------------------------------
 // Environment and driver
 
+// protoEnv is the workers and the client of a randomized run, on some
+// queue and stores (newProtoEnv: the in-memory ones).
 type protoEnv struct {
-	sqs      *sqsadaptertest.SQS
-	queue    string
-	dlq      string
-	contexts *sqsadaptertest.ContextStore // undisturbed, as the client sees it
-	counted  *protoContexts               // the workers' view
+	queues   protoQueues
+	contexts sqsadapter.ContextStore // undisturbed, as the client sees it
+	counted  *protoContexts          // the workers' view
 	faults   *protoFaults
 	crasher  *protoCrasher
 	calls    *protoCalls
 	client   *sqsadapter.SqsAdapter
 }
 
-// newProtoEnv starts four workers. The workers reach the queue and the
-// stores through fault-injecting decorators; the client that starts runs and
-// waits for them uses the undecorated ones.
-func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.Blueprint) *protoEnv {
-	t.Helper()
+// protoEnvFunc builds the environment of a randomized run: workers that
+// handle the jobs of bps under chaos, and a client.
+type protoEnvFunc func(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.Blueprint) *protoEnv
+
+// protoQueues is what the driver sees of the job queue and its dead-letter
+// queue.
+type protoQueues interface {
+	// left returns how many messages the job queue (dlq: the dead-letter
+	// queue) holds, in any state.
+	left(dlq bool) int
+	// describe describes what the job queue (or the dead-letter queue) holds.
+	describe(dlq bool) string
+	// queued describes the run's messages in the job queue.
+	queued(runID string) []string
+	// deliveries returns how many messages the workers received, and how
+	// many deliveries were duplicated.
+	deliveries() (received, duplicated int)
+}
+
+// newProtoBase returns an environment with the chaos of seed (faults,
+// crashes, call counts) and no queue, stores or adapters yet, and the
+// random source of the rest of its chaos.
+func newProtoBase(seed uint64, chaos protoChaos) (*protoEnv, *rand.Rand) {
 	chaosRand := rand.New(rand.NewPCG(seed, 0xc4a05))
-	var dupMu sync.Mutex
 	e := &protoEnv{
-		sqs:      sqsadaptertest.NewSQS(),
-		contexts: sqsadaptertest.NewContextStore(),
-		faults:   &protoFaults{rate: chaos.faultRate, r: rand.New(rand.NewPCG(chaosRand.Uint64(), 1))},
+		faults: &protoFaults{rate: chaos.faultRate, r: rand.New(rand.NewPCG(chaosRand.Uint64(), 1))},
 		crasher: &protoCrasher{rate: chaos.crashRate, r: rand.New(rand.NewPCG(chaosRand.Uint64(), 2)),
 			plans: map[string]string{}, crashes: map[string]int{}},
 		calls: &protoCalls{n: map[string]int{}},
 	}
+	return e, chaosRand
+}
+
+// protoMemQueues is the in-memory SQS's job queue and dead-letter queue.
+type protoMemQueues struct {
+	sqs        *sqsadaptertest.SQS
+	queue, dlq string
+}
+
+func (q protoMemQueues) url(dlq bool) string {
+	if dlq {
+		return q.dlq
+	}
+	return q.queue
+}
+
+func (q protoMemQueues) left(dlq bool) int {
+	v, f, d := q.sqs.Len(q.url(dlq))
+	return v + f + d
+}
+
+func (q protoMemQueues) describe(dlq bool) string {
+	msgs := protoBodies(q.sqs.Messages(q.url(dlq)))
+	if dlq {
+		return fmt.Sprint(msgs)
+	}
+	v, f, d := q.sqs.Len(q.queue)
+	return fmt.Sprintf("%d visible, %d in flight, %d delayed: %v", v, f, d, msgs)
+}
+
+func (q protoMemQueues) queued(runID string) []string {
+	var queued []string
+	for _, m := range q.sqs.Messages(q.queue) {
+		if strings.Contains(m.Body, `"`+runID+`"`) {
+			queued = append(queued, fmt.Sprintf("%s (received %d, %s)", m.Body, m.ReceiveCount, m.State))
+		}
+	}
+	return queued
+}
+
+func (q protoMemQueues) deliveries() (received, duplicated int) {
+	st := q.sqs.Stats()
+	return st.Received, st.Duplicated
+}
+
+// newProtoEnv starts four workers on the in-memory SQS and stores. The
+// workers reach the queue and the stores through fault-injecting
+// decorators; the client that starts runs and waits for them uses the
+// undecorated ones.
+func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.Blueprint) *protoEnv {
+	t.Helper()
+	e, chaosRand := newProtoBase(seed, chaos)
+	var dupMu sync.Mutex
+	memSQS := sqsadaptertest.NewSQS()
+	contexts := sqsadaptertest.NewContextStore()
+	e.contexts = contexts
 	coord := sqsadaptertest.NewCoordinationStore()
-	e.counted = &protoContexts{inner: e.contexts, f: e.faults, commits: map[string]int{}}
+	e.counted = &protoContexts{inner: contexts, f: e.faults, commits: map[string]int{}}
 	visibility := 10 * unit
-	e.dlq = e.sqs.CreateQueue("proto-jobs-dlq", sqsadaptertest.QueueOptions{VisibilityUnit: unit})
-	e.queue = e.sqs.CreateQueue("proto-jobs", sqsadaptertest.QueueOptions{
+	dlq := memSQS.CreateQueue("proto-jobs-dlq", sqsadaptertest.QueueOptions{VisibilityUnit: unit})
+	queue := memSQS.CreateQueue("proto-jobs", sqsadaptertest.QueueOptions{
 		VisibilityTimeout: visibility, VisibilityUnit: unit,
-		MaxReceiveCount: 100, DeadLetterQueueURL: e.dlq,
+		MaxReceiveCount: 100, DeadLetterQueueURL: dlq,
 	})
+	e.queues = protoMemQueues{sqs: memSQS, queue: queue, dlq: dlq}
 	if chaos.duplicateRate > 0 {
 		dupRand := rand.New(rand.NewPCG(chaosRand.Uint64(), 3))
-		e.sqs.DuplicateDelivery = func(string) bool {
+		memSQS.DuplicateDelivery = func(string) bool {
 			dupMu.Lock()
 			defer dupMu.Unlock()
 			return dupRand.Float64() < chaos.duplicateRate
 		}
 	}
 	common := []sqsadapter.Option{
-		sqsadapter.WithQueueURL(e.queue),
+		sqsadapter.WithQueueURL(queue),
 		sqsadapter.WithRegistry(e.calls.registry()),
 		sqsadapter.WithBlueprints(bps...),
 		sqsadapter.WithLogger(testLogger()),
@@ -1288,15 +1368,15 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 	}
 	var err error
 	e.client, err = sqsadapter.NewSqsAdapter(append(slices.Clone(common),
-		sqsadapter.WithSQSClient(e.sqs),
-		sqsadapter.WithContextStore(e.contexts),
+		sqsadapter.WithSQSClient(memSQS),
+		sqsadapter.WithContextStore(contexts),
 		sqsadapter.WithCoordinationStore(coord),
 	)...)
 	require.NoError(t, err)
 	for i := range 4 {
 		opts := append(slices.Clone(common),
 			sqsadapter.WithWorkerID(fmt.Sprintf("w%d", i)),
-			sqsadapter.WithSQSClient(&protoSQS{inner: e.sqs, f: e.faults}),
+			sqsadapter.WithSQSClient(&protoSQS{inner: memSQS, f: e.faults}),
 			sqsadapter.WithContextStore(e.counted),
 			sqsadapter.WithCoordinationStore(&protoCoord{inner: coord, f: e.faults}),
 		)
@@ -1328,6 +1408,13 @@ type protoRun struct {
 }
 
 func runProtocolRandom(t *testing.T, seed uint64, n int, chaos protoChaos) {
+	runProtocolRandomOn(t, seed, n, chaos, newProtoEnv)
+}
+
+// runProtocolRandomOn runs the first n blueprints of seed on the
+// environment that newEnv builds, and compares every run with the
+// interpreter's.
+func runProtocolRandomOn(t *testing.T, seed uint64, n int, chaos protoChaos, newEnv protoEnvFunc) {
 	start := time.Now()
 	var bps []*sqsadapter.Blueprint
 	var runs []*protoRun
@@ -1344,7 +1431,7 @@ func runProtocolRandom(t *testing.T, seed uint64, n int, chaos protoChaos) {
 		runs = append(runs, &protoRun{c: c, exp: exp, runID: fmt.Sprintf("run-%03d", i)})
 	}
 	n = len(runs)
-	e := newProtoEnv(t, seed, chaos, bps)
+	e := newEnv(t, seed, chaos, bps)
 
 	var (
 		mu      sync.Mutex
@@ -1402,18 +1489,17 @@ func runProtocolRandom(t *testing.T, seed uint64, n int, chaos protoChaos) {
 	// Every message is eventually deleted, and none is dead-lettered.
 	deadline := time.Now().Add(30 * time.Second)
 	for stalled == 0 {
-		v, f, d := e.sqs.Len(e.queue)
-		if v+f+d == 0 {
+		if e.queues.left(false) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Errorf("seed %d: the queue did not drain: %d visible, %d in flight, %d delayed: %v", seed, v, f, d, protoBodies(e.sqs.Messages(e.queue)))
+			t.Errorf("seed %d: the queue did not drain: %s", seed, e.queues.describe(false))
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if v, f, d := e.sqs.Len(e.dlq); v+f+d > 0 {
-		t.Errorf("seed %d: %d message(s) dead-lettered: %v", seed, v+f+d, protoBodies(e.sqs.Messages(e.dlq)))
+	if n := e.queues.left(true); n > 0 {
+		t.Errorf("seed %d: %d message(s) dead-lettered: %s", seed, n, e.queues.describe(true))
 	}
 
 	// Every node output was committed exactly once (effective commits whose
@@ -1449,7 +1535,7 @@ func runProtocolRandom(t *testing.T, seed uint64, n int, chaos protoChaos) {
 		skipped += len(r.exp.skipped)
 	}
 
-	st := e.sqs.Stats()
+	received, duplicated := e.queues.deliveries()
 	deliveries, crashes, byStep := e.crasher.stats()
 	crashShare := 0.0
 	if deliveries > 0 {
@@ -1462,7 +1548,7 @@ func runProtocolRandom(t *testing.T, seed uint64, n int, chaos protoChaos) {
 	t.Logf("protocol random: seed=%d runs=%d completed=%d failed=%d | nodes ran=%d skipped=%d commits=%d invocations=%d | "+
 		"deliveries=%d (handled %d) duplicates=%d crashes=%d (%.1f%% of deliveries; by step %v) | faults=%d before + %d after of %d calls (%.1f%%) | %v",
 		seed, n, completed, failed, ran, skipped, commits, e.calls.total(),
-		st.Received, deliveries, st.Duplicated, crashes, crashShare, byStep,
+		received, deliveries, duplicated, crashes, crashShare, byStep,
 		e.faults.before.Load(), e.faults.after.Load(), e.faults.calls.Load(), faultShare, time.Since(start).Round(time.Millisecond))
 }
 
@@ -1619,13 +1705,7 @@ func (e *protoEnv) diagnose(r *protoRun) string {
 		}
 	}
 	fmt.Fprintf(&b, "  invocations: %v\n  commits: %v\n", e.calls.forRun(r.runID), e.counted.commitsOf(r.runID))
-	var queued []string
-	for _, m := range e.sqs.Messages(e.queue) {
-		if strings.Contains(m.Body, `"`+r.runID+`"`) {
-			queued = append(queued, fmt.Sprintf("%s (received %d, %s)", m.Body, m.ReceiveCount, m.State))
-		}
-	}
-	fmt.Fprintf(&b, "  queued: %v", queued)
+	fmt.Fprintf(&b, "  queued: %v", e.queues.queued(r.runID))
 	return b.String()
 }
 

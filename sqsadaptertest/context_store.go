@@ -3,6 +3,7 @@ package sqsadaptertest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,6 +74,7 @@ type nodeItem struct {
 	taken      []string
 	staged     []byte // encoded Staged, nil when there is none
 	fallback   string
+	updatedAt  time.Time
 }
 
 // NewContextStore returns an empty in-memory context store.
@@ -268,6 +270,7 @@ func (s *ContextStore) AcquireNode(ctx context.Context, runID, nodeID, owner str
 		it.leaseOwner = owner
 		it.leaseUntil = until.Round(0)
 		it.attempts++
+		it.updatedAt = storeNow()
 		s.runNodes(runID)[nodeID] = it
 	}
 	s.mu.Unlock()
@@ -299,6 +302,7 @@ func (s *ContextStore) ExtendLease(ctx context.Context, runID, nodeID, owner str
 		return fmt.Errorf("sqsadaptertest: extend lease of node %q of run %q for %q: %w", nodeID, runID, owner, sqsadapter.ErrLeaseLost)
 	}
 	it.leaseUntil = until.Round(0)
+	it.updatedAt = storeNow()
 	s.nodes[runID][nodeID] = it
 	s.mu.Unlock()
 	return s.end(op)
@@ -315,6 +319,7 @@ func (s *ContextStore) ReleaseLease(ctx context.Context, runID, nodeID, owner st
 	if it, ok := s.nodes[runID][nodeID]; ok && owner != "" && it.state == sqsadapter.NodePending && it.leaseOwner == owner {
 		it.leaseOwner = ""
 		it.leaseUntil = time.Time{}
+		it.updatedAt = storeNow()
 		s.nodes[runID][nodeID] = it
 	}
 	s.mu.Unlock()
@@ -380,6 +385,7 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapte
 		failure = wrap(sqsadapter.ErrNodeClosed)
 	default:
 		next.attempts = it.attempts
+		next.updatedAt = storeNow()
 		it = next
 		s.runNodes(runID)[c.NodeID] = it
 		if len(sets) > 0 || len(c.Deletes) > 0 {
@@ -438,6 +444,7 @@ func (s *ContextStore) resolveNodes(ctx context.Context, op, runID string, nodeI
 			it.state = state
 			it.leaseOwner = ""
 			it.leaseUntil = time.Time{}
+			it.updatedAt = storeNow()
 			nodes[id] = it
 		}
 	}
@@ -459,6 +466,131 @@ func (s *ContextStore) GetNodes(ctx context.Context, runID string, nodeIDs []str
 			items[id] = it
 		}
 	}
+	s.mu.Unlock()
+	recs := make(map[string]*sqsadapter.NodeRecord, len(items))
+	for id, it := range items {
+		rec, err := it.record(id)
+		if err != nil {
+			return nil, err
+		}
+		recs[id] = rec
+	}
+	if err := s.end(op); err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// storeDefaultListLimit is the page size of ListRunning when its limit is 0
+// or less.
+const storeDefaultListLimit = 100
+
+// ListRunning returns running runs created strictly before createdBefore,
+// oldest first (runs created at the same time in run id order), at most
+// limit of them (100 when limit <= 0). To continue, call it again with next
+// as cursor; next is "" when no run remains. An empty cursor starts from the
+// oldest run; a cursor that is not one of ListRunning's fails with an error.
+// The cursor names the last run returned, so runs that start or finish
+// during a listing do not make it repeat or skip the others. Unlike
+// sqsadapter.DynamoDbContext.ListRunning, it reads run records
+// consistently: a run is listed from its creation until it finishes.
+func (s *ContextStore) ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) (runs []sqsadapter.RunRecord, next string, err error) {
+	const op = "ListRunning"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, "", err
+	}
+	var after *storeRunCursor
+	if cursor != "" {
+		c, err := storeDecodeCursor(cursor)
+		if err != nil {
+			return nil, "", fmt.Errorf("sqsadaptertest: list running runs: %w", err)
+		}
+		after = &c
+	}
+	if limit <= 0 {
+		limit = storeDefaultListLimit
+	}
+	s.lock()
+	for _, run := range s.runs {
+		if run.Status != sqsadapter.StatusRunning || !run.CreatedAt.Before(createdBefore) {
+			continue
+		}
+		if after != nil && storeCompareRun(run, after.createdAt(), after.RunID) <= 0 {
+			continue
+		}
+		runs = append(runs, run)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(runs, func(a, b sqsadapter.RunRecord) int {
+		return storeCompareRun(a, b.CreatedAt, b.RunID)
+	})
+	if len(runs) > limit {
+		runs = runs[:limit]
+		last := runs[limit-1]
+		next = storeEncodeCursor(storeRunCursor{CreatedAt: last.CreatedAt.UnixNano(), RunID: last.RunID})
+	}
+	if err := s.end(op); err != nil {
+		return nil, "", err
+	}
+	return runs, next, nil
+}
+
+// storeRunCursor is the position of a ListRunning page: the last run returned.
+type storeRunCursor struct {
+	CreatedAt int64  `json:"t"` // unix nanoseconds
+	RunID     string `json:"r"`
+}
+
+func (c storeRunCursor) createdAt() time.Time { return time.Unix(0, c.CreatedAt) }
+
+func storeEncodeCursor(c storeRunCursor) string {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic(err) // an int64 and a string always marshal
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func storeDecodeCursor(cursor string) (storeRunCursor, error) {
+	var c storeRunCursor
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err = dec.Decode(&c); err == nil && dec.More() {
+			err = errors.New("trailing data")
+		}
+	}
+	if err == nil && c.RunID == "" {
+		err = errors.New("no run id")
+	}
+	if err != nil {
+		return storeRunCursor{}, fmt.Errorf("invalid cursor %q: %w", cursor, err)
+	}
+	return c, nil
+}
+
+// storeCompareRun orders runs by creation time, then run id.
+func storeCompareRun(run sqsadapter.RunRecord, createdAt time.Time, runID string) int {
+	if c := run.CreatedAt.Compare(createdAt); c != 0 {
+		return c
+	}
+	return strings.Compare(run.RunID, runID)
+}
+
+// ListNodes returns every node record of a run, whatever its state, by node
+// id; a run without node records has an empty map. Context keys are no node
+// records.
+func (s *ContextStore) ListNodes(ctx context.Context, runID string) (map[string]*sqsadapter.NodeRecord, error) {
+	const op = "ListNodes"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := storeCheckRunID(runID); err != nil {
+		return nil, err
+	}
+	s.lock()
+	items := maps.Clone(s.nodes[runID])
 	s.mu.Unlock()
 	recs := make(map[string]*sqsadapter.NodeRecord, len(items))
 	for id, it := range items {
@@ -641,6 +773,11 @@ func (s *ContextStore) Snapshot(ctx context.Context, runID string) (map[string]a
 	return vals, nil
 }
 
+// storeNow is the time a node record is written at.
+func storeNow() time.Time {
+	return time.Now().Round(0)
+}
+
 // record decodes a fresh NodeRecord from a stored item.
 func (it nodeItem) record(nodeID string) (*sqsadapter.NodeRecord, error) {
 	rec := &sqsadapter.NodeRecord{
@@ -652,6 +789,7 @@ func (it nodeItem) record(nodeID string) (*sqsadapter.NodeRecord, error) {
 		Action:     it.action,
 		Taken:      slices.Clone(it.taken),
 		Fallback:   it.fallback,
+		UpdatedAt:  it.updatedAt,
 	}
 	if it.output != nil {
 		v, err := storeDecode(it.output)

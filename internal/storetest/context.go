@@ -53,6 +53,12 @@ func TestContextStore(t *testing.T, newStore func(t *testing.T) sqsadapter.Conte
 		{name: "SkipNodes", fn: testSkipNodes},
 		{name: "CloseNodes", fn: testCloseNodes},
 		{name: "GetNodes", fn: testGetNodes},
+		{name: "ListRunning", fn: testListRunning},
+		{name: "ListRunningCursor", fn: testListRunningCursor},
+		{name: "ListNodes", fn: testListNodes},
+		{name: "ListNodesMany", fn: testListNodesMany},
+		{name: "UpdatedAt", fn: testUpdatedAt},
+		{name: "ReconcileCanceledContext", fn: testReconcileCanceled},
 		{name: "CanceledContext", fn: testContextStoreCanceled},
 	})
 }

@@ -1,0 +1,165 @@
+package sqsadapter
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// ReconcileStats counts what one reconciliation pass did.
+type ReconcileStats struct {
+	Scanned int // running runs older than the threshold that were examined
+	Stalled int // runs found without progress for the threshold
+	Jobs    int // jobs re-enqueued
+	Errors  int // runs that could not be examined or repaired (logged)
+}
+
+// Reconcile makes one pass over the running runs and repairs the stalled
+// ones: runs created more than threshold ago whose node records show no
+// progress for threshold and no node running (no live lease). For each, it
+// re-enqueues the run's frontier: start nodes that have not run, nodes
+// that were started and abandoned, and committed nodes whose consequences
+// may be incomplete — a replay of a committed node re-sends only what its
+// stored routing decision, its joins and its successors' records say is
+// missing, so conditions and joins are respected and nothing runs twice.
+//
+// It reads only running runs, through the store's index, a page at a time:
+// its cost follows the number of running runs, not the size of the tables.
+// It blocks until the pass is done and is safe for concurrent use; several
+// reconcilers at once only duplicate jobs, which the protocol absorbs.
+// Lost work it repairs: jobs whose messages were lost (deleted by hand,
+// expired with the queue's retention period, or dead-lettered).
+func (a *SqsAdapter) Reconcile(ctx context.Context, threshold time.Duration) (ReconcileStats, error) {
+	var st ReconcileStats
+	if threshold <= 0 {
+		return st, fmt.Errorf("%w: reconcile threshold %v must be positive", ErrInvalidOption, threshold)
+	}
+	now := time.Now()
+	cursor := ""
+	for page := 0; page < maxReconcilePages; page++ {
+		runs, next, err := a.cfg.contexts.ListRunning(ctx, now.Add(-threshold), cursor, 100)
+		if err != nil {
+			return st, fmt.Errorf("sqsadapter: reconcile: list running runs: %w", err)
+		}
+		for i := range runs {
+			st.Scanned++
+			n, stalled, err := a.reconcileRun(ctx, &runs[i], now, threshold)
+			switch {
+			case err != nil:
+				st.Errors++
+				a.log.WarnContext(ctx, "sqsadapter: reconcile run", "run_id", runs[i].RunID, "err", err)
+			case stalled:
+				st.Stalled++
+				st.Jobs += n
+			}
+		}
+		if next == "" {
+			return st, nil
+		}
+		cursor = next
+	}
+	return st, fmt.Errorf("sqsadapter: reconcile: more than %d pages of running runs", maxReconcilePages)
+}
+
+const maxReconcilePages = 10000
+
+// RunReconciler calls Reconcile every interval until ctx is done, then
+// returns ctx's error. Failed passes are logged and retried at the next
+// interval. Run it in one or a few processes.
+func (a *SqsAdapter) RunReconciler(ctx context.Context, interval, threshold time.Duration) error {
+	if interval <= 0 || threshold <= 0 {
+		return fmt.Errorf("%w: reconciler interval %v and threshold %v must be positive", ErrInvalidOption, interval, threshold)
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		st, err := a.Reconcile(ctx, threshold)
+		if err != nil && ctx.Err() == nil {
+			a.log.WarnContext(ctx, "sqsadapter: reconcile pass failed", "err", err)
+		} else if st.Stalled > 0 {
+			a.log.InfoContext(ctx, "sqsadapter: reconciled stalled runs", "stalled", st.Stalled, "jobs", st.Jobs, "scanned", st.Scanned)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// reconcileRun repairs one run if it is stalled, returning how many jobs it
+// enqueued.
+func (a *SqsAdapter) reconcileRun(ctx context.Context, run *RunRecord, now time.Time, threshold time.Duration) (int, bool, error) {
+	p := a.plans[planKey{run.BlueprintID, run.BlueprintVersion}]
+	if p == nil {
+		return 0, false, fmt.Errorf("%w: %q version %q", ErrUnknownBlueprint, run.BlueprintID, run.BlueprintVersion)
+	}
+	recs, err := a.cfg.contexts.ListNodes(ctx, run.RunID)
+	if err != nil {
+		return 0, false, err
+	}
+	last := run.CreatedAt
+	for _, r := range recs {
+		if r.State == NodePending && r.LeaseUntil.After(now) {
+			return 0, false, nil // a node is running
+		}
+		if r.UpdatedAt.After(last) {
+			last = r.UpdatedAt
+		}
+	}
+	if now.Sub(last) < threshold {
+		return 0, false, nil
+	}
+	// The index is eventually consistent: make sure the run still runs.
+	fresh, err := a.cfg.contexts.GetRun(ctx, run.RunID)
+	if err != nil {
+		return 0, false, err
+	}
+	if fresh.Status != StatusRunning {
+		return 0, false, nil
+	}
+	jobs := frontier(p, recs, run.RunID)
+	if len(jobs) == 0 {
+		return 0, true, nil
+	}
+	if err := a.send(ctx, jobs...); err != nil {
+		return 0, true, err
+	}
+	a.log.InfoContext(ctx, "sqsadapter: re-enqueued the frontier of a stalled run", "run_id", run.RunID, "jobs", len(jobs), "idle", now.Sub(last))
+	return len(jobs), true, nil
+}
+
+// frontier lists the jobs that make a stalled run progress again.
+func frontier(p *plan, recs map[string]*NodeRecord, runID string) []Job {
+	job := func(n *planNode) Job {
+		return Job{RunID: runID, BlueprintID: p.id, NodeID: n.id, BlueprintVersion: p.version}
+	}
+	done := func(id string) bool {
+		r := recs[id]
+		return r != nil && r.State != NodePending
+	}
+	var jobs []Job
+	for _, n := range p.order {
+		if n.fallbackOnly {
+			continue
+		}
+		r := recs[n.id]
+		switch {
+		case r == nil:
+			if n.start {
+				jobs = append(jobs, job(n)) // never ran
+			}
+		case r.State == NodePending:
+			jobs = append(jobs, job(n)) // started, then abandoned
+		case r.State == NodeCommitted:
+			replay := n.leaf // the completion check may not have run
+			for _, t := range n.targets {
+				replay = replay || !done(t.id) // a send, an arrival or a skip may be missing
+			}
+			if replay {
+				jobs = append(jobs, job(n))
+			}
+		}
+	}
+	return jobs
+}
