@@ -131,6 +131,8 @@ func run() int {
 		shutdownTimeout = flag.Duration("shutdown-timeout", 25*time.Second, "how long a stopping worker lets running nodes finish before it cancels them")
 		latency         = flag.Duration("simulate-latency", 0, "how long each example node's simulated service call takes")
 		logLevel        = flag.String("log-level", "info", "log level: debug, info, warn or error")
+		reconcileEvery  = flag.Duration("reconcile-every", 0, "run the reconciler in this worker at this interval (0: off; run it in one or a few workers)")
+		stallThreshold  = flag.Duration("stall-threshold", 10*time.Minute, "with -reconcile-every: how long a run may make no progress before its frontier is re-enqueued")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 || (*setup && *start) {
@@ -205,20 +207,31 @@ func run() int {
 	if *start {
 		return startAndWait(ctx, logger, a, *input, *runID, *wait)
 	}
-	return work(logger, a, s, *concurrency, *shutdownTimeout)
+	return work(logger, a, s, *concurrency, *shutdownTimeout, *reconcileEvery, *stallThreshold)
 }
 
 // work runs the worker until SIGINT or SIGTERM, then shuts it down: it stops
 // receiving at once and lets running nodes finish for shutdownTimeout; after
 // that, or on a second signal, it cancels them (their messages become
 // visible again, so another worker runs them).
-func work(logger *slog.Logger, a *sqsadapter.SqsAdapter, s settings, concurrency int, shutdownTimeout time.Duration) int {
+func work(logger *slog.Logger, a *sqsadapter.SqsAdapter, s settings, concurrency int, shutdownTimeout, reconcileEvery, stallThreshold time.Duration) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.Run(context.Background()) }()
+	if reconcileEvery > 0 {
+		// The reconciler re-enqueues the frontier of runs that made no
+		// progress for stallThreshold (lost messages, dead-lettered jobs).
+		rctx, stopReconciler := context.WithCancel(context.Background())
+		reconcilerDone := make(chan struct{})
+		go func() {
+			defer close(reconcilerDone)
+			_ = a.RunReconciler(rctx, reconcileEvery, stallThreshold)
+		}()
+		defer func() { stopReconciler(); <-reconcilerDone }()
+	}
 	logger.Info("worker: started", "worker_id", s.workerID, "queue_url", s.queueURL,
 		"context_table", s.tables.Context, "status_table", s.tables.Status,
 		"coordination_table", s.tables.Coordination, "concurrency", concurrency)
