@@ -1,6 +1,7 @@
 package sqsadapter_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -44,6 +45,8 @@ type envConfig struct {
 	// visibility is the adapter's visibility timeout (default 10 units).
 	visibility time.Duration
 	setup      func(*env) // before workers start (fault hooks)
+	// maxReceiveCount is the queue's redrive threshold (default 50).
+	maxReceiveCount int
 }
 
 func testLogger() *slog.Logger {
@@ -62,7 +65,7 @@ func newEnv(t *testing.T, c envConfig) *env {
 	e.dlq = e.sqs.CreateQueue("jobs-dlq", sqsadaptertest.QueueOptions{VisibilityUnit: unit})
 	e.queue = e.sqs.CreateQueue("jobs", sqsadaptertest.QueueOptions{
 		VisibilityTimeout: c.visibility, VisibilityUnit: unit,
-		MaxReceiveCount: 50, DeadLetterQueueURL: e.dlq,
+		MaxReceiveCount: cmp.Or(c.maxReceiveCount, 50), DeadLetterQueueURL: e.dlq,
 	})
 	if c.setup != nil {
 		c.setup(e)
