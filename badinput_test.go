@@ -48,11 +48,15 @@ func TestBadInput(t *testing.T) {
 		{name: "extra fields are ignored", body: func(id string) string {
 			return `{"runId":"` + id + `","blueprintId":"bad","nodeId":"a","blueprintVersion":"1","input":null,"isLastAttempt":true,"attempt":3,"extra":{"x":1}}`
 		}, a: ok(map[string]any{"n": 2}), want: runCompletes, wantB: 1},
-		{name: "unknown blueprint", body: func(id string) string { return `{"runId":"` + id + `","blueprintId":"nope","nodeId":"a","blueprintVersion":"1"}` }, want: deadLettered},
+		{name: "unknown blueprint", body: func(id string) string {
+			return `{"runId":"` + id + `","blueprintId":"nope","nodeId":"a","blueprintVersion":"1"}`
+		}, want: deadLettered},
 		{name: "blueprint version this worker lacks", body: func(id string) string {
 			return `{"runId":"` + id + `","blueprintId":"bad","nodeId":"a","blueprintVersion":"2"}`
 		}, want: deadLettered},
-		{name: "unknown node", body: func(id string) string { return `{"runId":"` + id + `","blueprintId":"bad","nodeId":"zz","blueprintVersion":"1"}` }, want: runFails, reason: "unknown node"},
+		{name: "unknown node", body: func(id string) string {
+			return `{"runId":"` + id + `","blueprintId":"bad","nodeId":"zz","blueprintVersion":"1"}`
+		}, want: runFails, reason: "unknown node"},
 		{name: "output over the item limit", a: ok(map[string]any{"n": 2, "big": strings.Repeat("x", 500<<10)}), want: runFails, reason: "exceeds"},
 		{name: "node panics", a: func(context.Context, *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) { panic("boom") },
 			want: runFails, reason: "panicked: boom"},
