@@ -2,6 +2,7 @@ package sqsadapter
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf16"
@@ -107,10 +108,10 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 			}
 		}
 		src.out = append(src.out, pe)
-		if !contains(dst.preds, src.id) {
+		if !slices.Contains(dst.preds, src.id) {
 			dst.preds = append(dst.preds, src.id)
 		}
-		if !containsNode(src.targets, dst) {
+		if !slices.Contains(src.targets, dst) {
 			src.targets = append(src.targets, dst)
 		}
 	}
@@ -149,7 +150,7 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 				n.exprAll = n.exprAll || all
 				n.exprContext = n.exprContext || all || len(keys) > 0
 				for _, k := range keys {
-					if !contains(n.exprKeys, k) {
+					if !slices.Contains(n.exprKeys, k) {
 						n.exprKeys = append(n.exprKeys, k)
 					}
 				}
@@ -167,7 +168,7 @@ func inputKeys(inputs any) []string {
 	var keys []string
 	add := func(ref string) {
 		for _, k := range refKeys(ref) {
-			if !contains(keys, k) {
+			if !slices.Contains(keys, k) {
 				keys = append(keys, k)
 			}
 		}
@@ -296,22 +297,4 @@ func parseIndex(s string) (int, error) {
 		n = n*10 + int(c-'0')
 	}
 	return n, nil
-}
-
-func contains(s []string, v string) bool {
-	for _, e := range s {
-		if e == v {
-			return true
-		}
-	}
-	return false
-}
-
-func containsNode(s []*planNode, n *planNode) bool {
-	for _, e := range s {
-		if e == n {
-			return true
-		}
-	}
-	return false
 }
