@@ -1000,15 +1000,26 @@ type protoContexts struct {
 
 	mu      sync.Mutex
 	commits map[string]int // "runId/nodeId"
+	// unknown counts, by "runId/nodeId", the commits whose caller got an
+	// error that leaves their outcome open (see protoEnv.lostResponses).
+	unknown map[string]int
 }
 
 var _ sqsadapter.ContextStore = (*protoContexts)(nil)
 
 func (s *protoContexts) commitsOf(runID string) map[string]int {
+	return s.byNode(s.commits, runID)
+}
+
+func (s *protoContexts) unknownOf(runID string) map[string]int {
+	return s.byNode(s.unknown, runID)
+}
+
+func (s *protoContexts) byNode(counts map[string]int, runID string) map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string]int{}
-	for k, n := range s.commits {
+	for k, n := range counts {
 		if id, ok := strings.CutPrefix(k, runID+"/"); ok {
 			out[id] = n
 		}
@@ -1047,11 +1058,17 @@ func (s *protoContexts) ReleaseLease(ctx context.Context, runID, nodeID, owner s
 func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapter.NodeCommit) (*sqsadapter.NodeRecord, error) {
 	return protoCall(s.f, "CommitNode", func() (*sqsadapter.NodeRecord, error) {
 		rec, err := s.inner.CommitNode(ctx, runID, c)
-		if err == nil {
-			s.mu.Lock()
+		s.mu.Lock()
+		switch {
+		case err == nil:
 			s.commits[runID+"/"+c.NodeID]++
-			s.mu.Unlock()
+		case !errors.Is(err, sqsadapter.ErrNodeClosed) && !errors.Is(err, sqsadapter.ErrValueTooLarge) && !errors.Is(err, sqsadapter.ErrInvalidKey):
+			if s.unknown == nil {
+				s.unknown = map[string]int{}
+			}
+			s.unknown[runID+"/"+c.NodeID]++
 		}
+		s.mu.Unlock()
 		return rec, err
 	})
 }
@@ -1251,6 +1268,13 @@ type protoEnv struct {
 	crasher  *protoCrasher
 	calls    *protoCalls
 	client   *sqsadapter.SqsAdapter
+	// lostResponses says that a commit can take effect while its caller
+	// gets an error (a real network, a client that retries a request whose
+	// response was lost): a node none of whose commits succeeded, but some
+	// of which ended with an error other than a refusal, then counts as
+	// committed once. Its output is in the final context, which is checked
+	// against the interpreter's.
+	lostResponses bool
 }
 
 // protoEnvFunc builds the environment of a randomized run: workers that
@@ -1505,7 +1529,7 @@ func runProtocolRandomOn(t *testing.T, seed uint64, n int, chaos protoChaos, new
 	// Every node output was committed exactly once (effective commits whose
 	// caller saw an injected error included); skipped and unreachable nodes
 	// never.
-	completed, failed, ran, skipped, commits := 0, 0, 0, 0, 0
+	completed, failed, ran, skipped, commits, lost := 0, 0, 0, 0, 0, 0
 	for _, r := range runs {
 		if r.st == nil {
 			continue
@@ -1523,7 +1547,12 @@ func runProtocolRandomOn(t *testing.T, seed uint64, n int, chaos protoChaos, new
 		switch r.st.Status {
 		case sqsadapter.StatusCompleted:
 			completed++
+			unknown := e.counted.unknownOf(r.runID)
 			for id := range r.exp.ran {
+				if e.lostResponses && got[id] == 0 && unknown[id] > 0 {
+					lost++
+					continue
+				}
 				if got[id] != 1 {
 					report(r, "node %s ran, but its output was committed %d times", id, got[id])
 				}
@@ -1550,6 +1579,9 @@ func runProtocolRandomOn(t *testing.T, seed uint64, n int, chaos protoChaos, new
 		seed, n, completed, failed, ran, skipped, commits, e.calls.total(),
 		received, deliveries, duplicated, crashes, crashShare, byStep,
 		e.faults.before.Load(), e.faults.after.Load(), e.faults.calls.Load(), faultShare, time.Since(start).Round(time.Millisecond))
+	if e.lostResponses {
+		t.Logf("protocol random: %d node(s) committed by a call whose response was lost", lost)
+	}
 }
 
 func (x *protoExpect) stateOf(id string) string {
