@@ -104,10 +104,10 @@ func TestBadInput(t *testing.T) {
 			} else {
 				if tc.want != deadLettered {
 					// A run record for the raw job to belong to, with no job of its own.
-					id, err := e.client.StartRun(ctx, "bad", nil)
-					require.NoError(t, err)
-					runID = id
-					e.sqs.Purge(e.queue)
+					runID = "raw-" + strings.ReplaceAll(tc.name, " ", "-")
+					require.NoError(t, e.contexts.CreateRun(ctx, sqsadapter.RunRecord{
+						RunID: runID, BlueprintID: "bad", BlueprintVersion: "1", Status: sqsadapter.StatusRunning,
+					}, nil))
 				}
 				_, err := e.sqs.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &e.queue, MessageBody: aws.String(tc.body(runID))})
 				require.NoError(t, err)

@@ -400,10 +400,13 @@ func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in
 	if x.crash("commit") {
 		return abandon
 	}
+	// The commit drops the lease: stop extending it first, or a heartbeat
+	// between the write and its response would find the lease gone and
+	// cancel this job.
+	x.setLease(nil)
 	rec, err := x.a.cfg.contexts.CommitNode(ctx, x.job.RunID, c)
 	switch {
 	case err == nil:
-		x.setLease(nil)
 	case errors.Is(err, ErrNodeCommitted):
 		// Another execution committed first: follow its decision.
 		return x.advance(ctx, rec, true)
