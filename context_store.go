@@ -31,6 +31,7 @@ const (
 	NodeCommitted = "committed" // output committed, exactly once
 	NodeSkipped   = "skipped"   // resolved without running: every incoming edge dead
 	NodeClosed    = "closed"    // the run finished before the node committed
+	NodeFailed    = "failed"    // the node failed for good; its run is being or has been failed
 )
 
 // NodeRecord is the durable record of one node of one run: the context item
@@ -39,8 +40,10 @@ const (
 // redelivered job replays exactly the decision that was made.
 type NodeRecord struct {
 	NodeID   string
-	State    string // NodePending, NodeCommitted, NodeSkipped or NodeClosed
+	State    string // NodePending, NodeCommitted, NodeSkipped, NodeClosed or NodeFailed
 	Attempts int    // attempts started, counted durably
+	// Error is the failure reason, set when State is NodeFailed.
+	Error string
 	// Lease.
 	LeaseOwner string
 	LeaseUntil time.Time
@@ -51,8 +54,8 @@ type NodeRecord struct {
 	Staged   map[string]any // transform results, by target id
 	Fallback string         // the fallback node that produced Output, if one did
 	// UpdatedAt is when the record last changed: every write of the record
-	// (AcquireNode, ExtendLease, ReleaseLease, CommitNode, SkipNodes,
-	// CloseNodes) sets it to the writer's clock, to the millisecond on
+	// (AcquireNode, ExtendLease, ReleaseLease, CommitNode, FailNode,
+	// SkipNodes, CloseNodes) sets it to the writer's clock, to the millisecond on
 	// DynamoDB. A call that changes nothing (a refused acquisition, a release
 	// of a lease not held, a skip of a committed node) leaves it. It is zero
 	// on a record last written by a store that did not keep it.
@@ -95,7 +98,8 @@ type ContextStore interface {
 	// given time and counts one more attempt, then returns the record. The
 	// lease is free when absent, expired at now, or held by owner.
 	// Otherwise it returns the current record with ErrNodeCommitted (the node
-	// was committed or skipped), ErrNodeClosed, or a *LeaseHeldError.
+	// was committed or skipped), ErrNodeClosed, ErrNodeFailed, or a
+	// *LeaseHeldError.
 	AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*NodeRecord, error)
 	// ExtendLease moves the lease expiry of a node held by owner; ErrLeaseLost
 	// if owner does not hold it (or the node is no longer pending).
@@ -105,13 +109,25 @@ type ContextStore interface {
 	ReleaseLease(ctx context.Context, runID, nodeID, owner string) error
 	// CommitNode writes the node's outcome and its context writes atomically,
 	// once. If the node is already committed or skipped it returns the
-	// existing record with ErrNodeCommitted; if it is closed, ErrNodeClosed.
+	// existing record with ErrNodeCommitted, except that a commit identical
+	// to the existing one (same Output, Action, Taken, Staged and Fallback)
+	// succeeds, so that a retried commit whose first response was lost is
+	// not reported as a conflict; it then returns the existing record and
+	// writes nothing. If the node is closed it returns the record with
+	// ErrNodeClosed; if it failed, with ErrNodeFailed, and writes nothing.
 	CommitNode(ctx context.Context, runID string, c NodeCommit) (*NodeRecord, error)
+	// FailNode marks a node failed for good with reason, once: a pending or
+	// absent node becomes failed (its lease is dropped, its attempt count
+	// kept) and the record is returned. A node already failed is returned as
+	// it is, with no error (its first reason kept). A committed or skipped
+	// node returns its record with ErrNodeCommitted; a closed node returns
+	// its record with ErrNodeClosed.
+	FailNode(ctx context.Context, runID, nodeID, reason string) (*NodeRecord, error)
 	// SkipNodes marks nodes resolved without running. Idempotent; a
-	// committed or closed node is left as it is.
+	// committed, closed or failed node is left as it is.
 	SkipNodes(ctx context.Context, runID string, nodeIDs []string) error
-	// CloseNodes marks every listed node that is not committed or skipped as
-	// closed, so that it never runs. Idempotent.
+	// CloseNodes marks every listed node that is not committed, skipped or
+	// failed as closed, so that it never runs. Idempotent.
 	CloseNodes(ctx context.Context, runID string, nodeIDs []string) error
 	// GetNodes reads node records; absent nodes are absent from the map.
 	GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*NodeRecord, error)

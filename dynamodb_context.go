@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +32,8 @@ import (
 //   - A node record is the item at key "_outputs.<nodeId>": state, attempts (N),
 //     leaseOwner, leaseUntil (N, unix milliseconds), updatedAt (N, unix
 //     milliseconds of the last write), and once committed value (the output),
-//     action, taken (L of S), staged (M) and fallback.
+//     action, taken (L of S), staged (M) and fallback; once failed, error
+//     (the failure reason).
 //
 // Status table: partition key "runId" (S): blueprintId, blueprintVersion,
 // status, error, failedNode, createdAt and finishedAt (N, unix milliseconds),
@@ -67,8 +69,9 @@ const (
 	maxTransactBytes = 4 * 1024 * 1024
 	// maxBatchGetKeys is the most keys one BatchGetItem may read.
 	maxBatchGetKeys = 100
-	// maxRunErrorBytes bounds the failure reason kept in a run record, so
-	// that an enormous error message cannot keep a run from finishing.
+	// maxRunErrorBytes bounds the failure reason kept in a run record or a
+	// failed node record, so that an enormous error message cannot keep a
+	// run from finishing.
 	maxRunErrorBytes = 32 * 1024
 )
 
@@ -336,6 +339,8 @@ func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner 
 			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, ErrNodeCommitted), err))
 		case NodeClosed:
 			return rec, wrap(translated(ErrNodeClosed, err))
+		case NodeFailed:
+			return rec, wrap(translated(ErrNodeFailed, err))
 		}
 		return rec, translated(&LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: rec.LeaseOwner, Until: rec.LeaseUntil}, err)
 	}
@@ -427,7 +432,9 @@ func (s *DynamoDbContext) ReleaseLease(ctx context.Context, runID, nodeID, owner
 // Put or Delete per key (at most 99 context writes; a key both set and
 // deleted is refused with ErrInvalidKey). The caller's lease is not checked:
 // the first commit wins. If a lost response makes the SDK retry a commit that
-// succeeded, the retry reports ErrNodeCommitted with the record it wrote.
+// succeeded, the retry finds the node committed with an identical outcome
+// (Output, Action, Taken, Staged and Fallback, compared decoded) and returns
+// the record with no error.
 func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCommit) (*NodeRecord, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("sqsadapter: commit output of node %q of run %q: %w", c.NodeID, runID, err)
@@ -502,14 +509,23 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 		return s.tooLarge(runID, all, err)
 	}
 
-	// The node's outcome committed by another worker, or closed.
+	// The node's outcome committed by another worker (or by this commit,
+	// retried after a lost response), closed or failed.
 	refused := func(old map[string]types.AttributeValue, cause error) (*NodeRecord, error) {
 		rec, err := decodeNode(c.NodeID, old)
 		if err != nil {
 			return nil, wrap(err)
 		}
-		if rec.State == NodeClosed {
+		switch rec.State {
+		case NodeClosed:
 			return rec, wrap(translated(ErrNodeClosed, cause))
+		case NodeFailed:
+			return rec, wrap(translated(ErrNodeFailed, cause))
+		case NodeCommitted:
+			mine, err := decodeNode(c.NodeID, written)
+			if err == nil && sameOutcome(rec, mine) {
+				return rec, nil
+			}
 		}
 		return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, ErrNodeCommitted), cause))
 	}
@@ -580,6 +596,85 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 		return nil, wrap(fmt.Errorf("committed, but reading the record back: %w", err))
 	}
 	rec, err := decodeNode(c.NodeID, item)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return rec, nil
+}
+
+// sameOutcome reports whether two committed records hold the same outcome:
+// Output, Action, Taken, Staged and Fallback.
+func sameOutcome(a, b *NodeRecord) bool {
+	return reflect.DeepEqual(a.Output, b.Output) &&
+		a.Action == b.Action &&
+		reflect.DeepEqual(a.Taken, b.Taken) &&
+		reflect.DeepEqual(a.Staged, b.Staged) &&
+		a.Fallback == b.Fallback
+}
+
+// FailNode implements ContextStore with one UpdateItem conditional on the
+// node being absent or pending: it sets the state failed and the reason,
+// drops the lease and keeps the attempt count. On a failed condition the
+// item as it was decides the outcome. A reason longer than 32 KiB is
+// truncated.
+func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason string) (*NodeRecord, error) {
+	wrap := func(err error) error {
+		return fmt.Errorf("sqsadapter: fail node %q of run %q: %w", nodeID, runID, err)
+	}
+	if err := checkNode(runID, nodeID); err != nil {
+		return nil, err
+	}
+	upd := expression.Set(expression.Name(attrState), expression.Value(avS(NodeFailed))).
+		Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli()))).
+		Remove(expression.Name(attrLeaseOwner)).
+		Remove(expression.Name(attrLeaseUntil))
+	if reason != "" {
+		upd = upd.Set(expression.Name(attrError), expression.Value(avS(truncateUTF8(reason, maxRunErrorBytes))))
+	} else {
+		upd = upd.Remove(expression.Name(attrError))
+	}
+	expr, err := expression.NewBuilder().WithCondition(nodeOpen()).WithUpdate(upd).Build()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	nodeKey := outputsPrefix + nodeID
+	out, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                           aws.String(s.contextTable),
+		Key:                                 ctxItemKey(runID, nodeKey),
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValues:                        types.ReturnValueAllNew,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, failed := conditionFailedItem(err); failed {
+		if len(old) == 0 {
+			// Only an item that exists can fail this condition; a server
+			// that does not return it is read again.
+			var gerr error
+			if old, gerr = s.getItem(ctx, runID, nodeKey); gerr != nil {
+				return nil, wrap(gerr)
+			}
+		}
+		rec, derr := decodeNode(nodeID, old)
+		if derr != nil {
+			return nil, wrap(derr)
+		}
+		switch rec.State {
+		case NodeFailed:
+			return rec, nil
+		case NodeCommitted, NodeSkipped:
+			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, ErrNodeCommitted), err))
+		case NodeClosed:
+			return rec, wrap(translated(ErrNodeClosed, err))
+		}
+		return rec, wrap(fmt.Errorf("node in unexpected state %q: %w", rec.State, err))
+	}
+	if err != nil {
+		return nil, wrap(err)
+	}
+	rec, err := decodeNode(nodeID, out.Attributes)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -1213,6 +1308,9 @@ func decodeNode(nodeID string, item map[string]types.AttributeValue) (*NodeRecor
 	}
 	if ms, ok := attrInt(item, attrUpdatedAt); ok {
 		rec.UpdatedAt = time.UnixMilli(ms).UTC()
+	}
+	if rec.State == NodeFailed {
+		rec.Error = attrString(item, attrError)
 	}
 	if rec.State == NodeCommitted {
 		if av, ok := item[attrValue]; ok {

@@ -22,6 +22,9 @@ var (
 	// ErrNodeClosed: the node's run finished before the node committed; the
 	// node must not run.
 	ErrNodeClosed = errors.New("sqsadapter: node closed: its run is finished")
+	// ErrNodeFailed: the node failed for good (see ContextStore.FailNode);
+	// it must not run again and its outcome cannot be committed.
+	ErrNodeFailed = errors.New("sqsadapter: node failed for good")
 	// ErrLeaseHeld: another worker holds the node's execution lease.
 	ErrLeaseHeld = errors.New("sqsadapter: node lease held by another worker")
 	// ErrLeaseLost: the caller no longer holds the node's execution lease.

@@ -6,7 +6,7 @@ import "time"
 // when hook returns true: nothing more is written and its message is left to
 // reappear after its visibility timeout. Steps: "receive", "acquired",
 // "retry-wait", "commit", "committed", "arrived", "advanced", "complete",
-// "failed".
+// "failing", "closed", "failed".
 func WithCrashHook(hook func(step string, job Job) bool) Option {
 	return func(c *config) error {
 		c.crashHook = hook

@@ -170,6 +170,10 @@ func (x *jobRun) acquire(ctx context.Context, id string) (*NodeRecord, outcome, 
 			}
 		}
 		return nil, x.advance(ctx, rec, true), false
+	case errors.Is(err, ErrNodeFailed):
+		// The node failed for good and its job stopped before the run was
+		// marked failed: finish that.
+		return nil, x.failRun(ctx, x.n.id, rec.Error), false
 	case errors.Is(err, ErrNodeClosed):
 		x.log.DebugContext(ctx, "sqsadapter: job of a finished run dropped")
 		return nil, done, false
@@ -410,6 +414,8 @@ func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in
 	case errors.Is(err, ErrNodeCommitted):
 		// Another execution committed first: follow its decision.
 		return x.advance(ctx, rec, true)
+	case errors.Is(err, ErrNodeFailed):
+		return x.failRun(ctx, x.n.id, rec.Error)
 	case errors.Is(err, ErrNodeClosed):
 		return done
 	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrInvalidKey):
@@ -739,26 +745,37 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 	return nil
 }
 
-// failRun marks the run failed (once) naming nodeID. It closes the run's
-// other unfinished nodes first, so that once the status says failed no node
-// of the run can commit any more; it closes nodeID last, so that a crash
-// before the status is written leaves the failing job to be redelivered and
-// fail the run again.
+// failRun fails the run because nodeID failed for good. It first makes
+// the node's failure durable on its own record (FailNode), so that a crash
+// anywhere after leaves the job to resume here on redelivery rather than
+// run the node again; then it closes the run's other unfinished nodes, so
+// that once the status says failed no node of the run can commit; then it
+// writes the status, once. Two nodes failing at once each mark their own
+// record, neither can close the other's, and one of them writes the status.
 func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	store := x.a.cfg.contexts
-	others := make([]string, 0, len(x.p.allIDs))
-	for _, id := range x.p.allIDs {
-		if id != nodeID {
-			others = append(others, id)
-		}
-	}
-	if err := store.CloseNodes(ctx, x.job.RunID, others); err != nil {
-		return retryAfter(0, fmt.Errorf("sqsadapter: close nodes of failing run: %w", err))
+	rec, err := store.FailNode(ctx, x.job.RunID, nodeID, reason)
+	switch {
+	case err == nil:
+		reason = rec.Error // the first recorded reason wins
+	case errors.Is(err, ErrNodeCommitted):
+		// Another execution committed the node first: follow its decision.
+		return x.advance(ctx, rec, true)
+	case errors.Is(err, ErrNodeClosed):
+		return done // the run was failed or cancelled by another node
+	default:
+		return retryAfter(0, fmt.Errorf("sqsadapter: mark node %q failed: %w", nodeID, err))
 	}
 	if x.crash("failing") {
 		return abandon
 	}
-	err := store.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeID, time.Now())
+	if err := store.CloseNodes(ctx, x.job.RunID, x.p.allIDs); err != nil {
+		return retryAfter(0, fmt.Errorf("sqsadapter: close nodes of failing run: %w", err))
+	}
+	if x.crash("closed") {
+		return abandon
+	}
+	err = store.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeID, time.Now())
 	switch {
 	case err == nil:
 		x.log.ErrorContext(ctx, "sqsadapter: run failed", "failed_node", nodeID, "reason", reason)
@@ -768,9 +785,6 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	}
 	if x.crash("failed") {
 		return abandon
-	}
-	if err := store.CloseNodes(ctx, x.job.RunID, []string{nodeID}); err != nil {
-		return retryAfter(0, fmt.Errorf("sqsadapter: close failed node: %w", err))
 	}
 	return done
 }

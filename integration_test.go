@@ -1116,26 +1116,12 @@ func (q itProtoQueues) deliveries() (received, duplicated int) {
 // ---------------------------------------------------------------------------
 // Failure races
 
-// openDefectsEnv runs the tests of open defects, which fail until the
-// defect is fixed.
-const openDefectsEnv = "SQSADAPTER_OPEN_DEFECTS"
-
-// openDefect skips a test that reproduces an open defect of the engine,
-// unless SQSADAPTER_OPEN_DEFECTS is set.
-func openDefect(t *testing.T, defect string) {
-	t.Helper()
-	if os.Getenv(openDefectsEnv) == "" {
-		t.Skipf("reproduces an open defect: %s; set %s=1 to run it", defect, openDefectsEnv)
-	}
-}
-
 // Two nodes of a run fail at once, and each job stops (its worker dies, or
 // its heartbeat cancels it) after closing the run's other nodes and before
 // writing the failed status. Each closed the other's record, so each
 // redelivery finds its own node closed and drops its job as one of a
 // finished run: nobody writes the status, and the run must still fail.
 func TestIntegrationConcurrentFailuresFailRun(t *testing.T) {
-	openDefect(t, "a failing job closes the record of another failing node, whose redelivery then drops its job")
 	bp := flow(t, "twofail", ids("s", "f1", "f2", "d"), "s>f1", "s>f2", "f1>d", "f2>d")
 	both := newGate() // opens when f1 and f2 both run
 	var started sync.Map
@@ -1177,7 +1163,6 @@ func TestIntegrationConcurrentFailuresFailRun(t *testing.T) {
 // which succeeds and commits, and the run, whose other nodes are closed,
 // never finishes.
 func TestIntegrationFailureSurvivesCrashBeforeStatus(t *testing.T) {
-	openDefect(t, "the redelivery of a failing job that stopped before the failed status runs its node again")
 	bp := flow(t, "failcrash", ids(fnode("f", `"config":{"maxRetries":3}`), "h"), "f>h")
 	var crashed atomic.Bool
 	r := newItRig(t, itRigConfig{
@@ -1233,7 +1218,6 @@ func (s *slowCommits) CommitNode(ctx context.Context, runID string, c sqsadapter
 // would lose the commit's response and make the job run again from a
 // redelivery.
 func TestIntegrationSlowCommitResponseKeepsJob(t *testing.T) {
-	openDefect(t, "the heartbeat takes the lease its own job's commit removed for a lost lease, and cancels the job")
 	bp := flow(t, "slowcommit", ids("a", "b"), "a>b")
 	slow := &slowCommits{delay: itVisibility / 2}
 	var deliveries sync.Map

@@ -1073,6 +1073,10 @@ func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapt
 	})
 }
 
+func (s *protoContexts) FailNode(ctx context.Context, runID, nodeID, reason string) (*sqsadapter.NodeRecord, error) {
+	return protoCall(s.f, "FailNode", func() (*sqsadapter.NodeRecord, error) { return s.inner.FailNode(ctx, runID, nodeID, reason) })
+}
+
 func (s *protoContexts) SkipNodes(ctx context.Context, runID string, nodeIDs []string) error {
 	return protoCall0(s.f, "SkipNodes", func() error { return s.inner.SkipNodes(ctx, runID, nodeIDs) })
 }
@@ -1214,7 +1218,7 @@ type protoCrasher struct {
 // to crash than actually do: protoCrashPlan scales the planning rate so
 // that about crashRate of the deliveries are abandoned.
 var (
-	protoCrashSteps   = []string{"receive", "acquired", "retry-wait", "commit", "committed", "arrived", "advanced", "complete", "failed"}
+	protoCrashSteps   = []string{"receive", "acquired", "retry-wait", "commit", "committed", "arrived", "advanced", "complete", "failing", "closed", "failed"}
 	protoCrashWeights = []int{4, 3, 1, 3, 3, 2, 5, 1, 1}
 )
 

@@ -151,6 +151,8 @@ func frontier(p *plan, recs map[string]*NodeRecord, runID string) []Job {
 			}
 		case r.State == NodePending:
 			jobs = append(jobs, job(n)) // started, then abandoned
+		case r.State == NodeFailed:
+			jobs = append(jobs, job(n)) // failed for good; the run was not marked failed yet
 		case r.State == NodeCommitted:
 			replay := n.leaf // the completion check may not have run
 			for _, t := range n.targets {

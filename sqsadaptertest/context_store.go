@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
@@ -31,6 +33,9 @@ const (
 	storeOutputsPrefix = "_outputs."
 	// storeMaxKeyBytes is the longest context key (DynamoDB's sort key limit).
 	storeMaxKeyBytes = 1024
+	// storeMaxReasonBytes bounds the failure reason kept in a node record,
+	// as in the DynamoDB implementation.
+	storeMaxReasonBytes = 32 * 1024
 )
 
 var _ sqsadapter.ContextStore = (*ContextStore)(nil)
@@ -74,6 +79,7 @@ type nodeItem struct {
 	taken      []string
 	staged     []byte // encoded Staged, nil when there is none
 	fallback   string
+	errMsg     string // failure reason, when failed
 	updatedAt  time.Time
 }
 
@@ -264,6 +270,8 @@ func (s *ContextStore) AcquireNode(ctx context.Context, runID, nodeID, owner str
 		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: node is %s: %w", nodeID, runID, it.state, sqsadapter.ErrNodeCommitted)
 	case it.state == sqsadapter.NodeClosed:
 		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: %w", nodeID, runID, sqsadapter.ErrNodeClosed)
+	case it.state == sqsadapter.NodeFailed:
+		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: %w", nodeID, runID, sqsadapter.ErrNodeFailed)
 	case it.leaseOwner != "" && it.leaseOwner != owner && it.leaseUntil.After(now):
 		failure = &sqsadapter.LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: it.leaseOwner, Until: it.leaseUntil}
 	default:
@@ -327,9 +335,11 @@ func (s *ContextStore) ReleaseLease(ctx context.Context, runID, nodeID, owner st
 }
 
 // CommitNode implements sqsadapter.ContextStore. It does not require the
-// caller to hold the node's lease: the first commit wins. Every size and key
-// is checked before anything is written; a key both set and deleted is
-// refused with ErrInvalidKey.
+// caller to hold the node's lease: the first commit wins. A commit identical
+// to the committed one (Output, Action, Taken, Staged and Fallback compared
+// as read back) returns the record with no error and writes nothing. Every
+// size and key is checked before anything is written; a key both set and
+// deleted is refused with ErrInvalidKey.
 func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapter.NodeCommit) (*sqsadapter.NodeRecord, error) {
 	const op = "CommitNode"
 	if err := s.begin(ctx, op); err != nil {
@@ -379,10 +389,14 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapte
 	it, ok := s.nodes[runID][c.NodeID]
 	var failure error
 	switch {
+	case ok && it.state == sqsadapter.NodeCommitted && sameCommit(it, next):
+		// Our own earlier commit, retried: nothing to write.
 	case ok && (it.state == sqsadapter.NodeCommitted || it.state == sqsadapter.NodeSkipped):
 		failure = wrap(fmt.Errorf("node is %s: %w", it.state, sqsadapter.ErrNodeCommitted))
 	case ok && it.state == sqsadapter.NodeClosed:
 		failure = wrap(sqsadapter.ErrNodeClosed)
+	case ok && it.state == sqsadapter.NodeFailed:
+		failure = wrap(sqsadapter.ErrNodeFailed)
 	default:
 		next.attempts = it.attempts
 		next.updatedAt = storeNow()
@@ -410,6 +424,80 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapte
 		return nil, err
 	}
 	return rec, nil
+}
+
+// sameCommit reports whether two committed items hold the same outcome:
+// Output, Action, Taken, Staged and Fallback, compared decoded.
+func sameCommit(a, b nodeItem) bool {
+	ra, err := a.record("")
+	if err != nil {
+		return false
+	}
+	rb, err := b.record("")
+	if err != nil {
+		return false
+	}
+	return reflect.DeepEqual(ra.Output, rb.Output) &&
+		ra.Action == rb.Action &&
+		reflect.DeepEqual(ra.Taken, rb.Taken) &&
+		reflect.DeepEqual(ra.Staged, rb.Staged) &&
+		ra.Fallback == rb.Fallback
+}
+
+// FailNode implements sqsadapter.ContextStore. A reason longer than 32 KiB
+// is truncated, as on DynamoDB.
+func (s *ContextStore) FailNode(ctx context.Context, runID, nodeID, reason string) (*sqsadapter.NodeRecord, error) {
+	const op = "FailNode"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := storeCheckNode(runID, nodeID); err != nil {
+		return nil, err
+	}
+	s.lock()
+	it, ok := s.nodes[runID][nodeID]
+	var failure error
+	switch {
+	case ok && (it.state == sqsadapter.NodeCommitted || it.state == sqsadapter.NodeSkipped):
+		failure = fmt.Errorf("sqsadaptertest: fail node %q of run %q: node is %s: %w", nodeID, runID, it.state, sqsadapter.ErrNodeCommitted)
+	case ok && it.state == sqsadapter.NodeClosed:
+		failure = fmt.Errorf("sqsadaptertest: fail node %q of run %q: %w", nodeID, runID, sqsadapter.ErrNodeClosed)
+	case ok && it.state == sqsadapter.NodeFailed:
+		// Failed already: the first reason stays.
+	default:
+		it.state = sqsadapter.NodeFailed
+		it.errMsg = storeTruncate(reason, storeMaxReasonBytes)
+		it.leaseOwner = ""
+		it.leaseUntil = time.Time{}
+		it.updatedAt = storeNow()
+		s.runNodes(runID)[nodeID] = it
+	}
+	s.mu.Unlock()
+	rec, err := it.record(nodeID)
+	if err != nil {
+		return nil, err
+	}
+	if failure != nil {
+		return rec, failure
+	}
+	if err := s.end(op); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// storeTruncate cuts s to at most max bytes, at a rune boundary, marking the
+// cut.
+func storeTruncate(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	const marker = "… (truncated)"
+	cut := max - len(marker)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + marker
 }
 
 // SkipNodes implements sqsadapter.ContextStore: absent and pending nodes
@@ -789,6 +877,7 @@ func (it nodeItem) record(nodeID string) (*sqsadapter.NodeRecord, error) {
 		Action:     it.action,
 		Taken:      slices.Clone(it.taken),
 		Fallback:   it.fallback,
+		Error:      it.errMsg,
 		UpdatedAt:  it.updatedAt,
 	}
 	if it.output != nil {
