@@ -4,7 +4,7 @@
 GO       ?= go
 FUZZTIME ?= 5s
 
-.PHONY: test fuzz-long bench emulators-start
+.PHONY: test fuzz-long bench chaos
 
 test:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/test.sh
@@ -18,3 +18,13 @@ fuzz-long:
 # Per-node overhead on the in-memory implementations (BENCHMARKS.md).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 .
+
+# A long chaos session (internal/chaos) against freshly started emulators:
+# 400 runs on 3 worker processes, a worker SIGKILLed every 2-5 s, 6% of
+# requests faulted, 5% of jobs duplicated; prints one summary line.
+# CHAOSFLAGS adds flags, e.g. CHAOSFLAGS='-seed 124724982 -runs 1000'.
+CHAOSFLAGS ?=
+chaos:
+	@state=$$(scripts/emulators.sh start) && \
+	trap 'SQSADAPTER_EMULATOR_STATE="'"$$state"'" scripts/emulators.sh stop' EXIT && \
+	. "$$state/env" && $(GO) run ./internal/chaos/cmd/chaos $(CHAOSFLAGS)

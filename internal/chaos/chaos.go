@@ -1,0 +1,717 @@
+package chaos
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	dynamodbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/interp"
+)
+
+// Config configures one chaos session. The zero value of a field means its
+// default, except where noted.
+type Config struct {
+	// SQSEndpoint and DynamoDBEndpoint are the emulators' URLs, on
+	// loopback (required).
+	SQSEndpoint, DynamoDBEndpoint string
+
+	// Seed makes the runs' initial contexts and the fault, kill and
+	// duplicate decisions reproducible (the interleaving of the processes
+	// is not). Zero picks a random seed; Summary.Seed reports it.
+	Seed uint64
+
+	Runs     int // runs to execute (default 24)
+	InFlight int // runs started and not yet finished at any time (default: all)
+
+	Workers           int           // worker processes (default 3)
+	Concurrency       int           // jobs in flight per worker (default 8)
+	VisibilityTimeout time.Duration // workers' message visibility and node lease (default 3s)
+	// SlowFactor sets how long the slow node sleeps, in visibility
+	// timeouts (default 2.5): it outlives the visibility timeout, so its
+	// worker must extend it.
+	SlowFactor      float64
+	ShutdownTimeout time.Duration // workers' graceful shutdown deadline (default 5s)
+
+	// KillMin and KillMax bound the random interval between two worker
+	// kills (SIGKILL, then a restart); KillMax zero means no kills. Kills
+	// happen while runs are unfinished.
+	KillMin, KillMax time.Duration
+
+	// FaultRate is the share of proxied requests that get a fault: an
+	// HTTP 500, a throttling error, a connection reset or added latency,
+	// each before or after forwarding (default 0: none).
+	FaultRate float64
+	// MaxLatency is the longest latency fault (default 800ms).
+	MaxLatency time.Duration
+	// DuplicateRate is the share of received messages the SQS proxy sends
+	// again (default 0: none).
+	DuplicateRate float64
+
+	// RunTimeout bounds the time from the first StartRun until every run
+	// has finished (default 3m); a run unfinished by then is lost.
+	RunTimeout time.Duration
+	// DrainTimeout bounds the wait for the queue to empty once every run
+	// has finished (default 60s).
+	DrainTimeout time.Duration
+
+	// WorkerBinary is a prebuilt chaos worker; empty builds one.
+	WorkerBinary string
+	// WorkDir holds the build and the workers' logs; empty makes a
+	// temporary folder, removed when the session passes.
+	WorkDir string
+	// LogLevel is the workers' log level (default "warn").
+	LogLevel string
+	// KeepResources keeps the queues and tables for inspection.
+	KeepResources bool
+	// Logf receives progress lines; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.SQSEndpoint == "" || c.DynamoDBEndpoint == "" {
+		return c, errors.New("chaos: the SQS and DynamoDB emulator endpoints are required")
+	}
+	for _, e := range []string{c.SQSEndpoint, c.DynamoDBEndpoint} {
+		if !isLoopback(e) {
+			return c, fmt.Errorf("chaos: endpoint %q is not on loopback", e)
+		}
+	}
+	if c.Seed == 0 {
+		c.Seed = mrand.Uint64()%1_000_000_000 + 1
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.Runs, 24)
+	def(&c.InFlight, c.Runs)
+	def(&c.Workers, 3)
+	def(&c.Concurrency, 8)
+	defDur(&c.VisibilityTimeout, 3*time.Second)
+	if c.VisibilityTimeout < time.Second {
+		return c, errors.New("chaos: the visibility timeout is at least 1s")
+	}
+	if c.SlowFactor <= 0 {
+		c.SlowFactor = 2.5
+	}
+	defDur(&c.ShutdownTimeout, 5*time.Second)
+	defDur(&c.MaxLatency, 800*time.Millisecond)
+	defDur(&c.RunTimeout, 3*time.Minute)
+	defDur(&c.DrainTimeout, time.Minute)
+	if c.KillMax > 0 && c.KillMin <= 0 {
+		c.KillMin = c.KillMax / 2
+	}
+	if c.KillMax < c.KillMin {
+		return c, errors.New("chaos: KillMax < KillMin")
+	}
+	if c.FaultRate < 0 || c.FaultRate > 0.5 || c.DuplicateRate < 0 || c.DuplicateRate > 1 {
+		return c, errors.New("chaos: FaultRate must be in [0, 0.5] and DuplicateRate in [0, 1]")
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "warn"
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return c, nil
+}
+
+// Summary is the outcome of a chaos session.
+type Summary struct {
+	Seed                                   uint64
+	Runs, Completed, Failed, Correct, Lost int
+	Workers, Kills                         int
+	Crashes                                []string // workers that exited on their own
+	Faults                                 FaultCounts
+	HiddenWrites                           int64 // commits and final statuses applied while the client saw a fault
+	Duplicates                             int64 // job copies sent
+	Commits, DuplicateCommits              int   // applied node commits; those beyond the first of a node
+	MissingCommits, UnexpectedCommits      int   // nodes that ran without a commit; commits of nodes that should not run
+	DoubleFinishes, MissingFinishes        int   // runs whose final status was written more than once; not at all
+	Queue, DLQ, Running                    int   // messages left in the queue and the dead-letter queue; runs left running
+	WorkerStops                            []string
+	Elapsed                                time.Duration
+	// Problems lists every failed check, with diagnostics; empty means
+	// the session passed.
+	Problems []string
+	// LogDir holds the workers' logs.
+	LogDir string
+}
+
+// OK reports whether every check passed.
+func (s Summary) OK() bool { return len(s.Problems) == 0 }
+
+// String is the one-line summary.
+func (s Summary) String() string {
+	verdict := "PASS"
+	if !s.OK() {
+		verdict = fmt.Sprintf("FAIL (%d problems)", len(s.Problems))
+	}
+	share := 0.0
+	if s.Faults.Requests > 0 {
+		share = 100 * float64(s.Faults.Faulted()) / float64(s.Faults.Requests)
+	}
+	var kinds []string
+	for _, k := range FaultKinds {
+		kinds = append(kinds, fmt.Sprintf("%s=%d", k, s.Faults.ByKind[k]))
+	}
+	return fmt.Sprintf("chaos: seed=%d runs=%d (completed=%d failed=%d) correct=%d/%d lost=%d | workers=%d kills=%d crashes=%d | "+
+		"requests=%d faulted=%d (%.1f%%: %s; before=%d after=%d; hidden-writes=%d) duplicates=%d | "+
+		"commits=%d duplicate-commits=%d missing-commits=%d double-finishes=%d | queue=%d dlq=%d running=%d | %s | verdict=%s",
+		s.Seed, s.Runs, s.Completed, s.Failed, s.Correct, s.Runs, s.Lost, s.Workers, s.Kills, len(s.Crashes),
+		s.Faults.Requests, s.Faults.Faulted(), share, strings.Join(kinds, " "), s.Faults.Before, s.Faults.After, s.HiddenWrites, s.Duplicates,
+		s.Commits, s.DuplicateCommits, s.MissingCommits, s.DoubleFinishes, s.Queue, s.DLQ, s.Running,
+		s.Elapsed.Round(time.Second), verdict)
+}
+
+// run is one workflow run of a session.
+type run struct {
+	i       int
+	id      string
+	initial map[string]any
+	exp     *interp.Result
+	started bool
+	st      *sqsadapter.RunStatus
+}
+
+// Run executes a chaos session: fresh queues and tables, worker processes
+// behind the fault-injecting proxies, runs started and awaited, workers
+// killed and restarted, then every check. It returns an error only when the
+// session could not be carried out (setup, build); failed checks are in the
+// Summary.
+func Run(ctx context.Context, cfg Config) (Summary, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return Summary{}, err
+	}
+	began := time.Now()
+	sum := Summary{Seed: cfg.Seed, Runs: cfg.Runs, Workers: cfg.Workers}
+	logf := cfg.Logf
+	bp, err := Blueprint()
+	if err != nil {
+		return sum, err
+	}
+
+	workDir, removeWorkDir := cfg.WorkDir, false
+	if workDir == "" {
+		if workDir, err = os.MkdirTemp("", "sqsadapter-chaos-"); err != nil {
+			return sum, err
+		}
+		removeWorkDir = true
+	} else if err := os.MkdirAll(workDir, 0o755); err != nil {
+		return sum, err
+	}
+	sum.LogDir = workDir
+	defer func() {
+		if removeWorkDir && sum.OK() {
+			_ = os.RemoveAll(workDir)
+		}
+	}()
+
+	// Clients straight to the emulators: setup, the runs' client, checks.
+	creds := credentials.NewStaticCredentialsProvider("test", "test", "")
+	sqsDirect := sqs.New(sqs.Options{Region: "us-east-1", Credentials: creds, BaseEndpoint: aws.String(cfg.SQSEndpoint)})
+	ddbDirect := dynamodb.New(dynamodb.Options{Region: "us-east-1", Credentials: creds, BaseEndpoint: aws.String(cfg.DynamoDBEndpoint),
+		DisableValidateResponseChecksum: true})
+
+	base := fmt.Sprintf("chaos-%d-%s", cfg.Seed, strings.ToLower(rand.Text()[:6]))
+	tables := sqsadapter.TableNames{Context: base + "-context", Status: base + "-status", Coordination: base + "-coordination"}
+	setupCtx, cancelSetup := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancelSetup()
+	queueURL, dlqURL, err := createQueues(setupCtx, sqsDirect, base+"-jobs", base+"-dlq")
+	if !cfg.KeepResources {
+		defer deleteResources(sqsDirect, ddbDirect, []string{queueURL, dlqURL}, tables, logf)
+	}
+	if err != nil {
+		return sum, err
+	}
+	if err := sqsadapter.CreateTables(setupCtx, ddbDirect, tables); err != nil {
+		return sum, fmt.Errorf("chaos: create tables: %w", err)
+	}
+
+	bin := cfg.WorkerBinary
+	if bin == "" {
+		logf("building the chaos worker")
+		if bin, err = BuildWorker(setupCtx, workDir); err != nil {
+			return sum, err
+		}
+	}
+
+	inj := NewInjector(cfg.Seed, cfg.FaultRate, cfg.MaxLatency)
+	ledger := NewLedger(tables.Context, tables.Status)
+	dups := NewDuplicator(sqsDirect, cfg.Seed, cfg.DuplicateRate, cfg.VisibilityTimeout)
+	defer dups.Stop()
+	sqsProxy, err := NewProxy(ServiceSQS, cfg.SQSEndpoint, inj, dups.Observe)
+	if err != nil {
+		return sum, err
+	}
+	defer sqsProxy.Close()
+	ddbProxy, err := NewProxy(ServiceDynamoDB, cfg.DynamoDBEndpoint, inj, ledger.Observe)
+	if err != nil {
+		return sum, err
+	}
+	defer ddbProxy.Close()
+
+	env := workerEnv(sqsProxy.URL(), ddbProxy.URL(), queueURL, tables)
+	args := []string{
+		"-concurrency", strconv.Itoa(cfg.Concurrency),
+		"-visibility-timeout", cfg.VisibilityTimeout.String(),
+		"-slow", time.Duration(float64(cfg.VisibilityTimeout) * cfg.SlowFactor).String(),
+		"-shutdown-timeout", cfg.ShutdownTimeout.String(),
+		"-log-level", cfg.LogLevel,
+	}
+	workers, err := newPool(bin, args, env, workDir, cfg.Workers, logf)
+	if err != nil {
+		return sum, err
+	}
+	stopGrace := cfg.ShutdownTimeout + 15*time.Second
+	defer workers.stop(stopGrace)
+	logf("seed %d: %d runs, %d workers, faults %.1f%%, duplicates %.1f%%, kills every %v-%v; logs in %s",
+		cfg.Seed, cfg.Runs, cfg.Workers, 100*cfg.FaultRate, 100*cfg.DuplicateRate, cfg.KillMin, cfg.KillMax, workDir)
+
+	client, err := sqsadapter.NewSqsAdapter(
+		sqsadapter.WithSQSClient(sqsDirect),
+		sqsadapter.WithQueueURL(queueURL),
+		sqsadapter.WithContextStore(sqsadapter.NewDynamoDbContext(ddbDirect, tables.Context, tables.Status)),
+		sqsadapter.WithCoordinationStore(sqsadapter.NewDynamoDbCoordinationStore(ddbDirect, tables.Coordination)),
+		sqsadapter.WithRegistry(Registry(bp, 0)),
+		sqsadapter.WithBlueprints(bp),
+		sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+	)
+	if err != nil {
+		return sum, err
+	}
+
+	runs := make([]*run, cfg.Runs)
+	for i := range runs {
+		r := &run{i: i, id: fmt.Sprintf("run-%04d", i), initial: Initial(cfg.Seed, i)}
+		if r.exp, err = interp.Run(bp, r.initial, Model); err != nil {
+			return sum, err
+		}
+		runs[i] = r
+	}
+
+	// The killer: SIGKILL a random worker at random moments, restart it.
+	killCtx, stopKilling := context.WithCancel(ctx)
+	var killerDone sync.WaitGroup
+	var killErr error
+	if cfg.KillMax > 0 {
+		killerDone.Go(func() {
+			r := mrand.New(mrand.NewPCG(cfg.Seed, 0x5c1))
+			for {
+				d := cfg.KillMin + time.Duration(r.Int64N(int64(cfg.KillMax-cfg.KillMin)+1))
+				if !sleepCtx(killCtx, d) {
+					return
+				}
+				if _, err := workers.kill(r.IntN(cfg.Workers)); err != nil {
+					killErr = err
+					return
+				}
+			}
+		})
+	}
+
+	// Start the runs, at most InFlight at a time, and wait for them.
+	deadline := time.Now().Add(cfg.RunTimeout)
+	next, inFlight, finished := 0, 0, 0
+	lastReport := time.Now()
+	for finished < len(runs) && time.Now().Before(deadline) && ctx.Err() == nil {
+		for next < len(runs) && inFlight < cfg.InFlight {
+			r := runs[next]
+			if err := startRun(ctx, client, r); err != nil {
+				stopKilling()
+				killerDone.Wait()
+				return sum, err
+			}
+			next++
+			inFlight++
+		}
+		for _, r := range runs[:next] {
+			if r.st != nil {
+				continue
+			}
+			gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			st, err := client.GetRun(gctx, r.id)
+			cancel()
+			if err == nil && st.Finished() {
+				r.st = st
+				finished++
+				inFlight--
+			}
+		}
+		if time.Since(lastReport) > 15*time.Second {
+			kills, _, _, _ := workers.stats()
+			logf("%d/%d runs finished, %d in flight, %d kills, %d requests faulted of %d",
+				finished, len(runs), inFlight, kills, inj.Counts().Faulted(), inj.Counts().Requests)
+			lastReport = time.Now()
+		}
+		sleepCtx(ctx, time.Second)
+	}
+	stopKilling()
+	killerDone.Wait()
+	if killErr != nil {
+		sum.Problems = append(sum.Problems, killErr.Error())
+	}
+
+	// Drain: no more copies; the workers clear what is left (copies of
+	// finished jobs, messages of killed workers coming back).
+	dups.Stop()
+	sum.Queue = drain(ctx, sqsDirect, queueURL, cfg.DrainTimeout, logf)
+	workers.stop(stopGrace)
+	inj.SetEnabled(false)
+
+	// Checks.
+	vctx, cancelVerify := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancelVerify()
+	var hangs []string
+	sum.Kills, sum.Crashes, sum.WorkerStops, hangs = workers.stats()
+	sum.Problems = append(sum.Problems, hangs...)
+	sum.Problems = append(sum.Problems, sum.Crashes...)
+	sum.Faults = inj.Counts()
+	sum.HiddenWrites = ledger.Hidden()
+	sum.Duplicates = dups.Sent()
+	if n := ledger.Unparsable(); n > 0 {
+		sum.Problems = append(sum.Problems, fmt.Sprintf("%d applied DynamoDB writes could not be decoded by the ledger", n))
+	}
+	store := sqsadapter.NewDynamoDbContext(ddbDirect, tables.Context, tables.Status)
+	detailed := 0
+	for _, r := range runs {
+		problems := verifyRun(r, ledger, &sum)
+		if len(problems) == 0 {
+			sum.Correct++
+			continue
+		}
+		msg := fmt.Sprintf("run %s (%s): %s", r.id, compact(r.initial), strings.Join(problems, "; "))
+		if detailed < 5 {
+			detailed++
+			msg += "\n" + diagnose(vctx, store, r, ledger, workers)
+		}
+		sum.Problems = append(sum.Problems, msg)
+	}
+	if sum.Queue != 0 {
+		sum.Problems = append(sum.Problems, fmt.Sprintf("the queue did not drain: %d message(s) left", sum.Queue))
+	}
+	if n, err := queueDepth(vctx, sqsDirect, dlqURL); err != nil {
+		sum.Problems = append(sum.Problems, fmt.Sprintf("dead-letter queue: %v", err))
+	} else if sum.DLQ = n; n > 0 {
+		sum.Problems = append(sum.Problems, fmt.Sprintf("%d message(s) dead-lettered: %s", n, peek(vctx, sqsDirect, dlqURL)))
+	}
+	if n, err := runningRuns(vctx, ddbDirect, tables.Status); err != nil {
+		sum.Problems = append(sum.Problems, fmt.Sprintf("running runs: %v", err))
+	} else if sum.Running = n; n > 0 {
+		sum.Problems = append(sum.Problems, fmt.Sprintf("%d run(s) left running in the status table's running-runs index", n))
+	}
+	if sum.Lost > 0 {
+		sum.Problems = append(sum.Problems, fmt.Sprintf("%d run(s) lost: not finished within %v", sum.Lost, cfg.RunTimeout))
+	}
+	sum.Elapsed = time.Since(began)
+	return sum, nil
+}
+
+// verifyRun checks one run against the interpreter and the ledger.
+func verifyRun(r *run, ledger *Ledger, sum *Summary) []string {
+	if r.st == nil {
+		sum.Lost++
+		return []string{"lost: not finished"}
+	}
+	var problems []string
+	switch r.st.Status {
+	case sqsadapter.StatusCompleted:
+		sum.Completed++
+	case sqsadapter.StatusFailed:
+		sum.Failed++
+	}
+	problems = append(problems, r.exp.Check(r.st)...)
+
+	commits := ledger.Commits(r.id)
+	for _, node := range sortedKeys(commits) {
+		c := commits[node]
+		sum.Commits += c.Commits
+		if c.Commits > 1 {
+			sum.DuplicateCommits += c.Commits - 1
+			problems = append(problems, fmt.Sprintf("node %s committed %d times", node, c.Commits))
+		}
+		if !r.exp.Is(node, interp.Ran) {
+			sum.UnexpectedCommits++
+			problems = append(problems, fmt.Sprintf("node %s committed, but the interpreter has it %s", node, orText(string(r.exp.States[node]), "not a node")))
+		}
+	}
+	if r.st.Status == sqsadapter.StatusCompleted {
+		for _, node := range r.exp.Nodes(interp.Ran) {
+			if commits[node].Commits == 0 {
+				sum.MissingCommits++
+				problems = append(problems, fmt.Sprintf("node %s ran, but no commit of it was applied", node))
+			}
+		}
+	}
+	f := ledger.Finishes(r.id)
+	switch {
+	case f.Writes == 0:
+		sum.MissingFinishes++
+		problems = append(problems, "no write of the final status was applied")
+	case f.Writes > 1:
+		sum.DoubleFinishes++
+		problems = append(problems, fmt.Sprintf("final status written %d times: %v", f.Writes, f.Statuses))
+	case f.Statuses[0] != r.st.Status:
+		problems = append(problems, fmt.Sprintf("final status written as %s, read as %s", f.Statuses[0], r.st.Status))
+	}
+	return problems
+}
+
+// diagnose describes a run for a failure report: the interpreter's view,
+// the node records, the ledger and the workers' log lines about it.
+func diagnose(ctx context.Context, store *sqsadapter.DynamoDbContext, r *run, ledger *Ledger, workers *pool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "    interpreter: status %s; ran %v; skipped %v; failed %v; blocked %v\n", r.exp.Status,
+		r.exp.Nodes(interp.Ran), r.exp.Nodes(interp.Skipped), r.exp.Nodes(interp.Failed), r.exp.Nodes(interp.Blocked))
+	if r.st != nil {
+		fmt.Fprintf(&b, "    engine: status %s; failed node %q; error %q\n", r.st.Status, r.st.FailedNode, r.st.Error)
+	}
+	bp, _ := Blueprint()
+	var ids []string
+	for _, d := range bp.Nodes {
+		ids = append(ids, d.ID, d.ID+"@fallback")
+	}
+	if recs, err := store.GetNodes(ctx, r.id, ids); err == nil {
+		for _, id := range sortedKeys(recs) {
+			rec := recs[id]
+			fmt.Fprintf(&b, "    node %s: %s attempts=%d taken=%v fallback=%q lease=%q\n", id, rec.State, rec.Attempts, rec.Taken, rec.Fallback, rec.LeaseOwner)
+		}
+	} else {
+		fmt.Fprintf(&b, "    node records: %v\n", err)
+	}
+	fmt.Fprintf(&b, "    ledger: commits %v; finishes %+v\n", ledger.Commits(r.id), ledger.Finishes(r.id))
+	for _, line := range workers.grep(`"`+r.id+`"`, 20) {
+		fmt.Fprintf(&b, "    %s\n", line)
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// startRun starts a run, retrying (with its run id: idempotent) a bounded
+// number of times.
+func startRun(ctx context.Context, client *sqsadapter.SqsAdapter, r *run) error {
+	var err error
+	for try := 0; try < 5; try++ {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err = client.StartRun(sctx, BlueprintID, r.initial, sqsadapter.WithRunID(r.id))
+		cancel()
+		if err == nil {
+			r.started = true
+			return nil
+		}
+		if !sleepCtx(ctx, time.Second) {
+			break
+		}
+	}
+	return fmt.Errorf("chaos: start run %s: %w", r.id, err)
+}
+
+// createQueues creates the dead-letter queue and the job queue, whose
+// redrive policy dead-letters a message after 50 receives.
+func createQueues(ctx context.Context, client *sqs.Client, queue, dlq string) (queueURL, dlqURL string, err error) {
+	d, err := client.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(dlq),
+		Attributes: map[string]string{string(sqstypes.QueueAttributeNameMessageRetentionPeriod): "1209600"}})
+	if err != nil {
+		return "", "", fmt.Errorf("chaos: create queue %s: %w", dlq, err)
+	}
+	dlqURL = aws.ToString(d.QueueUrl)
+	attrs, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: d.QueueUrl,
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameQueueArn}})
+	if err != nil {
+		return "", dlqURL, fmt.Errorf("chaos: ARN of %s: %w", dlq, err)
+	}
+	redrive, _ := json.Marshal(map[string]any{
+		"deadLetterTargetArn": attrs.Attributes[string(sqstypes.QueueAttributeNameQueueArn)],
+		"maxReceiveCount":     50,
+	})
+	q, err := client.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(queue), Attributes: map[string]string{
+		string(sqstypes.QueueAttributeNameVisibilityTimeout): "30",
+		string(sqstypes.QueueAttributeNameRedrivePolicy):     string(redrive),
+	}})
+	if err != nil {
+		return "", dlqURL, fmt.Errorf("chaos: create queue %s: %w", queue, err)
+	}
+	return aws.ToString(q.QueueUrl), dlqURL, nil
+}
+
+// deleteResources deletes the session's queues and tables.
+func deleteResources(sq *sqs.Client, db *dynamodb.Client, queues []string, t sqsadapter.TableNames, logf func(string, ...any)) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, u := range queues {
+		if u == "" {
+			continue
+		}
+		if _, err := sq.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: aws.String(u)}); err != nil {
+			logf("delete queue %s: %v", u, err)
+		}
+	}
+	for _, name := range []string{t.Context, t.Status, t.Coordination} {
+		_, err := db.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
+		var notFound *dynamodbtypes.ResourceNotFoundException
+		if err != nil && !errors.As(err, &notFound) {
+			logf("delete table %s: %v", name, err)
+		}
+	}
+}
+
+// queueDepth is the number of messages in a queue: visible, in flight and
+// delayed.
+func queueDepth(ctx context.Context, client *sqs.Client, queueURL string) (int, error) {
+	out, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(queueURL),
+		AttributeNames: []sqstypes.QueueAttributeName{
+			sqstypes.QueueAttributeNameApproximateNumberOfMessages,
+			sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
+			sqstypes.QueueAttributeNameApproximateNumberOfMessagesDelayed,
+		}})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, a := range []sqstypes.QueueAttributeName{
+		sqstypes.QueueAttributeNameApproximateNumberOfMessages,
+		sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
+		sqstypes.QueueAttributeNameApproximateNumberOfMessagesDelayed,
+	} {
+		v, err := strconv.Atoi(out.Attributes[string(a)])
+		if err != nil {
+			return 0, fmt.Errorf("queue attribute %s = %q", a, out.Attributes[string(a)])
+		}
+		n += v
+	}
+	return n, nil
+}
+
+// drain waits, at most timeout, until the queue is empty twice in a row a
+// second apart, and returns the number of messages left.
+func drain(ctx context.Context, client *sqs.Client, queueURL string, timeout time.Duration, logf func(string, ...any)) int {
+	deadline := time.Now().Add(timeout)
+	empty, left := 0, -1
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		n, err := queueDepth(ctx, client, queueURL)
+		if err != nil {
+			logf("queue depth: %v", err)
+		} else if left = n; n == 0 {
+			if empty++; empty == 2 {
+				return 0
+			}
+		} else {
+			empty = 0
+		}
+		sleepCtx(ctx, time.Second)
+	}
+	if left < 0 {
+		return 1 << 30 // never measured: report it as not drained
+	}
+	return left
+}
+
+// peek describes the first messages of a queue without consuming them for
+// long (they come back after a second).
+func peek(ctx context.Context, client *sqs.Client, queueURL string) string {
+	out, err := client.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(queueURL), MaxNumberOfMessages: 10, VisibilityTimeout: 1})
+	if err != nil {
+		return err.Error()
+	}
+	var bodies []string
+	for _, m := range out.Messages {
+		bodies = append(bodies, aws.ToString(m.Body))
+	}
+	return strings.Join(bodies, " ")
+}
+
+// runningRuns counts the runs in the status table's running-runs index.
+func runningRuns(ctx context.Context, db *dynamodb.Client, statusTable string) (int, error) {
+	n := 0
+	var start map[string]dynamodbtypes.AttributeValue
+	for page := 0; page < 1000; page++ {
+		out, err := db.Query(ctx, &dynamodb.QueryInput{
+			TableName:                 aws.String(statusTable),
+			IndexName:                 aws.String(sqsadapter.RunningRunsIndex),
+			KeyConditionExpression:    aws.String("gsiRunning = :r"),
+			ExpressionAttributeValues: map[string]dynamodbtypes.AttributeValue{":r": &dynamodbtypes.AttributeValueMemberS{Value: "running"}},
+			Select:                    dynamodbtypes.SelectCount,
+			ExclusiveStartKey:         start,
+		})
+		if err != nil {
+			return 0, err
+		}
+		n += int(out.Count)
+		if start = out.LastEvaluatedKey; len(start) == 0 {
+			return n, nil
+		}
+	}
+	return n, errors.New("too many pages")
+}
+
+// workerEnv is the workers' environment: the proxies as the AWS endpoints,
+// test credentials, the queue and the tables.
+func workerEnv(sqsURL, ddbURL, queueURL string, t sqsadapter.TableNames) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_") && !strings.HasPrefix(kv, "SQSADAPTER_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env,
+		"AWS_ENDPOINT_URL_SQS="+sqsURL, "AWS_ENDPOINT_URL_DYNAMODB="+ddbURL,
+		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION=us-east-1",
+		"AWS_EC2_METADATA_DISABLED=true",
+		"SQSADAPTER_QUEUE_URL="+queueURL,
+		"SQSADAPTER_CONTEXT_TABLE="+t.Context,
+		"SQSADAPTER_STATUS_TABLE="+t.Status,
+		"SQSADAPTER_COORDINATION_TABLE="+t.Coordination,
+	)
+}
+
+// isLoopback reports whether an endpoint URL names this machine by a
+// loopback IP address.
+func isLoopback(endpoint string) bool {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip != nil && ip.IsLoopback()
+}
+
+func compact(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

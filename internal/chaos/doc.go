@@ -1,0 +1,95 @@
+// Package chaos is a chaos harness for the sqsadapter engine: it runs many
+// workflow runs on real worker processes against the SQS and DynamoDB
+// emulators while it kills workers, injects faults into their API calls
+// and duplicates their jobs, then checks every run against the sequential
+// interpreter (internal/interp) and checks the exactly-once guarantees of
+// SPEC §5 from what the emulators actually applied.
+//
+// # The session (Run)
+//
+//  1. Fresh resources, created straight on the emulators: a job queue whose
+//     redrive policy dead-letters after 50 receives, its dead-letter queue,
+//     and the three tables (sqsadapter.CreateTables).
+//  2. Two fault-injecting proxies on 127.0.0.1, one in front of each
+//     emulator (Proxy). On a share of the requests (Config.FaultRate) a
+//     proxy answers an HTTP 500, a throttling error
+//     (ProvisionedThroughputExceededException or ThrottlingException for
+//     DynamoDB, ThrottlingException or RequestThrottled for SQS), resets the
+//     connection (TCP RST), or adds latency — half of the time before
+//     forwarding the request, half after, so that some writes are applied
+//     while the client sees an error. Errors have the AWS JSON protocol's
+//     shape (__type, and X-Amzn-Query-Error for SQS), so the SDK treats
+//     them as the real ones: it retries them.
+//  3. Worker processes (the chaosworker command, built from
+//     internal/chaos/chaosworker without the race detector), production-
+//     shaped like examples/worker, whose AWS endpoints are the proxies.
+//  4. The runs of the chaos blueprint, each with its own initial context
+//     (Initial), started by a client adapter that talks to the emulators
+//     directly; at most Config.InFlight at a time.
+//  5. Meanwhile a killer SIGKILLs a random worker at random intervals
+//     (Config.KillMin–KillMax) and restarts it, and the SQS proxy sends a
+//     copy of a share of the received jobs (Config.DuplicateRate) back to
+//     the queue after a random delay (Duplicator).
+//  6. Once every run finished (or Config.RunTimeout passed), the workers
+//     drain the queue, then stop with SIGTERM.
+//  7. The checks, per run: final status and context equal the
+//     interpreter's (interp.Result.Check); every node output was committed
+//     exactly once — for a completed run, each node the interpreter runs
+//     has exactly one applied commit and no other node has one; for a
+//     failed run, no node has more than one — and the final status was
+//     written exactly once. Then, for the session: the queue and the
+//     dead-letter queue are empty, the status table's running-runs index
+//     is empty, and no worker exited on its own.
+//
+// Commits and final status writes are counted by a Ledger from the
+// DynamoDB requests the emulator answered with 200, as they pass through
+// the proxy — whatever the client got. So a node committed twice is seen
+// even if the second commit's worker was killed before it noticed. The
+// proxy follows every request but a long poll through to the emulator's
+// answer, even if its client died meanwhile, so that no applied write goes
+// uncounted.
+//
+// The summary (Summary.String) is one line: runs, kills, faults injected
+// by kind, duplicates, commits, what was left behind, and the verdict.
+// Every failed check is listed in Summary.Problems, the first few with
+// diagnostics (node records, ledger, the workers' log lines).
+//
+// # The chaos blueprint
+//
+// blueprint.json, 14 nodes: "intake" fans out to "scoreA" (flaky: fails
+// its first 2 attempts, 25 allowed), "scoreB" (slow: sleeps 2.5 visibility
+// timeouts, so its worker must extend the message's visibility; its input
+// is an edge transform), "scoreC" (always fails; its fallback
+// "scoreCFallback" runs in its place) and, on a conditional edge taken for
+// amounts of 500 and more, "audit" → "archive". "decide" is an "all" join
+// of the three scores whose "inputs" read dotted paths; it routes by
+// action to "approve" and "ledger", or to "review", or by the default edge
+// to "reject". "review" fails the run (a permanent error) for some inputs.
+// "notify" is an "any" join of the three branches, and "finish" an "all"
+// join of "notify", "ledger" and "archive", two of which are often dead.
+//
+// Every node allows 25 attempts (the always-failing node 3): a crash
+// during an attempt counts as an attempt (§4.3), and so does an acquire
+// whose success the client did not see, so attempts are consumed by the
+// chaos itself; the slack keeps that from changing a run's outcome. The
+// node functions (Model) are deterministic in their input and do not
+// depend on the attempt that succeeds. The one difference the checks
+// allow, as the engine documents, is the message of "_catch_error" when
+// the failing node's last attempt was cut short: it says the attempt was
+// abandoned.
+//
+// # Running it
+//
+// TestChaosBounded runs a bounded session (30 runs, 3 workers, a kill
+// every 3–6 s, 5% faults, 5% duplicates) when SQSADAPTER_SQS_ENDPOINT and
+// SQSADAPTER_DYNAMODB_ENDPOINT are set, as `make test` does; it skips
+// itself otherwise. The chaos command (internal/chaos/cmd/chaos) runs a
+// long one:
+//
+//	state=$(scripts/emulators.sh start) && . $state/env
+//	go run ./internal/chaos/cmd/chaos     # 400 runs, a kill every 2-5 s, 6% faults, 5% duplicates
+//	SQSADAPTER_EMULATOR_STATE=$state scripts/emulators.sh stop
+//
+// The seed is printed; -seed replays the same runs and the same sequence
+// of fault, kill and duplicate decisions (not the same interleaving).
+package chaos

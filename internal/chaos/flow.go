@@ -1,0 +1,180 @@
+package chaos
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/interp"
+)
+
+// blueprintJSON is the workflow every chaos run executes (see
+// blueprint.json and the package documentation for its shape).
+//
+//go:embed blueprint.json
+var blueprintJSON []byte
+
+// BlueprintID is the id of the chaos blueprint.
+const BlueprintID = "chaos"
+
+// Blueprint parses the chaos blueprint.
+func Blueprint() (*sqsadapter.Blueprint, error) {
+	bp, err := sqsadapter.ParseBlueprint(blueprintJSON)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: blueprint: %w", err)
+	}
+	return bp, nil
+}
+
+// Tiers of the cases the runs process; the tier and the amount decide the
+// branches a run takes.
+var tiers = []string{"gold", "silver", "bronze"}
+
+// Initial returns the initial context of run i of a seed: one case with
+// an id, an amount and a tier, so that runs take different branches.
+func Initial(seed uint64, i int) map[string]any {
+	r := rand.New(rand.NewPCG(seed, uint64(i)))
+	return map[string]any{"case": map[string]any{
+		"id":     fmt.Sprintf("c-%05d", i),
+		"amount": int64(1 + r.IntN(1000)),
+		"tier":   tiers[r.IntN(len(tiers))],
+	}}
+}
+
+// Model is the deterministic model of the chaos blueprint's node
+// functions, shared by the worker processes (Registry) and the sequential
+// interpreter. Each node's output depends only on its params and input, not
+// on the attempt that succeeds: attempts consumed by crashes and retried
+// requests change nothing but the attempt count.
+//
+//	intake   the case, with a score; writes "caseId"
+//	score    {part, v}: v a hash of the part and the input; writes params["set"]
+//	flaky    fails attempts 1..params["k"], then as score
+//	slow     as score (the worker sleeps before it: Registry)
+//	fail     always fails, with a message that does not name the attempt
+//	decide   sums the scores and routes: "approve" (gold, or a sum ≡ 0 mod 3),
+//	         "review" (silver, or ≡ 1), else no action (the default edge)
+//	review   fails permanently for a bronze case with an odd amount
+//	notify   reports which branch reached the "any" join
+//	finish   lists the branches that reached the final "all" join
+func Model(c interp.Call) interp.Outcome {
+	p := c.Def.Params
+	part, _ := p["part"].(string)
+	switch c.Def.Uses {
+	case "intake":
+		m, _ := c.Input.(map[string]any)
+		id, _ := m["id"].(string)
+		amount, _ := m["amount"].(int64)
+		tier, _ := m["tier"].(string)
+		if id == "" {
+			return interp.Outcome{Err: sqsadapter.Permanent(errors.New("intake: a case needs an id"))}
+		}
+		return interp.Outcome{
+			Output: map[string]any{"id": id, "amount": amount, "tier": tier, "score": int64(hash("intake", c.Input) % 100)},
+			Sets:   map[string]any{"caseId": id},
+		}
+	case "flaky":
+		if k, _ := p["k"].(int64); int64(c.Attempt) <= k {
+			return interp.Outcome{Err: fmt.Errorf("%s: transient failure on attempt %d", c.NodeID, c.Attempt)}
+		}
+	case "fail":
+		return interp.Outcome{Err: fmt.Errorf("%s: the scoring service is down", c.NodeID)}
+	case "decide":
+		m, _ := c.Input.(map[string]any)
+		total := int64(0)
+		for _, k := range []string{"a", "b", "c"} {
+			s, _ := m[k].(map[string]any)
+			v, _ := s["v"].(int64)
+			total += v
+		}
+		tier, _ := m["tier"].(string)
+		amount, _ := m["amount"].(int64)
+		out := map[string]any{"total": total, "tier": tier, "amount": amount}
+		var action string
+		switch {
+		case tier == "gold" || total%3 == 0:
+			action = "approve"
+		case tier == "silver" || total%3 == 1:
+			action = "review"
+		}
+		out["decision"] = action
+		return interp.Outcome{Output: out, Action: action, Sets: map[string]any{"decision": map[string]any{"action": action, "total": total}}}
+	case "review":
+		m, _ := c.Input.(map[string]any)
+		tier, _ := m["tier"].(string)
+		amount, _ := m["amount"].(int64)
+		if tier == "bronze" && amount%2 == 1 {
+			return interp.Outcome{Err: sqsadapter.Permanent(fmt.Errorf("%s: a bronze case with an odd amount cannot be reviewed", c.NodeID))}
+		}
+		return interp.Outcome{Output: map[string]any{"ticket": fmt.Sprintf("rev-%d", hash("review", c.Input)%10000)}}
+	case "notify":
+		m, _ := c.Input.(map[string]any)
+		about := make([]string, 0, len(m))
+		for k := range m {
+			about = append(about, k)
+		}
+		sort.Strings(about)
+		return interp.Outcome{Output: map[string]any{"sent": true, "about": about}}
+	case "finish":
+		m, _ := c.Input.(map[string]any)
+		branches := make([]string, 0, len(m))
+		for k := range m {
+			branches = append(branches, k)
+		}
+		sort.Strings(branches)
+		return interp.Outcome{Output: map[string]any{"branches": branches}, Sets: map[string]any{"finished": true}}
+	}
+	// score, and flaky and slow once they succeed.
+	o := interp.Outcome{Output: map[string]any{"part": part, "v": int64(hash(part, c.Input) % 100)}}
+	if set, ok := p["set"].(map[string]any); ok {
+		o.Sets = set
+	}
+	return o
+}
+
+// hash is a stable hash of a label and a JSON-like value.
+func hash(label string, v any) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(label))
+	h.Write([]byte{0})
+	b, _ := json.Marshal(v) // JSON-like values always marshal; map keys are sorted
+	h.Write(b)
+	return h.Sum64()
+}
+
+// Registry returns the node registry of the chaos workers: Model for every
+// node, and for "slow" nodes a sleep of slow first, which honours ctx (a
+// lost message or a hard shutdown cancels it).
+func Registry(bp *sqsadapter.Blueprint, slow time.Duration) sqsadapter.NodeRegistry {
+	defs := map[string]*sqsadapter.NodeDefinition{}
+	reg := sqsadapter.NodeRegistry{}
+	for i := range bp.Nodes {
+		d := &bp.Nodes[i]
+		defs[d.ID] = d
+		reg[d.Uses] = func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+			def := defs[nc.NodeID]
+			if def == nil || nc.BlueprintID != bp.ID {
+				return sqsadapter.NodeResult{}, sqsadapter.Permanent(fmt.Errorf("chaos: unknown node %s/%s", nc.BlueprintID, nc.NodeID))
+			}
+			if def.Uses == "slow" {
+				t := time.NewTimer(slow)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return sqsadapter.NodeResult{}, context.Cause(ctx)
+				case <-t.C:
+				}
+			}
+			o := interp.ApplyModel(Model, def, nc)
+			return sqsadapter.NodeResult{Output: o.Output, Action: o.Action}, o.Err
+		}
+	}
+	return reg
+}

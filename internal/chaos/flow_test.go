@@ -1,0 +1,130 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/interp"
+	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+)
+
+// TestBlueprintShape checks that the chaos blueprint has what the harness
+// promises: 12+ nodes, fan-out, "all" and "any" joins, action routing, a
+// conditional edge, a flaky node, a failing node with a fallback and a slow
+// node.
+func TestBlueprintShape(t *testing.T) {
+	bp, err := Blueprint()
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, len(bp.Nodes), 12)
+	out, in := map[string]int{}, map[string]int{}
+	var actions, conditions int
+	for _, e := range bp.Edges {
+		out[e.Source]++
+		in[e.Target]++
+		if e.Action != "" {
+			actions++
+		}
+		if e.Condition != "" {
+			conditions++
+		}
+	}
+	uses := map[string]*sqsadapter.NodeDefinition{}
+	joins := map[string]int{}
+	for i, d := range bp.Nodes {
+		uses[d.Uses] = &bp.Nodes[i]
+		if in[d.ID] > 1 {
+			js := d.Config.JoinStrategy
+			if js == "" {
+				js = "all"
+			}
+			joins[js]++
+		}
+	}
+	assert.GreaterOrEqual(t, out["intake"], 3, "fan-out")
+	assert.Positive(t, joins["all"])
+	assert.Positive(t, joins["any"])
+	assert.Positive(t, actions)
+	assert.Positive(t, conditions)
+	require.Contains(t, uses, "flaky")
+	k := uses["flaky"].Params["k"].(int64)
+	assert.Greater(t, int64(uses["flaky"].Config.MaxRetries), k+1, "the flaky node needs slack beyond its failures")
+	require.Contains(t, uses, "fail")
+	assert.NotEmpty(t, uses["fail"].Config.Fallback)
+	assert.Contains(t, uses, "slow")
+}
+
+// TestModelBranches checks that the runs of a seed take every branch.
+func TestModelBranches(t *testing.T) {
+	bp, err := Blueprint()
+	require.NoError(t, err)
+	seen := map[string]int{}
+	for i := range 200 {
+		r, err := interp.Run(bp, Initial(7, i), Model)
+		require.NoError(t, err)
+		seen[r.Status]++
+		for _, id := range []string{"approve", "review", "reject", "audit", "ledger", "finish"} {
+			if r.Is(id, interp.Ran) {
+				seen[id]++
+			}
+		}
+		if r.Status == sqsadapter.StatusCompleted {
+			assert.Len(t, r.Catches, 1, "scoreC always falls back")
+			assert.Equal(t, true, r.Context["degraded"])
+		} else {
+			assert.Equal(t, []string{"review"}, r.Nodes(interp.Failed))
+		}
+		assert.Equal(t, 3, r.Attempts["scoreA"], "flaky: two failures, then success")
+		assert.Empty(t, r.Racy)
+	}
+	t.Logf("branches over 200 runs: %v", seen)
+	for _, k := range []string{sqsadapter.StatusCompleted, sqsadapter.StatusFailed, "approve", "review", "reject", "audit", "ledger", "finish"} {
+		assert.Positive(t, seen[k], "no run takes %s", k)
+	}
+	assert.Less(t, seen["audit"], 200, "every run audits")
+}
+
+// TestFlowOnEngine runs chaos runs on the engine over the in-memory SQS and
+// stores, without faults, and checks them against the interpreter.
+func TestFlowOnEngine(t *testing.T) {
+	bp, err := Blueprint()
+	require.NoError(t, err)
+	q := sqsadaptertest.NewSQS()
+	url := q.CreateQueue("jobs", sqsadaptertest.QueueOptions{})
+	a, err := sqsadapter.NewSqsAdapter(
+		sqsadapter.WithSQSClient(q), sqsadapter.WithQueueURL(url),
+		sqsadapter.WithContextStore(sqsadaptertest.NewContextStore()),
+		sqsadapter.WithCoordinationStore(sqsadaptertest.NewCoordinationStore()),
+		sqsadapter.WithRegistry(Registry(bp, 10*time.Millisecond)), sqsadapter.WithBlueprints(bp),
+		sqsadapter.WithWaitTime(0), sqsadapter.WithVisibilityTimeout(5*time.Second), sqsadapter.WithConcurrency(20),
+		sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+	)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		assert.NoError(t, a.Shutdown(sctx))
+		assert.NoError(t, <-done)
+	}()
+	for i := range 20 {
+		initial := Initial(11, i)
+		want, err := interp.Run(bp, initial, Model)
+		require.NoError(t, err)
+		id, err := a.StartRun(ctx, bp.ID, initial, sqsadapter.WithRunID(fmt.Sprintf("run-%d", i)))
+		require.NoError(t, err)
+		st, err := a.WaitForRun(ctx, id)
+		require.NoError(t, err)
+		assert.Empty(t, want.Check(st), "run %d: %v", i, initial)
+	}
+}

@@ -1,0 +1,163 @@
+package interp
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/flowcraft/sqsadapter"
+)
+
+// Check compares a finished run with the prediction and returns every
+// discrepancy it finds, one sentence each; none means the run is correct.
+//
+//   - The status must be the predicted one.
+//   - A completed run's context must equal Context exactly, except for the
+//     keys of Racy, which may hold any of their values, and "_catch_error",
+//     which must be present exactly when a fallback ran and be one of
+//     Catches.
+//   - A failed run must name one of the failed nodes, in an error message
+//     that contains its id; every key of its context must hold a value the
+//     prediction gave that key (its initial value or a node's write, a
+//     node output for "_outputs.<id>" of a node that ran): which nodes
+//     committed before the failure stopped the run depends on timing.
+//   - A "_catch_error" value matches a catch when its node id and blueprint
+//     id are the same and its message is the same, or says that the
+//     attempt was abandoned: when a node's last attempt is cut short (its
+//     worker died or lost the message), the engine records that instead of
+//     the error of an attempt that never reported back (§4.3: a crash
+//     counts as an attempt).
+func (r *Result) Check(st *sqsadapter.RunStatus) []string {
+	if st == nil {
+		return []string{"no run status"}
+	}
+	var problems []string
+	report := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if st.Status != r.Status {
+		report("status %q (failed node %q: %s), the interpreter expects %q (failing nodes %v)",
+			st.Status, st.FailedNode, truncate(st.Error, 300), r.Status, r.Nodes(Failed))
+		return problems
+	}
+	gotAny, err := Normalize(st.Context)
+	if err != nil {
+		return []string{fmt.Sprintf("context is not JSON-like: %v", err)}
+	}
+	got, _ := gotAny.(map[string]any)
+	if got == nil {
+		got = map[string]any{}
+	}
+	catch, hasCatch := got[CatchErrorKey]
+	delete(got, CatchErrorKey)
+	if hasCatch && !r.catchMatches(catch) {
+		report("%s = %s, expected one of %s", CatchErrorKey, show(catch), show(r.Catches))
+	}
+
+	switch st.Status {
+	case sqsadapter.StatusCompleted:
+		if hasCatch != (len(r.Catches) > 0) {
+			report("%s present: %v, but the interpreter's fallbacks wrote it %d time(s)", CatchErrorKey, hasCatch, len(r.Catches))
+		}
+		want := maps.Clone(r.Context)
+		for k, candidates := range r.Racy {
+			v, ok := got[k]
+			if !ok {
+				v = Absent
+			}
+			if !slices.ContainsFunc(candidates, func(c any) bool { return reflect.DeepEqual(c, v) }) {
+				report("context key %q (written by concurrent nodes) = %s, expected one of %s", k, show(v), show(candidates))
+			}
+			delete(want, k)
+			delete(got, k)
+		}
+		if d := Diff(want, got); d != "" {
+			report("final context differs from the interpreter's:\n%s", d)
+		}
+	case sqsadapter.StatusFailed:
+		if r.States[st.FailedNode] != Failed {
+			report("failed at node %q (%s), which the interpreter does not see failing; failing nodes: %v",
+				st.FailedNode, truncate(st.Error, 300), r.Nodes(Failed))
+		}
+		if st.FailedNode == "" || !strings.Contains(st.Error, st.FailedNode) {
+			report("error %q does not name the failed node %q", truncate(st.Error, 300), st.FailedNode)
+		}
+		for _, k := range slices.Sorted(maps.Keys(got)) {
+			v := got[k]
+			if id, isOut := strings.CutPrefix(k, "_outputs."); isOut {
+				want, ran := r.Outputs[id]
+				if !ran || !reflect.DeepEqual(want, v) {
+					report("context key %q = %s, the interpreter has %s (node %s)", k, show(v), show(want), r.States[id])
+				}
+				continue
+			}
+			if !slices.ContainsFunc(r.values[k], func(c any) bool { return reflect.DeepEqual(c, v) }) {
+				report("context key %q = %s, which the interpreter never gives it (values: %s)", k, show(v), show(r.values[k]))
+			}
+		}
+	default:
+		report("run not finished: status %q", st.Status)
+	}
+	return problems
+}
+
+func (r *Result) catchMatches(catch any) bool {
+	m, ok := catch.(map[string]any)
+	if !ok {
+		return false
+	}
+	for _, c := range r.Catches {
+		if m["nodeId"] != c["nodeId"] || m["blueprintId"] != c["blueprintId"] || len(m) != len(c) {
+			continue
+		}
+		msg, _ := m["message"].(string)
+		if msg == c["message"] || strings.Contains(msg, "abandoned") {
+			return true
+		}
+	}
+	return false
+}
+
+// Diff describes how two contexts differ, one key a line, or returns "".
+func Diff(want, got map[string]any) string {
+	var b strings.Builder
+	keys := slices.Sorted(maps.Keys(want))
+	for _, k := range slices.Sorted(maps.Keys(got)) {
+		if _, ok := want[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		w, wok := want[k]
+		g, gok := got[k]
+		switch {
+		case !gok:
+			fmt.Fprintf(&b, "  missing %s: want %s\n", k, show(w))
+		case !wok:
+			fmt.Fprintf(&b, "  extra   %s: got %s\n", k, show(g))
+		case !reflect.DeepEqual(w, g):
+			fmt.Fprintf(&b, "  differs %s: want %s, got %s\n", k, show(w), show(g))
+		}
+	}
+	return b.String()
+}
+
+// show renders a value for a message: JSON, truncated.
+func show(v any) string {
+	if v == Absent {
+		return Absent.String()
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return truncate(fmt.Sprintf("%#v", v), 300)
+	}
+	return truncate(string(b), 300)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
