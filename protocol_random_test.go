@@ -1,14 +1,12 @@
 package sqsadapter_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
-	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -25,15 +23,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowcraft/sqsadapter"
-	"github.com/flowcraft/sqsadapter/internal/expr"
+	"github.com/flowcraft/sqsadapter/internal/interp"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
 )
 
 // The randomized protocol test generates random DAG blueprints, runs each
 // once on four workers sharing an in-memory SQS and in-memory stores while
 // the queue duplicates deliveries, workers "crash" at random protocol steps
-// and store and queue calls fail, and compares every run with a plain
-// sequential interpreter of the blueprint semantics written below.
+// and store and queue calls fail, and compares every run with the
+// sequential interpreter of the blueprint semantics, internal/interp.
 //
 // The blueprints are reproducible from the seed: SQSADAPTER_SEED=<seed>
 // reruns the same ones (the interleaving of the workers and the fault
@@ -154,6 +152,16 @@ func protoBehave(id string, params map[string]any, input any, attempt int) (out 
 	return out, action, writes, nil
 }
 
+// protoModel is protoBehave as the interpreter's model of the node
+// functions.
+func protoModel(c interp.Call) interp.Outcome {
+	out, action, writes, err := protoBehave(c.NodeID, c.Def.Params, c.Input, c.Attempt)
+	if err != nil {
+		return interp.Outcome{Err: err}
+	}
+	return interp.Outcome{Output: out, Action: action, Sets: writes}
+}
+
 func protoInt(v any) int64 {
 	switch x := v.(type) {
 	case int64:
@@ -177,16 +185,8 @@ func (c *protoCalls) fn(ctx context.Context, nc *sqsadapter.NodeContext) (sqsada
 	c.mu.Lock()
 	c.n[nc.RunID+"/"+nc.NodeID]++
 	c.mu.Unlock()
-	out, action, writes, err := protoBehave(nc.NodeID, nc.Params, nc.Input, nc.Attempt)
-	if err != nil {
-		return sqsadapter.NodeResult{}, err
-	}
-	for k, v := range writes {
-		if err := nc.Set(k, v); err != nil {
-			return sqsadapter.NodeResult{}, err
-		}
-	}
-	return sqsadapter.NodeResult{Output: out, Action: action}, nil
+	o := interp.ApplyModel(protoModel, &sqsadapter.NodeDefinition{ID: nc.NodeID, Params: nc.Params}, nc)
+	return sqsadapter.NodeResult{Output: o.Output, Action: o.Action}, o.Err
 }
 
 func (c *protoCalls) registry() sqsadapter.NodeRegistry {
@@ -563,388 +563,6 @@ func genInputs(r *rand.Rand, mains []*genNode, g *genNode) any {
 		}
 	}
 	return m
-}
-
-// ---------------------------------------------------------------------------
-// Sequential interpreter
-
-// protoExpect is what the interpreter predicts for a run.
-type protoExpect struct {
-	status  string
-	context map[string]any   // the final context of a completed run, without "_catch_error"
-	catches []map[string]any // the "_catch_error" values fallbacks wrote; the last commit wins
-	outputs map[string]any   // node id → output, for nodes that ran (or whose fallback ran)
-	writes  map[string]any   // context keys written by nodes
-	ran     map[string]bool
-	skipped map[string]bool
-	failed  map[string]bool // failed for good without a working fallback
-	blocked map[string]bool // never reachable: behind a failed node
-}
-
-const (
-	stRan     = "ran"
-	stSkipped = "skipped"
-	stFailed  = "failed"
-	stBlocked = "blocked"
-)
-
-// interpretProto executes bp sequentially in topological order. It runs
-// every node it can: a node that fails for good blocks only what depends
-// on it, so that the set of nodes that can fail the run is known.
-func interpretProto(bp *sqsadapter.Blueprint, initial map[string]any) (*protoExpect, error) {
-	defs := map[string]*sqsadapter.NodeDefinition{}
-	for i := range bp.Nodes {
-		defs[bp.Nodes[i].ID] = &bp.Nodes[i]
-	}
-	isTarget := map[string]bool{}
-	out := map[string][]sqsadapter.EdgeDefinition{}
-	preds := map[string][]string{}
-	for _, e := range bp.Edges {
-		isTarget[e.Target] = true
-		out[e.Source] = append(out[e.Source], e)
-		if !slices.Contains(preds[e.Target], e.Source) {
-			preds[e.Target] = append(preds[e.Target], e.Source)
-		}
-	}
-	fallbackOnly := map[string]bool{}
-	for _, d := range bp.Nodes {
-		if f := d.Config.Fallback; f != "" && !isTarget[f] {
-			fallbackOnly[f] = true
-		}
-	}
-	// Kahn's algorithm, in blueprint order among the ready nodes.
-	indeg := map[string]int{}
-	var ready, order []string
-	for _, d := range bp.Nodes {
-		if fallbackOnly[d.ID] {
-			continue
-		}
-		indeg[d.ID] = len(preds[d.ID])
-		if indeg[d.ID] == 0 {
-			ready = append(ready, d.ID)
-		}
-	}
-	for len(ready) > 0 {
-		id := ready[0]
-		ready = ready[1:]
-		order = append(order, id)
-		var next []string
-		for _, e := range out[id] {
-			if !slices.Contains(next, e.Target) {
-				next = append(next, e.Target)
-			}
-		}
-		for _, t := range next {
-			if indeg[t]--; indeg[t] == 0 {
-				ready = append(ready, t)
-			}
-		}
-	}
-	if len(order) != len(indeg) {
-		return nil, fmt.Errorf("blueprint %s has a cycle", bp.ID)
-	}
-
-	x := &protoExpect{outputs: map[string]any{}, writes: map[string]any{},
-		ran: map[string]bool{}, skipped: map[string]bool{}, failed: map[string]bool{}, blocked: map[string]bool{}}
-	view := protoNorm(initial).(map[string]any) // the context: keys and "_outputs.<id>"
-	state := map[string]string{}
-	taken := map[string]map[string]bool{}
-	staged := map[string]map[string]any{}
-	stagedOr := func(p, t string) any {
-		if v, ok := staged[p][t]; ok {
-			return v
-		}
-		return x.outputs[p]
-	}
-	for _, id := range order {
-		def := defs[id]
-		ps := preds[id]
-		st := stRan
-		switch {
-		case len(ps) == 0:
-		case len(ps) == 1:
-			switch state[ps[0]] {
-			case stRan:
-				if !taken[ps[0]][id] {
-					st = stSkipped
-				}
-			case stSkipped:
-				st = stSkipped
-			default:
-				st = stBlocked
-			}
-		default:
-			anyTaken, anyBad := false, false
-			for _, p := range ps {
-				anyTaken = anyTaken || (state[p] == stRan && taken[p][id])
-				anyBad = anyBad || state[p] == stFailed || state[p] == stBlocked
-			}
-			if def.Config.JoinStrategy == "any" {
-				switch {
-				case anyTaken:
-				case anyBad:
-					st = stBlocked
-				default:
-					st = stSkipped
-				}
-			} else {
-				switch {
-				case anyBad:
-					st = stBlocked
-				case !anyTaken:
-					st = stSkipped
-				}
-			}
-		}
-		if st != stRan {
-			state[id] = st
-			if st == stSkipped {
-				x.skipped[id] = true
-			} else {
-				x.blocked[id] = true
-			}
-			continue
-		}
-
-		var in any
-		switch {
-		case def.Inputs != nil:
-			in = protoResolveInputs(def.Inputs, view)
-		case len(ps) == 0:
-			in = view["_inputs."+id]
-		case len(ps) == 1:
-			in = stagedOr(ps[0], id)
-		default:
-			m := map[string]any{}
-			for _, p := range ps {
-				if state[p] == stRan && taken[p][id] {
-					m[p] = stagedOr(p, id)
-				}
-			}
-			in = m
-		}
-		in = protoNorm(in)
-
-		res, action, writes, lastErr, ok := protoExecute(def, in)
-		if !ok && def.Config.Fallback != "" && !sqsadapter.IsPermanent(lastErr) {
-			fb := defs[def.Config.Fallback]
-			fin := in
-			if fb.Inputs != nil {
-				fin = protoNorm(protoResolveInputs(fb.Inputs, view))
-			}
-			res, action, writes, _, ok = protoExecute(fb, fin)
-			if ok {
-				catch := map[string]any{"message": lastErr.Error(), "nodeId": id, "blueprintId": bp.ID}
-				writes = maps.Clone(writes)
-				if writes == nil {
-					writes = map[string]any{}
-				}
-				writes["_catch_error"] = catch
-				x.catches = append(x.catches, catch)
-			}
-		}
-		if !ok {
-			state[id] = stFailed
-			x.failed[id] = true
-			continue
-		}
-
-		// Routing, in the context as the node sees it: what precedes it
-		// and its own writes.
-		ctxView := maps.Clone(view)
-		maps.Copy(ctxView, writes)
-		result := map[string]any{"output": res, "action": action}
-		var took []sqsadapter.EdgeDefinition
-		for _, withAction := range []bool{true, false} {
-			if withAction && action == "" {
-				continue
-			}
-			for _, e := range out[id] {
-				if withAction && e.Action != action || !withAction && e.Action != "" {
-					continue
-				}
-				ok := true
-				if e.Condition != "" {
-					v, err := protoEval(e.Condition, expr.Env{Result: result, Input: in, Context: ctxView})
-					if err != nil {
-						return nil, fmt.Errorf("node %s: condition %q: %w", id, e.Condition, err)
-					}
-					ok = protoTruthy(v)
-				}
-				if ok {
-					took = append(took, e)
-				}
-			}
-			if len(took) > 0 {
-				break
-			}
-		}
-		taken[id] = map[string]bool{}
-		staged[id] = map[string]any{}
-		for _, e := range took {
-			taken[id][e.Target] = true
-			if e.Transform != "" {
-				v, err := protoEval(e.Transform, expr.Env{Result: result, Input: res, Context: ctxView})
-				if err != nil {
-					return nil, fmt.Errorf("node %s: transform %q: %w", id, e.Transform, err)
-				}
-				staged[id][e.Target] = protoNorm(v)
-			}
-		}
-		state[id] = stRan
-		x.ran[id] = true
-		x.outputs[id] = res
-		view["_outputs."+id] = res
-		for k, v := range writes {
-			view[k] = v
-			if k != "_catch_error" {
-				x.writes[k] = v
-			}
-		}
-	}
-	if len(x.failed) > 0 {
-		x.status = sqsadapter.StatusFailed
-	} else {
-		x.status = sqsadapter.StatusCompleted
-		x.context = maps.Clone(view)
-		delete(x.context, "_catch_error")
-	}
-	return x, nil
-}
-
-// protoExecute runs a node's attempts: max(maxRetries, 1) of them, fewer
-// after a permanent error.
-func protoExecute(def *sqsadapter.NodeDefinition, in any) (out any, action string, writes map[string]any, lastErr error, ok bool) {
-	for attempt := 1; attempt <= max(def.Config.MaxRetries, 1); attempt++ {
-		o, a, w, err := protoBehave(def.ID, def.Params, in, attempt)
-		if err == nil {
-			var nw map[string]any
-			if w != nil {
-				nw = protoNorm(w).(map[string]any)
-			}
-			return protoNorm(o), a, nw, nil, true
-		}
-		lastErr = err
-		if sqsadapter.IsPermanent(err) {
-			break
-		}
-	}
-	return nil, "", nil, lastErr, false
-}
-
-// protoResolveInputs resolves an "inputs" definition against the context.
-func protoResolveInputs(inputs any, view map[string]any) any {
-	ref := func(r string) any {
-		if strings.HasPrefix(r, "_") {
-			return view[r]
-		}
-		if base, path, ok := strings.Cut(r, "."); ok {
-			v := view["_outputs."+base]
-			for _, seg := range strings.Split(path, ".") {
-				m, ok := v.(map[string]any)
-				if !ok {
-					return nil
-				}
-				v = m[seg]
-			}
-			return v
-		}
-		if v, ok := view["_outputs."+r]; ok {
-			return v
-		}
-		return view[r]
-	}
-	switch in := inputs.(type) {
-	case string:
-		return ref(in)
-	case map[string]any:
-		m := map[string]any{}
-		for name, v := range in {
-			switch rv := v.(type) {
-			case string:
-				m[name] = ref(rv)
-			case []any:
-				m[name] = nil
-				for _, e := range rv {
-					if got := ref(e.(string)); got != nil {
-						m[name] = got
-						break
-					}
-				}
-			}
-		}
-		return m
-	}
-	return nil
-}
-
-var protoPrograms sync.Map // source → *expr.Program
-
-func protoEval(src string, env expr.Env) (any, error) {
-	p, ok := protoPrograms.Load(src)
-	if !ok {
-		prog, err := expr.Compile(src)
-		if err != nil {
-			return nil, err
-		}
-		p, _ = protoPrograms.LoadOrStore(src, prog)
-	}
-	return p.(*expr.Program).Eval(env)
-}
-
-// protoTruthy is JavaScript truthiness over JSON-like values.
-func protoTruthy(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return false
-	case bool:
-		return x
-	case string:
-		return x != ""
-	case int:
-		return x != 0
-	case int64:
-		return x != 0
-	case float64:
-		return x != 0 && !math.IsNaN(x)
-	}
-	return true
-}
-
-// protoNorm converts v to the JSON-like form of context values: a JSON
-// round trip with integers as int64 and other numbers as float64.
-func protoNorm(v any) any {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var out any
-	if err := d.Decode(&out); err != nil {
-		panic(err)
-	}
-	var conv func(any) any
-	conv = func(v any) any {
-		switch x := v.(type) {
-		case json.Number:
-			if i, err := x.Int64(); err == nil {
-				return i
-			}
-			f, _ := x.Float64()
-			return f
-		case map[string]any:
-			for k, e := range x {
-				x[k] = conv(e)
-			}
-		case []any:
-			for i, e := range x {
-				x[i] = conv(e)
-			}
-		}
-		return v
-	}
-	return conv(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -1430,7 +1048,7 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 // protoRun is one run's expectation and result.
 type protoRun struct {
 	c     *protoCase
-	exp   *protoExpect
+	exp   *interp.Result
 	runID string
 	st    *sqsadapter.RunStatus
 }
@@ -1453,8 +1071,13 @@ func runProtocolRandomOn(t *testing.T, seed uint64, n int, chaos protoChaos, new
 		}
 		c, err := genProtoCase(seed, i)
 		require.NoError(t, err, "seed %d", seed)
-		exp, err := interpretProto(c.bp, c.initial)
+		exp, err := interp.Run(c.bp, c.initial, protoModel)
 		require.NoError(t, err, "seed %d blueprint #%d: interpreter: %s", seed, i, c.json)
+		// The generator's conditions and transforms always evaluate, and no
+		// two concurrent nodes write the same key: every run's outcome is
+		// exact.
+		require.Empty(t, exp.RouteErrors, "seed %d blueprint #%d: interpreter: %s", seed, i, c.json)
+		require.Empty(t, exp.Racy, "seed %d blueprint #%d: interpreter: %s", seed, i, c.json)
 		bps = append(bps, c.bp)
 		runs = append(runs, &protoRun{c: c, exp: exp, runID: fmt.Sprintf("run-%03d", i)})
 	}
@@ -1544,15 +1167,15 @@ func runProtocolRandomOn(t *testing.T, seed uint64, n int, chaos protoChaos, new
 			if k > 1 {
 				report(r, "node %s committed %d times", id, k)
 			}
-			if !r.exp.ran[id] {
-				report(r, "node %s committed, but the interpreter has it %s", id, r.exp.stateOf(id))
+			if !r.exp.Is(id, interp.Ran) {
+				report(r, "node %s committed, but the interpreter has it %q", id, r.exp.States[id])
 			}
 		}
 		switch r.st.Status {
 		case sqsadapter.StatusCompleted:
 			completed++
 			unknown := e.counted.unknownOf(r.runID)
-			for id := range r.exp.ran {
+			for _, id := range r.exp.Nodes(interp.Ran) {
 				if e.lostResponses && got[id] == 0 && unknown[id] > 0 {
 					lost++
 					continue
@@ -1564,8 +1187,8 @@ func runProtocolRandomOn(t *testing.T, seed uint64, n int, chaos protoChaos, new
 		case sqsadapter.StatusFailed:
 			failed++
 		}
-		ran += len(r.exp.ran)
-		skipped += len(r.exp.skipped)
+		ran += len(r.exp.Nodes(interp.Ran))
+		skipped += len(r.exp.Nodes(interp.Skipped))
 	}
 
 	received, duplicated := e.queues.deliveries()
@@ -1588,112 +1211,11 @@ func runProtocolRandomOn(t *testing.T, seed uint64, n int, chaos protoChaos, new
 	}
 }
 
-func (x *protoExpect) stateOf(id string) string {
-	switch {
-	case x.ran[id]:
-		return stRan
-	case x.skipped[id]:
-		return stSkipped
-	case x.failed[id]:
-		return stFailed
-	case x.blocked[id]:
-		return stBlocked
-	}
-	return "unknown"
-}
-
 // checkProtoRun compares a finished run with the interpreter's prediction.
 func checkProtoRun(r *protoRun, report func(*protoRun, string, ...any)) {
-	st, exp := r.st, r.exp
-	if st.Status != exp.status {
-		report(r, "status %q (failed node %q: %s), the interpreter expects %q (failing nodes %v)",
-			st.Status, st.FailedNode, st.Error, exp.status, slices.Sorted(maps.Keys(exp.failed)))
-		return
+	for _, p := range r.exp.Check(r.st) {
+		report(r, "%s", p)
 	}
-	got := maps.Clone(st.Context)
-	catch, hasCatch := got["_catch_error"]
-	delete(got, "_catch_error")
-	if hasCatch && !protoCatchMatches(catch, exp.catches) {
-		report(r, "_catch_error = %v, expected one of %v", catch, exp.catches)
-	}
-	switch st.Status {
-	case sqsadapter.StatusCompleted:
-		if !assert.ObjectsAreEqual(exp.context, got) {
-			report(r, "final context differs from the interpreter's:\n%s", protoDiff(exp.context, got))
-		}
-		if hasCatch != (len(exp.catches) > 0) {
-			report(r, "_catch_error present: %v, the interpreter wrote %d", hasCatch, len(exp.catches))
-		}
-	case sqsadapter.StatusFailed:
-		if !exp.failed[st.FailedNode] {
-			report(r, "failed at node %q (%s), which the interpreter does not see failing; failing nodes: %v",
-				st.FailedNode, st.Error, slices.Sorted(maps.Keys(exp.failed)))
-		}
-		if !strings.Contains(st.Error, st.FailedNode) {
-			report(r, "error %q does not name the failed node %q", st.Error, st.FailedNode)
-		}
-		// Whatever was committed before the failure is what the
-		// interpreter computed.
-		for k, v := range got {
-			var want any
-			var ok bool
-			if id, isOut := strings.CutPrefix(k, "_outputs."); isOut {
-				want, ok = exp.outputs[id]
-			} else if strings.HasPrefix(k, "k_") {
-				want, ok = exp.writes[k]
-			} else {
-				want, ok = r.c.initial[k]
-				want = protoNorm(want)
-			}
-			if !ok || !assert.ObjectsAreEqual(want, v) {
-				report(r, "context key %q = %#v, the interpreter has %#v (present: %v)", k, v, want, ok)
-			}
-		}
-	}
-}
-
-// protoCatchMatches reports whether catch is one of the values the
-// interpreter's fallbacks wrote. A node's last attempt can be one that never
-// reported back (its worker died, or lost its message under load), and the
-// message then says so instead.
-func protoCatchMatches(catch any, candidates []map[string]any) bool {
-	m, ok := catch.(map[string]any)
-	if !ok {
-		return false
-	}
-	for _, c := range candidates {
-		if m["nodeId"] != c["nodeId"] || m["blueprintId"] != c["blueprintId"] || len(m) != len(c) {
-			continue
-		}
-		msg, _ := m["message"].(string)
-		if msg == c["message"] || strings.Contains(msg, "abandoned") {
-			return true
-		}
-	}
-	return false
-}
-
-func protoDiff(want, got map[string]any) string {
-	var b strings.Builder
-	keys := slices.Sorted(maps.Keys(want))
-	for _, k := range slices.Sorted(maps.Keys(got)) {
-		if _, ok := want[k]; !ok {
-			keys = append(keys, k)
-		}
-	}
-	for _, k := range keys {
-		w, wok := want[k]
-		g, gok := got[k]
-		switch {
-		case !gok:
-			fmt.Fprintf(&b, "  missing %s: want %#v\n", k, w)
-		case !wok:
-			fmt.Fprintf(&b, "  extra   %s: got %#v\n", k, g)
-		case !assert.ObjectsAreEqual(w, g):
-			fmt.Fprintf(&b, "  differs %s: want %#v, got %#v\n", k, w, g)
-		}
-	}
-	return b.String()
 }
 
 // protoBodies describes the first queued messages.
@@ -1717,9 +1239,8 @@ func (e *protoEnv) diagnose(r *protoRun) string {
 	fmt.Fprintf(&b, "  blueprint: %s\n", r.c.json)
 	initial, _ := json.Marshal(r.c.initial)
 	fmt.Fprintf(&b, "  initial: %s\n", initial)
-	fmt.Fprintf(&b, "  interpreter: status %s; ran %v; skipped %v; failed %v; blocked %v\n", r.exp.status,
-		slices.Sorted(maps.Keys(r.exp.ran)), slices.Sorted(maps.Keys(r.exp.skipped)),
-		slices.Sorted(maps.Keys(r.exp.failed)), slices.Sorted(maps.Keys(r.exp.blocked)))
+	fmt.Fprintf(&b, "  interpreter: status %s; ran %v; skipped %v; failed %v; blocked %v\n", r.exp.Status,
+		r.exp.Nodes(interp.Ran), r.exp.Nodes(interp.Skipped), r.exp.Nodes(interp.Failed), r.exp.Nodes(interp.Blocked))
 	if r.st != nil {
 		fmt.Fprintf(&b, "  engine: status %s; failed node %q; error %q\n", r.st.Status, r.st.FailedNode, r.st.Error)
 	}

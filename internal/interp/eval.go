@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,7 +34,7 @@ func route(edges []sqsadapter.EdgeDefinition, res Outcome, in any, ctxView map[s
 				if err != nil {
 					return nil, nil, fmt.Errorf("condition of edge %s -> %s: %w", e.Source, e.Target, err)
 				}
-				ok = truthy(v)
+				ok = expr.Truthy(v)
 			}
 			if ok {
 				took = append(took, e)
@@ -77,25 +76,6 @@ func eval(src string, env expr.Env) (any, error) {
 		p, _ = programs.LoadOrStore(src, prog)
 	}
 	return p.(*expr.Program).Eval(env)
-}
-
-// truthy is JavaScript truthiness over JSON-like values.
-func truthy(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return false
-	case bool:
-		return x
-	case string:
-		return x != ""
-	case int:
-		return x != 0
-	case int64:
-		return x != 0
-	case float64:
-		return x != 0 && !math.IsNaN(x)
-	}
-	return true
 }
 
 // resolveInputs resolves an "inputs" definition against the context view

@@ -147,6 +147,10 @@ type Result struct {
 	States map[string]State
 	// Errors gives the last error of every failed node.
 	Errors map[string]string
+	// RouteErrors gives, for the nodes that failed because a condition or
+	// transform of their outgoing edges did not evaluate, that error; they
+	// are also in Errors.
+	RouteErrors map[string]string
 	// Attempts counts the model calls per node definition id.
 	Attempts map[string]int
 	// Order is the execution order (topological, blueprint order among
@@ -211,6 +215,7 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 		Deleted:     map[string]bool{},
 		States:      map[string]State{},
 		Errors:      map[string]string{},
+		RouteErrors: map[string]string{},
 		Attempts:    map[string]int{},
 		Order:       g.order,
 		values:      map[string][]any{},
@@ -299,6 +304,7 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 		if err != nil {
 			x.States[id] = Failed
 			x.Errors[id] = fmt.Sprintf("node %s: %v", id, err)
+			x.RouteErrors[id] = x.Errors[id]
 			continue
 		}
 		taken[id] = took

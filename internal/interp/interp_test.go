@@ -314,4 +314,19 @@ func TestRunErrors(t *testing.T) {
 	r, err = interp.Run(bp, nil, func(interp.Call) interp.Outcome { return interp.Outcome{Err: errors.New("x")} })
 	require.NoError(t, err)
 	assert.Equal(t, "x", r.Errors["a"])
+	assert.Empty(t, r.RouteErrors, "a node function's failure is not a routing error")
+
+	bp = parse(t, `{"id": "route", "nodes": [{"id": "a", "uses": "emit", "params": {"out": {"v": 1}}},
+		{"id": "b", "uses": "emit"}, {"id": "c", "uses": "emit", "params": {"out": {"v": 1}}}, {"id": "d", "uses": "emit"},
+		{"id": "e", "uses": "fail"}],
+		"edges": [{"source": "a", "target": "b", "condition": "result.output.v - result.output > 0"},
+			{"source": "c", "target": "d", "transform": "input.v - input"}]}`)
+	r, err = interp.Run(bp, nil, model)
+	require.NoError(t, err)
+	assert.Equal(t, sqsadapter.StatusFailed, r.Status)
+	assert.Equal(t, []string{"a", "c", "e"}, r.Nodes(interp.Failed))
+	assert.Equal(t, r.Errors["a"], r.RouteErrors["a"])
+	assert.Contains(t, r.RouteErrors["a"], "condition of edge a -> b")
+	assert.Contains(t, r.RouteErrors["c"], "transform of edge c -> d")
+	assert.NotContains(t, r.RouteErrors, "e", "a node function's failure is not a routing error")
 }
