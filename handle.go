@@ -274,7 +274,8 @@ func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) 
 		var r result
 		defer func() {
 			if p := recover(); p != nil {
-				r = result{err: fmt.Errorf("node %q panicked: %v\n%s", n.id, p, debug.Stack())}
+				x.log.ErrorContext(ctx, "sqsadapter: node panicked", "attempt", attempt, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				r = result{err: fmt.Errorf("node %q panicked: %v", n.id, p)}
 			}
 			ch <- r
 		}()
@@ -290,6 +291,18 @@ func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) 
 		}
 		return r.res, nc, r.err
 	case <-actx.Done():
+	}
+	// Cancelled or timed out: a node that honours its ctx returns at once.
+	grace := time.NewTimer(250 * time.Millisecond)
+	defer grace.Stop()
+	select {
+	case r := <-ch:
+		err := context.Cause(actx)
+		if r.err != nil {
+			err = fmt.Errorf("%w (%v)", err, r.err)
+		}
+		return NodeResult{}, nil, err
+	case <-grace.C:
 		// The node ignores its ctx: stop waiting for it. Its result, if it
 		// ever returns, is discarded.
 		return NodeResult{}, nil, context.Cause(actx)
