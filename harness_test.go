@@ -126,3 +126,29 @@ func mustParse(t *testing.T, s string) *sqsadapter.Blueprint {
 	require.NoError(t, err)
 	return bp
 }
+
+// startRun starts a run through client and fails the test on error.
+func startRun(t *testing.T, client *sqsadapter.SqsAdapter, bp string, initial map[string]any, opts ...sqsadapter.RunOption) string {
+	t.Helper()
+	id, err := client.StartRun(t.Context(), bp, initial, opts...)
+	require.NoError(t, err)
+	return id
+}
+
+// waitRun waits up to timeout for a run to finish and fails the test if it does not.
+func waitRun(t *testing.T, client *sqsadapter.SqsAdapter, id string, timeout time.Duration) *sqsadapter.RunStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	st, err := client.WaitForRun(ctx, id)
+	require.NoError(t, err, "run %s did not finish", id)
+	return st
+}
+
+// getRun reads a run's status and fails the test on error.
+func getRun(t *testing.T, client *sqsadapter.SqsAdapter, id string) *sqsadapter.RunStatus {
+	t.Helper()
+	st, err := client.GetRun(t.Context(), id)
+	require.NoError(t, err)
+	return st
+}

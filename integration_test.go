@@ -456,25 +456,17 @@ func newItRig(t *testing.T, c itRigConfig, bps ...*sqsadapter.Blueprint) *itRig 
 
 func (r *itRig) start(bp string, initial map[string]any, opts ...sqsadapter.RunOption) string {
 	r.t.Helper()
-	id, err := r.client.StartRun(r.t.Context(), bp, initial, opts...)
-	require.NoError(r.t, err)
-	return id
+	return startRun(r.t, r.client, bp, initial, opts...)
 }
 
 func (r *itRig) wait(id string) *sqsadapter.RunStatus {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(r.t.Context(), 45*time.Second)
-	defer cancel()
-	st, err := r.client.WaitForRun(ctx, id)
-	require.NoError(r.t, err, "run %s did not finish", id)
-	return st
+	return waitRun(r.t, r.client, id, 45*time.Second)
 }
 
 func (r *itRig) status(id string) *sqsadapter.RunStatus {
 	r.t.Helper()
-	st, err := r.client.GetRun(r.t.Context(), id)
-	require.NoError(r.t, err)
-	return st
+	return getRun(r.t, r.client, id)
 }
 
 // node returns a node's record (nil when it has none).

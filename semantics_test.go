@@ -246,25 +246,17 @@ func newRig(t *testing.T, c rigConfig, bps ...*sqsadapter.Blueprint) *rig {
 
 func (r *rig) start(bp string, initial map[string]any, opts ...sqsadapter.RunOption) string {
 	r.t.Helper()
-	id, err := r.client.StartRun(r.t.Context(), bp, initial, opts...)
-	require.NoError(r.t, err)
-	return id
+	return startRun(r.t, r.client, bp, initial, opts...)
 }
 
 func (r *rig) wait(id string) *sqsadapter.RunStatus {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(r.t.Context(), 15*time.Second)
-	defer cancel()
-	st, err := r.client.WaitForRun(ctx, id)
-	require.NoError(r.t, err, "run %s did not finish", id)
-	return st
+	return waitRun(r.t, r.client, id, 15*time.Second)
 }
 
 func (r *rig) status(id string) *sqsadapter.RunStatus {
 	r.t.Helper()
-	st, err := r.client.GetRun(r.t.Context(), id)
-	require.NoError(r.t, err)
-	return st
+	return getRun(r.t, r.client, id)
 }
 
 // nodeState is the state of a node's record ("" when it has none).
