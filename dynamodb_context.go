@@ -311,26 +311,13 @@ func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner 
 	if err != nil {
 		return nil, wrap(err)
 	}
-	out, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                           aws.String(s.contextTable),
-		Key:                                 ctxItemKey(runID, outputsPrefix+nodeID),
-		UpdateExpression:                    expr.Update(),
-		ConditionExpression:                 expr.Condition(),
-		ExpressionAttributeNames:            expr.Names(),
-		ExpressionAttributeValues:           expr.Values(),
-		ReturnValues:                        types.ReturnValueAllNew,
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	if old, failed := conditionFailedItem(err); failed {
-		if len(old) == 0 {
-			// Only an item that exists can fail this condition; a server
-			// that does not return it is read again.
-			var gerr error
-			if old, gerr = s.getItem(ctx, runID, outputsPrefix+nodeID); gerr != nil {
-				return nil, wrap(gerr)
-			}
-		}
-		rec, derr := decodeNode(nodeID, old)
+	item, refused, cause, err := s.updateNode(ctx, runID, nodeID, expr)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if refused {
+		err := cause
+		rec, derr := decodeNode(nodeID, item)
 		if derr != nil {
 			return nil, wrap(derr)
 		}
@@ -344,10 +331,7 @@ func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner 
 		}
 		return rec, translated(&LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: rec.LeaseOwner, Until: rec.LeaseUntil}, err)
 	}
-	if err != nil {
-		return nil, wrap(err)
-	}
-	rec, err := decodeNode(nodeID, out.Attributes)
+	rec, err := decodeNode(nodeID, item)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -531,29 +515,14 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 	}
 
 	if len(sets) == 0 && len(c.Deletes) == 0 {
-		res, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-			TableName:                           aws.String(s.contextTable),
-			Key:                                 key,
-			UpdateExpression:                    expr.Update(),
-			ConditionExpression:                 expr.Condition(),
-			ExpressionAttributeNames:            expr.Names(),
-			ExpressionAttributeValues:           expr.Values(),
-			ReturnValues:                        types.ReturnValueAllNew,
-			ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-		})
-		if old, failed := conditionFailedItem(err); failed {
-			if len(old) == 0 {
-				var gerr error
-				if old, gerr = s.getItem(ctx, runID, nodeKey); gerr != nil {
-					return nil, wrap(gerr)
-				}
-			}
-			return refused(old, err)
+		item, wasRefused, cause, err := s.updateNode(ctx, runID, c.NodeID, expr)
+		if wasRefused {
+			return refused(item, cause)
 		}
 		if err != nil {
 			return nil, wrap(tooLarge(err))
 		}
-		rec, err := decodeNode(c.NodeID, res.Attributes)
+		rec, err := decodeNode(c.NodeID, item)
 		if err != nil {
 			return nil, wrap(err)
 		}
@@ -637,27 +606,13 @@ func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason st
 	if err != nil {
 		return nil, wrap(err)
 	}
-	nodeKey := outputsPrefix + nodeID
-	out, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:                           aws.String(s.contextTable),
-		Key:                                 ctxItemKey(runID, nodeKey),
-		UpdateExpression:                    expr.Update(),
-		ConditionExpression:                 expr.Condition(),
-		ExpressionAttributeNames:            expr.Names(),
-		ExpressionAttributeValues:           expr.Values(),
-		ReturnValues:                        types.ReturnValueAllNew,
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	if old, failed := conditionFailedItem(err); failed {
-		if len(old) == 0 {
-			// Only an item that exists can fail this condition; a server
-			// that does not return it is read again.
-			var gerr error
-			if old, gerr = s.getItem(ctx, runID, nodeKey); gerr != nil {
-				return nil, wrap(gerr)
-			}
-		}
-		rec, derr := decodeNode(nodeID, old)
+	item, refused, cause, err := s.updateNode(ctx, runID, nodeID, expr)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if refused {
+		err := cause
+		rec, derr := decodeNode(nodeID, item)
 		if derr != nil {
 			return nil, wrap(derr)
 		}
@@ -671,10 +626,7 @@ func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason st
 		}
 		return rec, wrap(fmt.Errorf("node in unexpected state %q: %w", rec.State, err))
 	}
-	if err != nil {
-		return nil, wrap(err)
-	}
-	rec, err := decodeNode(nodeID, out.Attributes)
+	rec, err := decodeNode(nodeID, item)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -1747,4 +1699,37 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// updateNode makes one conditional UpdateItem of a node record and returns
+// the record after it. When the condition fails it returns the record as it
+// is (read again if the server did not send it back) with refused true and
+// cause holding the SDK's error, for translation by the caller.
+func (s *DynamoDbContext) updateNode(ctx context.Context, runID, nodeID string, expr expression.Expression) (item map[string]types.AttributeValue, refused bool, cause, err error) {
+	nodeKey := outputsPrefix + nodeID
+	out, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                           aws.String(s.contextTable),
+		Key:                                 ctxItemKey(runID, nodeKey),
+		UpdateExpression:                    expr.Update(),
+		ConditionExpression:                 expr.Condition(),
+		ExpressionAttributeNames:            expr.Names(),
+		ExpressionAttributeValues:           expr.Values(),
+		ReturnValues:                        types.ReturnValueAllNew,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	})
+	if old, failed := conditionFailedItem(err); failed {
+		if len(old) == 0 {
+			// Only an item that exists can fail these conditions; a server
+			// that does not return it is read again.
+			var gerr error
+			if old, gerr = s.getItem(ctx, runID, nodeKey); gerr != nil {
+				return nil, false, nil, gerr
+			}
+		}
+		return old, true, err, nil
+	}
+	if err != nil {
+		return nil, false, nil, err
+	}
+	return out.Attributes, false, nil, nil
 }
