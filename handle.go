@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/flowcraft/sqsadapter/internal/expr"
@@ -71,7 +72,8 @@ type jobRun struct {
 	leavesDone map[string]bool // leaves this handling knows are resolved
 	joinsDone  map[string]bool // "any" joins this handling saw hear from every predecessor
 	skipping   map[string]bool // nodes skipped by this handling: each is propagated once
-	skipped    []string        // leaves skipped by this handling
+	skipped    []string        // nodes skipped by this handling
+	committed  *NodeRecord     // the record being advanced
 	sends      []Job
 }
 
@@ -80,8 +82,16 @@ func (x *jobRun) crash(step string) bool {
 }
 
 // handle runs the protocol for one job and says what to do with its message.
-func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease func(*leaseRef)) outcome {
+func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease func(*leaseRef)) (o outcome) {
 	log := a.log.With("run_id", job.RunID, "blueprint_id", job.BlueprintID, "node_id", job.NodeID)
+	defer func() {
+		// A bug must not take the worker down on every delivery of a job:
+		// the job is left for the redrive policy.
+		if p := recover(); p != nil {
+			log.ErrorContext(ctx, "sqsadapter: panic while handling a job; left for the dead-letter queue", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			o = retryAfter(a.cfg.visibilityTimeout, fmt.Errorf("sqsadapter: panic while handling job %s: %v", job, p))
+		}
+	}()
 	p, err := a.planFor(ctx, job)
 	if err != nil {
 		if errors.Is(err, ErrUnknownBlueprint) || errors.Is(err, ErrRunNotFound) {
@@ -126,16 +136,25 @@ func (x *jobRun) run(ctx context.Context) outcome {
 	if x.crash("receive") {
 		return abandon
 	}
-	rec, o, ok := x.acquire(ctx, x.n.id)
+	// The input is read before the lease is taken, so that a failed read
+	// costs no attempt: an attempt is counted only right before the node
+	// function is entered. The input cannot change meanwhile: it is what
+	// committed predecessors wrote.
+	var in any
+	var vals map[string]any
+	err := x.idempotent(ctx, func() (err error) {
+		in, vals, err = x.load(ctx)
+		return err
+	})
+	if err != nil {
+		return retryAfter(0, fmt.Errorf("sqsadapter: load input of node %q: %w", x.n.id, err))
+	}
+	rec, o, ok := x.acquire(ctx, x.n.id, 0)
 	if !ok {
 		return o
 	}
 	if x.crash("acquired") {
 		return abandon
-	}
-	in, vals, err := x.load(ctx)
-	if err != nil {
-		return x.release(ctx, x.n.id, retryAfter(0, fmt.Errorf("sqsadapter: load input of node %q: %w", x.n.id, err)))
 	}
 	res, nc, attempt, o, ok := x.attempts(ctx, x.n, x.n.id, rec, in)
 	if !ok {
@@ -154,9 +173,35 @@ func (x *jobRun) run(ctx context.Context) outcome {
 
 // acquire takes the execution lease of record id and counts an attempt. ok
 // is false when the job must stop with outcome o (committed: replayed).
-func (x *jobRun) acquire(ctx context.Context, id string) (*NodeRecord, outcome, bool) {
-	now := time.Now()
-	rec, err := x.a.cfg.contexts.AcquireNode(ctx, x.job.RunID, id, x.owner, now.Add(x.a.cfg.visibilityTimeout), now)
+// prev is the attempt count this handling last saw on the record (0 if
+// none): a failed call is retried, but only after a read shows that it did
+// not take effect with its response lost, so that a store fault never
+// counts an attempt twice.
+func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*NodeRecord, outcome, bool) {
+	store := x.a.cfg.contexts
+	var rec *NodeRecord
+	var err error
+	for try := 0; ; try++ {
+		now := time.Now()
+		rec, err = store.AcquireNode(ctx, x.job.RunID, id, x.owner, now.Add(x.a.cfg.visibilityTimeout), now)
+		if err == nil || isDecision(err) || try == storeTries-1 || ctx.Err() != nil {
+			break
+		}
+		var recs map[string]*NodeRecord
+		if rerr := x.idempotent(ctx, func() (err error) {
+			recs, err = store.GetNodes(ctx, x.job.RunID, []string{id})
+			return err
+		}); rerr != nil {
+			break
+		}
+		if r := recs[id]; r != nil && r.State == NodePending && r.LeaseOwner == x.owner && r.Attempts > prev {
+			rec, err = r, nil // it took effect
+			break
+		}
+		if !x.a.sleep(ctx, storeBackoff(try)) {
+			break
+		}
+	}
 	var held *LeaseHeldError
 	switch {
 	case err == nil:
@@ -184,6 +229,13 @@ func (x *jobRun) acquire(ctx context.Context, id string) (*NodeRecord, outcome, 
 	default:
 		return nil, retryAfter(0, fmt.Errorf("sqsadapter: acquire node %q: %w", id, err)), false
 	}
+}
+
+// isDecision reports whether err is a store's answer about a node record
+// (committed, failed, closed, leased elsewhere) rather than a failed call.
+func isDecision(err error) bool {
+	return errors.Is(err, ErrNodeCommitted) || errors.Is(err, ErrNodeFailed) || errors.Is(err, ErrNodeClosed) ||
+		errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrValueTooLarge) || errors.Is(err, ErrInvalidKey)
 }
 
 func (x *jobRun) nodeRecord(ctx context.Context, id string) (*NodeRecord, error) {
@@ -241,7 +293,7 @@ func (x *jobRun) attempts(ctx context.Context, n *planNode, id string, rec *Node
 			// Shutting down: hand the retry to another worker after the delay.
 			return NodeResult{}, nil, attempt, x.release(ctx, id, retryAfter(delay, err)), false
 		}
-		rec, o, ok := x.acquire(ctx, id)
+		rec, o, ok := x.acquire(ctx, id, attempt)
 		if !ok {
 			return NodeResult{}, nil, attempt, o, false
 		}
@@ -346,10 +398,23 @@ func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err err
 }
 
 // stagedInput is the input of a node without "inputs": what its single
-// predecessor staged for it (or its output), or for a join a map of taken
+// predecessor staged for it (or its output); for an "any" join, what the
+// predecessor that fired it staged; for an "all" join, a map of taken
 // predecessor id to what each staged.
 func (x *jobRun) stagedInput(ctx context.Context) (any, error) {
-	recs, err := x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, x.n.preds)
+	preds := x.n.preds
+	if x.n.join == "any" {
+		sts, err := x.a.cfg.coord.GetJoins(ctx, []string{joinKey(x.job.RunID, x.n.id)})
+		if err != nil {
+			return nil, err
+		}
+		st := sts[joinKey(x.job.RunID, x.n.id)]
+		if st == nil || st.FiredBy == "" {
+			return nil, nil // not fired: the job is stray, and finds that out when it acquires
+		}
+		preds = []string{st.FiredBy}
+	}
+	recs, err := x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, preds)
 	if err != nil {
 		return nil, err
 	}
@@ -359,14 +424,14 @@ func (x *jobRun) stagedInput(ctx context.Context) (any, error) {
 		}
 		return r.Output
 	}
-	if !x.n.isJoin() {
-		if r := recs[x.n.preds[0]]; r != nil && r.State == NodeCommitted {
+	if x.n.join != "all" {
+		if r := recs[preds[0]]; r != nil && r.State == NodeCommitted {
 			return staged(r), nil
 		}
 		return nil, nil
 	}
 	m := make(map[string]any)
-	for _, id := range x.n.preds {
+	for _, id := range preds {
 		if r := recs[id]; r != nil && r.State == NodeCommitted && slices.Contains(r.Taken, x.n.id) {
 			m[id] = staged(r)
 		}
@@ -377,7 +442,7 @@ func (x *jobRun) stagedInput(ctx context.Context) (any, error) {
 // runFallback runs the fallback node in place of x.n, under its own
 // attempt record, and commits its output as x.n's.
 func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map[string]any, cause error, attempt int) outcome {
-	id := x.n.id + "@fallback"
+	id := fallbackRecord(x.n.id)
 	x.log.InfoContext(ctx, "sqsadapter: running fallback", "fallback", fb.id, "err", cause)
 	if fb.def.Inputs != nil {
 		fvals, err := x.a.cfg.contexts.GetMany(ctx, x.job.RunID, fb.inputKeys)
@@ -386,7 +451,7 @@ func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map
 		}
 		in = resolveInputs(fb.def.Inputs, fvals)
 	}
-	rec, o, ok := x.acquire(ctx, id)
+	rec, o, ok := x.acquire(ctx, id, 0)
 	if !ok {
 		return o
 	}
@@ -421,7 +486,11 @@ func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in
 	// between the write and its response would find the lease gone and
 	// cancel this job.
 	x.setLease(nil)
-	rec, err := x.a.cfg.contexts.CommitNode(ctx, x.job.RunID, c)
+	var rec *NodeRecord
+	err = x.retried(ctx, func() (err error) {
+		rec, err = x.a.cfg.contexts.CommitNode(ctx, x.job.RunID, c)
+		return err
+	})
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrNodeCommitted):
@@ -548,6 +617,7 @@ func (x *jobRun) advance(ctx context.Context, rec *NodeRecord, replay bool) outc
 		return retryAfter(0, fmt.Errorf("sqsadapter: node %q: unexpected record state %v", x.n.id, rec))
 	}
 	x.leavesDone, x.joinsDone, x.skipping = map[string]bool{}, map[string]bool{}, map[string]bool{}
+	x.committed = rec
 	var known map[string]*NodeRecord
 	if replay && len(x.n.targets) > 0 {
 		ids := make([]string, len(x.n.targets))
@@ -602,8 +672,9 @@ func (x *jobRun) advance(ctx context.Context, rec *NodeRecord, replay bool) outc
 	return done
 }
 
-// sendTo queues the job of single-predecessor target t, carrying its input
-// when t has no "inputs" and the input is small.
+// sendTo queues the job of target t, whose input is what rec staged for it
+// (a single-predecessor node, or an "any" join rec fired), carrying that
+// input when t has no "inputs" and the input is small.
 func (x *jobRun) sendTo(t *planNode, rec *NodeRecord) {
 	j := Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.id, BlueprintVersion: x.p.version}
 	if t.def.Inputs == nil && x.a.cfg.maxInlineInput > 0 {
@@ -633,7 +704,7 @@ func (x *jobRun) arrive(ctx context.Context, t *planNode, source string, taken b
 	switch t.join {
 	case "any":
 		if taken && st.FiredBy == source && needsJob(t) {
-			x.sends = append(x.sends, Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.id, BlueprintVersion: x.p.version})
+			x.sendTo(t, x.committed) // its input is what this source staged
 		}
 		if complete {
 			x.final, x.joinsDone[t.id] = true, true
@@ -664,8 +735,10 @@ func (x *jobRun) skip(ctx context.Context, t *planNode) error {
 		return nil
 	}
 	x.skipping[t.id] = true
+	// Every skipped node gets a record, so that a stray job for it finds
+	// it resolved instead of running it.
+	x.skipped = append(x.skipped, t.id)
 	if t.leaf {
-		x.skipped = append(x.skipped, t.id)
 		x.final, x.leavesDone[t.id] = true, true
 	}
 	for _, u := range t.targets {
@@ -767,10 +840,19 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 // record, neither can close the other's, and one of them writes the status.
 func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	store := x.a.cfg.contexts
-	rec, err := store.FailNode(ctx, x.job.RunID, nodeID, reason)
+	var rec *NodeRecord
+	err := x.retried(ctx, func() (err error) {
+		rec, err = store.FailNode(ctx, x.job.RunID, nodeID, reason)
+		return err
+	})
 	switch {
 	case err == nil:
 		reason = rec.Error // the first recorded reason wins
+	case errors.Is(err, ErrNodeCommitted) && x.n == nil:
+		// The job names a node its blueprint lacks, but the run has it
+		// committed: the job is not of this run's blueprint.
+		x.log.ErrorContext(ctx, "sqsadapter: job names a node its blueprint lacks but its run has committed; dropped")
+		return done
 	case errors.Is(err, ErrNodeCommitted):
 		// Another execution committed the node first: follow its decision.
 		return x.advance(ctx, rec, true)
@@ -782,13 +864,15 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	if x.crash("failing") {
 		return abandon
 	}
-	if err := store.CloseNodes(ctx, x.job.RunID, x.p.allIDs); err != nil {
+	if err := x.idempotent(ctx, func() error { return store.CloseNodes(ctx, x.job.RunID, x.p.closeIDs) }); err != nil {
 		return retryAfter(0, fmt.Errorf("sqsadapter: close nodes of failing run: %w", err))
 	}
 	if x.crash("closed") {
 		return abandon
 	}
-	err = store.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeID, time.Now())
+	err = x.retried(ctx, func() error {
+		return store.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeID, time.Now())
+	})
 	switch {
 	case err == nil:
 		x.log.ErrorContext(ctx, "sqsadapter: run failed", "failed_node", nodeID, "reason", reason)
@@ -802,14 +886,21 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	return done
 }
 
-// idempotent runs an idempotent store call of the advance phase, retrying
-// it twice after a failure: the advance of one job can take many calls, and
-// a failure of any of them otherwise costs a redelivery that repeats them
-// all.
+// storeTries is how many times a store call is tried in one handling
+// before the job gives up and leaves its message to be redelivered.
+const storeTries = 4
+
+// storeBackoff is the wait before try+1 of a store call: 10ms, 40ms, 90ms.
+func storeBackoff(try int) time.Duration { return time.Duration((try+1)*(try+1)) * 10 * time.Millisecond }
+
+// idempotent runs an idempotent store call, trying it up to storeTries
+// times: a job can take many calls, and a failure of any of them otherwise
+// costs a redelivery that repeats them all — and, between a node's lease
+// and its commit, an attempt.
 func (x *jobRun) idempotent(ctx context.Context, call func() error) error {
 	var err error
-	for try := range 3 {
-		if try > 0 && !x.a.sleep(ctx, time.Duration(try*try)*10*time.Millisecond) {
+	for try := range storeTries {
+		if try > 0 && !x.a.sleep(ctx, storeBackoff(try-1)) {
 			break
 		}
 		if err = call(); err == nil || ctx.Err() != nil {
@@ -819,7 +910,36 @@ func (x *jobRun) idempotent(ctx context.Context, call func() error) error {
 	return err
 }
 
-func joinKey(runID, nodeID string) string { return "flowcraft:fanin:" + runID + ":" + nodeID }
+// retried is idempotent for a conditional write whose refusals are
+// answers, not faults: it stops at the first of those.
+func (x *jobRun) retried(ctx context.Context, call func() error) error {
+	var err error
+	for try := range storeTries {
+		if try > 0 && !x.a.sleep(ctx, storeBackoff(try-1)) {
+			break
+		}
+		if err = call(); err == nil || isDecision(err) || errors.Is(err, ErrRunFinished) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+// joinKey names the coordination record of join nodeID in run runID, in
+// the Flowcraft style "flowcraft:fanin:<runId>:<nodeId>", with "%" and ":"
+// escaped in both ids ("%25", "%3A") so that no two (run, node) pairs
+// share a key: run "r:x" with node "j" and run "r" with node "x:j" differ.
+// Ids without those characters appear as they are.
+func joinKey(runID, nodeID string) string {
+	return "flowcraft:fanin:" + keyEscaper.Replace(runID) + ":" + keyEscaper.Replace(nodeID)
+}
+
+var keyEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
+
+// fallbackRecord names the attempt record of node id's fallback: the node
+// id, U+001F and "fallback". Node ids cannot hold control characters, so
+// no node's own record has this name.
+func fallbackRecord(id string) string { return id + "\x1ffallback" }
 
 // retryDelay is the delay before the attempt after attempt n.
 func (a *SqsAdapter) retryDelay(n *planNode, attempt int) time.Duration {

@@ -24,7 +24,11 @@ type plan struct {
 	// from all its predecessors (see docs/protocol.md).
 	leaves   []*planNode
 	anyJoins []*planNode
-	allIDs   []string // every schedulable node, for closing a finished run
+	allIDs   []string // every schedulable node
+	// closeIDs are the records closed when a run fails or is cancelled:
+	// every schedulable node's, and the attempt record of every fallback,
+	// so that no node or fallback of a finished run starts.
+	closeIDs []string
 }
 
 type planNode struct {
@@ -125,10 +129,15 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 				n.join = "all"
 			}
 		}
+		n.inputKeys = inputKeys(n.def.Inputs) // a fallback reads its own "inputs" too
 		if n.fallbackOnly {
 			continue
 		}
 		p.allIDs = append(p.allIDs, n.id)
+		p.closeIDs = append(p.closeIDs, n.id)
+		if n.fallback != nil {
+			p.closeIDs = append(p.closeIDs, fallbackRecord(n.id))
+		}
 		n.start = len(n.preds) == 0
 		n.leaf = len(n.out) == 0
 		if n.start {
@@ -140,7 +149,6 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 		if n.join == "any" {
 			p.anyJoins = append(p.anyJoins, n)
 		}
-		n.inputKeys = inputKeys(n.def.Inputs)
 		for _, e := range n.out {
 			for _, prog := range []*expr.Program{e.condition, e.transform} {
 				if prog == nil {

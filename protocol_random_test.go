@@ -675,9 +675,13 @@ func (s *protoContexts) ReleaseLease(ctx context.Context, runID, nodeID, owner s
 // response is then lost to an injected fault.
 func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapter.NodeCommit) (*sqsadapter.NodeRecord, error) {
 	return protoCall(s.f, "CommitNode", func() (*sqsadapter.NodeRecord, error) {
+		start := time.Now()
 		rec, err := s.inner.CommitNode(ctx, runID, c)
 		s.mu.Lock()
 		switch {
+		case err == nil && rec.UpdatedAt.Before(start):
+			// A retried commit identical to the one that took effect: the
+			// store answers success and writes nothing.
 		case err == nil:
 			s.commits[runID+"/"+c.NodeID]++
 		case !errors.Is(err, sqsadapter.ErrNodeClosed) && !errors.Is(err, sqsadapter.ErrValueTooLarge) && !errors.Is(err, sqsadapter.ErrInvalidKey):

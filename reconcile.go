@@ -2,6 +2,7 @@ package sqsadapter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -120,7 +121,10 @@ func (a *SqsAdapter) reconcileRun(ctx context.Context, run *RunRecord, now time.
 	}
 	jobs := frontier(p, recs, run.RunID)
 	if len(jobs) == 0 {
-		return 0, true, nil
+		// Nothing is left to run: the job that resolved the last leaf
+		// stopped before it completed the run (its message lost). Complete
+		// it here, on the same condition the jobs check.
+		return 0, true, a.completeIfDone(ctx, p, run.RunID, recs)
 	}
 	if err := a.send(ctx, jobs...); err != nil {
 		return 0, true, err
@@ -156,7 +160,9 @@ func frontier(p *plan, recs map[string]*NodeRecord, runID string) []Job {
 		case r.State == NodeCommitted:
 			replay := n.leaf // the completion check may not have run
 			for _, t := range n.targets {
-				replay = replay || !done(t.id) // a send, an arrival or a skip may be missing
+				// A send, an arrival or a skip may be missing; an "any" join
+				// resolves when it fires, before every arrival is in.
+				replay = replay || !done(t.id) || t.join == "any"
 			}
 			if replay {
 				jobs = append(jobs, job(n))
@@ -164,4 +170,38 @@ func frontier(p *plan, recs map[string]*NodeRecord, runID string) []Job {
 		}
 	}
 	return jobs
+}
+
+// completeIfDone completes a running run whose leaves are all resolved and
+// whose "any" joins have heard from every predecessor (the condition of
+// docs/protocol.md), and does nothing otherwise.
+func (a *SqsAdapter) completeIfDone(ctx context.Context, p *plan, runID string, recs map[string]*NodeRecord) error {
+	for _, l := range p.leaves {
+		if r := recs[l.id]; r == nil || (r.State != NodeCommitted && r.State != NodeSkipped) {
+			return nil
+		}
+	}
+	if len(p.anyJoins) > 0 {
+		keys := make([]string, len(p.anyJoins))
+		for i, j := range p.anyJoins {
+			keys[i] = joinKey(runID, j.id)
+		}
+		sts, err := a.cfg.coord.GetJoins(ctx, keys)
+		if err != nil {
+			return err
+		}
+		for i, j := range p.anyJoins {
+			if st := sts[keys[i]]; st == nil || len(st.Arrived) < len(j.preds) {
+				return nil
+			}
+		}
+	}
+	err := a.cfg.contexts.FinishRun(ctx, runID, StatusCompleted, "", "", time.Now())
+	if err != nil && !errors.Is(err, ErrRunFinished) {
+		return fmt.Errorf("sqsadapter: complete run %q: %w", runID, err)
+	}
+	if err == nil {
+		a.log.InfoContext(ctx, "sqsadapter: run completed by the reconciler", "run_id", runID)
+	}
+	return nil
 }

@@ -84,7 +84,7 @@ func (a *SqsAdapter) StartRun(ctx context.Context, blueprintID string, initial m
 	}
 	rec := RunRecord{RunID: runID, BlueprintID: p.id, BlueprintVersion: p.version, Status: StatusRunning, CreatedAt: time.Now()}
 	err := a.cfg.contexts.CreateRun(ctx, rec, values)
-	pending := p.starts
+	created, pending := err == nil, p.starts
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrRunExists):
@@ -110,7 +110,9 @@ func (a *SqsAdapter) StartRun(ctx context.Context, blueprintID string, initial m
 	jobs := make([]Job, 0, len(pending))
 	for _, n := range pending {
 		j := Job{RunID: runID, BlueprintID: p.id, NodeID: n.id, BlueprintVersion: p.version}
-		if n.def.Inputs == nil && a.cfg.maxInlineInput > 0 {
+		// A repeated start carries no input: the run's input is the one
+		// stored by the call that created it, read by the node.
+		if created && n.def.Inputs == nil && a.cfg.maxInlineInput > 0 {
 			v := values["_inputs."+n.id] // nil when absent: no input
 			if b, err := json.Marshal(v); err == nil && len(b) <= a.cfg.maxInlineInput {
 				j.Input = b
@@ -202,7 +204,7 @@ func (a *SqsAdapter) CancelRun(ctx context.Context, runID, reason string) error 
 		return fmt.Errorf("sqsadapter: cancel run %q: %w: %q version %q", runID, ErrUnknownBlueprint, rec.BlueprintID, rec.BlueprintVersion)
 	}
 	// Close first: once the status says cancelled, nothing of the run commits.
-	if err := a.cfg.contexts.CloseNodes(ctx, runID, p.allIDs); err != nil {
+	if err := a.cfg.contexts.CloseNodes(ctx, runID, p.closeIDs); err != nil {
 		return fmt.Errorf("sqsadapter: cancel run %q: close nodes: %w", runID, err)
 	}
 	err = a.cfg.contexts.FinishRun(ctx, runID, StatusCancelled, reason, "", time.Now())

@@ -15,8 +15,12 @@
 //     nodes. Input resolution follows §4.2: "inputs" (a key, a map of
 //     references, arrays taking the first present value), else
 //     "_inputs.<id>" for a start node, else what the single incoming edge's
-//     transform staged (or the predecessor's output), else, for a join, the
-//     map {predecessorId: staged value} of its taken edges.
+//     transform staged (or the predecessor's output), else, for an "all"
+//     join, the map {predecessorId: staged value} of its taken edges, and
+//     for an "any" join what its firing edge staged — here the first taken
+//     edge in blueprint order; a distributed run may fire on any taken
+//     edge, so a model must not depend on an "any" join's input when more
+//     than one of its edges can be taken.
 //   - Attempts (§4.3): the model is called with attempt 1, 2, …, up to
 //     max(maxRetries, 1), until it succeeds; an error wrapped with
 //     sqsadapter.Permanent stops the attempts and skips the fallback.
@@ -250,6 +254,13 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 			in = view["_inputs."+id]
 		case len(ps) == 1:
 			in = stagedOr(ps[0], id)
+		case def.Config.JoinStrategy == "any":
+			for _, p := range ps {
+				if x.States[p] == Ran && taken[p][id] {
+					in = stagedOr(p, id)
+					break
+				}
+			}
 		default:
 			m := map[string]any{}
 			for _, p := range ps {
