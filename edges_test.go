@@ -266,7 +266,9 @@ func TestJobOfOtherBlueprintForCommittedNode(t *testing.T) {
 	before := r.status(id)
 	requireStatus(t, sqsadapter.StatusCompleted, before)
 	var err error
-	require.NotPanics(t, func() { err = r.client.HandleJob(t.Context(), sqsadapter.Job{RunID: id, BlueprintID: "bpB", NodeID: "a"}) })
+	require.NotPanics(t, func() {
+		err = r.client.HandleJob(t.Context(), sqsadapter.Job{RunID: id, BlueprintID: "bpB", NodeID: "a"})
+	})
 	t.Log(err)
 	assert.Equal(t, 1, r.log.count("a"))
 	assert.Zero(t, r.log.count("c")+r.log.count("d"))
@@ -283,7 +285,9 @@ func TestStrayJobForSkippedNodeOfFinishedRun(t *testing.T) {
 	before := r.status(id)
 	requireStatus(t, sqsadapter.StatusCompleted, before)
 	for _, n := range []string{"a", "b", "s"} {
-		require.NotPanics(t, func() { _ = r.client.HandleJob(t.Context(), sqsadapter.Job{RunID: id, BlueprintID: "stray", NodeID: n}) })
+		require.NotPanics(t, func() {
+			_ = r.client.HandleJob(t.Context(), sqsadapter.Job{RunID: id, BlueprintID: "stray", NodeID: n})
+		})
 	}
 	r.drain(10)
 	assert.Zero(t, r.log.count("a")+r.log.count("b"), "a skipped node of a finished run ran")

@@ -891,7 +891,9 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 const storeTries = 4
 
 // storeBackoff is the wait before try+1 of a store call: 10ms, 40ms, 90ms.
-func storeBackoff(try int) time.Duration { return time.Duration((try+1)*(try+1)) * 10 * time.Millisecond }
+func storeBackoff(try int) time.Duration {
+	return time.Duration((try+1)*(try+1)) * 10 * time.Millisecond
+}
 
 // idempotent runs an idempotent store call, trying it up to storeTries
 // times: a job can take many calls, and a failure of any of them otherwise
