@@ -15,6 +15,13 @@ import (
 	"github.com/flowcraft/sqsadapter"
 )
 
+// badInputVisibility is short, so that messages left for the dead-letter
+// queue get there quickly, yet long enough that a node's heartbeat (every
+// third of it) keeps its lease on a loaded machine under -race: at 5 units
+// (100 ms) a late heartbeat let a redelivery take an expired lease and
+// count a second attempt, failing a run that should complete.
+const badInputVisibility = 25 * unit
+
 // TestBadInput gives each kind of bad input its defined outcome (the README's
 // "Bad input" table): the worker never crashes, no run is left running, and
 // nothing is lost — an input that names no run ends in the dead-letter
@@ -91,7 +98,7 @@ func TestBadInput(t *testing.T) {
 				src = strings.Replace(src, `{"id":"a","uses":"a"}`, `{"id":"a","uses":"a","config":`+tc.cfgA+`}`, 1)
 			}
 			bp := mustParse(t, src)
-			e := newEnv(t, envConfig{workers: 2, maxReceiveCount: 2, visibility: 5 * unit,
+			e := newEnv(t, envConfig{workers: 2, maxReceiveCount: 2, visibility: badInputVisibility,
 				registry: sqsadapter.NodeRegistry{"a": a, "b": b}, blueprints: []*sqsadapter.Blueprint{bp}})
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
