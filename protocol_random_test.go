@@ -616,9 +616,8 @@ type protoContexts struct {
 	inner sqsadapter.ContextStore
 	f     *protoFaults
 
-	commitMu sync.Mutex
-	mu       sync.Mutex
-	commits  map[string]int // "runId/nodeId"
+	mu      sync.Mutex
+	commits map[string]int // "runId/nodeId"
 	// unknown counts, by "runId/nodeId", the commits whose caller got an
 	// error that leaves their outcome open (see protoEnv.lostResponses).
 	unknown map[string]int
@@ -676,19 +675,9 @@ func (s *protoContexts) ReleaseLease(ctx context.Context, runID, nodeID, owner s
 // response is then lost to an injected fault.
 func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapter.NodeCommit) (*sqsadapter.NodeRecord, error) {
 	return protoCall(s.f, "CommitNode", func() (*sqsadapter.NodeRecord, error) {
-		// Commits are serialized here so that one that wrote is always
-		// older than the call of an identical one that did not.
-		s.commitMu.Lock()
-		defer s.commitMu.Unlock()
-		start := time.Now()
 		rec, err := s.inner.CommitNode(ctx, runID, c)
 		s.mu.Lock()
 		switch {
-		case err == nil && rec.UpdatedAt.Before(start):
-			// A commit identical to one that took effect (retried after a
-			// lost response, or of a second execution after a lease
-			// expired under load): the store answers success and writes
-			// nothing.
 		case err == nil:
 			s.commits[runID+"/"+c.NodeID]++
 		case !errors.Is(err, sqsadapter.ErrNodeClosed) && !errors.Is(err, sqsadapter.ErrValueTooLarge) && !errors.Is(err, sqsadapter.ErrInvalidKey):
