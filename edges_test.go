@@ -165,7 +165,7 @@ func TestNoFallbackAfterRunFinished(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			t.Parallel()
 			started, release := newGate(), newGate()
-			nodes := map[string]sqsadapter.NodeFunc{
+			fns := map[string]sqsadapter.NodeFunc{
 				"x": func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
 					started.open()
 					<-release.done() // ignores ctx: it fails after the run finished
@@ -178,12 +178,13 @@ func TestNoFallbackAfterRunFinished(t *testing.T) {
 					return sqsadapter.NodeResult{}, sqsadapter.Permanent(errors.New("y failed"))
 				},
 			}
+			nodes := ids("s", fnode("x", `"config":{"fallback":"fb"}`), "fb")
 			edges := []string{"s>x"}
 			if how == "failed" {
-				edges = append(edges, "s>y")
+				nodes, edges = append(nodes, "y"), append(edges, "s>y")
 			}
-			bp := flow(t, "late", ids("s", fnode("x", `"config":{"fallback":"fb"}`), "y", "fb"), edges...)
-			r := newRig(t, rigConfig{nodes: nodes}, bp)
+			bp := flow(t, "late", nodes, edges...)
+			r := newRig(t, rigConfig{nodes: fns}, bp)
 			openAtEnd(t, release)
 			id := r.start("late", nil)
 			started.await(t, "x to start")
