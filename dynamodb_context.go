@@ -23,6 +23,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // DynamoDB storage layout. CreateTables creates exactly this.
@@ -61,18 +62,7 @@ const (
 	RunningRunsIndex = "running-runs"
 
 	// DynamoDBItemLimit is DynamoDB's size limit of one item (400 KB).
-	DynamoDBItemLimit = 400 * 1024
-
-	// maxTransactItems is the most items one TransactWriteItems may write.
-	maxTransactItems = 100
-	// maxTransactBytes is the size limit of one TransactWriteItems request.
-	maxTransactBytes = 4 * 1024 * 1024
-	// maxBatchGetKeys is the most keys one BatchGetItem may read.
-	maxBatchGetKeys = 100
-	// maxRunErrorBytes bounds the failure reason kept in a run record or a
-	// failed node record, so that an enormous error message cannot keep a
-	// run from finishing.
-	maxRunErrorBytes = 32 * 1024
+	DynamoDBItemLimit = limits.ItemBytes
 )
 
 // Attribute names.
@@ -99,10 +89,6 @@ const (
 	attrGSIRunning       = "gsiRunning"
 	attrRunningSince     = "runningSince"
 )
-
-// itemOverhead is added to the estimated size of every item written: the
-// bookkeeping attributes around the value (state, attempts, lease...).
-const itemOverhead = 100
 
 var _ ContextStore = (*DynamoDbContext)(nil)
 
@@ -141,8 +127,8 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 	if err := checkRunID(run.RunID); err != nil {
 		return err
 	}
-	if len(initial) > maxTransactItems-1 {
-		return wrap(fmt.Errorf("%w: %d initial keys: one run starts with at most %d", ErrValueTooLarge, len(initial), maxTransactItems-1))
+	if len(initial) > limits.TransactItems-1 {
+		return wrap(fmt.Errorf("%w: %d initial keys: one run starts with at most %d", ErrValueTooLarge, len(initial), limits.TransactItems-1))
 	}
 	puts, err := s.encodeSets(run.RunID, initial)
 	if err != nil {
@@ -251,7 +237,7 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID, status, reason, 
 		Remove(expression.Name(attrGSIRunning)).
 		Remove(expression.Name(attrRunningSince))
 	if reason != "" {
-		upd = upd.Set(expression.Name(attrError), expression.Value(avS(truncateUTF8(reason, maxRunErrorBytes))))
+		upd = upd.Set(expression.Name(attrError), expression.Value(avS(truncateUTF8(reason, limits.ReasonBytes))))
 	}
 	if failedNode != "" {
 		upd = upd.Set(expression.Name(attrFailedNode), expression.Value(avS(failedNode)))
@@ -427,8 +413,8 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 		return nil, err
 	}
 	nodeKey := outputsPrefix + c.NodeID
-	if n := len(c.Sets) + len(c.Deletes); n > maxTransactItems-1 {
-		return nil, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", ErrValueTooLarge, n, maxTransactItems-1))
+	if n := len(c.Sets) + len(c.Deletes); n > limits.TransactItems-1 {
+		return nil, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", ErrValueTooLarge, n, limits.TransactItems-1))
 	}
 	out, err := encodeValue(c.Output)
 	if err != nil {
@@ -469,7 +455,7 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 		}
 		set(attrStaged, staged)
 	}
-	if size := itemSize(written) + itemOverhead; size > DynamoDBItemLimit {
+	if size := itemSize(written) + limits.ItemOverhead; size > DynamoDBItemLimit {
 		return nil, &ValueTooLargeError{RunID: runID, Key: nodeKey, Size: size, Limit: DynamoDBItemLimit}
 	}
 	sets, err := s.encodeSets(runID, c.Sets)
@@ -598,7 +584,7 @@ func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason st
 		Remove(expression.Name(attrLeaseOwner)).
 		Remove(expression.Name(attrLeaseUntil))
 	if reason != "" {
-		upd = upd.Set(expression.Name(attrError), expression.Value(avS(truncateUTF8(reason, maxRunErrorBytes))))
+		upd = upd.Set(expression.Name(attrError), expression.Value(avS(truncateUTF8(reason, limits.ReasonBytes))))
 	} else {
 		upd = upd.Remove(expression.Name(attrError))
 	}
@@ -1014,8 +1000,8 @@ func (s *DynamoDbContext) Patch(ctx context.Context, runID string, sets map[stri
 	if err := checkRunID(runID); err != nil {
 		return err
 	}
-	if n := len(sets) + len(deletes); n > maxTransactItems {
-		return wrap(fmt.Errorf("%w: %d changes: one patch makes at most %d", ErrValueTooLarge, n, maxTransactItems))
+	if n := len(sets) + len(deletes); n > limits.TransactItems {
+		return wrap(fmt.Errorf("%w: %d changes: one patch makes at most %d", ErrValueTooLarge, n, limits.TransactItems))
 	}
 	puts, err := s.encodeSets(runID, sets)
 	if err != nil {
@@ -1354,13 +1340,10 @@ func checkNode(runID, nodeID string) error {
 }
 
 // checkReadKey checks a context key that a caller reads: node outputs
-// ("_outputs.<nodeId>") included.
+// ("_outputs.<nodeId>") included (see limits.CheckReadKey).
 func checkReadKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: empty key", ErrInvalidKey)
-	case len(key) > maxKeyLength:
-		return fmt.Errorf("%w: %q is longer than %d bytes", ErrInvalidKey, key[:32]+"...", maxKeyLength)
+	if err := limits.CheckReadKey(key); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidKey, err)
 	}
 	return nil
 }
@@ -1387,14 +1370,14 @@ func checkTransactSize(runID string, items []types.TransactWriteItem) error {
 		case it.Put != nil:
 			total += itemSize(it.Put.Item)
 		case it.Update != nil:
-			total += itemSize(it.Update.ExpressionAttributeValues) + itemOverhead
+			total += itemSize(it.Update.ExpressionAttributeValues) + limits.ItemOverhead
 		case it.Delete != nil:
 			total += itemSize(it.Delete.Key)
 		}
 	}
-	if total > maxTransactBytes {
+	if total > limits.TransactBytes {
 		return fmt.Errorf("%w: run %q: the writes that go together total %d bytes, over DynamoDB's %d-byte transaction limit",
-			ErrValueTooLarge, runID, total, maxTransactBytes)
+			ErrValueTooLarge, runID, total, limits.TransactBytes)
 	}
 	return nil
 }
@@ -1409,7 +1392,7 @@ func encodeValue(v any) (types.AttributeValue, error) {
 	if err != nil {
 		return nil, err
 	}
-	native, err := nativelyStorable(n)
+	native, err := limits.Native(n)
 	if err != nil {
 		return nil, err
 	}
@@ -1425,41 +1408,6 @@ func encodeValue(v any) (types.AttributeValue, error) {
 		return nil, err
 	}
 	return av, nil
-}
-
-// nativelyStorable reports whether a JSON-like value can be stored with
-// DynamoDB's own types: no empty object key (an empty attribute name), no
-// number outside DynamoDB's range. NaN and infinities are no JSON values.
-func nativelyStorable(v any) (bool, error) {
-	switch x := v.(type) {
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return false, fmt.Errorf("value is not JSON-marshalable: %v", x)
-		}
-		a := math.Abs(x)
-		return a == 0 || (a >= 1e-130 && a < 1e126), nil
-	case map[string]any:
-		native := true
-		for k, e := range x {
-			ok, err := nativelyStorable(e)
-			if err != nil {
-				return false, err
-			}
-			native = native && ok && k != ""
-		}
-		return native, nil
-	case []any:
-		native := true
-		for _, e := range x {
-			ok, err := nativelyStorable(e)
-			if err != nil {
-				return false, err
-			}
-			native = native && ok
-		}
-		return native, nil
-	}
-	return true, nil
 }
 
 // decodeValue converts a stored attribute value back to the JSON-like form.
@@ -1662,8 +1610,8 @@ func isItemTooLarge(err error) bool {
 func batchGetItems(ctx context.Context, client DynamoDBClient, table string, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, error) {
 	const tries = 8
 	var items []map[string]types.AttributeValue
-	for start := 0; start < len(keys); start += maxBatchGetKeys {
-		pending := keys[start:min(start+maxBatchGetKeys, len(keys))]
+	for start := 0; start < len(keys); start += limits.BatchGetKeys {
+		pending := keys[start:min(start+limits.BatchGetKeys, len(keys))]
 		backoff := 10 * time.Millisecond
 		for try := 1; len(pending) > 0; try++ {
 			if try > tries {

@@ -17,26 +17,14 @@ import (
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // MaxItemBytes is the size limit of one stored item, as in DynamoDB. A
 // context value or node record whose estimated item size (encoded value, key
 // and a fixed per-item overhead) exceeds it is refused with a
 // *sqsadapter.ValueTooLargeError.
-const MaxItemBytes = 400 * 1024
-
-const (
-	// storeItemOverhead approximates the attribute names and bookkeeping of
-	// one stored item.
-	storeItemOverhead = 100
-	// storeOutputsPrefix is the context key prefix of node records.
-	storeOutputsPrefix = "_outputs."
-	// storeMaxKeyBytes is the longest context key (DynamoDB's sort key limit).
-	storeMaxKeyBytes = 1024
-	// storeMaxReasonBytes bounds the failure reason kept in a node record,
-	// as in the DynamoDB implementation.
-	storeMaxReasonBytes = 32 * 1024
-)
+const MaxItemBytes = limits.ItemBytes
 
 var _ sqsadapter.ContextStore = (*ContextStore)(nil)
 
@@ -361,8 +349,8 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapte
 			return nil, wrap(fmt.Errorf("staged inputs: %w", err))
 		}
 	}
-	outKey := storeOutputsPrefix + c.NodeID
-	size := len(outKey) + len(out) + len(staged) + len(c.Action) + len(c.Fallback) + storeItemOverhead
+	outKey := limits.OutputsPrefix + c.NodeID
+	size := len(outKey) + len(out) + len(staged) + len(c.Action) + len(c.Fallback) + limits.ItemOverhead
 	for _, t := range c.Taken {
 		size += len(t) + 1
 	}
@@ -466,7 +454,7 @@ func (s *ContextStore) FailNode(ctx context.Context, runID, nodeID, reason strin
 		// Failed already: the first reason stays.
 	default:
 		it.state = sqsadapter.NodeFailed
-		it.errMsg = storeTruncate(reason, storeMaxReasonBytes)
+		it.errMsg = storeTruncate(reason, limits.ReasonBytes)
 		it.leaseOwner = ""
 		it.leaseUntil = time.Time{}
 		it.updatedAt = storeNow()
@@ -751,7 +739,7 @@ func (s *ContextStore) GetMany(ctx context.Context, runID string, keys []string)
 // lookup finds the encoded value of a context key or committed node output.
 // Call with the lock held.
 func (s *ContextStore) lookup(runID, key string) ([]byte, bool) {
-	if id, ok := strings.CutPrefix(key, storeOutputsPrefix); ok {
+	if id, ok := strings.CutPrefix(key, limits.OutputsPrefix); ok {
 		it, ok := s.nodes[runID][id]
 		if !ok || it.state != sqsadapter.NodeCommitted {
 			return nil, false
@@ -847,7 +835,7 @@ func (s *ContextStore) Snapshot(ctx context.Context, runID string) (map[string]a
 	}
 	for id, it := range s.nodes[runID] {
 		if it.state == sqsadapter.NodeCommitted {
-			found[storeOutputsPrefix+id] = it.output
+			found[limits.OutputsPrefix+id] = it.output
 		}
 	}
 	s.mu.Unlock()
@@ -945,7 +933,7 @@ func storeEncodeSets(runID string, sets map[string]any) (map[string][]byte, erro
 		if err != nil {
 			return nil, fmt.Errorf("key %q: %w", k, err)
 		}
-		if size := len(k) + len(b) + storeItemOverhead; size > MaxItemBytes {
+		if size := len(k) + len(b) + limits.ItemOverhead; size > MaxItemBytes {
 			return nil, &sqsadapter.ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: MaxItemBytes}
 		}
 		enc[k] = b
@@ -967,21 +955,19 @@ func storeCheckDeletes(sets map[string]any, deletes []string) error {
 }
 
 // storeCheckWriteKey checks a context key that a caller writes: not empty,
-// not reserved for node records, not too long.
+// not reserved for node records, not too long (limits.CheckContextKey).
 func storeCheckWriteKey(key string) error {
-	if strings.HasPrefix(key, storeOutputsPrefix) {
-		return fmt.Errorf("%w: %q: the prefix %q is reserved for node outputs", sqsadapter.ErrInvalidKey, key, storeOutputsPrefix)
+	if err := limits.CheckContextKey(key); err != nil {
+		return fmt.Errorf("%w: %v", sqsadapter.ErrInvalidKey, err)
 	}
-	return storeCheckReadKey(key)
+	return nil
 }
 
-// storeCheckReadKey checks a context key that a caller reads.
+// storeCheckReadKey checks a context key that a caller reads
+// (limits.CheckReadKey).
 func storeCheckReadKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: empty key", sqsadapter.ErrInvalidKey)
-	case len(key) > storeMaxKeyBytes:
-		return fmt.Errorf("%w: %q... is longer than %d bytes", sqsadapter.ErrInvalidKey, key[:32], storeMaxKeyBytes)
+	if err := limits.CheckReadKey(key); err != nil {
+		return fmt.Errorf("%w: %v", sqsadapter.ErrInvalidKey, err)
 	}
 	return nil
 }
@@ -1002,5 +988,5 @@ func storeCheckNode(runID, nodeID string) error {
 	if nodeID == "" {
 		return fmt.Errorf("sqsadaptertest: run %q: %w: empty node id", runID, sqsadapter.ErrInvalidKey)
 	}
-	return storeCheckReadKey(storeOutputsPrefix + nodeID)
+	return storeCheckReadKey(limits.OutputsPrefix + nodeID)
 }

@@ -1,0 +1,164 @@
+// Package limits is the one table of the AWS limits that the adapter obeys:
+// DynamoDB's item, key and transaction limits, SQS's message limits, and the
+// rules for ids and context keys that follow from them. The DynamoDB stores,
+// the in-memory fakes of package sqsadaptertest and the validators
+// (ParseBlueprint, DecodeJob, StartRun, NodeContext) all take their numbers
+// and checks from here, so that what the fakes accept is what AWS accepts.
+//
+// Checks return plain errors that describe the problem; each caller wraps
+// them in its own typed error (ErrInvalidKey, ErrInvalidJob...).
+package limits
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// DynamoDB.
+const (
+	// ItemBytes is the size limit of one DynamoDB item (400 KB), attribute
+	// names and values included.
+	ItemBytes = 400 * 1024
+	// ItemOverhead is added to the estimated size of an item: attribute
+	// names and the bookkeeping attributes around its values (state,
+	// attempts, timestamps).
+	ItemOverhead = 100
+	// TransactItems is the most items one TransactWriteItems may write.
+	TransactItems = 100
+	// TransactBytes is the size limit of one TransactWriteItems request
+	// (4 MB).
+	TransactBytes = 4 * 1024 * 1024
+	// BatchGetKeys is the most keys one BatchGetItem may read. The stores
+	// read more keys in several requests, so it limits no caller.
+	BatchGetKeys = 100
+	// PartitionKeyBytes is the longest partition key value.
+	PartitionKeyBytes = 2048
+	// SortKeyBytes is the longest sort key value.
+	SortKeyBytes = 1024
+	// ReasonBytes bounds the failure reason kept in a run record or a
+	// failed node record; a longer one is truncated, so that an enormous
+	// error message cannot keep a run from finishing.
+	ReasonBytes = 32 * 1024
+	// NumberMin and NumberMax bound the magnitude of a number DynamoDB
+	// stores natively (besides zero): 1e-130 <= |n| < 1e126.
+	NumberMin = 1e-130
+	NumberMax = 1e126
+)
+
+// SQS.
+const (
+	// MessageBytes is the size limit of one message, and of the sum of the
+	// messages of one SendMessageBatch: 256 KiB, SQS's limit for years and
+	// that of a queue whose MaximumMessageSize is 262144. A message within
+	// it fits any queue left at a default size.
+	MessageBytes = 262144
+	// BatchEntries is the most entries one SQS batch request may hold.
+	BatchEntries = 10
+)
+
+// Context keys.
+const (
+	// OutputsPrefix begins the context key of a node record,
+	// "_outputs.<nodeId>"; context keys written by callers may not use it.
+	OutputsPrefix = "_outputs."
+	// ContextKeyBytes is the longest context key: the context table's
+	// sort key.
+	ContextKeyBytes = SortKeyBytes
+)
+
+// CheckContextKey checks a context key that a caller writes or deletes: not
+// empty, not beginning with OutputsPrefix (reserved for node records), at
+// most ContextKeyBytes bytes.
+func CheckContextKey(key string) error {
+	if strings.HasPrefix(key, OutputsPrefix) {
+		return fmt.Errorf("%q: the prefix %q is reserved for node outputs", key, OutputsPrefix)
+	}
+	return CheckReadKey(key)
+}
+
+// CheckReadKey checks a context key that a caller reads, node records'
+// "_outputs.<nodeId>" included: not empty, at most ContextKeyBytes bytes.
+func CheckReadKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("empty key")
+	case len(key) > ContextKeyBytes:
+		return fmt.Errorf("%s is longer than %d bytes", prefix(key), ContextKeyBytes)
+	}
+	return nil
+}
+
+// prefix quotes the beginning of a long string for an error message.
+func prefix(s string) string {
+	if len(s) <= 32 {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:32]) + "..."
+}
+
+// Native reports whether DynamoDB can hold a JSON-like value with its own
+// types: no empty object key (an empty attribute name), no number outside
+// NumberMin to NumberMax in magnitude. NaN and infinities, which are no JSON
+// values, are an error.
+func Native(v any) (bool, error) {
+	switch x := v.(type) {
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return false, fmt.Errorf("value is not JSON-marshalable: %v", x)
+		}
+		a := math.Abs(x)
+		return a == 0 || (a >= NumberMin && a < NumberMax), nil
+	case map[string]any:
+		native := true
+		for k, e := range x {
+			ok, err := Native(e)
+			if err != nil {
+				return false, err
+			}
+			native = native && ok && k != ""
+		}
+		return native, nil
+	case []any:
+		native := true
+		for _, e := range x {
+			ok, err := Native(e)
+			if err != nil {
+				return false, err
+			}
+			native = native && ok
+		}
+		return native, nil
+	}
+	return true, nil
+}
+
+// MessageChar reports whether SQS accepts r in a message body: #x9, #xA,
+// #xD, #x20 to #xD7FF, #xE000 to #xFFFD and #x10000 to #x10FFFF.
+func MessageChar(r rune) bool {
+	switch {
+	case r == 0x9 || r == 0xA || r == 0xD:
+	case r >= 0x20 && r <= 0xD7FF:
+	case r >= 0xE000 && r <= 0xFFFD:
+	case r >= 0x10000 && r <= 0x10FFFF:
+	default:
+		return false
+	}
+	return true
+}
+
+// ValidMessageBody reports whether s is valid UTF-8 made only of characters
+// SQS accepts in a message body (MessageChar).
+func ValidMessageBody(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if !MessageChar(r) {
+			return false
+		}
+	}
+	return true
+}
