@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // ---------------------------------------------------------------------------
@@ -519,6 +521,45 @@ func TestDecodeJob(t *testing.T) {
 			again, err := DecodeJob([]byte(s))
 			require.NoError(t, err)
 			assert.Equal(t, job, again)
+		})
+	}
+}
+
+// TestJobEncodeSQSChars: a job whose ids or input hold characters SQS
+// refuses in a message body encodes to a body SQS accepts, which decodes
+// back to the same job.
+func TestJobEncodeSQSChars(t *testing.T) {
+	t.Parallel()
+	refused := "\ufffe\uffff"
+	cases := []struct {
+		name string
+		job  Job
+	}{
+		{"ids", Job{RunID: "r" + refused, BlueprintID: "b\ufffe", NodeID: "n\uffff", BlueprintVersion: "v" + refused}},
+		{"input string", Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: json.RawMessage(`"a` + refused + `b"`)}},
+		{"input object key", Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: json.RawMessage(`{"k` + refused + `":["` + refused + `"]}`)}},
+		{"input kept escapes", Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: json.RawMessage(`"\ufffe \u0001 \"q\" \\"`)}},
+		{"allowed characters stay", Job{RunID: "r", BlueprintID: "b", NodeID: "n\u007f\ufffd\U0010ffff\ue000\ud7ff", Input: json.RawMessage(`"🚀 日本"`)}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			body, err := c.job.encode()
+			require.NoError(t, err)
+			assert.True(t, limits.ValidMessageBody(body), "body SQS refuses: %q", body)
+			assert.NotContains(t, body, "\\u007f", "an allowed character is not escaped")
+			again, err := DecodeJob([]byte(body))
+			require.NoError(t, err)
+			assert.Equal(t, c.job.RunID, again.RunID)
+			assert.Equal(t, c.job.BlueprintID, again.BlueprintID)
+			assert.Equal(t, c.job.NodeID, again.NodeID)
+			assert.Equal(t, c.job.BlueprintVersion, again.BlueprintVersion)
+			var want, got any
+			if c.job.Input != nil {
+				require.NoError(t, json.Unmarshal(c.job.Input, &want))
+				require.NoError(t, json.Unmarshal(again.Input, &got))
+				assert.Equal(t, want, got)
+			}
 		})
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // Job is one node of one run: the body of an SQS message, in the Flowcraft
@@ -52,9 +55,47 @@ func (j Job) validate() error {
 	return nil
 }
 
+// encode returns the job's message body: its JSON, with every character SQS
+// refuses in a message body (limits.MessageChar) written as a \uXXXX escape.
+// encoding/json escapes C0 controls and replaces invalid UTF-8 in strings,
+// but leaves U+FFFE and U+FFFF raw, and copies Input as it is.
 func (j Job) encode() (string, error) {
 	b, err := json.Marshal(j)
-	return string(b), err
+	if err != nil {
+		return "", err
+	}
+	return escapeForSQS(b), nil
+}
+
+// escapeForSQS writes the characters of a JSON document that SQS refuses as
+// \uXXXX escapes, and invalid UTF-8 as \ufffd. Outside strings JSON holds
+// only ASCII characters SQS accepts, so these occur only inside strings,
+// where the escape stands for the same character. Every refused character
+// is below U+10000, so one escape covers it.
+func escapeForSQS(b []byte) string {
+	var out []byte // nil until a character needs escaping
+	done := 0      // b[:done] is in out
+	for i := 0; i < len(b); {
+		r, size := rune(b[i]), 1
+		if r >= utf8.RuneSelf {
+			r, size = utf8.DecodeRune(b[i:])
+		}
+		if limits.MessageChar(r) && (r != utf8.RuneError || size > 1) {
+			i += size
+			continue
+		}
+		if out == nil {
+			out = make([]byte, 0, len(b)+16)
+		}
+		out = append(out, b[done:i]...)
+		out = fmt.Appendf(out, `\u%04x`, r) // RuneError for invalid UTF-8
+		i += size
+		done = i
+	}
+	if out == nil {
+		return string(b)
+	}
+	return string(append(out, b[done:]...))
 }
 
 func (j Job) String() string { return j.RunID + "/" + j.NodeID }
