@@ -1,6 +1,7 @@
 package sqsadapter
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -562,4 +563,31 @@ func TestJobEncodeSQSChars(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestJobEncodeDropsInputOverMessageLimit: escaping can make a carried input
+// longer than SQS takes (U+FFFE is 3 bytes, its escape 6); the job is then
+// sent without it, and its node reads the input from the store.
+func TestJobEncodeDropsInputOverMessageLimit(t *testing.T) {
+	t.Parallel()
+	in, err := json.Marshal(strings.Repeat("\ufffe", 60<<10)) // 180 KiB raw, 360 KiB escaped
+	require.NoError(t, err)
+	require.Less(t, len(in), limits.MessageBytes)
+	j := Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: in}
+	body, err := j.encode()
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(body), limits.MessageBytes)
+	again, err := DecodeJob([]byte(body))
+	require.NoError(t, err)
+	assert.Equal(t, "r/n", again.String())
+	assert.True(t, again.Input == nil, "the input is not carried")
+
+	// An input that fits escaped is carried.
+	j.Input, err = json.Marshal(strings.Repeat("\ufffe", 40<<10))
+	require.NoError(t, err)
+	body, err = j.encode()
+	require.NoError(t, err)
+	again, err = DecodeJob([]byte(body))
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(again.Input, []byte(escapeForSQS(j.Input))), "the input is carried")
 }

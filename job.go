@@ -59,12 +59,22 @@ func (j Job) validate() error {
 // refuses in a message body (limits.MessageChar) written as a \uXXXX escape.
 // encoding/json escapes C0 controls and replaces invalid UTF-8 in strings,
 // but leaves U+FFFE and U+FFFF raw, and copies Input as it is.
+//
+// An escape is longer than its character (6 bytes for 3), so a carried input
+// that fitted in a message may not once escaped: the job is then sent
+// without it, and its node reads the input from the store, as it does any
+// input too large to carry.
 func (j Job) encode() (string, error) {
 	b, err := json.Marshal(j)
 	if err != nil {
 		return "", err
 	}
-	return escapeForSQS(b), nil
+	body := escapeForSQS(b)
+	if len(body) > limits.MessageBytes && j.Input != nil {
+		j.Input = nil
+		return j.encode()
+	}
+	return body, nil
 }
 
 // escapeForSQS writes the characters of a JSON document that SQS refuses as
