@@ -198,8 +198,8 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 // GetRun implements ContextStore.
 func (s *DynamoDbContext) GetRun(ctx context.Context, runID string) (*RunRecord, error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get run %q: %w", runID, err) }
-	if runID == "" {
-		return nil, wrap(ErrRunNotFound)
+	if limits.CheckID("run id", runID) != nil {
+		return nil, wrap(ErrRunNotFound) // CreateRun refuses such an id
 	}
 	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:      aws.String(s.statusTable),
@@ -226,8 +226,8 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID, status, reason, 
 	default:
 		return wrap(fmt.Errorf("invalid final status %q", status))
 	}
-	if runID == "" {
-		return wrap(ErrRunNotFound)
+	if limits.CheckID("run id", runID) != nil {
+		return wrap(ErrRunNotFound) // CreateRun refuses such an id
 	}
 	if at.IsZero() {
 		at = time.Now()
@@ -632,6 +632,9 @@ func (s *DynamoDbContext) CloseNodes(ctx context.Context, runID string, nodeIDs 
 }
 
 func (s *DynamoDbContext) resolveNodes(ctx context.Context, verb, runID string, nodeIDs []string, state string) error {
+	if err := checkRunID(runID); err != nil {
+		return err
+	}
 	for _, id := range nodeIDs {
 		if err := checkNode(runID, id); err != nil {
 			return err
@@ -671,6 +674,9 @@ func (s *DynamoDbContext) resolveNodes(ctx context.Context, verb, runID string, 
 // GetNodes implements ContextStore with BatchGetItem.
 func (s *DynamoDbContext) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*NodeRecord, error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get nodes of run %q: %w", runID, err) }
+	if err := checkRunID(runID); err != nil {
+		return nil, err
+	}
 	keys := make([]string, 0, len(nodeIDs))
 	for _, id := range nodeIDs {
 		if err := checkNode(runID, id); err != nil {
@@ -1317,24 +1323,23 @@ func ctxItemKey(runID, key string) map[string]types.AttributeValue {
 	return map[string]types.AttributeValue{attrRunID: avS(runID), attrKey: avS(key)}
 }
 
+// checkRunID checks a run id (limits.CheckID); the error matches
+// ErrInvalidKey: the run id is part of the key of every item of the run.
 func checkRunID(runID string) error {
-	if runID == "" {
-		return errors.New("sqsadapter: empty run id")
+	if err := limits.CheckID("run id", runID); err != nil {
+		return fmt.Errorf("sqsadapter: %w: %v", ErrInvalidKey, err)
 	}
 	return nil
 }
 
-// checkNode checks a run id and a node id, whose record key must be a valid
-// context key.
+// checkNode checks a run id and a node id (limits.CheckNodeRecordID), whose
+// record key must be a valid context key.
 func checkNode(runID, nodeID string) error {
 	if err := checkRunID(runID); err != nil {
 		return err
 	}
-	if nodeID == "" {
-		return fmt.Errorf("sqsadapter: run %q: %w: empty node id", runID, ErrInvalidKey)
-	}
-	if err := checkReadKey(outputsPrefix + nodeID); err != nil {
-		return fmt.Errorf("sqsadapter: run %q: node id: %w", runID, err)
+	if err := limits.CheckNodeRecordID(nodeID); err != nil {
+		return fmt.Errorf("sqsadapter: run %q: %w: %v", runID, ErrInvalidKey, err)
 	}
 	return nil
 }

@@ -104,6 +104,14 @@ func TestDynamoDbContextConformance(t *testing.T) {
 	})
 }
 
+func TestDynamoDbContextLimits(t *testing.T) {
+	client := dynamoDBClient(t)
+	names := testTables(t, client)
+	storetest.TestContextStoreLimits(t, func(t *testing.T) sqsadapter.ContextStore {
+		return sqsadapter.NewDynamoDbContext(client, names.Context, names.Status)
+	})
+}
+
 func TestDynamoDbCoordinationStoreConformance(t *testing.T) {
 	client := dynamoDBClient(t)
 	names := testTables(t, client)

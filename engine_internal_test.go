@@ -498,7 +498,7 @@ func TestDecodeJob(t *testing.T) {
 		{name: "missing runId", body: `{"blueprintId":"b","nodeId":"n"}`, wantErr: []string{"runId is missing"}},
 		{name: "missing blueprintId", body: `{"runId":"r","nodeId":"n"}`, wantErr: []string{"blueprintId is missing"}},
 		{name: "missing nodeId", body: `{"runId":"r","blueprintId":"b"}`, wantErr: []string{"nodeId is missing"}},
-		{name: "blank runId", body: `{"runId":"  ","blueprintId":"b","nodeId":"n"}`, wantErr: []string{"runId is missing"}},
+		{name: "blank runId", body: `{"runId":"  ","blueprintId":"b","nodeId":"n"}`, wantErr: []string{`runId "  " is only white space`}},
 		{name: "runId of the wrong type", body: `{"runId":5,"blueprintId":"b","nodeId":"n"}`, wantErr: []string{}},
 		{name: "runId too long", body: `{"runId":"` + long + `","blueprintId":"b","nodeId":"n"}`, wantErr: []string{"runId is longer than"}},
 		{name: "trailing garbage", body: `{"runId":"r","blueprintId":"b","nodeId":"n"} x`, wantErr: []string{}},
@@ -540,7 +540,7 @@ func TestJobEncodeSQSChars(t *testing.T) {
 		{"input string", Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: json.RawMessage(`"a` + refused + `b"`)}},
 		{"input object key", Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: json.RawMessage(`{"k` + refused + `":["` + refused + `"]}`)}},
 		{"input kept escapes", Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: json.RawMessage(`"\ufffe \u0001 \"q\" \\"`)}},
-		{"allowed characters stay", Job{RunID: "r", BlueprintID: "b", NodeID: "n\u007f\ufffd\U0010ffff\ue000\ud7ff", Input: json.RawMessage(`"🚀 日本"`)}},
+		{"allowed characters stay", Job{RunID: "r", BlueprintID: "b", NodeID: "n\ufffd\U0010ffff\ue000\ud7ff", Input: json.RawMessage("\"🚀 日本 \u007f\"")}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -23,11 +23,16 @@ type Job struct {
 	Input json.RawMessage `json:"input,omitempty"`
 }
 
-const maxIDLength = 512
+// maxIDLength is the longest run, blueprint or node id.
+const maxIDLength = limits.IDBytes
+
+// checkID checks a run, blueprint or node id (see limits.CheckID); what
+// names it in the error.
+func checkID(what, id string) error { return limits.CheckID(what, id) }
 
 // DecodeJob parses and validates a job message body. Unknown fields are
-// ignored; a missing or malformed required field is an error matching
-// ErrInvalidJob.
+// ignored; a missing required field, an invalid id (see Blueprint.Validate) or
+// a malformed field is an error matching ErrInvalidJob.
 func DecodeJob(body []byte) (Job, error) {
 	var j Job
 	if err := json.Unmarshal(body, &j); err != nil {
@@ -39,11 +44,10 @@ func DecodeJob(body []byte) (Job, error) {
 func (j Job) validate() error {
 	var missing []string
 	for _, f := range []struct{ name, v string }{{"runId", j.RunID}, {"blueprintId", j.BlueprintID}, {"nodeId", j.NodeID}} {
-		switch {
-		case strings.TrimSpace(f.v) == "":
+		if f.v == "" {
 			missing = append(missing, f.name+" is missing")
-		case len(f.v) > maxIDLength:
-			missing = append(missing, fmt.Sprintf("%s is longer than %d bytes", f.name, maxIDLength))
+		} else if err := checkID(f.name, f.v); err != nil {
+			missing = append(missing, err.Error())
 		}
 	}
 	if len(j.Input) > 0 && !json.Valid(j.Input) {

@@ -2,6 +2,7 @@ package sqsadapter_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -9,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/storetest"
+	"github.com/flowcraft/sqsadapter/sqsadaptertest"
 )
 
 // sqsRefused holds the characters SQS refuses in a message body that a JSON
@@ -60,5 +63,104 @@ func TestSQSRefusedCharactersRoundTrip(t *testing.T) {
 		assert.Equal(t, sqsRefused, st.Context["_outputs.next"])
 		assert.Equal(t, sqsRefused, st.Context["key\uffff"])
 		assert.Equal(t, sqsRefused, st.Context["_inputs.start"])
+	})
+}
+
+// TestIDRuleParseBlueprint: the id rule (storetest.IDCases) holds for the
+// blueprint id and every node id, in JSON (ParseBlueprint) and in Go
+// (Blueprint.Validate, which NewSqsAdapter runs).
+func TestIDRuleParseBlueprint(t *testing.T) {
+	t.Parallel()
+	blueprint := func(bpID, nodeID string) *sqsadapter.Blueprint {
+		return &sqsadapter.Blueprint{ID: bpID, Nodes: []sqsadapter.NodeDefinition{
+			{ID: "first", Uses: "work"}, {ID: nodeID, Uses: "work"},
+		}, Edges: []sqsadapter.EdgeDefinition{{Source: "first", Target: nodeID}}}
+	}
+	parse := func(t *testing.T, bp *sqsadapter.Blueprint) error {
+		b, err := json.Marshal(bp)
+		require.NoError(t, err)
+		_, err = sqsadapter.ParseBlueprint(b)
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		bp   func(id string) *sqsadapter.Blueprint
+	}{
+		{"blueprint id", func(id string) *sqsadapter.Blueprint { return blueprint(id, "second") }},
+		{"node id", func(id string) *sqsadapter.Blueprint { return blueprint("bp", id) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Run("ParseBlueprint", func(t *testing.T) {
+				storetest.TestIDRule(t, true, sqsadapter.ErrInvalidBlueprint, func(t *testing.T, id string) error {
+					err := parse(t, c.bp(id))
+					var be *sqsadapter.BlueprintError
+					if err != nil && assert.ErrorAs(t, err, &be) && id != "" {
+						// No further problem from an edge to an invalid id.
+						assert.Len(t, be.Problems, 1, "one problem per id: %q", be.Problems)
+					}
+					return err
+				})
+			})
+			t.Run("Validate", func(t *testing.T) {
+				storetest.TestIDRule(t, false, sqsadapter.ErrInvalidBlueprint, func(t *testing.T, id string) error {
+					return c.bp(id).Validate()
+				})
+			})
+			t.Run("NewSqsAdapter", func(t *testing.T) {
+				storetest.TestIDRule(t, false, sqsadapter.ErrInvalidBlueprint, func(t *testing.T, id string) error {
+					q := sqsadaptertest.NewSQS()
+					_, err := sqsadapter.NewSqsAdapter(
+						sqsadapter.WithSQSClient(q),
+						sqsadapter.WithQueueURL(q.CreateQueue("jobs", sqsadaptertest.QueueOptions{})),
+						sqsadapter.WithContextStore(sqsadaptertest.NewContextStore()),
+						sqsadapter.WithCoordinationStore(sqsadaptertest.NewCoordinationStore()),
+						sqsadapter.WithRegistry(sqsadapter.NodeRegistry{"work": func(context.Context, *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+							return sqsadapter.NodeResult{}, nil
+						}}),
+						sqsadapter.WithBlueprints(c.bp(id)),
+					)
+					return err
+				})
+			})
+		})
+	}
+}
+
+// TestIDRuleDecodeJob: the id rule holds for the three ids of a job.
+func TestIDRuleDecodeJob(t *testing.T) {
+	t.Parallel()
+	for _, field := range []string{"runId", "blueprintId", "nodeId"} {
+		t.Run(field, func(t *testing.T) {
+			storetest.TestIDRule(t, true, sqsadapter.ErrInvalidJob, func(t *testing.T, id string) error {
+				job := map[string]string{"runId": "r", "blueprintId": "b", "nodeId": "n"}
+				job[field] = id
+				b, err := json.Marshal(job)
+				require.NoError(t, err)
+				_, err = sqsadapter.DecodeJob(b)
+				return err
+			})
+		})
+	}
+}
+
+// TestIDRuleStartRun: the id rule holds for a run id given to StartRun.
+func TestIDRuleStartRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envConfig{
+		registry: sqsadapter.NodeRegistry{"work": func(context.Context, *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+			return sqsadapter.NodeResult{}, nil
+		}},
+		blueprints: []*sqsadapter.Blueprint{mustParse(t, `{"id": "bp", "nodes": [{"id": "a", "uses": "work"}]}`)},
+	})
+	storetest.TestIDRule(t, false, sqsadapter.ErrInvalidOption, func(t *testing.T, id string) error {
+		if id == "" {
+			t.Skip("WithRunID(\"\") asks for a random run id")
+		}
+		got, err := e.client.StartRun(t.Context(), "bp", nil, sqsadapter.WithRunID(id))
+		if err == nil {
+			assert.Equal(t, id, got)
+			_, err = e.contexts.GetRun(t.Context(), id)
+		}
+		return err
 	})
 }

@@ -291,6 +291,9 @@ func (s *ContextStore) ExtendLease(ctx context.Context, runID, nodeID, owner str
 	if err := s.begin(ctx, op); err != nil {
 		return err
 	}
+	if err := storeCheckNode(runID, nodeID); err != nil {
+		return err
+	}
 	s.lock()
 	it, ok := s.nodes[runID][nodeID]
 	if !ok || owner == "" || it.state != sqsadapter.NodePending || it.leaseOwner != owner {
@@ -309,6 +312,9 @@ func (s *ContextStore) ExtendLease(ctx context.Context, runID, nodeID, owner str
 func (s *ContextStore) ReleaseLease(ctx context.Context, runID, nodeID, owner string) error {
 	const op = "ReleaseLease"
 	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := storeCheckNode(runID, nodeID); err != nil {
 		return err
 	}
 	s.lock()
@@ -504,6 +510,9 @@ func (s *ContextStore) resolveNodes(ctx context.Context, op, runID string, nodeI
 	if err := s.begin(ctx, op); err != nil {
 		return err
 	}
+	if err := storeCheckRunID(runID); err != nil {
+		return err
+	}
 	for _, id := range nodeIDs {
 		if err := storeCheckNode(runID, id); err != nil {
 			return err
@@ -533,6 +542,14 @@ func (s *ContextStore) GetNodes(ctx context.Context, runID string, nodeIDs []str
 	const op = "GetNodes"
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
+	}
+	if err := storeCheckRunID(runID); err != nil {
+		return nil, err
+	}
+	for _, id := range nodeIDs {
+		if err := storeCheckNode(runID, id); err != nil {
+			return nil, err
+		}
 	}
 	items := make(map[string]nodeItem, len(nodeIDs))
 	s.lock()
@@ -688,6 +705,9 @@ func (s *ContextStore) Get(ctx context.Context, runID, key string) (any, bool, e
 	if err := s.begin(ctx, op); err != nil {
 		return nil, false, err
 	}
+	if err := storeCheckRunID(runID); err != nil {
+		return nil, false, err
+	}
 	if err := storeCheckReadKey(key); err != nil {
 		return nil, false, err
 	}
@@ -711,6 +731,9 @@ func (s *ContextStore) Get(ctx context.Context, runID, key string) (any, bool, e
 func (s *ContextStore) GetMany(ctx context.Context, runID string, keys []string) (map[string]any, error) {
 	const op = "GetMany"
 	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := storeCheckRunID(runID); err != nil {
 		return nil, err
 	}
 	for _, k := range keys {
@@ -826,6 +849,9 @@ func (s *ContextStore) Patch(ctx context.Context, runID string, sets map[string]
 func (s *ContextStore) Snapshot(ctx context.Context, runID string) (map[string]any, error) {
 	const op = "Snapshot"
 	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := storeCheckRunID(runID); err != nil {
 		return nil, err
 	}
 	s.lock()
@@ -972,21 +998,22 @@ func storeCheckReadKey(key string) error {
 	return nil
 }
 
+// storeCheckRunID checks a run id (limits.CheckID), as the DynamoDB store
+// does: the error matches ErrInvalidKey.
 func storeCheckRunID(runID string) error {
-	if runID == "" {
-		return errors.New("sqsadaptertest: empty run id")
+	if err := limits.CheckID("run id", runID); err != nil {
+		return fmt.Errorf("sqsadaptertest: %w: %v", sqsadapter.ErrInvalidKey, err)
 	}
 	return nil
 }
 
-// storeCheckNode checks a run id and a node id, whose record key must be a
-// valid context key.
+// storeCheckNode checks a run id and a node id (limits.CheckNodeRecordID).
 func storeCheckNode(runID, nodeID string) error {
 	if err := storeCheckRunID(runID); err != nil {
 		return err
 	}
-	if nodeID == "" {
-		return fmt.Errorf("sqsadaptertest: run %q: %w: empty node id", runID, sqsadapter.ErrInvalidKey)
+	if err := limits.CheckNodeRecordID(nodeID); err != nil {
+		return fmt.Errorf("sqsadaptertest: run %q: %w: %v", runID, sqsadapter.ErrInvalidKey, err)
 	}
-	return storeCheckReadKey(limits.OutputsPrefix + nodeID)
+	return nil
 }

@@ -20,6 +20,12 @@ func TestContextStore(t *testing.T) {
 	})
 }
 
+func TestContextStoreLimits(t *testing.T) {
+	storetest.TestContextStoreLimits(t, func(*testing.T) sqsadapter.ContextStore {
+		return sqsadaptertest.NewContextStore()
+	})
+}
+
 func TestStoresZeroValue(t *testing.T) {
 	ctx := t.Context()
 	var cs sqsadaptertest.ContextStore

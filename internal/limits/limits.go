@@ -59,8 +59,10 @@ const (
 	BatchEntries = 10
 )
 
-// Context keys.
+// Ids and context keys.
 const (
+	// IDBytes is the longest run, blueprint or node id (see CheckID).
+	IDBytes = 256
 	// OutputsPrefix begins the context key of a node record,
 	// "_outputs.<nodeId>"; context keys written by callers may not use it.
 	OutputsPrefix = "_outputs."
@@ -68,6 +70,52 @@ const (
 	// sort key.
 	ContextKeyBytes = SortKeyBytes
 )
+
+// CheckID checks a run, blueprint or node id; what names it in the error
+// ("run id", "node id"...). An id is 1 to IDBytes bytes of valid UTF-8, not
+// only white space, without control characters (U+0000–U+001F, U+007F).
+//
+// The length leaves room for the keys built from ids: a coordination key
+// such as "flowcraft:fanin:<runId>:<nodeId>" with its ids escaped (which
+// can triple them) stays within PartitionKeyBytes, and a node record's key
+// "_outputs.<nodeId>" with an internal suffix within SortKeyBytes. Control
+// characters are reserved for internal record names.
+func CheckID(what, id string) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("%s is empty", what)
+	case len(id) > IDBytes:
+		return fmt.Errorf("%s is longer than %d bytes (%d bytes: %s)", what, IDBytes, len(id), prefix(id))
+	case !utf8.ValidString(id):
+		return fmt.Errorf("%s %q is not valid UTF-8", what, id)
+	case strings.TrimSpace(id) == "":
+		return fmt.Errorf("%s %q is only white space", what, id)
+	}
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s %q holds the control character U+%04X", what, id, r)
+		}
+	}
+	return nil
+}
+
+// CheckNodeRecordID checks a node id given to a store, which names a node
+// record: a node id (see CheckID), or the name of an internal record built
+// from one, such as a fallback's attempt record "<nodeId>@fallback" (the
+// control characters that node ids may not hold are reserved for such
+// names). It is not empty, is valid UTF-8, and its record key
+// "_outputs.<nodeId>" is at most SortKeyBytes bytes.
+func CheckNodeRecordID(nodeID string) error {
+	switch {
+	case nodeID == "":
+		return fmt.Errorf("node id is empty")
+	case !utf8.ValidString(nodeID):
+		return fmt.Errorf("node id %q is not valid UTF-8", nodeID)
+	case len(OutputsPrefix)+len(nodeID) > SortKeyBytes:
+		return fmt.Errorf("node id %s is longer than %d bytes", prefix(nodeID), SortKeyBytes-len(OutputsPrefix))
+	}
+	return nil
+}
 
 // CheckContextKey checks a context key that a caller writes or deletes: not
 // empty, not beginning with OutputsPrefix (reserved for node records), at
