@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
@@ -104,7 +103,13 @@ var _ ContextStore = (*DynamoDbContext)(nil)
 // node record (output, staged inputs and routing) larger than that fails with
 // a *ValueTooLargeError; context writes that go together (CreateRun, Patch,
 // CommitNode) are one transaction of at most 100 items and 4 MB, so CreateRun
-// takes at most 99 initial keys and CommitNode at most 99 context writes.
+// takes at most 99 initial keys, CommitNode at most 99 context writes and
+// Patch at most 100 changes. Sizes are checked before anything is sent, on an
+// estimate that errs on the large side: the item's keys, its values as
+// DynamoDB counts them (a string its bytes, a number its digits plus one, a
+// list or map 3 bytes plus 1 per element...) and 100 bytes for attribute names
+// and bookkeeping. sqsadaptertest.ContextStore estimates the same way, so a
+// value that fits one fits the other.
 type DynamoDbContext struct {
 	client       DynamoDBClient
 	contextTable string
@@ -147,8 +152,9 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 	}
 	putNonEmpty(item, attrBlueprintID, run.BlueprintID)
 	putNonEmpty(item, attrBlueprintVersion, run.BlueprintVersion)
-	if size := itemSize(item); size > DynamoDBItemLimit {
-		return &ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: size, Limit: DynamoDBItemLimit}
+	recordSize := limits.RunRecordSize(run.RunID, run.BlueprintID, run.BlueprintVersion)
+	if recordSize > limits.ItemBytes {
+		return &ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: recordSize, Limit: limits.ItemBytes}
 	}
 	cond, err := expression.NewBuilder().
 		WithCondition(expression.AttributeNotExists(expression.Name(attrRunID))).Build()
@@ -182,7 +188,7 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 		ExpressionAttributeValues: cond.Values(),
 	}})
 	items = append(items, s.putItems(puts)...)
-	if err := checkTransactSize(run.RunID, items); err != nil {
+	if err := checkTransactSize(run.RunID, puts, nil, recordSize); err != nil {
 		return wrap(err)
 	}
 	reasons, err := s.transact(ctx, items)
@@ -237,7 +243,7 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID, status, reason, 
 		Remove(expression.Name(attrGSIRunning)).
 		Remove(expression.Name(attrRunningSince))
 	if reason != "" {
-		upd = upd.Set(expression.Name(attrError), expression.Value(avS(truncateUTF8(reason, limits.ReasonBytes))))
+		upd = upd.Set(expression.Name(attrError), expression.Value(avS(limits.TruncateReason(reason))))
 	}
 	if failedNode != "" {
 		upd = upd.Set(expression.Name(attrFailedNode), expression.Value(avS(failedNode)))
@@ -416,7 +422,7 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 	if n := len(c.Sets) + len(c.Deletes); n > limits.TransactItems-1 {
 		return nil, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", ErrValueTooLarge, n, limits.TransactItems-1))
 	}
-	out, err := encodeValue(c.Output)
+	out, outSize, err := encodeValue(c.Output)
 	if err != nil {
 		return nil, wrap(fmt.Errorf("output: %w", err))
 	}
@@ -448,15 +454,18 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 		}
 		set(attrTaken, taken)
 	}
+	stagedSize := 0
 	if c.Staged != nil {
-		staged, err := encodeValue(c.Staged)
+		staged, size, err := encodeValue(c.Staged)
 		if err != nil {
 			return nil, wrap(fmt.Errorf("staged inputs: %w", err))
 		}
 		set(attrStaged, staged)
+		stagedSize = size
 	}
-	if size := itemSize(written) + limits.ItemOverhead; size > DynamoDBItemLimit {
-		return nil, &ValueTooLargeError{RunID: runID, Key: nodeKey, Size: size, Limit: DynamoDBItemLimit}
+	nodeSize := limits.NodeRecordSize(runID, c.NodeID, outSize, stagedSize, c.Action, c.Fallback, c.Taken)
+	if nodeSize > limits.ItemBytes {
+		return nil, &ValueTooLargeError{RunID: runID, Key: nodeKey, Size: nodeSize, Limit: limits.ItemBytes}
 	}
 	sets, err := s.encodeSets(runID, c.Sets)
 	if err != nil {
@@ -473,9 +482,9 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 	tooLarge := func(err error) error {
 		all := maps.Clone(sets)
 		if all == nil {
-			all = make(map[string]map[string]types.AttributeValue)
+			all = make(map[string]sizedItem)
 		}
-		all[nodeKey] = written
+		all[nodeKey] = sizedItem{item: written, size: nodeSize}
 		return s.tooLarge(runID, all, err)
 	}
 
@@ -527,7 +536,7 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 	}})
 	items = append(items, s.putItems(sets)...)
 	items = append(items, s.deleteItems(runID, c.Deletes)...)
-	if err := checkTransactSize(runID, items); err != nil {
+	if err := checkTransactSize(runID, sets, c.Deletes, nodeSize); err != nil {
 		return nil, wrap(err)
 	}
 	reasons, err := s.transact(ctx, items)
@@ -584,7 +593,7 @@ func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason st
 		Remove(expression.Name(attrLeaseOwner)).
 		Remove(expression.Name(attrLeaseUntil))
 	if reason != "" {
-		upd = upd.Set(expression.Name(attrError), expression.Value(avS(truncateUTF8(reason, limits.ReasonBytes))))
+		upd = upd.Set(expression.Name(attrError), expression.Value(avS(limits.TruncateReason(reason))))
 	} else {
 		upd = upd.Remove(expression.Name(attrError))
 	}
@@ -970,7 +979,7 @@ func (s *DynamoDbContext) Set(ctx context.Context, runID, key string, value any)
 	}
 	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName: aws.String(s.contextTable),
-		Item:      puts[key],
+		Item:      puts[key].item,
 	})
 	if err != nil {
 		return wrap(s.tooLarge(runID, puts, err))
@@ -1025,7 +1034,7 @@ func (s *DynamoDbContext) Patch(ctx context.Context, runID string, sets map[stri
 	case len(items) == 1:
 		_, err = s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: items[0].Delete.TableName, Key: items[0].Delete.Key})
 	default:
-		if err := checkTransactSize(runID, items); err != nil {
+		if err := checkTransactSize(runID, puts, deletes); err != nil {
 			return wrap(err)
 		}
 		_, err = s.transact(ctx, items)
@@ -1110,41 +1119,47 @@ func (s *DynamoDbContext) batchGet(ctx context.Context, runID string, keys []str
 	return found, nil
 }
 
+// sizedItem is an item to write and its estimated size (limits.ItemSize).
+type sizedItem struct {
+	item map[string]types.AttributeValue
+	size int
+}
+
 // encodeSets checks and encodes context writes into context-table items,
 // checking each item's size.
-func (s *DynamoDbContext) encodeSets(runID string, sets map[string]any) (map[string]map[string]types.AttributeValue, error) {
+func (s *DynamoDbContext) encodeSets(runID string, sets map[string]any) (map[string]sizedItem, error) {
 	if len(sets) == 0 {
 		return nil, nil
 	}
-	items := make(map[string]map[string]types.AttributeValue, len(sets))
+	items := make(map[string]sizedItem, len(sets))
 	for _, k := range slices.Sorted(maps.Keys(sets)) {
 		if err := checkContextKey(k); err != nil {
 			return nil, err
 		}
-		av, err := encodeValue(sets[k])
+		av, vsize, err := encodeValue(sets[k])
 		if err != nil {
 			return nil, fmt.Errorf("key %q: %w", k, err)
 		}
-		item := map[string]types.AttributeValue{
+		size := limits.ItemSize(runID, k, vsize)
+		if size > limits.ItemBytes {
+			return nil, &ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: limits.ItemBytes}
+		}
+		items[k] = sizedItem{size: size, item: map[string]types.AttributeValue{
 			attrRunID: avS(runID),
 			attrKey:   avS(k),
 			attrValue: av,
-		}
-		if size := itemSize(item); size > DynamoDBItemLimit {
-			return nil, &ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: DynamoDBItemLimit}
-		}
-		items[k] = item
+		}}
 	}
 	return items, nil
 }
 
 // putItems returns a transaction Put per item, in key order.
-func (s *DynamoDbContext) putItems(items map[string]map[string]types.AttributeValue) []types.TransactWriteItem {
+func (s *DynamoDbContext) putItems(items map[string]sizedItem) []types.TransactWriteItem {
 	out := make([]types.TransactWriteItem, 0, len(items))
 	for _, k := range slices.Sorted(maps.Keys(items)) {
 		out = append(out, types.TransactWriteItem{Put: &types.Put{
 			TableName: aws.String(s.contextTable),
-			Item:      items[k],
+			Item:      items[k].item,
 		}})
 	}
 	return out
@@ -1203,13 +1218,13 @@ func (s *DynamoDbContext) transact(ctx context.Context, items []types.TransactWr
 // tooLarge translates DynamoDB's item size ValidationException into a
 // *ValueTooLargeError naming the largest of the items written; other errors
 // are returned as they are. The SDK error stays in the chain.
-func (s *DynamoDbContext) tooLarge(runID string, items map[string]map[string]types.AttributeValue, err error) error {
+func (s *DynamoDbContext) tooLarge(runID string, items map[string]sizedItem, err error) error {
 	if !isItemTooLarge(err) {
 		return err
 	}
-	vt := &ValueTooLargeError{RunID: runID, Limit: DynamoDBItemLimit}
+	vt := &ValueTooLargeError{RunID: runID, Limit: limits.ItemBytes}
 	for _, k := range slices.Sorted(maps.Keys(items)) {
-		if size := itemSize(items[k]); size > vt.Size {
+		if size := items[k].size; size > vt.Size {
 			vt.Key, vt.Size = k, size
 		}
 	}
@@ -1366,21 +1381,14 @@ func checkDeletes(sets map[string]any, deletes []string) error {
 	return nil
 }
 
-// checkTransactSize refuses a transaction over DynamoDB's 4 MB request limit
-// before sending it.
-func checkTransactSize(runID string, items []types.TransactWriteItem) error {
-	total := 0
-	for _, it := range items {
-		switch {
-		case it.Put != nil:
-			total += itemSize(it.Put.Item)
-		case it.Update != nil:
-			total += itemSize(it.Update.ExpressionAttributeValues) + limits.ItemOverhead
-		case it.Delete != nil:
-			total += itemSize(it.Delete.Key)
-		}
+// checkTransactSize refuses, before sending it, a transaction over
+// DynamoDB's 4 MB request limit: one that writes puts and the items of the
+// given sizes and deletes the keys deletes (limits.TransactionBytes).
+func checkTransactSize(runID string, puts map[string]sizedItem, deletes []string, sizes ...int) error {
+	for _, p := range puts {
+		sizes = append(sizes, p.size)
 	}
-	if total > limits.TransactBytes {
+	if total := limits.TransactionBytes(runID, sizes, deletes); total > limits.TransactBytes {
 		return fmt.Errorf("%w: run %q: the writes that go together total %d bytes, over DynamoDB's %d-byte transaction limit",
 			ErrValueTooLarge, runID, total, limits.TransactBytes)
 	}
@@ -1391,28 +1399,29 @@ func checkTransactSize(runID string, items []types.TransactWriteItem) error {
 
 // encodeValue converts a value to the DynamoDB attribute value stored for
 // it: its JSON-like form (jsonvalue.Normalize) as native DynamoDB types, or,
-// when DynamoDB cannot hold it natively, its JSON encoding as B.
-func encodeValue(v any) (types.AttributeValue, error) {
+// when DynamoDB cannot hold it natively, its JSON encoding as B. It also
+// returns the value's estimated size (limits.ValueSize).
+func encodeValue(v any) (types.AttributeValue, int, error) {
 	n, err := jsonvalue.Normalize(v)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	native, err := limits.Native(n)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if !native {
 		b, err := json.Marshal(n)
 		if err != nil {
-			return nil, fmt.Errorf("value is not JSON-marshalable: %w", err)
+			return nil, 0, fmt.Errorf("value is not JSON-marshalable: %w", err)
 		}
-		return &types.AttributeValueMemberB{Value: b}, nil
+		return &types.AttributeValueMemberB{Value: b}, limits.ValueSize(n), nil
 	}
 	av, err := attributevalue.Marshal(n)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return av, nil
+	return av, limits.ValueSize(n), nil
 }
 
 // decodeValue converts a stored attribute value back to the JSON-like form.
@@ -1464,54 +1473,6 @@ func convertNumbers(v any) (any, error) {
 	return v, nil
 }
 
-// itemSize estimates an item's size as DynamoDB counts it (attribute names
-// plus values), erring on the large side.
-func itemSize(item map[string]types.AttributeValue) int {
-	n := 0
-	for name, av := range item {
-		n += len(name) + attrSize(av)
-	}
-	return n
-}
-
-func attrSize(av types.AttributeValue) int {
-	switch v := av.(type) {
-	case *types.AttributeValueMemberS:
-		return len(v.Value)
-	case *types.AttributeValueMemberN:
-		return len(v.Value) + 1
-	case *types.AttributeValueMemberB:
-		return len(v.Value)
-	case *types.AttributeValueMemberBOOL, *types.AttributeValueMemberNULL:
-		return 1
-	case *types.AttributeValueMemberL:
-		n := 3
-		for _, e := range v.Value {
-			n += 1 + attrSize(e)
-		}
-		return n
-	case *types.AttributeValueMemberM:
-		n := 3
-		for k, e := range v.Value {
-			n += 1 + len(k) + attrSize(e)
-		}
-		return n
-	case *types.AttributeValueMemberSS:
-		n := 0
-		for _, s := range v.Value {
-			n += len(s)
-		}
-		return n
-	case *types.AttributeValueMemberNS:
-		n := 0
-		for _, s := range v.Value {
-			n += len(s) + 1
-		}
-		return n
-	}
-	return 0
-}
-
 // Attribute helpers, shared with the coordination store.
 
 func avS(s string) types.AttributeValue { return &types.AttributeValueMemberS{Value: s} }
@@ -1540,18 +1501,6 @@ func attrInt(item map[string]types.AttributeValue, name string) (int64, bool) {
 	}
 	i, err := strconv.ParseInt(n.Value, 10, 64)
 	return i, err == nil
-}
-
-func truncateUTF8(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	const marker = "… (truncated)"
-	cut := max - len(marker)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + marker
 }
 
 // Errors.

@@ -120,6 +120,14 @@ func TestDynamoDbCoordinationStoreConformance(t *testing.T) {
 	})
 }
 
+func TestDynamoDbCoordinationStoreLimits(t *testing.T) {
+	client := dynamoDBClient(t)
+	names := testTables(t, client)
+	storetest.TestCoordinationStoreLimits(t, func(t *testing.T) sqsadapter.CoordinationStore {
+		return sqsadapter.NewDynamoDbCoordinationStore(client, names.Coordination)
+	})
+}
+
 func TestCreateTables(t *testing.T) {
 	client := dynamoDBClient(t)
 	ctx := t.Context()

@@ -26,6 +26,12 @@ func TestContextStoreLimits(t *testing.T) {
 	})
 }
 
+func TestCoordinationStoreLimits(t *testing.T) {
+	storetest.TestCoordinationStoreLimits(t, func(*testing.T) sqsadapter.CoordinationStore {
+		return sqsadaptertest.NewCoordinationStore()
+	})
+}
+
 func TestStoresZeroValue(t *testing.T) {
 	ctx := t.Context()
 	var cs sqsadaptertest.ContextStore

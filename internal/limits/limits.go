@@ -10,6 +10,7 @@
 package limits
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -22,14 +23,14 @@ const (
 	// ItemBytes is the size limit of one DynamoDB item (400 KB), attribute
 	// names and values included.
 	ItemBytes = 400 * 1024
-	// ItemOverhead is added to the estimated size of an item: attribute
-	// names and the bookkeeping attributes around its values (state,
-	// attempts, timestamps).
+	// ItemOverhead is added to the estimated size of every item (see
+	// ItemSize): its attribute names, and the bookkeeping attributes of a
+	// node record (state, attempts, timestamps).
 	ItemOverhead = 100
 	// TransactItems is the most items one TransactWriteItems may write.
 	TransactItems = 100
 	// TransactBytes is the size limit of one TransactWriteItems request
-	// (4 MB).
+	// (4 MB), compared with TransactionBytes.
 	TransactBytes = 4 * 1024 * 1024
 	// BatchGetKeys is the most keys one BatchGetItem may read. The stores
 	// read more keys in several requests, so it limits no caller.
@@ -69,6 +70,9 @@ const (
 	// ContextKeyBytes is the longest context key: the context table's
 	// sort key.
 	ContextKeyBytes = SortKeyBytes
+	// CoordinationKeyBytes is the longest coordination key: the
+	// coordination table's partition key.
+	CoordinationKeyBytes = PartitionKeyBytes
 )
 
 // CheckID checks a run, blueprint or node id; what names it in the error
@@ -139,12 +143,114 @@ func CheckReadKey(key string) error {
 	return nil
 }
 
+// CheckCoordinationKey checks a coordination key: not empty, at most
+// CoordinationKeyBytes bytes.
+func CheckCoordinationKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("empty coordination key")
+	case len(key) > CoordinationKeyBytes:
+		return fmt.Errorf("coordination key %s is longer than %d bytes", prefix(key), CoordinationKeyBytes)
+	}
+	return nil
+}
+
 // prefix quotes the beginning of a long string for an error message.
 func prefix(s string) string {
 	if len(s) <= 32 {
 		return strconv.Quote(s)
 	}
 	return strconv.Quote(s[:32]) + "..."
+}
+
+// ItemSize estimates the size DynamoDB counts for a context-table item: its
+// key (runID and key), the sizes of the values it holds, and ItemOverhead.
+// It errs on the large side, so an item it accepts DynamoDB accepts. Both
+// the DynamoDB store and the in-memory one size items with it, the values
+// sized with ValueSize, so a value that fits one fits the other.
+func ItemSize(runID, key string, valueSizes ...int) int {
+	n := len(runID) + len(key) + ItemOverhead
+	for _, s := range valueSizes {
+		n += s
+	}
+	return n
+}
+
+// NodeRecordSize estimates the size of a committed node record: ItemSize of
+// the record's key with the output and staged inputs (sized with ValueSize;
+// 0 when absent), the action, the fallback and the list of taken targets.
+func NodeRecordSize(runID, nodeID string, outputSize, stagedSize int, action, fallback string, taken []string) int {
+	takenSize := 0
+	if taken != nil {
+		takenSize = 3
+		for _, t := range taken {
+			takenSize += 1 + len(t)
+		}
+	}
+	return ItemSize(runID, OutputsPrefix+nodeID, outputSize, stagedSize, len(action), len(fallback), takenSize)
+}
+
+// RunRecordSize estimates the size of a run record (status table) as it is
+// created.
+func RunRecordSize(runID, blueprintID, version string) int {
+	return ItemSize(runID, "", len(blueprintID), len(version))
+}
+
+// TransactionBytes estimates the size of a transaction (TransactWriteItems)
+// that writes items of the given estimated sizes and deletes the items at
+// keys of runID: the sum of the sizes, and ItemSize of each distinct key
+// deleted. Compare it with TransactBytes.
+func TransactionBytes(runID string, itemSizes []int, deletes []string) int {
+	n := 0
+	for _, s := range itemSizes {
+		n += s
+	}
+	seen := make(map[string]bool, len(deletes))
+	for _, k := range deletes {
+		if !seen[k] {
+			seen[k] = true
+			n += ItemSize(runID, k)
+		}
+	}
+	return n
+}
+
+// ValueSize estimates the bytes DynamoDB counts for a JSON-like value (see
+// jsonvalue.Normalize) as the DynamoDB store keeps it. Stored natively, a
+// string counts its length, a number its decimal digits plus one, a bool or
+// null one, a list or map three plus, for each element, one, its size and a
+// map's key. A value that is not Native is stored as its JSON encoding and
+// counts its length.
+func ValueSize(v any) int {
+	if native, err := Native(v); err != nil || !native {
+		b, _ := json.Marshal(v) // a JSON-like value marshals
+		return len(b)
+	}
+	return nativeSize(v)
+}
+
+func nativeSize(v any) int {
+	switch x := v.(type) {
+	case string:
+		return len(x)
+	case int64:
+		return len(strconv.FormatInt(x, 10)) + 1
+	case float64:
+		return len(strconv.FormatFloat(x, 'g', -1, 64)) + 1
+	case []any:
+		n := 3
+		for _, e := range x {
+			n += 1 + nativeSize(e)
+		}
+		return n
+	case map[string]any:
+		n := 3
+		for k, e := range x {
+			n += 1 + len(k) + nativeSize(e)
+		}
+		return n
+	}
+	return 1 // bool, nil
 }
 
 // Native reports whether DynamoDB can hold a JSON-like value with its own
@@ -209,4 +315,18 @@ func ValidMessageBody(s string) bool {
 		}
 	}
 	return true
+}
+
+// TruncateReason cuts a failure reason to at most ReasonBytes bytes, at a
+// rune boundary, marking the cut.
+func TruncateReason(s string) string {
+	if len(s) <= ReasonBytes {
+		return s
+	}
+	const marker = "… (truncated)"
+	cut := ReasonBytes - len(marker)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + marker
 }

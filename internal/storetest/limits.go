@@ -2,6 +2,10 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -80,6 +84,23 @@ func TestContextStoreLimits(t *testing.T, newStore func(t *testing.T) sqsadapter
 	run(t, newStore, []subtest[sqsadapter.ContextStore]{
 		{name: "RunID", fn: testLimitRunID},
 		{name: "NodeID", fn: testLimitNodeID},
+		{name: "ContextKey", fn: testLimitContextKey},
+		{name: "ItemSize", fn: testLimitItemSize},
+		{name: "NodeRecordSize", fn: testLimitNodeRecordSize},
+		{name: "RunRecordSize", fn: testLimitRunRecordSize},
+		{name: "TransactionItems", fn: testLimitTransactionItems},
+		{name: "TransactionBytes", fn: testLimitTransactionBytes},
+		{name: "BatchGetKeys", fn: testLimitBatchGetKeys},
+		{name: "ReasonBytes", fn: testLimitReasonBytes},
+	})
+}
+
+// TestCoordinationStoreLimits runs the limits suite of
+// sqsadapter.CoordinationStore. newStore is called once per subtest.
+func TestCoordinationStoreLimits(t *testing.T, newStore func(t *testing.T) sqsadapter.CoordinationStore) {
+	run(t, newStore, []subtest[sqsadapter.CoordinationStore]{
+		{name: "CoordinationKey", fn: testLimitCoordinationKey},
+		{name: "BatchGetKeys", fn: testLimitGetJoins},
 	})
 }
 
@@ -188,6 +209,463 @@ func testLimitNodeID(t *testing.T, s sqsadapter.ContextStore) {
 			assert.True(t, ok)
 			assert.Equal(t, "out", got)
 		})
+	}
+}
+
+// padTo returns a string key of exactly n bytes that no other test uses.
+func padTo(t *testing.T, prefix string, n int) string {
+	t.Helper()
+	k := unique(prefix)
+	require.LessOrEqual(t, len(k), n)
+	return k + strings.Repeat("k", n-len(k))
+}
+
+// testLimitContextKey: a context key is at most limits.ContextKeyBytes
+// bytes, not empty and not reserved; a read key may be a node record's.
+func testLimitContextKey(t *testing.T, s sqsadapter.ContextStore) {
+	ctx := t.Context()
+	runID := unique("run")
+	atLimit := padTo(t, "key", limits.ContextKeyBytes)
+	require.NoError(t, s.Set(ctx, runID, atLimit, "v"))
+	got, ok, err := s.Get(ctx, runID, atLimit)
+	require.NoError(t, err)
+	assert.True(t, ok)
+	assert.Equal(t, "v", got)
+	require.NoError(t, s.Patch(ctx, runID, map[string]any{atLimit: "w"}, nil))
+	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{atLimit: "x"}})
+	require.NoError(t, err)
+	existed, err := s.Delete(ctx, runID, atLimit)
+	require.NoError(t, err)
+	assert.True(t, existed)
+	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: unique("run"), BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{atLimit: 1}))
+
+	// A node record's key, read: at most the same length.
+	nodeKey := limits.OutputsPrefix + strings.Repeat("n", limits.ContextKeyBytes-len(limits.OutputsPrefix))
+	_, ok, err = s.Get(ctx, runID, nodeKey)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	_, err = s.GetMany(ctx, runID, []string{nodeKey})
+	require.NoError(t, err)
+
+	for name, key := range map[string]string{"over the limit": atLimit + "k", "empty": "", "reserved": limits.OutputsPrefix + "n"} {
+		t.Run(name, func(t *testing.T) {
+			other := unique("run")
+			calls := map[string]error{
+				"Set":         s.Set(ctx, runID, key, "v"),
+				"Delete":      second(s.Delete(ctx, runID, key)),
+				"Patch set":   s.Patch(ctx, runID, map[string]any{key: "v"}, nil),
+				"Patch del":   s.Patch(ctx, runID, nil, []string{key}),
+				"CommitNode":  second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "m", Output: 1, Sets: map[string]any{key: "v"}})),
+				"CommitNode ": second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "m", Output: 1, Deletes: []string{key}})),
+				"CreateRun":   s.CreateRun(ctx, sqsadapter.RunRecord{RunID: other, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{key: 1}),
+			}
+			if key != limits.OutputsPrefix+"n" {
+				calls["Get"] = third(s.Get(ctx, runID, key))
+				calls["GetMany"] = second(s.GetMany(ctx, runID, []string{key}))
+			}
+			for name, err := range calls {
+				assert.ErrorIs(t, err, sqsadapter.ErrInvalidKey, name)
+			}
+			_, err := s.GetRun(ctx, other)
+			assert.ErrorIs(t, err, sqsadapter.ErrRunNotFound, "the refused CreateRun wrote nothing")
+		})
+	}
+	_, _, err = s.Get(ctx, runID, nodeKey+"n")
+	assert.ErrorIs(t, err, sqsadapter.ErrInvalidKey, "a read key over the limit")
+	snap, err := s.Snapshot(ctx, runID)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"_outputs.n": int64(1)}, snap, "the refused writes wrote nothing")
+}
+
+// sizedValues returns values of several shapes whose item at key of runID
+// has the estimated size size (limits.ItemSize of limits.ValueSize): a
+// string, a native map and list, and a value DynamoDB cannot hold natively
+// (stored as JSON).
+func sizedValues(t *testing.T, runID, key string, size int) map[string]any {
+	t.Helper()
+	pad := func(shape func(pad string) any) any {
+		base := limits.ItemSize(runID, key, limits.ValueSize(normalize(t, shape(""))))
+		require.Less(t, base, size)
+		return shape(strings.Repeat("x", size-base))
+	}
+	return map[string]any{
+		"string": pad(func(p string) any { return p }),
+		"map and list": pad(func(p string) any {
+			return map[string]any{"list": []any{int64(-1234567), 1.5, true, nil, "é", []any{}, map[string]any{}}, "pad": p}
+		}),
+		"not native": pad(func(p string) any {
+			return map[string]any{"": "empty key", "big": 1e200, "tiny": 1e-200, "pad": p}
+		}),
+	}
+}
+
+// testLimitItemSize: a context item is at most limits.ItemBytes, estimated
+// as limits.ItemSize of limits.ValueSize; over it a write is refused with a
+// *ValueTooLargeError naming the run, the key and the size, and writes
+// nothing.
+func testLimitItemSize(t *testing.T, s sqsadapter.ContextStore) {
+	ctx := t.Context()
+	const key = "k"
+	writes := map[string]func(runID string, v any) error{
+		"Set": func(runID string, v any) error { return s.Set(ctx, runID, key, v) },
+		"Patch": func(runID string, v any) error {
+			return s.Patch(ctx, runID, map[string]any{key: v}, []string{"other"})
+		},
+		"CommitNode": func(runID string, v any) error {
+			return second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "o", Sets: map[string]any{key: v}}))
+		},
+		"CreateRun": func(runID string, v any) error {
+			return s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{key: v})
+		},
+	}
+	// Every shape of value through Set (both stores size them alike), and
+	// a string through every other write.
+	cases := [][2]string{{"Set", "string"}, {"Set", "map and list"}, {"Set", "not native"},
+		{"Patch", "string"}, {"CommitNode", "string"}, {"CreateRun", "string"}}
+	for _, over := range []int{0, 1} {
+		for _, c := range cases {
+			write, shape := c[0], c[1]
+			t.Run(fmt.Sprintf("%s/%s over by %d", write, shape, over), func(t *testing.T) {
+				runID := unique("run")
+				v := sizedValues(t, runID, key, limits.ItemBytes+over)[shape]
+				err := writes[write](runID, v)
+				if over == 0 {
+					require.NoError(t, err)
+					got, ok, err := s.Get(ctx, runID, key)
+					require.NoError(t, err)
+					require.True(t, ok)
+					assertLarge(t, normalize(t, v), got)
+					return
+				}
+				var vt *sqsadapter.ValueTooLargeError
+				require.ErrorAs(t, err, &vt)
+				assert.ErrorIs(t, err, sqsadapter.ErrValueTooLarge)
+				assert.Equal(t, sqsadapter.ValueTooLargeError{RunID: runID, Key: key, Size: limits.ItemBytes + 1, Limit: limits.ItemBytes}, *vt)
+				snap, err := s.Snapshot(ctx, runID)
+				require.NoError(t, err)
+				assert.Empty(t, snap, "nothing written")
+			})
+		}
+	}
+}
+
+// testLimitNodeRecordSize: a committed node record (output, staged inputs,
+// action, fallback, taken targets) is at most limits.ItemBytes, estimated as
+// limits.NodeRecordSize.
+func testLimitNodeRecordSize(t *testing.T, s sqsadapter.ContextStore) {
+	ctx := t.Context()
+	staged := map[string]any{"x": "staged", "y": []any{int64(1), 2.5}}
+	taken := []string{"x", "y"}
+	for _, over := range []int{0, 1} {
+		t.Run(fmt.Sprintf("over by %d", over), func(t *testing.T) {
+			runID := unique("run")
+			base := limits.NodeRecordSize(runID, "n", 0, limits.ValueSize(normalize(t, staged)), "go", "fb", taken)
+			out := strings.Repeat("o", limits.ItemBytes+over-base)
+			c := sqsadapter.NodeCommit{NodeID: "n", Output: out, Action: "go", Fallback: "fb", Taken: taken, Staged: staged, Sets: map[string]any{"k": "v"}}
+			rec, err := s.CommitNode(ctx, runID, c)
+			if over == 0 {
+				require.NoError(t, err)
+				assertLarge(t, out, rec.Output)
+				assert.Equal(t, normalize(t, staged), rec.Staged)
+				return
+			}
+			var vt *sqsadapter.ValueTooLargeError
+			require.ErrorAs(t, err, &vt)
+			assert.Equal(t, sqsadapter.ValueTooLargeError{RunID: runID, Key: "_outputs.n", Size: limits.ItemBytes + 1, Limit: limits.ItemBytes}, *vt)
+			recs, err := s.ListNodes(ctx, runID)
+			require.NoError(t, err)
+			assert.Empty(t, recs, "no node record written")
+			snap, err := s.Snapshot(ctx, runID)
+			require.NoError(t, err)
+			assert.Empty(t, snap, "no context write")
+		})
+	}
+}
+
+// testLimitRunRecordSize: a run record is at most limits.ItemBytes,
+// estimated as limits.RunRecordSize.
+func testLimitRunRecordSize(t *testing.T, s sqsadapter.ContextStore) {
+	ctx := t.Context()
+	for _, over := range []int{0, 1} {
+		t.Run(fmt.Sprintf("over by %d", over), func(t *testing.T) {
+			runID := unique("run")
+			version := strings.Repeat("v", limits.ItemBytes+over-limits.RunRecordSize(runID, "bp", ""))
+			err := s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", BlueprintVersion: version, CreatedAt: baseTime()}, nil)
+			if over == 0 {
+				require.NoError(t, err)
+				got, err := s.GetRun(ctx, runID)
+				require.NoError(t, err)
+				assertLarge(t, version, got.BlueprintVersion)
+				return
+			}
+			var vt *sqsadapter.ValueTooLargeError
+			require.ErrorAs(t, err, &vt)
+			assert.Equal(t, sqsadapter.ValueTooLargeError{RunID: runID, Key: "(run record)", Size: limits.ItemBytes + 1, Limit: limits.ItemBytes}, *vt)
+			_, err = s.GetRun(ctx, runID)
+			assert.ErrorIs(t, err, sqsadapter.ErrRunNotFound)
+		})
+	}
+}
+
+// keys returns n distinct context keys.
+func keys(prefix string, n int) []string {
+	ks := make([]string, n)
+	for i := range ks {
+		ks[i] = fmt.Sprintf("%s-%03d", prefix, i)
+	}
+	return ks
+}
+
+func setsOf(ks []string, v any) map[string]any {
+	m := make(map[string]any, len(ks))
+	for _, k := range ks {
+		m[k] = v
+	}
+	return m
+}
+
+// testLimitTransactionItems: writes that go together are one transaction
+// of at most limits.TransactItems items: CreateRun takes the run record and
+// 99 initial keys, CommitNode the node record and 99 context writes, Patch
+// 100 changes. One more is refused with ErrValueTooLarge, writing nothing.
+func testLimitTransactionItems(t *testing.T, s sqsadapter.ContextStore) {
+	ctx := t.Context()
+	max := limits.TransactItems
+	for _, over := range []int{0, 1} {
+		t.Run(fmt.Sprintf("over by %d", over), func(t *testing.T) {
+			check := func(name, runID string, err error, want map[string]any) {
+				t.Helper()
+				if over == 1 {
+					require.ErrorIs(t, err, sqsadapter.ErrValueTooLarge, name)
+					want = map[string]any{}
+				} else {
+					require.NoError(t, err, name)
+				}
+				snap, err := s.Snapshot(ctx, runID)
+				require.NoError(t, err)
+				assert.Equal(t, want, snap, name)
+			}
+
+			runID := unique("run")
+			initial := setsOf(keys("k", max-1+over), "v")
+			err := s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, initial)
+			check("CreateRun", runID, err, initial)
+
+			runID = unique("run")
+			half := (max - 1 + over) / 2
+			require.NoError(t, s.Patch(ctx, runID, setsOf(keys("gone", half), true), nil))
+			sets := setsOf(keys("k", max-1+over-half), "v")
+			_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "o", Sets: sets, Deletes: keys("gone", half)})
+			if over == 1 {
+				require.ErrorIs(t, err, sqsadapter.ErrValueTooLarge, "CommitNode")
+				snap, err := s.Snapshot(ctx, runID)
+				require.NoError(t, err)
+				assert.Equal(t, setsOf(keys("gone", half), true), snap, "the refused commit wrote nothing")
+			} else {
+				want := maps.Clone(sets)
+				want["_outputs.n"] = "o"
+				check("CommitNode", runID, err, want)
+			}
+
+			runID = unique("run")
+			changes := setsOf(keys("k", max+over-1), "v")
+			err = s.Patch(ctx, runID, changes, []string{"absent"})
+			check("Patch", runID, err, changes)
+		})
+	}
+}
+
+// sizedSets returns n context writes for runID whose items' estimated sizes
+// add up to total, each within limits.ItemBytes.
+func sizedSets(t *testing.T, runID string, n, total int) map[string]any {
+	t.Helper()
+	sets := make(map[string]any, n)
+	for i, k := range keys("big", n) {
+		size := total / n
+		if i == n-1 {
+			size = total - (n-1)*(total/n)
+		}
+		require.LessOrEqual(t, size, limits.ItemBytes)
+		sets[k] = strings.Repeat("x", size-limits.ItemSize(runID, k))
+	}
+	return sets
+}
+
+// testLimitTransactionBytes: writes that go together are one transaction of
+// at most limits.TransactBytes, estimated as limits.TransactionBytes (the
+// items written, and each key deleted). One byte more is refused with
+// ErrValueTooLarge, writing nothing.
+func testLimitTransactionBytes(t *testing.T, s sqsadapter.ContextStore) {
+	ctx := t.Context()
+	const n = 11 // items of about 380 KB
+	for _, over := range []int{0, 1} {
+		t.Run(fmt.Sprintf("over by %d", over), func(t *testing.T) {
+			total := limits.TransactBytes + over
+			// Reading back one written key is enough: writes that go
+			// together are atomic (see the ContextStore suite), and reading
+			// 4 MB back is slow under the race detector.
+			check := func(name, runID string, err error, want map[string]any) {
+				t.Helper()
+				if over == 1 {
+					require.ErrorIs(t, err, sqsadapter.ErrValueTooLarge, name)
+					var vt *sqsadapter.ValueTooLargeError
+					assert.False(t, errors.As(err, &vt), "%s: no single item is too large", name)
+					snap, err := s.Snapshot(ctx, runID)
+					require.NoError(t, err)
+					assert.Empty(t, snap, "%s wrote nothing", name)
+					return
+				}
+				require.NoError(t, err, name)
+				k := slices.Max(slices.Collect(maps.Keys(want)))
+				got, ok, err := s.Get(ctx, runID, k)
+				require.NoError(t, err)
+				require.True(t, ok, "%s wrote %s", name, k)
+				assertLarge(t, want[k], got, name)
+			}
+
+			runID := unique("run")
+			record := limits.RunRecordSize(runID, "bp", "")
+			initial := sizedSets(t, runID, n, total-record)
+			err := s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, initial)
+			check("CreateRun", runID, err, initial)
+
+			runID = unique("run")
+			node := limits.NodeRecordSize(runID, "n", limits.ValueSize("o"), 0, "", "", nil)
+			deleted := limits.ItemSize(runID, "gone")
+			sets := sizedSets(t, runID, n, total-node-deleted)
+			_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "o", Sets: sets, Deletes: []string{"gone", "gone"}})
+			want := maps.Clone(sets)
+			want["_outputs.n"] = "o"
+			check("CommitNode", runID, err, want)
+
+			runID = unique("run")
+			sets = sizedSets(t, runID, n, total-deleted)
+			err = s.Patch(ctx, runID, sets, []string{"gone"})
+			check("Patch", runID, err, sets)
+		})
+	}
+}
+
+// testLimitBatchGetKeys: reads of more than limits.BatchGetKeys keys are
+// served whole (the DynamoDB store pages them).
+func testLimitBatchGetKeys(t *testing.T, s sqsadapter.ContextStore) {
+	ctx := t.Context()
+	for _, n := range []int{limits.BatchGetKeys, limits.BatchGetKeys + 1} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			runID := unique("run")
+			ks := keys("k", n)
+			require.NoError(t, s.Patch(ctx, runID, setsOf(ks[:n/2], "v"), nil))
+			require.NoError(t, s.Patch(ctx, runID, setsOf(ks[n/2:], "v"), nil))
+			got, err := s.GetMany(ctx, runID, ks)
+			require.NoError(t, err)
+			assert.Equal(t, setsOf(ks, "v"), got)
+
+			ids := keys("n", n)
+			require.NoError(t, s.SkipNodes(ctx, runID, ids))
+			recs, err := s.GetNodes(ctx, runID, ids)
+			require.NoError(t, err)
+			assert.Len(t, recs, n)
+		})
+	}
+}
+
+// testLimitReasonBytes: a failure reason is kept up to limits.ReasonBytes
+// bytes; a longer one is truncated to it, with a mark.
+func testLimitReasonBytes(t *testing.T, s sqsadapter.ContextStore) {
+	ctx := t.Context()
+	for _, over := range []int{0, 1} {
+		t.Run(fmt.Sprintf("over by %d", over), func(t *testing.T) {
+			reason := strings.Repeat("é", limits.ReasonBytes/2-1) + "ab" + strings.Repeat("c", over)
+			want := limits.TruncateReason(reason)
+			if over == 0 {
+				require.Equal(t, reason, want)
+			} else {
+				require.NotEqual(t, reason, want)
+				require.LessOrEqual(t, len(want), limits.ReasonBytes)
+			}
+			runID := unique("run")
+			rec, err := s.FailNode(ctx, runID, "n", reason)
+			require.NoError(t, err)
+			assertLarge(t, want, rec.Error, "FailNode")
+			require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil))
+			require.NoError(t, s.FinishRun(ctx, runID, sqsadapter.StatusFailed, reason, "n", baseTime()))
+			run, err := s.GetRun(ctx, runID)
+			require.NoError(t, err)
+			assertLarge(t, want, run.Error, "FinishRun")
+		})
+	}
+}
+
+// testLimitCoordinationKey: a coordination key is 1 to
+// limits.CoordinationKeyBytes bytes; every method refuses another with
+// ErrInvalidKey.
+func testLimitCoordinationKey(t *testing.T, s sqsadapter.CoordinationStore) {
+	ctx := t.Context()
+	max := limits.CoordinationKeyBytes
+	lock, counter, join := padTo(t, "lock", max), padTo(t, "counter", max), padTo(t, "join", max)
+	set, err := s.SetIfNotExist(ctx, lock, "v", ttl)
+	require.NoError(t, err)
+	assert.True(t, set)
+	got, ok, err := s.Get(ctx, lock)
+	require.NoError(t, err)
+	assert.True(t, ok)
+	assert.Equal(t, "v", got)
+	ok, err = s.ExtendTTL(ctx, lock, ttl)
+	require.NoError(t, err)
+	assert.True(t, ok)
+	require.NoError(t, s.Delete(ctx, lock))
+	n, err := s.Increment(ctx, counter, 2, ttl)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), n)
+	_, err = s.Arrive(ctx, join, sqsadapter.Arrival{Source: "a", Taken: true}, ttl)
+	require.NoError(t, err)
+	joins, err := s.GetJoins(ctx, []string{join})
+	require.NoError(t, err)
+	assert.Len(t, joins, 1)
+
+	for name, key := range map[string]string{"over the limit": lock + "k", "empty": ""} {
+		t.Run(name, func(t *testing.T) {
+			calls := map[string]error{
+				"SetIfNotExist": second(s.SetIfNotExist(ctx, key, "v", ttl)),
+				"Get":           third(s.Get(ctx, key)),
+				"ExtendTTL":     second(s.ExtendTTL(ctx, key, ttl)),
+				"Delete":        s.Delete(ctx, key),
+				"Increment":     second(s.Increment(ctx, key, 1, ttl)),
+				"Arrive":        second(s.Arrive(ctx, key, sqsadapter.Arrival{Source: "a"}, ttl)),
+				"GetJoins":      second(s.GetJoins(ctx, []string{join, key})),
+			}
+			for name, err := range calls {
+				assert.ErrorIs(t, err, sqsadapter.ErrInvalidKey, name)
+			}
+		})
+	}
+}
+
+// testLimitGetJoins: GetJoins of more than limits.BatchGetKeys keys is
+// served whole.
+func testLimitGetJoins(t *testing.T, s sqsadapter.CoordinationStore) {
+	ctx := t.Context()
+	for _, n := range []int{limits.BatchGetKeys, limits.BatchGetKeys + 1} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			ks := keys(unique("join"), n)
+			for _, k := range ks {
+				_, err := s.Arrive(ctx, k, sqsadapter.Arrival{Source: "a"}, ttl)
+				require.NoError(t, err)
+			}
+			joins, err := s.GetJoins(ctx, ks)
+			require.NoError(t, err)
+			assert.Len(t, joins, n)
+		})
+	}
+}
+
+// assertLarge asserts that got equals want without printing them, which are
+// too large to read.
+func assertLarge(t *testing.T, want, got any, msgAndArgs ...any) {
+	t.Helper()
+	if !reflect.DeepEqual(want, got) {
+		assert.Fail(t, fmt.Sprintf("a value of %d estimated bytes where one of %d was expected",
+			limits.ValueSize(got), limits.ValueSize(want)), msgAndArgs...)
 	}
 }
 
