@@ -2,14 +2,22 @@ package sqsadapter_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/limits"
 	"github.com/flowcraft/sqsadapter/internal/storetest"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
 )
@@ -163,4 +171,42 @@ func TestIDRuleStartRun(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// TestIntegrationSQSLimits runs the SQS limits suite on fauxqs, as
+// sqsadaptertest's tests run it on the in-memory SQS, with a queue whose
+// MaximumMessageSize is SQS's former default, the adapter's message limit.
+func TestIntegrationSQSLimits(t *testing.T) {
+	t.Parallel()
+	endpoint := os.Getenv(sqsEndpointEnv)
+	if endpoint == "" {
+		t.Skipf("SQS integration test: %s is not set. To run it: "+
+			"state=$(scripts/emulators.sh start) && . $state/env && go test -race -run SQSLimits .; "+
+			"or run `make test`, which does all of it", sqsEndpointEnv)
+	}
+	client := sqsTestClient(t, endpoint)
+	// fauxqs 1.9.2 refuses U+FFFE and U+FFFF as SQS does, but differs from
+	// SQS in these cases.
+	skip := map[string]string{
+		"character U+10000":     "fauxqs refuses characters from U+10000 up (its set ends at #xFFFD); SQS accepts them",
+		"character U+10FFFF":    "fauxqs refuses characters from U+10000 up (its set ends at #xFFFD); SQS accepts them",
+		"batch bytes over by 1": "fauxqs checks a batch's total against 1 MiB whatever the queue's MaximumMessageSize",
+	}
+	storetest.TestSQSLimits(t, func(t *testing.T) (storetest.SQS, string) {
+		name := "limits-" + strings.ToLower(rand.Text()[:12])
+		out, err := client.CreateQueue(t.Context(), &sqs.CreateQueueInput{
+			QueueName:  aws.String(name),
+			Attributes: map[string]string{string(sqstypes.QueueAttributeNameMaximumMessageSize): strconv.Itoa(limits.MessageBytes)},
+		})
+		require.NoError(t, err)
+		url := aws.ToString(out.QueueUrl)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := client.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: aws.String(url)}); err != nil {
+				t.Errorf("delete queue %s: %v", name, err)
+			}
+		})
+		return client, url
+	}, skip)
 }

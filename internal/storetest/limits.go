@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -9,6 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -674,3 +679,160 @@ func second[T any](_ T, err error) error { return err }
 
 // third returns the error of a three-result call.
 func third[T, U any](_ T, _ U, err error) error { return err }
+
+// SQS is the part of an SQS client that TestSQSLimits calls; *sqs.Client
+// and *sqsadaptertest.SQS implement it.
+type SQS interface {
+	SendMessage(ctx context.Context, in *sqs.SendMessageInput, optFns ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
+	SendMessageBatch(ctx context.Context, in *sqs.SendMessageBatchInput, optFns ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error)
+	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, optFns ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
+}
+
+// sqsChars are characters around the edges of the set SQS accepts in a
+// message body (limits.MessageChar), by case name.
+var sqsChars = []struct {
+	name string
+	r    rune
+}{
+	{"U+0000", 0x0}, {"U+0008", 0x8}, {"tab", 0x9}, {"newline", 0xa}, {"U+000B", 0xb}, {"U+000C", 0xc},
+	{"carriage return", 0xd}, {"U+000E", 0xe}, {"U+001F", 0x1f}, {"space", 0x20}, {"DEL", 0x7f},
+	{"U+D7FF", 0xd7ff}, {"U+E000", 0xe000}, {"U+FFFD", 0xfffd}, {"U+FFFE", 0xfffe}, {"U+FFFF", 0xffff},
+	{"U+10000", 0x10000}, {"U+10FFFF", 0x10ffff},
+}
+
+// TestSQSLimits runs the limits suite of SQS: the message size, the
+// characters of a body, the entries of a batch and their total size, at
+// each limit and just over it. newQueue returns a client and the URL of a
+// new standard queue whose MaximumMessageSize is limits.MessageBytes. skip
+// names the subtests the server gets wrong, each with the reason (a name
+// that is no subtest fails the test).
+func TestSQSLimits(t *testing.T, newQueue func(t *testing.T) (SQS, string), skip map[string]string) {
+	type sqsCase struct {
+		name string
+		fn   func(t *testing.T, c SQS, url string)
+	}
+	var cases []sqsCase
+	add := func(name string, fn func(t *testing.T, c SQS, url string)) {
+		cases = append(cases, sqsCase{name, fn})
+	}
+	for _, over := range []int{0, 1} {
+		add(fmt.Sprintf("body over by %d", over), func(t *testing.T, c SQS, url string) {
+			body := strings.Repeat("x", limits.MessageBytes+over)
+			_, err := c.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: &body})
+			if over == 1 {
+				assert.Equal(t, "InvalidParameterValue", sqsCode(t, err))
+				return
+			}
+			require.NoError(t, err)
+			assert.Len(t, receiveBody(t, c, url), len(body))
+		})
+	}
+	add("empty body", func(t *testing.T, c SQS, url string) {
+		_, err := c.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: new(string)})
+		assert.Equal(t, "MissingParameter", sqsCode(t, err))
+	})
+	for _, ch := range sqsChars {
+		add("character "+ch.name, func(t *testing.T, c SQS, url string) {
+			body := "a" + string(ch.r) + "b"
+			_, err := c.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: &body})
+			if !limits.MessageChar(ch.r) {
+				var imc *sqstypes.InvalidMessageContents
+				require.ErrorAs(t, err, &imc)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, body, receiveBody(t, c, url))
+		})
+	}
+	entries := func(n int, size ...int) []sqstypes.SendMessageBatchRequestEntry {
+		es := make([]sqstypes.SendMessageBatchRequestEntry, n)
+		for i := range es {
+			body := "b"
+			if i < len(size) {
+				body = strings.Repeat("y", size[i])
+			}
+			es[i] = sqstypes.SendMessageBatchRequestEntry{Id: aws.String(fmt.Sprint("e", i)), MessageBody: aws.String(body)}
+		}
+		return es
+	}
+	sendBatch := func(t *testing.T, c SQS, url string, es []sqstypes.SendMessageBatchRequestEntry) (*sqs.SendMessageBatchOutput, error) {
+		return c.SendMessageBatch(t.Context(), &sqs.SendMessageBatchInput{QueueUrl: &url, Entries: es})
+	}
+	for _, over := range []int{0, 1} {
+		add(fmt.Sprintf("batch entries over by %d", over), func(t *testing.T, c SQS, url string) {
+			out, err := sendBatch(t, c, url, entries(limits.BatchEntries+over))
+			if over == 1 {
+				var tm *sqstypes.TooManyEntriesInBatchRequest
+				require.ErrorAs(t, err, &tm)
+				return
+			}
+			require.NoError(t, err)
+			assert.Len(t, out.Successful, limits.BatchEntries)
+			assert.Empty(t, out.Failed)
+		})
+		add(fmt.Sprintf("batch bytes over by %d", over), func(t *testing.T, c SQS, url string) {
+			half := limits.MessageBytes / 2
+			out, err := sendBatch(t, c, url, entries(2, half, half+over))
+			if over == 1 {
+				var tl *sqstypes.BatchRequestTooLong
+				require.ErrorAs(t, err, &tl)
+				return
+			}
+			require.NoError(t, err)
+			assert.Len(t, out.Successful, 2)
+			assert.Empty(t, out.Failed)
+		})
+	}
+	add("batch entry ids repeated", func(t *testing.T, c SQS, url string) {
+		es := entries(2)
+		es[1].Id = es[0].Id
+		_, err := sendBatch(t, c, url, es)
+		var nd *sqstypes.BatchEntryIdsNotDistinct
+		require.ErrorAs(t, err, &nd)
+	})
+	add("batch entry with a refused character", func(t *testing.T, c SQS, url string) {
+		es := entries(2)
+		es[1].MessageBody = aws.String("a\ufffeb")
+		out, err := sendBatch(t, c, url, es)
+		require.NoError(t, err)
+		require.Len(t, out.Successful, 1)
+		assert.Equal(t, "e0", aws.ToString(out.Successful[0].Id))
+		require.Len(t, out.Failed, 1)
+		assert.Equal(t, "e1", aws.ToString(out.Failed[0].Id))
+		assert.Equal(t, "InvalidMessageContents", strings.TrimPrefix(aws.ToString(out.Failed[0].Code), "AWS.SimpleQueueService."))
+		assert.True(t, out.Failed[0].SenderFault)
+	})
+
+	names := make(map[string]bool, len(cases))
+	for _, c := range cases {
+		names[c.name] = true
+		t.Run(c.name, func(t *testing.T) {
+			if reason, ok := skip[c.name]; ok {
+				t.Skip(reason)
+			}
+			client, url := newQueue(t)
+			c.fn(t, client, url)
+		})
+	}
+	for name := range skip {
+		assert.True(t, names[name], "skip names no subtest: %q", name)
+	}
+}
+
+// sqsCode returns the code of an SQS API error, without the
+// "AWS.SimpleQueueService." prefix of SQS's query-compatible codes.
+func sqsCode(t *testing.T, err error) string {
+	t.Helper()
+	var ae smithy.APIError
+	require.ErrorAs(t, err, &ae)
+	return strings.TrimPrefix(ae.ErrorCode(), "AWS.SimpleQueueService.")
+}
+
+// receiveBody receives the one message of a queue and returns its body.
+func receiveBody(t *testing.T, c SQS, url string) string {
+	t.Helper()
+	out, err := c.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{QueueUrl: &url, WaitTimeSeconds: 1})
+	require.NoError(t, err)
+	require.Len(t, out.Messages, 1)
+	return aws.ToString(out.Messages[0].Body)
+}
