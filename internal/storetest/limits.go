@@ -174,31 +174,33 @@ func testLimitNodeID(t *testing.T, s sqsadapter.ContextStore) {
 		t.Run(c.name, func(t *testing.T) {
 			runID := unique("run")
 			now := baseTime()
-			calls := map[string]func() error{
-				"AcquireNode": func() error { return second(s.AcquireNode(ctx, runID, c.nodeID, "w", now.Add(ttl), now)) },
-				"ExtendLease": func() error { return s.ExtendLease(ctx, runID, c.nodeID, "w", now.Add(2*ttl)) },
-				"ReleaseLease": func() error {
-					return s.ReleaseLease(ctx, runID, c.nodeID, "w")
-				},
-				"CommitNode": func() error {
+			// In this order, so that each call on a valid id succeeds.
+			calls := []struct {
+				name string
+				call func() error
+			}{
+				{"AcquireNode", func() error { return second(s.AcquireNode(ctx, runID, c.nodeID, "w", now.Add(ttl), now)) }},
+				{"ExtendLease", func() error { return s.ExtendLease(ctx, runID, c.nodeID, "w", now.Add(2*ttl)) }},
+				{"ReleaseLease", func() error { return s.ReleaseLease(ctx, runID, c.nodeID, "w") }},
+				{"CommitNode", func() error {
 					return second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: c.nodeID, Output: "out"}))
-				},
-				"GetNodes": func() error { return second(s.GetNodes(ctx, runID, []string{c.nodeID})) },
-				"FailNode": func() error {
+				}},
+				{"GetNodes", func() error { return second(s.GetNodes(ctx, runID, []string{c.nodeID})) }},
+				{"FailNode", func() error {
 					if _, err := s.FailNode(ctx, runID, c.nodeID, "failed"); !errors.Is(err, sqsadapter.ErrNodeCommitted) {
 						return err
 					}
 					return nil
-				},
-				"SkipNodes":  func() error { return s.SkipNodes(ctx, runID, []string{c.nodeID}) },
-				"CloseNodes": func() error { return s.CloseNodes(ctx, runID, []string{c.nodeID}) },
+				}},
+				{"SkipNodes", func() error { return s.SkipNodes(ctx, runID, []string{c.nodeID}) }},
+				{"CloseNodes", func() error { return s.CloseNodes(ctx, runID, []string{c.nodeID}) }},
 			}
-			for _, name := range []string{"AcquireNode", "ExtendLease", "ReleaseLease", "CommitNode", "GetNodes", "FailNode", "SkipNodes", "CloseNodes"} {
-				err := calls[name]()
+			for _, c2 := range calls {
+				err := c2.call()
 				if c.valid {
-					require.NoError(t, err, name)
+					require.NoError(t, err, c2.name)
 				} else {
-					require.ErrorIs(t, err, sqsadapter.ErrInvalidKey, name)
+					require.ErrorIs(t, err, sqsadapter.ErrInvalidKey, c2.name)
 				}
 			}
 			recs, err := s.ListNodes(ctx, runID)
@@ -256,13 +258,13 @@ func testLimitContextKey(t *testing.T, s sqsadapter.ContextStore) {
 		t.Run(name, func(t *testing.T) {
 			other := unique("run")
 			calls := map[string]error{
-				"Set":         s.Set(ctx, runID, key, "v"),
-				"Delete":      second(s.Delete(ctx, runID, key)),
-				"Patch set":   s.Patch(ctx, runID, map[string]any{key: "v"}, nil),
-				"Patch del":   s.Patch(ctx, runID, nil, []string{key}),
-				"CommitNode":  second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "m", Output: 1, Sets: map[string]any{key: "v"}})),
-				"CommitNode ": second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "m", Output: 1, Deletes: []string{key}})),
-				"CreateRun":   s.CreateRun(ctx, sqsadapter.RunRecord{RunID: other, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{key: 1}),
+				"Set":            s.Set(ctx, runID, key, "v"),
+				"Delete":         second(s.Delete(ctx, runID, key)),
+				"Patch set":      s.Patch(ctx, runID, map[string]any{key: "v"}, nil),
+				"Patch del":      s.Patch(ctx, runID, nil, []string{key}),
+				"CommitNode set": second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "m", Output: 1, Sets: map[string]any{key: "v"}})),
+				"CommitNode del": second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "m", Output: 1, Deletes: []string{key}})),
+				"CreateRun":      s.CreateRun(ctx, sqsadapter.RunRecord{RunID: other, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{key: 1}),
 			}
 			if key != limits.OutputsPrefix+"n" {
 				calls["Get"] = third(s.Get(ctx, runID, key))
