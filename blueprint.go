@@ -11,6 +11,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter/internal/expr"
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // Blueprint is a Flowcraft workflow definition: a DAG of nodes joined by edges.
@@ -214,8 +215,10 @@ func exactJSON[T any](v T) (T, error) {
 }
 
 // Validate checks the blueprint and returns a *BlueprintError listing every
-// problem found, or nil. It checks that the blueprint has an id and nodes;
-// node ids are non-empty and unique; every node has "uses"; "inputs" has a
+// problem found, or nil. It checks that the blueprint has nodes; the
+// blueprint id and node ids are valid ids (1 to 256 bytes of UTF-8, not only
+// white space, no control characters) and node ids are unique; every node
+// has "uses"; "inputs" has a
 // supported form; config values are valid (fallback names another node,
 // joinStrategy is "all" or "any", durations and retries are not negative);
 // edges connect existing nodes; conditions and transforms compile; the graph
@@ -234,8 +237,8 @@ func (b *Blueprint) Validate() error {
 	add := func(format string, args ...any) {
 		problems = append(problems, fmt.Sprintf(format, args...))
 	}
-	if b.ID == "" {
-		add("blueprint id is empty")
+	if err := limits.CheckID("blueprint id", b.ID); err != nil {
+		add("%v", err)
 	}
 	if len(b.Nodes) == 0 {
 		add("blueprint has no nodes")
@@ -245,6 +248,9 @@ func (b *Blueprint) Validate() error {
 		if n.ID == "" {
 			add("node #%d has an empty id", i)
 			continue
+		}
+		if err := limits.CheckID("node id", n.ID); err != nil {
+			add("node #%d: %v", i, err)
 		}
 		if ids[n.ID]++; ids[n.ID] == 2 {
 			add("node %q is defined more than once", n.ID)

@@ -81,7 +81,13 @@ type NodeCommit struct {
 //
 // Every method is safe for concurrent use and every read is strongly
 // consistent. Values are JSON-like (see the package documentation); a value
-// too large for one item fails with a *ValueTooLargeError.
+// too large for one item fails with a *ValueTooLargeError, and writes that go
+// together over DynamoDB's transaction limits (100 items, 4 MB) with
+// ErrValueTooLarge. Run ids follow the id rule of Blueprint.Validate; a node
+// id may also name an internal record built from one (any UTF-8, its key
+// "_outputs.<nodeId>" within 1,024 bytes). Others fail with ErrInvalidKey,
+// except in GetRun and FinishRun, where no run has such an id
+// (ErrRunNotFound).
 type ContextStore interface {
 	// CreateRun writes the run record (status running) and the initial
 	// context keys, atomically: if a run with that id exists it returns

@@ -24,9 +24,11 @@ type Arrival struct {
 }
 
 // CoordinationStore holds coordination records: fan-in joins, locks and
-// markers, under keys such as "flowcraft:fanin:<runId>:<nodeId>". Records
-// expire after their TTL (garbage collection); an expired record is treated
-// as absent even before the backing store removes it.
+// markers, under keys such as "flowcraft:fanin:<runId>:<nodeId>" (1 to 2,048
+// bytes, DynamoDB's partition key limit; another key is refused with
+// ErrInvalidKey). Records expire after their TTL (garbage collection); an
+// expired record is treated as absent even before the backing store removes
+// it.
 //
 // It is DynamoDbCoordinationStore on AWS and sqsadaptertest.CoordinationStore
 // in memory; both pass the conformance suite in internal/storetest. Every

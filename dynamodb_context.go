@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
@@ -23,6 +22,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // DynamoDB storage layout. CreateTables creates exactly this.
@@ -61,18 +61,7 @@ const (
 	RunningRunsIndex = "running-runs"
 
 	// DynamoDBItemLimit is DynamoDB's size limit of one item (400 KB).
-	DynamoDBItemLimit = 400 * 1024
-
-	// maxTransactItems is the most items one TransactWriteItems may write.
-	maxTransactItems = 100
-	// maxTransactBytes is the size limit of one TransactWriteItems request.
-	maxTransactBytes = 4 * 1024 * 1024
-	// maxBatchGetKeys is the most keys one BatchGetItem may read.
-	maxBatchGetKeys = 100
-	// maxRunErrorBytes bounds the failure reason kept in a run record or a
-	// failed node record, so that an enormous error message cannot keep a
-	// run from finishing.
-	maxRunErrorBytes = 32 * 1024
+	DynamoDBItemLimit = limits.ItemBytes
 )
 
 // Attribute names.
@@ -100,10 +89,6 @@ const (
 	attrRunningSince     = "runningSince"
 )
 
-// itemOverhead is added to the estimated size of every item written: the
-// bookkeeping attributes around the value (state, attempts, lease...).
-const itemOverhead = 100
-
 var _ ContextStore = (*DynamoDbContext)(nil)
 
 // DynamoDbContext is the ContextStore on DynamoDB: run contexts and node
@@ -118,7 +103,13 @@ var _ ContextStore = (*DynamoDbContext)(nil)
 // node record (output, staged inputs and routing) larger than that fails with
 // a *ValueTooLargeError; context writes that go together (CreateRun, Patch,
 // CommitNode) are one transaction of at most 100 items and 4 MB, so CreateRun
-// takes at most 99 initial keys and CommitNode at most 99 context writes.
+// takes at most 99 initial keys, CommitNode at most 99 context writes and
+// Patch at most 100 changes. Sizes are checked before anything is sent, on an
+// estimate that errs on the large side: the item's keys, its values as
+// DynamoDB counts them (a string its bytes, a number its digits plus one, a
+// list or map 3 bytes plus 1 per element...) and 100 bytes for attribute names
+// and bookkeeping. sqsadaptertest.ContextStore estimates the same way, so a
+// value that fits one fits the other.
 type DynamoDbContext struct {
 	client       DynamoDBClient
 	contextTable string
@@ -141,8 +132,8 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 	if err := checkRunID(run.RunID); err != nil {
 		return err
 	}
-	if len(initial) > maxTransactItems-1 {
-		return wrap(fmt.Errorf("%w: %d initial keys: one run starts with at most %d", ErrValueTooLarge, len(initial), maxTransactItems-1))
+	if len(initial) > limits.TransactItems-1 {
+		return wrap(fmt.Errorf("%w: %d initial keys: one run starts with at most %d", ErrValueTooLarge, len(initial), limits.TransactItems-1))
 	}
 	puts, err := s.encodeSets(run.RunID, initial)
 	if err != nil {
@@ -161,8 +152,9 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 	}
 	putNonEmpty(item, attrBlueprintID, run.BlueprintID)
 	putNonEmpty(item, attrBlueprintVersion, run.BlueprintVersion)
-	if size := itemSize(item); size > DynamoDBItemLimit {
-		return &ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: size, Limit: DynamoDBItemLimit}
+	recordSize := limits.RunRecordSize(run.RunID, run.BlueprintID, run.BlueprintVersion)
+	if recordSize > limits.ItemBytes {
+		return &ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: recordSize, Limit: limits.ItemBytes}
 	}
 	cond, err := expression.NewBuilder().
 		WithCondition(expression.AttributeNotExists(expression.Name(attrRunID))).Build()
@@ -196,7 +188,7 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 		ExpressionAttributeValues: cond.Values(),
 	}})
 	items = append(items, s.putItems(puts)...)
-	if err := checkTransactSize(run.RunID, items); err != nil {
+	if err := checkTransactSize(run.RunID, puts, nil, recordSize); err != nil {
 		return wrap(err)
 	}
 	reasons, err := s.transact(ctx, items)
@@ -212,8 +204,8 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 // GetRun implements ContextStore.
 func (s *DynamoDbContext) GetRun(ctx context.Context, runID string) (*RunRecord, error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get run %q: %w", runID, err) }
-	if runID == "" {
-		return nil, wrap(ErrRunNotFound)
+	if limits.CheckID("run id", runID) != nil {
+		return nil, wrap(ErrRunNotFound) // CreateRun refuses such an id
 	}
 	out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:      aws.String(s.statusTable),
@@ -240,8 +232,8 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID, status, reason, 
 	default:
 		return wrap(fmt.Errorf("invalid final status %q", status))
 	}
-	if runID == "" {
-		return wrap(ErrRunNotFound)
+	if limits.CheckID("run id", runID) != nil {
+		return wrap(ErrRunNotFound) // CreateRun refuses such an id
 	}
 	if at.IsZero() {
 		at = time.Now()
@@ -251,7 +243,7 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID, status, reason, 
 		Remove(expression.Name(attrGSIRunning)).
 		Remove(expression.Name(attrRunningSince))
 	if reason != "" {
-		upd = upd.Set(expression.Name(attrError), expression.Value(avS(truncateUTF8(reason, maxRunErrorBytes))))
+		upd = upd.Set(expression.Name(attrError), expression.Value(avS(limits.TruncateReason(reason))))
 	}
 	if failedNode != "" {
 		upd = upd.Set(expression.Name(attrFailedNode), expression.Value(avS(failedNode)))
@@ -427,10 +419,10 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 		return nil, err
 	}
 	nodeKey := outputsPrefix + c.NodeID
-	if n := len(c.Sets) + len(c.Deletes); n > maxTransactItems-1 {
-		return nil, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", ErrValueTooLarge, n, maxTransactItems-1))
+	if n := len(c.Sets) + len(c.Deletes); n > limits.TransactItems-1 {
+		return nil, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", ErrValueTooLarge, n, limits.TransactItems-1))
 	}
-	out, err := encodeValue(c.Output)
+	out, outSize, err := encodeValue(c.Output)
 	if err != nil {
 		return nil, wrap(fmt.Errorf("output: %w", err))
 	}
@@ -462,15 +454,18 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 		}
 		set(attrTaken, taken)
 	}
+	stagedSize := 0
 	if c.Staged != nil {
-		staged, err := encodeValue(c.Staged)
+		staged, size, err := encodeValue(c.Staged)
 		if err != nil {
 			return nil, wrap(fmt.Errorf("staged inputs: %w", err))
 		}
 		set(attrStaged, staged)
+		stagedSize = size
 	}
-	if size := itemSize(written) + itemOverhead; size > DynamoDBItemLimit {
-		return nil, &ValueTooLargeError{RunID: runID, Key: nodeKey, Size: size, Limit: DynamoDBItemLimit}
+	nodeSize := limits.NodeRecordSize(runID, c.NodeID, outSize, stagedSize, c.Action, c.Fallback, c.Taken)
+	if nodeSize > limits.ItemBytes {
+		return nil, &ValueTooLargeError{RunID: runID, Key: nodeKey, Size: nodeSize, Limit: limits.ItemBytes}
 	}
 	sets, err := s.encodeSets(runID, c.Sets)
 	if err != nil {
@@ -487,9 +482,9 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 	tooLarge := func(err error) error {
 		all := maps.Clone(sets)
 		if all == nil {
-			all = make(map[string]map[string]types.AttributeValue)
+			all = make(map[string]sizedItem)
 		}
-		all[nodeKey] = written
+		all[nodeKey] = sizedItem{item: written, size: nodeSize}
 		return s.tooLarge(runID, all, err)
 	}
 
@@ -541,7 +536,7 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 	}})
 	items = append(items, s.putItems(sets)...)
 	items = append(items, s.deleteItems(runID, c.Deletes)...)
-	if err := checkTransactSize(runID, items); err != nil {
+	if err := checkTransactSize(runID, sets, c.Deletes, nodeSize); err != nil {
 		return nil, wrap(err)
 	}
 	reasons, err := s.transact(ctx, items)
@@ -598,7 +593,7 @@ func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason st
 		Remove(expression.Name(attrLeaseOwner)).
 		Remove(expression.Name(attrLeaseUntil))
 	if reason != "" {
-		upd = upd.Set(expression.Name(attrError), expression.Value(avS(truncateUTF8(reason, maxRunErrorBytes))))
+		upd = upd.Set(expression.Name(attrError), expression.Value(avS(limits.TruncateReason(reason))))
 	} else {
 		upd = upd.Remove(expression.Name(attrError))
 	}
@@ -646,6 +641,9 @@ func (s *DynamoDbContext) CloseNodes(ctx context.Context, runID string, nodeIDs 
 }
 
 func (s *DynamoDbContext) resolveNodes(ctx context.Context, verb, runID string, nodeIDs []string, state string) error {
+	if err := checkRunID(runID); err != nil {
+		return err
+	}
 	for _, id := range nodeIDs {
 		if err := checkNode(runID, id); err != nil {
 			return err
@@ -685,6 +683,9 @@ func (s *DynamoDbContext) resolveNodes(ctx context.Context, verb, runID string, 
 // GetNodes implements ContextStore with BatchGetItem.
 func (s *DynamoDbContext) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*NodeRecord, error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get nodes of run %q: %w", runID, err) }
+	if err := checkRunID(runID); err != nil {
+		return nil, err
+	}
 	keys := make([]string, 0, len(nodeIDs))
 	for _, id := range nodeIDs {
 		if err := checkNode(runID, id); err != nil {
@@ -978,7 +979,7 @@ func (s *DynamoDbContext) Set(ctx context.Context, runID, key string, value any)
 	}
 	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName: aws.String(s.contextTable),
-		Item:      puts[key],
+		Item:      puts[key].item,
 	})
 	if err != nil {
 		return wrap(s.tooLarge(runID, puts, err))
@@ -1014,8 +1015,8 @@ func (s *DynamoDbContext) Patch(ctx context.Context, runID string, sets map[stri
 	if err := checkRunID(runID); err != nil {
 		return err
 	}
-	if n := len(sets) + len(deletes); n > maxTransactItems {
-		return wrap(fmt.Errorf("%w: %d changes: one patch makes at most %d", ErrValueTooLarge, n, maxTransactItems))
+	if n := len(sets) + len(deletes); n > limits.TransactItems {
+		return wrap(fmt.Errorf("%w: %d changes: one patch makes at most %d", ErrValueTooLarge, n, limits.TransactItems))
 	}
 	puts, err := s.encodeSets(runID, sets)
 	if err != nil {
@@ -1033,7 +1034,7 @@ func (s *DynamoDbContext) Patch(ctx context.Context, runID string, sets map[stri
 	case len(items) == 1:
 		_, err = s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: items[0].Delete.TableName, Key: items[0].Delete.Key})
 	default:
-		if err := checkTransactSize(runID, items); err != nil {
+		if err := checkTransactSize(runID, puts, deletes); err != nil {
 			return wrap(err)
 		}
 		_, err = s.transact(ctx, items)
@@ -1118,41 +1119,47 @@ func (s *DynamoDbContext) batchGet(ctx context.Context, runID string, keys []str
 	return found, nil
 }
 
+// sizedItem is an item to write and its estimated size (limits.ItemSize).
+type sizedItem struct {
+	item map[string]types.AttributeValue
+	size int
+}
+
 // encodeSets checks and encodes context writes into context-table items,
 // checking each item's size.
-func (s *DynamoDbContext) encodeSets(runID string, sets map[string]any) (map[string]map[string]types.AttributeValue, error) {
+func (s *DynamoDbContext) encodeSets(runID string, sets map[string]any) (map[string]sizedItem, error) {
 	if len(sets) == 0 {
 		return nil, nil
 	}
-	items := make(map[string]map[string]types.AttributeValue, len(sets))
+	items := make(map[string]sizedItem, len(sets))
 	for _, k := range slices.Sorted(maps.Keys(sets)) {
 		if err := checkContextKey(k); err != nil {
 			return nil, err
 		}
-		av, err := encodeValue(sets[k])
+		av, vsize, err := encodeValue(sets[k])
 		if err != nil {
 			return nil, fmt.Errorf("key %q: %w", k, err)
 		}
-		item := map[string]types.AttributeValue{
+		size := limits.ItemSize(runID, k, vsize)
+		if size > limits.ItemBytes {
+			return nil, &ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: limits.ItemBytes}
+		}
+		items[k] = sizedItem{size: size, item: map[string]types.AttributeValue{
 			attrRunID: avS(runID),
 			attrKey:   avS(k),
 			attrValue: av,
-		}
-		if size := itemSize(item); size > DynamoDBItemLimit {
-			return nil, &ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: DynamoDBItemLimit}
-		}
-		items[k] = item
+		}}
 	}
 	return items, nil
 }
 
 // putItems returns a transaction Put per item, in key order.
-func (s *DynamoDbContext) putItems(items map[string]map[string]types.AttributeValue) []types.TransactWriteItem {
+func (s *DynamoDbContext) putItems(items map[string]sizedItem) []types.TransactWriteItem {
 	out := make([]types.TransactWriteItem, 0, len(items))
 	for _, k := range slices.Sorted(maps.Keys(items)) {
 		out = append(out, types.TransactWriteItem{Put: &types.Put{
 			TableName: aws.String(s.contextTable),
-			Item:      items[k],
+			Item:      items[k].item,
 		}})
 	}
 	return out
@@ -1211,13 +1218,13 @@ func (s *DynamoDbContext) transact(ctx context.Context, items []types.TransactWr
 // tooLarge translates DynamoDB's item size ValidationException into a
 // *ValueTooLargeError naming the largest of the items written; other errors
 // are returned as they are. The SDK error stays in the chain.
-func (s *DynamoDbContext) tooLarge(runID string, items map[string]map[string]types.AttributeValue, err error) error {
+func (s *DynamoDbContext) tooLarge(runID string, items map[string]sizedItem, err error) error {
 	if !isItemTooLarge(err) {
 		return err
 	}
-	vt := &ValueTooLargeError{RunID: runID, Limit: DynamoDBItemLimit}
+	vt := &ValueTooLargeError{RunID: runID, Limit: limits.ItemBytes}
 	for _, k := range slices.Sorted(maps.Keys(items)) {
-		if size := itemSize(items[k]); size > vt.Size {
+		if size := items[k].size; size > vt.Size {
 			vt.Key, vt.Size = k, size
 		}
 	}
@@ -1331,36 +1338,32 @@ func ctxItemKey(runID, key string) map[string]types.AttributeValue {
 	return map[string]types.AttributeValue{attrRunID: avS(runID), attrKey: avS(key)}
 }
 
+// checkRunID checks a run id (limits.CheckID); the error matches
+// ErrInvalidKey: the run id is part of the key of every item of the run.
 func checkRunID(runID string) error {
-	if runID == "" {
-		return errors.New("sqsadapter: empty run id")
+	if err := limits.CheckID("run id", runID); err != nil {
+		return fmt.Errorf("sqsadapter: %w: %v", ErrInvalidKey, err)
 	}
 	return nil
 }
 
-// checkNode checks a run id and a node id, whose record key must be a valid
-// context key.
+// checkNode checks a run id and a node id (limits.CheckNodeRecordID), whose
+// record key must be a valid context key.
 func checkNode(runID, nodeID string) error {
 	if err := checkRunID(runID); err != nil {
 		return err
 	}
-	if nodeID == "" {
-		return fmt.Errorf("sqsadapter: run %q: %w: empty node id", runID, ErrInvalidKey)
-	}
-	if err := checkReadKey(outputsPrefix + nodeID); err != nil {
-		return fmt.Errorf("sqsadapter: run %q: node id: %w", runID, err)
+	if err := limits.CheckNodeRecordID(nodeID); err != nil {
+		return fmt.Errorf("sqsadapter: run %q: %w: %v", runID, ErrInvalidKey, err)
 	}
 	return nil
 }
 
 // checkReadKey checks a context key that a caller reads: node outputs
-// ("_outputs.<nodeId>") included.
+// ("_outputs.<nodeId>") included (see limits.CheckReadKey).
 func checkReadKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: empty key", ErrInvalidKey)
-	case len(key) > maxKeyLength:
-		return fmt.Errorf("%w: %q is longer than %d bytes", ErrInvalidKey, key[:32]+"...", maxKeyLength)
+	if err := limits.CheckReadKey(key); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidKey, err)
 	}
 	return nil
 }
@@ -1378,23 +1381,16 @@ func checkDeletes(sets map[string]any, deletes []string) error {
 	return nil
 }
 
-// checkTransactSize refuses a transaction over DynamoDB's 4 MB request limit
-// before sending it.
-func checkTransactSize(runID string, items []types.TransactWriteItem) error {
-	total := 0
-	for _, it := range items {
-		switch {
-		case it.Put != nil:
-			total += itemSize(it.Put.Item)
-		case it.Update != nil:
-			total += itemSize(it.Update.ExpressionAttributeValues) + itemOverhead
-		case it.Delete != nil:
-			total += itemSize(it.Delete.Key)
-		}
+// checkTransactSize refuses, before sending it, a transaction over
+// DynamoDB's 4 MB request limit: one that writes puts and the items of the
+// given sizes and deletes the keys deletes (limits.TransactionBytes).
+func checkTransactSize(runID string, puts map[string]sizedItem, deletes []string, sizes ...int) error {
+	for _, p := range puts {
+		sizes = append(sizes, p.size)
 	}
-	if total > maxTransactBytes {
+	if total := limits.TransactionBytes(runID, sizes, deletes); total > limits.TransactBytes {
 		return fmt.Errorf("%w: run %q: the writes that go together total %d bytes, over DynamoDB's %d-byte transaction limit",
-			ErrValueTooLarge, runID, total, maxTransactBytes)
+			ErrValueTooLarge, runID, total, limits.TransactBytes)
 	}
 	return nil
 }
@@ -1403,63 +1399,29 @@ func checkTransactSize(runID string, items []types.TransactWriteItem) error {
 
 // encodeValue converts a value to the DynamoDB attribute value stored for
 // it: its JSON-like form (jsonvalue.Normalize) as native DynamoDB types, or,
-// when DynamoDB cannot hold it natively, its JSON encoding as B.
-func encodeValue(v any) (types.AttributeValue, error) {
+// when DynamoDB cannot hold it natively, its JSON encoding as B. It also
+// returns the value's estimated size (limits.ValueSize).
+func encodeValue(v any) (types.AttributeValue, int, error) {
 	n, err := jsonvalue.Normalize(v)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	native, err := nativelyStorable(n)
+	native, err := limits.Native(n)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if !native {
 		b, err := json.Marshal(n)
 		if err != nil {
-			return nil, fmt.Errorf("value is not JSON-marshalable: %w", err)
+			return nil, 0, fmt.Errorf("value is not JSON-marshalable: %w", err)
 		}
-		return &types.AttributeValueMemberB{Value: b}, nil
+		return &types.AttributeValueMemberB{Value: b}, limits.ValueSize(n), nil
 	}
 	av, err := attributevalue.Marshal(n)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return av, nil
-}
-
-// nativelyStorable reports whether a JSON-like value can be stored with
-// DynamoDB's own types: no empty object key (an empty attribute name), no
-// number outside DynamoDB's range. NaN and infinities are no JSON values.
-func nativelyStorable(v any) (bool, error) {
-	switch x := v.(type) {
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return false, fmt.Errorf("value is not JSON-marshalable: %v", x)
-		}
-		a := math.Abs(x)
-		return a == 0 || (a >= 1e-130 && a < 1e126), nil
-	case map[string]any:
-		native := true
-		for k, e := range x {
-			ok, err := nativelyStorable(e)
-			if err != nil {
-				return false, err
-			}
-			native = native && ok && k != ""
-		}
-		return native, nil
-	case []any:
-		native := true
-		for _, e := range x {
-			ok, err := nativelyStorable(e)
-			if err != nil {
-				return false, err
-			}
-			native = native && ok
-		}
-		return native, nil
-	}
-	return true, nil
+	return av, limits.ValueSize(n), nil
 }
 
 // decodeValue converts a stored attribute value back to the JSON-like form.
@@ -1511,54 +1473,6 @@ func convertNumbers(v any) (any, error) {
 	return v, nil
 }
 
-// itemSize estimates an item's size as DynamoDB counts it (attribute names
-// plus values), erring on the large side.
-func itemSize(item map[string]types.AttributeValue) int {
-	n := 0
-	for name, av := range item {
-		n += len(name) + attrSize(av)
-	}
-	return n
-}
-
-func attrSize(av types.AttributeValue) int {
-	switch v := av.(type) {
-	case *types.AttributeValueMemberS:
-		return len(v.Value)
-	case *types.AttributeValueMemberN:
-		return len(v.Value) + 1
-	case *types.AttributeValueMemberB:
-		return len(v.Value)
-	case *types.AttributeValueMemberBOOL, *types.AttributeValueMemberNULL:
-		return 1
-	case *types.AttributeValueMemberL:
-		n := 3
-		for _, e := range v.Value {
-			n += 1 + attrSize(e)
-		}
-		return n
-	case *types.AttributeValueMemberM:
-		n := 3
-		for k, e := range v.Value {
-			n += 1 + len(k) + attrSize(e)
-		}
-		return n
-	case *types.AttributeValueMemberSS:
-		n := 0
-		for _, s := range v.Value {
-			n += len(s)
-		}
-		return n
-	case *types.AttributeValueMemberNS:
-		n := 0
-		for _, s := range v.Value {
-			n += len(s) + 1
-		}
-		return n
-	}
-	return 0
-}
-
 // Attribute helpers, shared with the coordination store.
 
 func avS(s string) types.AttributeValue { return &types.AttributeValueMemberS{Value: s} }
@@ -1587,18 +1501,6 @@ func attrInt(item map[string]types.AttributeValue, name string) (int64, bool) {
 	}
 	i, err := strconv.ParseInt(n.Value, 10, 64)
 	return i, err == nil
-}
-
-func truncateUTF8(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	const marker = "… (truncated)"
-	cut := max - len(marker)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + marker
 }
 
 // Errors.
@@ -1662,8 +1564,8 @@ func isItemTooLarge(err error) bool {
 func batchGetItems(ctx context.Context, client DynamoDBClient, table string, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, error) {
 	const tries = 8
 	var items []map[string]types.AttributeValue
-	for start := 0; start < len(keys); start += maxBatchGetKeys {
-		pending := keys[start:min(start+maxBatchGetKeys, len(keys))]
+	for start := 0; start < len(keys); start += limits.BatchGetKeys {
+		pending := keys[start:min(start+limits.BatchGetKeys, len(keys))]
 		backoff := 10 * time.Millisecond
 		for try := 1; len(pending) > 0; try++ {
 			if try > tries {

@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // Coordination table attribute names.
@@ -358,9 +360,11 @@ func coordKey(key string) map[string]types.AttributeValue {
 	return map[string]types.AttributeValue{attrCoordinationKey: avS(key)}
 }
 
+// checkCoordinationKey checks a coordination key (limits.CheckCoordinationKey);
+// the error matches ErrInvalidKey.
 func checkCoordinationKey(key string) error {
-	if key == "" {
-		return errors.New("sqsadapter: empty coordination key")
+	if err := limits.CheckCoordinationKey(key); err != nil {
+		return fmt.Errorf("sqsadapter: %w: %v", ErrInvalidKey, err)
 	}
 	return nil
 }

@@ -104,10 +104,26 @@ func TestDynamoDbContextConformance(t *testing.T) {
 	})
 }
 
+func TestDynamoDbContextLimits(t *testing.T) {
+	client := dynamoDBClient(t)
+	names := testTables(t, client)
+	storetest.TestContextStoreLimits(t, func(t *testing.T) sqsadapter.ContextStore {
+		return sqsadapter.NewDynamoDbContext(client, names.Context, names.Status)
+	})
+}
+
 func TestDynamoDbCoordinationStoreConformance(t *testing.T) {
 	client := dynamoDBClient(t)
 	names := testTables(t, client)
 	storetest.TestCoordinationStore(t, func(t *testing.T) sqsadapter.CoordinationStore {
+		return sqsadapter.NewDynamoDbCoordinationStore(client, names.Coordination)
+	})
+}
+
+func TestDynamoDbCoordinationStoreLimits(t *testing.T) {
+	client := dynamoDBClient(t)
+	names := testTables(t, client)
+	storetest.TestCoordinationStoreLimits(t, func(t *testing.T) sqsadapter.CoordinationStore {
 		return sqsadapter.NewDynamoDbCoordinationStore(client, names.Coordination)
 	})
 }

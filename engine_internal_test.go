@@ -1,6 +1,7 @@
 package sqsadapter
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // ---------------------------------------------------------------------------
@@ -495,7 +498,7 @@ func TestDecodeJob(t *testing.T) {
 		{name: "missing runId", body: `{"blueprintId":"b","nodeId":"n"}`, wantErr: []string{"runId is missing"}},
 		{name: "missing blueprintId", body: `{"runId":"r","nodeId":"n"}`, wantErr: []string{"blueprintId is missing"}},
 		{name: "missing nodeId", body: `{"runId":"r","blueprintId":"b"}`, wantErr: []string{"nodeId is missing"}},
-		{name: "blank runId", body: `{"runId":"  ","blueprintId":"b","nodeId":"n"}`, wantErr: []string{"runId is missing"}},
+		{name: "blank runId", body: `{"runId":"  ","blueprintId":"b","nodeId":"n"}`, wantErr: []string{`runId "  " is only white space`}},
 		{name: "runId of the wrong type", body: `{"runId":5,"blueprintId":"b","nodeId":"n"}`, wantErr: []string{}},
 		{name: "runId too long", body: `{"runId":"` + long + `","blueprintId":"b","nodeId":"n"}`, wantErr: []string{"runId is longer than"}},
 		{name: "trailing garbage", body: `{"runId":"r","blueprintId":"b","nodeId":"n"} x`, wantErr: []string{}},
@@ -521,4 +524,70 @@ func TestDecodeJob(t *testing.T) {
 			assert.Equal(t, job, again)
 		})
 	}
+}
+
+// TestJobEncodeSQSChars: a job whose ids or input hold characters SQS
+// refuses in a message body encodes to a body SQS accepts, which decodes
+// back to the same job.
+func TestJobEncodeSQSChars(t *testing.T) {
+	t.Parallel()
+	refused := "\ufffe\uffff"
+	cases := []struct {
+		name string
+		job  Job
+	}{
+		{"ids", Job{RunID: "r" + refused, BlueprintID: "b\ufffe", NodeID: "n\uffff", BlueprintVersion: "v" + refused}},
+		{"input string", Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: json.RawMessage(`"a` + refused + `b"`)}},
+		{"input object key", Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: json.RawMessage(`{"k` + refused + `":["` + refused + `"]}`)}},
+		{"input kept escapes", Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: json.RawMessage(`"\ufffe \u0001 \"q\" \\"`)}},
+		{"allowed characters stay", Job{RunID: "r", BlueprintID: "b", NodeID: "n\ufffd\U0010ffff\ue000\ud7ff", Input: json.RawMessage("\"🚀 日本 \u007f\"")}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			body, err := c.job.encode()
+			require.NoError(t, err)
+			assert.True(t, limits.ValidMessageBody(body), "body SQS refuses: %q", body)
+			assert.NotContains(t, body, "\\u007f", "an allowed character is not escaped")
+			again, err := DecodeJob([]byte(body))
+			require.NoError(t, err)
+			assert.Equal(t, c.job.RunID, again.RunID)
+			assert.Equal(t, c.job.BlueprintID, again.BlueprintID)
+			assert.Equal(t, c.job.NodeID, again.NodeID)
+			assert.Equal(t, c.job.BlueprintVersion, again.BlueprintVersion)
+			var want, got any
+			if c.job.Input != nil {
+				require.NoError(t, json.Unmarshal(c.job.Input, &want))
+				require.NoError(t, json.Unmarshal(again.Input, &got))
+				assert.Equal(t, want, got)
+			}
+		})
+	}
+}
+
+// TestJobEncodeDropsInputOverMessageLimit: escaping can make a carried input
+// longer than SQS takes (U+FFFE is 3 bytes, its escape 6); the job is then
+// sent without it, and its node reads the input from the store.
+func TestJobEncodeDropsInputOverMessageLimit(t *testing.T) {
+	t.Parallel()
+	in, err := json.Marshal(strings.Repeat("\ufffe", 60<<10)) // 180 KiB raw, 360 KiB escaped
+	require.NoError(t, err)
+	require.Less(t, len(in), limits.MessageBytes)
+	j := Job{RunID: "r", BlueprintID: "b", NodeID: "n", Input: in}
+	body, err := j.encode()
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(body), limits.MessageBytes)
+	again, err := DecodeJob([]byte(body))
+	require.NoError(t, err)
+	assert.Equal(t, "r/n", again.String())
+	assert.True(t, again.Input == nil, "the input is not carried")
+
+	// An input that fits escaped is carried.
+	j.Input, err = json.Marshal(strings.Repeat("\ufffe", 40<<10))
+	require.NoError(t, err)
+	body, err = j.encode()
+	require.NoError(t, err)
+	again, err = DecodeJob([]byte(body))
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(again.Input, []byte(escapeForSQS(j.Input))), "the input is carried")
 }

@@ -29,7 +29,9 @@ var (
 	ErrLeaseHeld = errors.New("sqsadapter: node lease held by another worker")
 	// ErrLeaseLost: the caller no longer holds the node's execution lease.
 	ErrLeaseLost = errors.New("sqsadapter: node lease lost")
-	// ErrInvalidKey: an empty, reserved or too long context key.
+	// ErrInvalidKey: an empty, reserved or too long context key or
+	// coordination key, or a run or node id that no stored item can be
+	// keyed by (see Blueprint.Validate for the id rule).
 	ErrInvalidKey = errors.New("sqsadapter: invalid context key")
 	// ErrValueTooLarge: a value does not fit in one storage item.
 	ErrValueTooLarge = errors.New("sqsadapter: value too large")

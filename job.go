@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // Job is one node of one run: the body of an SQS message, in the Flowcraft
@@ -20,11 +23,16 @@ type Job struct {
 	Input json.RawMessage `json:"input,omitempty"`
 }
 
-const maxIDLength = 512
+// maxIDLength is the longest run, blueprint or node id.
+const maxIDLength = limits.IDBytes
+
+// checkID checks a run, blueprint or node id (see limits.CheckID); what
+// names it in the error.
+func checkID(what, id string) error { return limits.CheckID(what, id) }
 
 // DecodeJob parses and validates a job message body. Unknown fields are
-// ignored; a missing or malformed required field is an error matching
-// ErrInvalidJob.
+// ignored; a missing required field, an invalid id (see Blueprint.Validate) or
+// a malformed field is an error matching ErrInvalidJob.
 func DecodeJob(body []byte) (Job, error) {
 	var j Job
 	if err := json.Unmarshal(body, &j); err != nil {
@@ -36,11 +44,10 @@ func DecodeJob(body []byte) (Job, error) {
 func (j Job) validate() error {
 	var missing []string
 	for _, f := range []struct{ name, v string }{{"runId", j.RunID}, {"blueprintId", j.BlueprintID}, {"nodeId", j.NodeID}} {
-		switch {
-		case strings.TrimSpace(f.v) == "":
+		if f.v == "" {
 			missing = append(missing, f.name+" is missing")
-		case len(f.v) > maxIDLength:
-			missing = append(missing, fmt.Sprintf("%s is longer than %d bytes", f.name, maxIDLength))
+		} else if err := checkID(f.name, f.v); err != nil {
+			missing = append(missing, err.Error())
 		}
 	}
 	if len(j.Input) > 0 && !json.Valid(j.Input) {
@@ -52,9 +59,57 @@ func (j Job) validate() error {
 	return nil
 }
 
+// encode returns the job's message body: its JSON, with every character SQS
+// refuses in a message body (limits.MessageChar) written as a \uXXXX escape.
+// encoding/json escapes C0 controls and replaces invalid UTF-8 in strings,
+// but leaves U+FFFE and U+FFFF raw, and copies Input as it is.
+//
+// An escape is longer than its character (6 bytes for 3), so a carried input
+// that fitted in a message may not once escaped: the job is then sent
+// without it, and its node reads the input from the store, as it does any
+// input too large to carry.
 func (j Job) encode() (string, error) {
 	b, err := json.Marshal(j)
-	return string(b), err
+	if err != nil {
+		return "", err
+	}
+	body := escapeForSQS(b)
+	if len(body) > limits.MessageBytes && j.Input != nil {
+		j.Input = nil
+		return j.encode()
+	}
+	return body, nil
+}
+
+// escapeForSQS writes the characters of a JSON document that SQS refuses as
+// \uXXXX escapes, and invalid UTF-8 as \ufffd. Outside strings JSON holds
+// only ASCII characters SQS accepts, so these occur only inside strings,
+// where the escape stands for the same character. Every refused character
+// is below U+10000, so one escape covers it.
+func escapeForSQS(b []byte) string {
+	var out []byte // nil until a character needs escaping
+	done := 0      // b[:done] is in out
+	for i := 0; i < len(b); {
+		r, size := rune(b[i]), 1
+		if r >= utf8.RuneSelf {
+			r, size = utf8.DecodeRune(b[i:])
+		}
+		if limits.MessageChar(r) && (r != utf8.RuneError || size > 1) {
+			i += size
+			continue
+		}
+		if out == nil {
+			out = make([]byte, 0, len(b)+16)
+		}
+		out = append(out, b[done:i]...)
+		out = fmt.Appendf(out, `\u%04x`, r) // RuneError for invalid UTF-8
+		i += size
+		done = i
+	}
+	if out == nil {
+		return string(b)
+	}
+	return string(append(out, b[done:]...))
 }
 
 func (j Job) String() string { return j.RunID + "/" + j.NodeID }

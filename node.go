@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+	"github.com/flowcraft/sqsadapter/internal/limits"
 	"sort"
-	"strings"
 	"sync"
 )
 
@@ -142,22 +142,17 @@ func (nc *NodeContext) buffered() (sets map[string]any, deletes []string) {
 	return sets, deletes
 }
 
+// checkContextKey checks a context key that a caller writes (see
+// limits.CheckContextKey); the error matches ErrInvalidKey.
 func checkContextKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: empty key", ErrInvalidKey)
-	case strings.HasPrefix(key, outputsPrefix):
-		return fmt.Errorf("%w: %q: the prefix %q is reserved for node outputs", ErrInvalidKey, key, outputsPrefix)
-	case len(key) > maxKeyLength:
-		return fmt.Errorf("%w: %q is longer than %d bytes", ErrInvalidKey, key[:32]+"...", maxKeyLength)
+	if err := limits.CheckContextKey(key); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidKey, err)
 	}
 	return nil
 }
 
-const (
-	outputsPrefix = "_outputs."
-	maxKeyLength  = 1024
-)
+// outputsPrefix begins the context key of a node record, "_outputs.<nodeId>".
+const outputsPrefix = limits.OutputsPrefix
 
 // permanentError marks an error that stops further attempts.
 type permanentError struct{ err error }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
@@ -68,7 +67,7 @@ func (a *SqsAdapter) StartRun(ctx context.Context, blueprintID string, initial m
 	if runID == "" {
 		runID = randomID()
 	}
-	if len(runID) > maxIDLength || strings.TrimSpace(runID) == "" {
+	if checkID("run id", runID) != nil {
 		return "", fmt.Errorf("%w: run id must be 1 to %d bytes", ErrInvalidOption, maxIDLength)
 	}
 	values := make(map[string]any, len(initial))

@@ -13,36 +13,26 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // MaxItemBytes is the size limit of one stored item, as in DynamoDB. A
-// context value or node record whose estimated item size (encoded value, key
-// and a fixed per-item overhead) exceeds it is refused with a
-// *sqsadapter.ValueTooLargeError.
-const MaxItemBytes = 400 * 1024
-
-const (
-	// storeItemOverhead approximates the attribute names and bookkeeping of
-	// one stored item.
-	storeItemOverhead = 100
-	// storeOutputsPrefix is the context key prefix of node records.
-	storeOutputsPrefix = "_outputs."
-	// storeMaxKeyBytes is the longest context key (DynamoDB's sort key limit).
-	storeMaxKeyBytes = 1024
-	// storeMaxReasonBytes bounds the failure reason kept in a node record,
-	// as in the DynamoDB implementation.
-	storeMaxReasonBytes = 32 * 1024
-)
+// context value or node record whose estimated item size exceeds it is
+// refused with a *sqsadapter.ValueTooLargeError. The estimate is the one of
+// sqsadapter.DynamoDbContext (its keys, its values as DynamoDB counts them,
+// and a fixed per-item overhead), so a value that fits one fits the other.
+const MaxItemBytes = limits.ItemBytes
 
 var _ sqsadapter.ContextStore = (*ContextStore)(nil)
 
 // ContextStore is an in-memory sqsadapter.ContextStore: run records, context
-// keys and node records, with the same conditional semantics and item size
-// limit as the DynamoDB implementation. Values are stored as JSON, so a caller
+// keys and node records, with the same conditional semantics and limits as
+// the DynamoDB implementation: it refuses what DynamoDbContext refuses (item
+// and transaction sizes, transaction items, ids and keys), with the same
+// errors. Values are stored as JSON, so a caller
 // never shares memory with the store: writes normalize and encode, reads
 // decode a fresh copy.
 //
@@ -165,9 +155,20 @@ func (s *ContextStore) CreateRun(ctx context.Context, run sqsadapter.RunRecord, 
 	if err := storeCheckRunID(run.RunID); err != nil {
 		return err
 	}
-	enc, err := storeEncodeSets(run.RunID, initial)
+	wrap := func(err error) error { return fmt.Errorf("sqsadaptertest: create run %q: %w", run.RunID, err) }
+	if len(initial) > limits.TransactItems-1 {
+		return wrap(fmt.Errorf("%w: %d initial keys: one run starts with at most %d", sqsadapter.ErrValueTooLarge, len(initial), limits.TransactItems-1))
+	}
+	enc, sizes, err := storeEncodeSets(run.RunID, initial)
 	if err != nil {
-		return fmt.Errorf("sqsadaptertest: create run %q: %w", run.RunID, err)
+		return wrap(err)
+	}
+	recordSize := limits.RunRecordSize(run.RunID, run.BlueprintID, run.BlueprintVersion)
+	if recordSize > limits.ItemBytes {
+		return &sqsadapter.ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: recordSize, Limit: limits.ItemBytes}
+	}
+	if err := storeCheckTransaction(run.RunID, append(sizes, recordSize), nil); err != nil {
+		return wrap(err)
 	}
 	run.Status = sqsadapter.StatusRunning
 	run.Error, run.FailedNode = "", ""
@@ -213,7 +214,7 @@ func (s *ContextStore) GetRun(ctx context.Context, runID string) (*sqsadapter.Ru
 
 // FinishRun implements sqsadapter.ContextStore. status must be
 // StatusCompleted, StatusFailed or StatusCancelled; a zero at is set to the
-// current time.
+// current time. A reason longer than 32 KiB is truncated, as on DynamoDB.
 func (s *ContextStore) FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error {
 	const op = "FinishRun"
 	if err := s.begin(ctx, op); err != nil {
@@ -238,7 +239,7 @@ func (s *ContextStore) FinishRun(ctx context.Context, runID, status, reason, fai
 		return fmt.Errorf("sqsadaptertest: finish run %q as %s: run is %s: %w", runID, status, run.Status, sqsadapter.ErrRunFinished)
 	}
 	run.Status = status
-	run.Error = reason
+	run.Error = limits.TruncateReason(reason)
 	run.FailedNode = failedNode
 	run.FinishedAt = at.Round(0)
 	s.runs[runID] = run
@@ -303,6 +304,9 @@ func (s *ContextStore) ExtendLease(ctx context.Context, runID, nodeID, owner str
 	if err := s.begin(ctx, op); err != nil {
 		return err
 	}
+	if err := storeCheckNode(runID, nodeID); err != nil {
+		return err
+	}
 	s.lock()
 	it, ok := s.nodes[runID][nodeID]
 	if !ok || owner == "" || it.state != sqsadapter.NodePending || it.leaseOwner != owner {
@@ -321,6 +325,9 @@ func (s *ContextStore) ExtendLease(ctx context.Context, runID, nodeID, owner str
 func (s *ContextStore) ReleaseLease(ctx context.Context, runID, nodeID, owner string) error {
 	const op = "ReleaseLease"
 	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := storeCheckNode(runID, nodeID); err != nil {
 		return err
 	}
 	s.lock()
@@ -351,29 +358,32 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapte
 	wrap := func(err error) error {
 		return fmt.Errorf("sqsadaptertest: commit node %q of run %q: %w", c.NodeID, runID, err)
 	}
-	out, err := storeEncode(c.Output)
+	if n := len(c.Sets) + len(c.Deletes); n > limits.TransactItems-1 {
+		return nil, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", sqsadapter.ErrValueTooLarge, n, limits.TransactItems-1))
+	}
+	out, outSize, err := storeEncode(c.Output)
 	if err != nil {
 		return nil, wrap(fmt.Errorf("output: %w", err))
 	}
 	var staged []byte
+	stagedSize := 0
 	if c.Staged != nil {
-		if staged, err = storeEncode(c.Staged); err != nil {
+		if staged, stagedSize, err = storeEncode(c.Staged); err != nil {
 			return nil, wrap(fmt.Errorf("staged inputs: %w", err))
 		}
 	}
-	outKey := storeOutputsPrefix + c.NodeID
-	size := len(outKey) + len(out) + len(staged) + len(c.Action) + len(c.Fallback) + storeItemOverhead
-	for _, t := range c.Taken {
-		size += len(t) + 1
+	nodeSize := limits.NodeRecordSize(runID, c.NodeID, outSize, stagedSize, c.Action, c.Fallback, c.Taken)
+	if nodeSize > limits.ItemBytes {
+		return nil, &sqsadapter.ValueTooLargeError{RunID: runID, Key: limits.OutputsPrefix + c.NodeID, Size: nodeSize, Limit: limits.ItemBytes}
 	}
-	if size > MaxItemBytes {
-		return nil, &sqsadapter.ValueTooLargeError{RunID: runID, Key: outKey, Size: size, Limit: MaxItemBytes}
-	}
-	sets, err := storeEncodeSets(runID, c.Sets)
+	sets, sizes, err := storeEncodeSets(runID, c.Sets)
 	if err != nil {
 		return nil, wrap(err)
 	}
 	if err := storeCheckDeletes(c.Sets, c.Deletes); err != nil {
+		return nil, wrap(err)
+	}
+	if err := storeCheckTransaction(runID, append(sizes, nodeSize), c.Deletes); err != nil {
 		return nil, wrap(err)
 	}
 	next := nodeItem{
@@ -466,7 +476,7 @@ func (s *ContextStore) FailNode(ctx context.Context, runID, nodeID, reason strin
 		// Failed already: the first reason stays.
 	default:
 		it.state = sqsadapter.NodeFailed
-		it.errMsg = storeTruncate(reason, storeMaxReasonBytes)
+		it.errMsg = limits.TruncateReason(reason)
 		it.leaseOwner = ""
 		it.leaseUntil = time.Time{}
 		it.updatedAt = storeNow()
@@ -486,20 +496,6 @@ func (s *ContextStore) FailNode(ctx context.Context, runID, nodeID, reason strin
 	return rec, nil
 }
 
-// storeTruncate cuts s to at most max bytes, at a rune boundary, marking the
-// cut.
-func storeTruncate(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	const marker = "… (truncated)"
-	cut := max - len(marker)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + marker
-}
-
 // SkipNodes implements sqsadapter.ContextStore: absent and pending nodes
 // become skipped (a pending node's lease is dropped).
 func (s *ContextStore) SkipNodes(ctx context.Context, runID string, nodeIDs []string) error {
@@ -514,6 +510,9 @@ func (s *ContextStore) CloseNodes(ctx context.Context, runID string, nodeIDs []s
 
 func (s *ContextStore) resolveNodes(ctx context.Context, op, runID string, nodeIDs []string, state string) error {
 	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := storeCheckRunID(runID); err != nil {
 		return err
 	}
 	for _, id := range nodeIDs {
@@ -545,6 +544,14 @@ func (s *ContextStore) GetNodes(ctx context.Context, runID string, nodeIDs []str
 	const op = "GetNodes"
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
+	}
+	if err := storeCheckRunID(runID); err != nil {
+		return nil, err
+	}
+	for _, id := range nodeIDs {
+		if err := storeCheckNode(runID, id); err != nil {
+			return nil, err
+		}
 	}
 	items := make(map[string]nodeItem, len(nodeIDs))
 	s.lock()
@@ -700,6 +707,9 @@ func (s *ContextStore) Get(ctx context.Context, runID, key string) (any, bool, e
 	if err := s.begin(ctx, op); err != nil {
 		return nil, false, err
 	}
+	if err := storeCheckRunID(runID); err != nil {
+		return nil, false, err
+	}
 	if err := storeCheckReadKey(key); err != nil {
 		return nil, false, err
 	}
@@ -723,6 +733,9 @@ func (s *ContextStore) Get(ctx context.Context, runID, key string) (any, bool, e
 func (s *ContextStore) GetMany(ctx context.Context, runID string, keys []string) (map[string]any, error) {
 	const op = "GetMany"
 	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := storeCheckRunID(runID); err != nil {
 		return nil, err
 	}
 	for _, k := range keys {
@@ -751,7 +764,7 @@ func (s *ContextStore) GetMany(ctx context.Context, runID string, keys []string)
 // lookup finds the encoded value of a context key or committed node output.
 // Call with the lock held.
 func (s *ContextStore) lookup(runID, key string) ([]byte, bool) {
-	if id, ok := strings.CutPrefix(key, storeOutputsPrefix); ok {
+	if id, ok := strings.CutPrefix(key, limits.OutputsPrefix); ok {
 		it, ok := s.nodes[runID][id]
 		if !ok || it.state != sqsadapter.NodeCommitted {
 			return nil, false
@@ -771,7 +784,7 @@ func (s *ContextStore) Set(ctx context.Context, runID, key string, value any) er
 	if err := storeCheckRunID(runID); err != nil {
 		return err
 	}
-	enc, err := storeEncodeSets(runID, map[string]any{key: value})
+	enc, _, err := storeEncodeSets(runID, map[string]any{key: value})
 	if err != nil {
 		return fmt.Errorf("sqsadaptertest: set %q of run %q: %w", key, runID, err)
 	}
@@ -814,12 +827,19 @@ func (s *ContextStore) Patch(ctx context.Context, runID string, sets map[string]
 	if err := storeCheckRunID(runID); err != nil {
 		return err
 	}
-	enc, err := storeEncodeSets(runID, sets)
+	wrap := func(err error) error { return fmt.Errorf("sqsadaptertest: patch run %q: %w", runID, err) }
+	if n := len(sets) + len(deletes); n > limits.TransactItems {
+		return wrap(fmt.Errorf("%w: %d changes: one patch makes at most %d", sqsadapter.ErrValueTooLarge, n, limits.TransactItems))
+	}
+	enc, sizes, err := storeEncodeSets(runID, sets)
 	if err == nil {
 		err = storeCheckDeletes(sets, deletes)
 	}
+	if err == nil {
+		err = storeCheckTransaction(runID, sizes, deletes)
+	}
 	if err != nil {
-		return fmt.Errorf("sqsadaptertest: patch run %q: %w", runID, err)
+		return wrap(err)
 	}
 	s.lock()
 	vals := s.runValues(runID)
@@ -840,6 +860,9 @@ func (s *ContextStore) Snapshot(ctx context.Context, runID string) (map[string]a
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
 	}
+	if err := storeCheckRunID(runID); err != nil {
+		return nil, err
+	}
 	s.lock()
 	found := maps.Clone(s.values[runID])
 	if found == nil {
@@ -847,7 +870,7 @@ func (s *ContextStore) Snapshot(ctx context.Context, runID string) (map[string]a
 	}
 	for id, it := range s.nodes[runID] {
 		if it.state == sqsadapter.NodeCommitted {
-			found[storeOutputsPrefix+id] = it.output
+			found[limits.OutputsPrefix+id] = it.output
 		}
 	}
 	s.mu.Unlock()
@@ -901,19 +924,21 @@ func (it nodeItem) record(nodeID string) (*sqsadapter.NodeRecord, error) {
 	return rec, nil
 }
 
-// storeEncode normalizes v to its JSON-like form and encodes it as JSON.
-func storeEncode(v any) ([]byte, error) {
+// storeEncode normalizes v to its JSON-like form and encodes it as JSON. It
+// also returns the size DynamoDbContext counts for the value
+// (limits.ValueSize).
+func storeEncode(v any) ([]byte, int, error) {
 	n, err := jsonvalue.Normalize(v)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(n); err != nil {
-		return nil, fmt.Errorf("value is not JSON-marshalable: %w", err)
+		return nil, 0, fmt.Errorf("value is not JSON-marshalable: %w", err)
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), limits.ValueSize(n), nil
 }
 
 // storeDecode decodes a stored value into a fresh JSON-like value.
@@ -934,23 +959,38 @@ func storeDecodeAll(found map[string][]byte) (map[string]any, error) {
 }
 
 // storeEncodeSets checks the keys of sets and encodes their values, checking
-// each item's size. Keys are visited in order, so the error is deterministic.
-func storeEncodeSets(runID string, sets map[string]any) (map[string][]byte, error) {
+// each item's size; it returns the encoded values and the items' estimated
+// sizes. Keys are visited in order, so the error is deterministic.
+func storeEncodeSets(runID string, sets map[string]any) (map[string][]byte, []int, error) {
 	enc := make(map[string][]byte, len(sets))
+	sizes := make([]int, 0, len(sets)+1)
 	for _, k := range slices.Sorted(maps.Keys(sets)) {
 		if err := storeCheckWriteKey(k); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		b, err := storeEncode(sets[k])
+		b, vsize, err := storeEncode(sets[k])
 		if err != nil {
-			return nil, fmt.Errorf("key %q: %w", k, err)
+			return nil, nil, fmt.Errorf("key %q: %w", k, err)
 		}
-		if size := len(k) + len(b) + storeItemOverhead; size > MaxItemBytes {
-			return nil, &sqsadapter.ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: MaxItemBytes}
+		size := limits.ItemSize(runID, k, vsize)
+		if size > limits.ItemBytes {
+			return nil, nil, &sqsadapter.ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: limits.ItemBytes}
 		}
 		enc[k] = b
+		sizes = append(sizes, size)
 	}
-	return enc, nil
+	return enc, sizes, nil
+}
+
+// storeCheckTransaction refuses, as DynamoDbContext does, writes that go
+// together (one transaction on DynamoDB) over the transaction size limit:
+// items of the given sizes written, the keys deletes deleted.
+func storeCheckTransaction(runID string, sizes []int, deletes []string) error {
+	if total := limits.TransactionBytes(runID, sizes, deletes); total > limits.TransactBytes {
+		return fmt.Errorf("%w: run %q: the writes that go together total %d bytes, over DynamoDB's %d-byte transaction limit",
+			sqsadapter.ErrValueTooLarge, runID, total, limits.TransactBytes)
+	}
+	return nil
 }
 
 // storeCheckDeletes checks the keys to delete, none of which may also be set.
@@ -967,40 +1007,39 @@ func storeCheckDeletes(sets map[string]any, deletes []string) error {
 }
 
 // storeCheckWriteKey checks a context key that a caller writes: not empty,
-// not reserved for node records, not too long.
+// not reserved for node records, not too long (limits.CheckContextKey).
 func storeCheckWriteKey(key string) error {
-	if strings.HasPrefix(key, storeOutputsPrefix) {
-		return fmt.Errorf("%w: %q: the prefix %q is reserved for node outputs", sqsadapter.ErrInvalidKey, key, storeOutputsPrefix)
+	if err := limits.CheckContextKey(key); err != nil {
+		return fmt.Errorf("%w: %v", sqsadapter.ErrInvalidKey, err)
 	}
-	return storeCheckReadKey(key)
+	return nil
 }
 
-// storeCheckReadKey checks a context key that a caller reads.
+// storeCheckReadKey checks a context key that a caller reads
+// (limits.CheckReadKey).
 func storeCheckReadKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: empty key", sqsadapter.ErrInvalidKey)
-	case len(key) > storeMaxKeyBytes:
-		return fmt.Errorf("%w: %q... is longer than %d bytes", sqsadapter.ErrInvalidKey, key[:32], storeMaxKeyBytes)
+	if err := limits.CheckReadKey(key); err != nil {
+		return fmt.Errorf("%w: %v", sqsadapter.ErrInvalidKey, err)
 	}
 	return nil
 }
 
+// storeCheckRunID checks a run id (limits.CheckID), as the DynamoDB store
+// does: the error matches ErrInvalidKey.
 func storeCheckRunID(runID string) error {
-	if runID == "" {
-		return errors.New("sqsadaptertest: empty run id")
+	if err := limits.CheckID("run id", runID); err != nil {
+		return fmt.Errorf("sqsadaptertest: %w: %v", sqsadapter.ErrInvalidKey, err)
 	}
 	return nil
 }
 
-// storeCheckNode checks a run id and a node id, whose record key must be a
-// valid context key.
+// storeCheckNode checks a run id and a node id (limits.CheckNodeRecordID).
 func storeCheckNode(runID, nodeID string) error {
 	if err := storeCheckRunID(runID); err != nil {
 		return err
 	}
-	if nodeID == "" {
-		return fmt.Errorf("sqsadaptertest: run %q: %w: empty node id", runID, sqsadapter.ErrInvalidKey)
+	if err := limits.CheckNodeRecordID(nodeID); err != nil {
+		return fmt.Errorf("sqsadaptertest: run %q: %w: %v", runID, sqsadapter.ErrInvalidKey, err)
 	}
-	return storeCheckReadKey(storeOutputsPrefix + nodeID)
+	return nil
 }

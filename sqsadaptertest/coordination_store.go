@@ -2,7 +2,6 @@ package sqsadaptertest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 var _ sqsadapter.CoordinationStore = (*CoordinationStore)(nil)
@@ -132,8 +132,18 @@ func (s *CoordinationStore) begin(ctx context.Context, op, key string) error {
 			return err
 		}
 	}
-	if key == "" && op != "GetJoins" {
-		return errors.New("sqsadaptertest: empty coordination key")
+	if op != "GetJoins" {
+		return storeCheckCoordinationKey(key)
+	}
+	return nil
+}
+
+// storeCheckCoordinationKey checks a coordination key
+// (limits.CheckCoordinationKey), as the DynamoDB store does: the error
+// matches ErrInvalidKey.
+func storeCheckCoordinationKey(key string) error {
+	if err := limits.CheckCoordinationKey(key); err != nil {
+		return fmt.Errorf("sqsadaptertest: %w: %v", sqsadapter.ErrInvalidKey, err)
 	}
 	return nil
 }
@@ -301,6 +311,11 @@ func (s *CoordinationStore) GetJoins(ctx context.Context, keys []string) (map[st
 	const op = "GetJoins"
 	if err := s.begin(ctx, op, ""); err != nil {
 		return nil, err
+	}
+	for _, k := range keys {
+		if err := storeCheckCoordinationKey(k); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now()
 	found := make(map[string]coordItem, len(keys))

@@ -15,12 +15,13 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // Defaults and limits of the in-memory SQS. The limits are those of Amazon SQS;
@@ -33,9 +34,9 @@ const (
 	DefaultVisibilityTimeout = 30 * time.Second
 	// DefaultMaxMessageBytes is a queue's message size limit when
 	// QueueOptions.MaxMessageBytes is zero (256 KiB, as in SQS).
-	DefaultMaxMessageBytes = 262144
+	DefaultMaxMessageBytes = limits.MessageBytes
 
-	maxBatchEntries      = 10
+	maxBatchEntries      = limits.BatchEntries
 	maxReceiveMessages   = 10
 	maxVisibilityUnits   = 43200 // 12 hours in seconds
 	maxWaitUnits         = 20
@@ -864,7 +865,7 @@ func newMessage(o QueueOptions, body *string, delay int32, attrs map[string]type
 	if body == nil || *body == "" {
 		return nil, &smithy.GenericAPIError{Code: "MissingParameter", Message: "The request must contain the parameter MessageBody.", Fault: smithy.FaultClient}
 	}
-	if !validBody(*body) {
+	if !limits.ValidMessageBody(*body) {
 		return nil, &types.InvalidMessageContents{Message: aws.String("Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF")}
 	}
 	if delay < 0 || delay > maxDelayUnits {
@@ -1149,24 +1150,6 @@ func validName(s string) bool {
 	}
 	for _, r := range s {
 		if !(r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
-// validBody reports whether every character of s is one SQS accepts.
-func validBody(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		switch {
-		case r == 0x9 || r == 0xA || r == 0xD:
-		case r >= 0x20 && r <= 0xD7FF:
-		case r >= 0xE000 && r <= 0xFFFD:
-		case r >= 0x10000 && r <= 0x10FFFF:
-		default:
 			return false
 		}
 	}

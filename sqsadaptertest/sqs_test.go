@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/storetest"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
 )
 
@@ -1143,4 +1144,14 @@ func TestSQSConcurrentExactlyOnce(t *testing.T) {
 	}
 	assert.Equal(t, sqsQueueLen{}, sqsLen(s, url))
 	assert.Equal(t, sqsadaptertest.Stats{Sent: total, Received: total, Deleted: total}, s.Stats())
+}
+
+// TestSQSLimits runs the SQS limits suite, which also runs on fauxqs (see
+// TestIntegrationSQSLimits in the root package).
+func TestSQSLimits(t *testing.T) {
+	t.Parallel()
+	storetest.TestSQSLimits(t, func(*testing.T) (storetest.SQS, string) {
+		s := sqsadaptertest.NewSQS()
+		return s, s.CreateQueue("jobs", sqsadaptertest.QueueOptions{})
+	}, nil)
 }

@@ -20,6 +20,18 @@ func TestContextStore(t *testing.T) {
 	})
 }
 
+func TestContextStoreLimits(t *testing.T) {
+	storetest.TestContextStoreLimits(t, func(*testing.T) sqsadapter.ContextStore {
+		return sqsadaptertest.NewContextStore()
+	})
+}
+
+func TestCoordinationStoreLimits(t *testing.T) {
+	storetest.TestCoordinationStoreLimits(t, func(*testing.T) sqsadapter.CoordinationStore {
+		return sqsadaptertest.NewCoordinationStore()
+	})
+}
+
 func TestStoresZeroValue(t *testing.T) {
 	ctx := t.Context()
 	var cs sqsadaptertest.ContextStore
