@@ -12,6 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
 // errMessageLost cancels a job whose message can no longer be extended:
@@ -367,9 +369,6 @@ func (a *SqsAdapter) send(ctx context.Context, jobs ...Job) error {
 	return a.sender.do(ctx, jobs...)
 }
 
-// maxBatchBytes is SQS's limit on a SendMessageBatch payload.
-const maxBatchBytes = 256 << 10
-
 func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ackTimeout)
 	defer cancel()
@@ -382,10 +381,11 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 		}
 		bodies[i] = b
 	}
-	// Split into calls of at most 10 entries and maxBatchBytes.
+	// Split into calls of at most limits.BatchEntries entries and
+	// limits.MessageBytes bytes (SQS's limits on one SendMessageBatch).
 	for start := 0; start < len(jobs); {
 		end, size := start, 0
-		for end < len(jobs) && end-start < 10 && (end == start || size+len(bodies[end]) <= maxBatchBytes) {
+		for end < len(jobs) && end-start < limits.BatchEntries && (end == start || size+len(bodies[end]) <= limits.MessageBytes) {
 			size += len(bodies[end])
 			end++
 		}

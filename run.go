@@ -67,8 +67,8 @@ func (a *SqsAdapter) StartRun(ctx context.Context, blueprintID string, initial m
 	if runID == "" {
 		runID = randomID()
 	}
-	if checkID("run id", runID) != nil {
-		return "", fmt.Errorf("%w: run id must be 1 to %d bytes", ErrInvalidOption, maxIDLength)
+	if err := checkID("run id", runID); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalidOption, err)
 	}
 	values := make(map[string]any, len(initial))
 	for k, v := range initial {
