@@ -618,6 +618,11 @@ type protoContexts struct {
 
 	mu      sync.Mutex
 	commits map[string]int // "runId/nodeId"
+	// versions holds, by "runId/nodeId", the UpdatedAt of each commit
+	// counted: a commit identical to the existing one succeeds and returns
+	// the existing record (ContextStore.CommitNode), so it is not a second
+	// commit.
+	versions map[string]map[int64]bool
 	// unknown counts, by "runId/nodeId", the commits whose caller got an
 	// error that leaves their outcome open (see protoEnv.lostResponses).
 	unknown map[string]int
@@ -679,7 +684,7 @@ func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapt
 		s.mu.Lock()
 		switch {
 		case err == nil:
-			s.commits[runID+"/"+c.NodeID]++
+			s.countCommit(runID+"/"+c.NodeID, rec)
 		case !errors.Is(err, sqsadapter.ErrNodeClosed) && !errors.Is(err, sqsadapter.ErrValueTooLarge) && !errors.Is(err, sqsadapter.ErrInvalidKey):
 			if s.unknown == nil {
 				s.unknown = map[string]int{}
@@ -689,6 +694,25 @@ func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapt
 		s.mu.Unlock()
 		return rec, err
 	})
+}
+
+// countCommit counts a successful commit unless it returned the record of
+// a commit already counted. Called with s.mu held.
+func (s *protoContexts) countCommit(key string, rec *sqsadapter.NodeRecord) {
+	if rec != nil && !rec.UpdatedAt.IsZero() {
+		at := rec.UpdatedAt.UnixNano()
+		if s.versions[key][at] {
+			return
+		}
+		if s.versions == nil {
+			s.versions = map[string]map[int64]bool{}
+		}
+		if s.versions[key] == nil {
+			s.versions[key] = map[int64]bool{}
+		}
+		s.versions[key][at] = true
+	}
+	s.commits[key]++
 }
 
 func (s *protoContexts) FailNode(ctx context.Context, runID, nodeID, reason string) (*sqsadapter.NodeRecord, error) {
