@@ -24,6 +24,15 @@ func TestProtocolRandomDefaults(t *testing.T) {
 	runProtoSession(t, protocolSeed(t), protoDefaultsClass(protoRuns(60, 20)), newProtoEnv)
 }
 
+// TestProtocolRandomHostile runs blueprints whose node, blueprint and run
+// ids and whose values (outputs, context values, actions, start inputs)
+// come from a hostile alphabet (protocol_hostile_test.go), plus crafted
+// runs whose ids collide with the engine's internal names, under the chaos
+// of TestProtocolRandom.
+func TestProtocolRandomHostile(t *testing.T) {
+	runProtoSession(t, protocolSeed(t), protoHostileClass(protoRuns(40, 15)), newProtoEnv)
+}
+
 // TestProtocolRandomLifecycle runs blueprints with many failing nodes
 // (with and without fallbacks, some failing with a permanent error, often
 // two of a run at once) and cancels a share of the runs at random moments,
@@ -51,6 +60,11 @@ func protoDefaultsClass(n int) protoClass {
 			visibility: 50 * unit}}
 }
 
+func protoHostileClass(n int) protoClass {
+	return protoClass{name: "hostile", runs: n, shape: protoShape{hostile: true},
+		chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10}}
+}
+
 func protoLifecycleClass(n int) protoClass {
 	return protoClass{name: "lifecycle", runs: n, shape: protoShape{failHeavy: true}, cancel: 0.4,
 		chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10, opRates: map[string]float64{"FailNode": 0.3}}}
@@ -69,6 +83,9 @@ func genProtoCaseShaped(seed uint64, index int, shape protoShape) (*protoCase, e
 	}
 	if shape.defaults {
 		protoAtDefaults(c, rand.New(rand.NewPCG(seed^0xdefa, uint64(index))))
+	}
+	if shape.hostile {
+		protoHostile(c, rand.New(rand.NewPCG(seed^0x4057113e, uint64(index))))
 	}
 	return c, c.rebuild()
 }

@@ -48,6 +48,9 @@ type protoShape struct {
 	// failHeavy: more failing nodes, with and without fallbacks, some
 	// failing with a permanent error before a fallback (protoFailHeavy).
 	failHeavy bool
+	// hostile: ids and values from the hostile alphabet, plus crafted
+	// cases whose ids collide with internal names (protocol_hostile_test.go).
+	hostile bool
 }
 
 // protoStats counts what a session did, for its summary line.
@@ -135,6 +138,15 @@ func runProtoSession(t *testing.T, seed uint64, cls protoClass, newEnv protoEnvF
 		c, err := genProtoCaseShaped(seed, i, cls.shape)
 		require.NoError(t, err, "seed %d", seed)
 		cases = append(cases, c)
+	}
+	var crafted []*protoCase
+	if cls.shape.hostile {
+		crafted = append(crafted, protoCraftedCollisions(t, seed, cls.runs)...)
+	}
+	for _, c := range crafted {
+		if only == nil || only[c.index] {
+			cases = append(cases, c)
+		}
 	}
 	byIndex := map[int]*protoRun{}
 	var bps []*sqsadapter.Blueprint
