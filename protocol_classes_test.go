@@ -44,6 +44,16 @@ func TestProtocolRandomLifecycle(t *testing.T) {
 	runProtoSession(t, protocolSeed(t), protoLifecycleClass(protoRuns(60, 20)), newProtoEnv)
 }
 
+// TestProtocolRandomStrays sends, for every run once it finished, jobs for
+// each node of its blueprint (run, skipped or never reached), for its
+// fallback-only nodes, for nodes of other blueprints, and with wrong
+// blueprint ids and versions (protocol_strays_test.go): none may run a
+// node function, panic, or change the run, and each ends as the README's
+// bad-input table says.
+func TestProtocolRandomStrays(t *testing.T) {
+	runProtoSession(t, protocolSeed(t), protoStraysClass(protoRuns(30, 10)), newProtoEnv)
+}
+
 // protoRuns returns n, or short under -short.
 func protoRuns(n, short int) int {
 	if testing.Short() {
@@ -68,6 +78,11 @@ func protoHostileClass(n int) protoClass {
 func protoLifecycleClass(n int) protoClass {
 	return protoClass{name: "lifecycle", runs: n, shape: protoShape{failHeavy: true}, cancel: 0.4,
 		chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10, opRates: map[string]float64{"FailNode": 0.3}}}
+}
+
+func protoStraysClass(n int) protoClass {
+	return protoClass{name: "strays", runs: n, strays: true, cancel: 0.2,
+		chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10}}
 }
 
 // genProtoCaseShaped generates blueprint index of seed (genProtoCase) and

@@ -38,6 +38,9 @@ type protoClass struct {
 	// cancel is the share of runs cancelled at a random moment: after a
 	// random number of their commits, from none to all.
 	cancel float64
+	// strays injects stray and forged jobs for each run once it finished
+	// (protocol_strays_test.go).
+	strays bool
 }
 
 // protoShape selects how blueprints are generated, beyond genProtoCase.
@@ -93,11 +96,12 @@ type protoRun struct {
 
 // protoSession is one running session.
 type protoSession struct {
-	t    *testing.T
-	seed uint64
-	cls  protoClass
-	e    *protoEnv
-	runs []*protoRun
+	t      *testing.T
+	seed   uint64
+	cls    protoClass
+	e      *protoEnv
+	runs   []*protoRun
+	strays *protoStrays
 
 	mu     sync.Mutex
 	dumped int
@@ -175,6 +179,9 @@ func runProtoSession(t *testing.T, seed uint64, cls protoClass, newEnv protoEnvF
 	s.e = newEnv(t, seed, cls.chaos, bps)
 	for _, r := range s.runs {
 		s.e.obs.expect(r.runID, r.c.bp)
+	}
+	if cls.strays {
+		s.strays = newProtoStrays(s, bps)
 	}
 
 	rounds := 1
@@ -303,6 +310,9 @@ func (s *protoSession) drive(r *protoRun, started func()) {
 	}
 	r.st = st
 	s.checkRun(r)
+	if s.strays != nil {
+		s.strays.inject(r)
+	}
 }
 
 var errProtoNotTried = errors.New("not tried")
@@ -412,6 +422,9 @@ func (s *protoSession) finish() {
 	}
 	if n := e.queues.left(true); n > 0 {
 		s.fail("%d message(s) dead-lettered: %s", n, e.queues.describe(true))
+	}
+	if s.strays != nil {
+		s.strays.finish()
 	}
 
 	// Every node output was committed exactly once (effective commits whose
