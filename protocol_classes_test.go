@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/flowcraft/sqsadapter"
 )
 
@@ -54,6 +56,14 @@ func TestProtocolRandomStrays(t *testing.T) {
 	runProtoSession(t, protocolSeed(t), protoStraysClass(protoRuns(30, 10)), newProtoEnv)
 }
 
+// TestProtocolRandomReconcile purges the queue at a random moment of each
+// round of runs (some workers dying at random steps meanwhile), then stops
+// the workers and runs one reconcile pass: with new workers, every run
+// must end as the interpreter says, each node committed exactly once.
+func TestProtocolRandomReconcile(t *testing.T) {
+	runProtoSession(t, protocolSeed(t), protoReconcileClass(protoRuns(48, 20)), newProtoEnv)
+}
+
 // protoRuns returns n, or short under -short.
 func protoRuns(n, short int) int {
 	if testing.Short() {
@@ -83,6 +93,15 @@ func protoLifecycleClass(n int) protoClass {
 func protoStraysClass(n int) protoClass {
 	return protoClass{name: "strays", runs: n, strays: true, cancel: 0.2,
 		chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10}}
+}
+
+func protoReconcileClass(n int) protoClass {
+	// Crashes after a commit leave work only the reconciler can find once
+	// the queue is purged.
+	weights := maps.Clone(protoCrashWeights)
+	weights["advanced"], weights["complete"], weights["arrived"], weights["committed"] = 8, 6, 4, 4
+	return protoClass{name: "reconcile", runs: n, rounds: max(n/12, 1),
+		chaos: protoChaos{faultRate: 0.02, crashRate: 0.10, duplicateRate: 0.05, crashWeights: weights}}
 }
 
 // genProtoCaseShaped generates blueprint index of seed (genProtoCase) and
@@ -193,4 +212,23 @@ func protoFailHeavy(c *protoCase, r *rand.Rand) {
 		d.Params = p
 	}
 	c.bp.Nodes = append(c.bp.Nodes, added...)
+}
+
+// protoCraftedLeafSkip returns a case whose only leaf is skipped, and
+// whose start node's first delivery dies right after the skip is durable,
+// before the run is completed: once that message is purged, only the
+// reconciler can complete the run.
+func protoCraftedLeafSkip(t *testing.T, index int) *protoCase {
+	t.Helper()
+	c := &protoCase{index: index, initial: map[string]any{}, runID: fmt.Sprintf("run-%03d-leafskip", index), after: -1,
+		crashAt: map[string]string{"a": "advanced"},
+		bp: &sqsadapter.Blueprint{ID: "leafskip",
+			Nodes: []sqsadapter.NodeDefinition{
+				{ID: "a", Uses: "pass", Params: map[string]any{"kind": "ok", "salt": int64(1)}, Config: sqsadapter.NodeConfig{MaxRetries: 9}},
+				{ID: "leaf", Uses: "pass", Params: map[string]any{"kind": "ok", "salt": int64(2)}},
+			},
+			Edges: []sqsadapter.EdgeDefinition{{Source: "a", Target: "leaf", Action: "never"}},
+		}}
+	require.NoError(t, c.rebuild())
+	return c
 }

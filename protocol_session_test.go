@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -41,6 +42,10 @@ type protoClass struct {
 	// strays injects stray and forged jobs for each run once it finished
 	// (protocol_strays_test.go).
 	strays bool
+	// rounds > 0 runs the blueprints in that many rounds; in each, the
+	// queue is purged at a random moment, the workers are stopped, one
+	// reconcile pass runs, and new workers finish the runs.
+	rounds int
 }
 
 // protoShape selects how blueprints are generated, beyond genProtoCase.
@@ -147,6 +152,9 @@ func runProtoSession(t *testing.T, seed uint64, cls protoClass, newEnv protoEnvF
 	if cls.shape.hostile {
 		crafted = append(crafted, protoCraftedCollisions(t, seed, cls.runs)...)
 	}
+	if cls.rounds > 0 {
+		crafted = append(crafted, protoCraftedLeafSkip(t, cls.runs+len(crafted)))
+	}
 	for _, c := range crafted {
 		if only == nil || only[c.index] {
 			cases = append(cases, c)
@@ -184,7 +192,7 @@ func runProtoSession(t *testing.T, seed uint64, cls protoClass, newEnv protoEnvF
 		s.strays = newProtoStrays(s, bps)
 	}
 
-	rounds := 1
+	rounds := max(cls.rounds, 1)
 	for k := range rounds {
 		var round []*protoRun
 		for i, r := range s.runs {
@@ -241,6 +249,19 @@ func (s *protoSession) runRound(k int, runs []*protoRun) {
 			defer func() { <-sem }()
 			s.drive(r, started.Done)
 		})
+	}
+	if s.cls.rounds > 0 {
+		allDone := make(chan struct{})
+		purged := make(chan struct{})
+		go func() {
+			defer close(purged)
+			started.Wait()
+			s.purgeAndReconcile(k, runs, allDone)
+		}()
+		wg.Wait()
+		close(allDone)
+		<-purged
+		return
 	}
 	wg.Wait()
 }
@@ -392,6 +413,118 @@ func (s *protoSession) checkRun(r *protoRun) {
 		}
 		s.report(r, "%s", p)
 	}
+}
+
+// purgeAndReconcile waits for a random moment of round k — a random number
+// of commits into it, or a crash after a commit in a run whose leaves are
+// all skipped, whichever comes first; in a round with a crafted crash, that
+// crash — and then purges the queue, stops the workers, waits until every
+// lease has expired and no record changed for the threshold, runs one
+// reconcile pass, and starts new workers. It does nothing if every run of
+// the round finishes first.
+func (s *protoSession) purgeAndReconcile(k int, runs []*protoRun, allDone <-chan struct{}) {
+	e := s.e
+	if e.mem == nil || e.stopWorkers == nil {
+		s.fail("purge rounds need the in-memory queue")
+		return
+	}
+	r := rand.New(rand.NewPCG(s.seed, 0x9e9e+uint64(k)))
+	total := 0
+	inRound := map[string]bool{}
+	leafSkips := map[string]bool{} // runs whose leaves the interpreter skips, every one
+	for _, run := range runs {
+		total += len(run.exp.Nodes(interp.Ran))
+		inRound[run.runID] = true
+		leafSkips[run.runID] = protoAllLeavesSkipped(run)
+	}
+	target := int64(1 + r.IntN(max(total, 1)))
+	var crafted map[string]bool
+	for _, run := range runs {
+		if len(run.c.crashAt) > 0 {
+			if crafted == nil {
+				crafted = map[string]bool{}
+			}
+			crafted[run.runID] = true
+		}
+	}
+	if crafted != nil {
+		target, leafSkips = -1, crafted
+	}
+	trigger := make(chan string, 1)
+	fire := func(why string) {
+		select {
+		case trigger <- why:
+		default:
+		}
+	}
+	var commits atomic.Int64
+	e.obs.setOnCommit(func(runID string) {
+		if inRound[runID] && commits.Add(1) == target {
+			fire(fmt.Sprintf("after %d commits", target))
+		}
+	})
+	e.crasher.mu.Lock()
+	e.crasher.onCrash = func(step string, job sqsadapter.Job) {
+		if leafSkips[job.RunID] && (step == "advanced" || step == "complete") {
+			fire(fmt.Sprintf("on a crash at %q of %s", step, job))
+		}
+	}
+	e.crasher.mu.Unlock()
+	defer func() {
+		e.obs.setOnCommit(nil)
+		e.crasher.mu.Lock()
+		e.crasher.onCrash = nil
+		e.crasher.mu.Unlock()
+	}()
+
+	var why string
+	began := time.Now()
+	select {
+	case why = <-trigger:
+	case <-allDone:
+		return
+	}
+	purgedAt := time.Now()
+	e.mem.sqs.Purge(e.mem.queue)
+	e.crasher.unforce()
+	s.mu.Lock()
+	s.stats.purges++
+	s.mu.Unlock()
+	e.stopWorkers()
+	stoppedAt := time.Now()
+	// No worker runs now: leases and records stay as they are. Wait out
+	// the longest lease and the threshold, so that one pass sees every
+	// stalled run as stalled.
+	threshold := 2 * unit
+	time.Sleep(e.visibility + threshold + 2*unit)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := e.client.Reconcile(ctx, threshold)
+	if err != nil || st.Errors > 0 {
+		s.fail("round %d: reconcile pass: %+v, %v", k, st, err)
+	}
+	s.t.Logf("round %d: queue purged %s (%v into the round); workers stopped in %v; one reconcile pass: %+v",
+		k, why, purgedAt.Sub(began).Round(time.Millisecond), stoppedAt.Sub(purgedAt).Round(time.Millisecond), st)
+	e.startWorkers()
+}
+
+// protoAllLeavesSkipped reports whether the interpreter skips every leaf
+// of the run's blueprint.
+func protoAllLeavesSkipped(r *protoRun) bool {
+	sources := map[string]bool{}
+	for _, e := range r.c.bp.Edges {
+		sources[e.Source] = true
+	}
+	leaves := 0
+	for id, st := range r.exp.States {
+		if !sources[id] {
+			leaves++
+			if st != interp.Skipped {
+				return false
+			}
+		}
+	}
+	return leaves > 0
 }
 
 // finish checks what concerns the whole session once every run is done:
