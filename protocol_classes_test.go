@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -12,8 +14,9 @@ import (
 	"github.com/flowcraft/sqsadapter"
 )
 
-// The classes of the randomized protocol test beyond TestProtocolRandom,
-// each bounded to a few seconds. SQSADAPTER_SEED replays a seed's
+// The classes of the randomized protocol test beyond TestProtocolRandom.
+// Each is bounded to a few seconds here; TestProtocolLong (make
+// protocol-long) runs them all at length. SQSADAPTER_SEED replays a seed's
 // blueprints, SQSADAPTER_CASES some of them.
 
 // TestProtocolRandomDefaults runs blueprints at the defaults — every node
@@ -62,6 +65,39 @@ func TestProtocolRandomStrays(t *testing.T) {
 // must end as the interpreter says, each node committed exactly once.
 func TestProtocolRandomReconcile(t *testing.T) {
 	runProtoSession(t, protocolSeed(t), protoReconcileClass(protoRuns(48, 20)), newProtoEnv)
+}
+
+// TestProtocolLong runs every class at length and prints one summary line.
+// SQSADAPTER_PROTOCOL_LONG sets the number of runs per class (make
+// protocol-long).
+func TestProtocolLong(t *testing.T) {
+	env := os.Getenv("SQSADAPTER_PROTOCOL_LONG")
+	if env == "" {
+		t.Skip("the long randomized protocol test runs with SQSADAPTER_PROTOCOL_LONG=<runs per class> (make protocol-long)")
+	}
+	n, err := strconv.Atoi(env)
+	require.NoError(t, err, "SQSADAPTER_PROTOCOL_LONG must be a number of runs")
+	seed := protocolSeed(t)
+	hostileDefaults := protoHostileClass(n)
+	hostileDefaults.name, hostileDefaults.shape.defaults, hostileDefaults.chaos = "hostile-defaults", true, protoDefaultsClass(n).chaos
+	classes := []protoClass{
+		{name: "random", runs: n, chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10}},
+		protoDefaultsClass(n), protoHostileClass(n), hostileDefaults,
+		protoLifecycleClass(n), protoStraysClass(n), protoReconcileClass(n),
+	}
+	var total protoStats
+	for _, cls := range classes {
+		t.Run(cls.name, func(t *testing.T) { total.add(runProtoSession(t, seed, cls, newProtoEnv)) })
+	}
+	verdict := "PASS"
+	if t.Failed() {
+		verdict = "FAIL"
+	}
+	line := fmt.Sprintf("protocol-long: seed=%d runs=%d completed=%d failed=%d cancelled=%d stalled=%d duplicates=%d crashes=%d faults=%d strays=%d purges=%d violations=%d verdict=%s",
+		seed, total.runs, total.completed, total.failed, total.cancelled, total.stalled, total.duplicates, total.crashes,
+		total.faults, total.strays, total.purges, total.violations, verdict)
+	t.Log(line)
+	fmt.Println(line)
 }
 
 // protoRuns returns n, or short under -short.
