@@ -365,9 +365,12 @@ func protoHostile(c *protoCase, r *rand.Rand) {
 func protoCraftedCollisions(t *testing.T, seed uint64, index int) []*protoCase {
 	t.Helper()
 	h := &protoHostileGen{r: rand.New(rand.NewPCG(seed^0xc0111de, 1))}
+	// Spare attempts, as genProtoCase gives: a fault that costs an attempt
+	// must not hide the collision.
 	node := func(id string, params map[string]any, cfg sqsadapter.NodeConfig) sqsadapter.NodeDefinition {
 		p := map[string]any{"kind": "ok", "salt": int64(h.r.IntN(1000))}
 		maps.Copy(p, params)
+		cfg.MaxRetries = 9
 		return sqsadapter.NodeDefinition{ID: id, Uses: "pass", Params: p, Config: cfg}
 	}
 	mk := func(bp sqsadapter.Blueprint, runID string, after int) *protoCase {

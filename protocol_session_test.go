@@ -192,11 +192,11 @@ func runProtoSession(t *testing.T, seed uint64, cls protoClass, newEnv protoEnvF
 		s.strays = newProtoStrays(s, bps)
 	}
 
-	rounds := max(cls.rounds, 1)
+	rounds := max(min(cls.rounds, len(s.runs)), 1)
 	for k := range rounds {
 		var round []*protoRun
 		for i, r := range s.runs {
-			if i*rounds/len(s.runs) == k {
+			if i*rounds/max(len(s.runs), 1) == k {
 				round = append(round, r)
 			}
 		}
