@@ -84,6 +84,17 @@ func (h *protoHostileGen) id(token string) string {
 	return id
 }
 
+// protoCut cuts id to at most n bytes, at a character boundary.
+func protoCut(id string, n int) string {
+	if len(id) <= n {
+		return id
+	}
+	for n > 0 && !utf8.RuneStart(id[n]) {
+		n--
+	}
+	return id[:n]
+}
+
 // protoPadID pads id with parts and then ASCII to exactly protoMaxID bytes.
 func protoPadID(id string) string {
 	for i := 0; len(id) < protoMaxID; i++ {
@@ -182,13 +193,12 @@ func protoHostile(c *protoCase, r *rand.Rand) {
 	names := map[string]string{}
 	used := map[string]bool{}
 	fresh := func(i int) string {
-		for {
-			id := h.id(fmt.Sprintf("%d", i))
-			if !used[id] {
-				used[id] = true
-				return id
-			}
+		id := h.id(fmt.Sprintf("%d", i))
+		for try := 1; used[id]; try++ { // at most len(used) times
+			id = protoCut(h.id(fmt.Sprintf("%d", i)), protoMaxID-8) + fmt.Sprintf("~%d", try)
 		}
+		used[id] = true
+		return id
 	}
 	for i, d := range bp.Nodes {
 		if _, ok := twins[d.ID]; !ok {
@@ -208,13 +218,11 @@ func protoHostile(c *protoCase, r *rand.Rand) {
 	actions := map[string]string{"": ""}
 	taken := map[string]bool{"": true}
 	for _, a := range []string{"a", "b", "c", "z"} {
-		for {
-			v := h.text()
-			if !taken[v] {
-				actions[a], taken[v] = v, true
-				break
-			}
+		v := h.text()
+		for try := 1; taken[v]; try++ { // at most len(taken) times
+			v = h.text() + fmt.Sprintf("~%d", try)
 		}
+		actions[a], taken[v] = v, true
 	}
 
 	ref := func(s string) string {
@@ -381,10 +389,7 @@ func protoCraftedCollisions(t *testing.T, seed uint64, index int) []*protoCase {
 	}
 	var cases []*protoCase
 	for pair := range 2 {
-		R, X, J := h.id(fmt.Sprintf("R%d", pair)), h.id("X"), h.id("J")
-		for len(R)+len(X) > protoMaxID-1 || len(X)+len(J) > protoMaxID-1 {
-			R, X, J = h.id(fmt.Sprintf("R%d", pair)), h.id("X"), h.id("J")
-		}
+		R, X, J := protoCut(h.id(fmt.Sprintf("R%d", pair)), 120), protoCut(h.id("X"), 120), protoCut(h.id("J"), 120)
 		first := mk(sqsadapter.Blueprint{ID: fmt.Sprintf("collide-%d-taken", pair),
 			Nodes: []sqsadapter.NodeDefinition{node("a", nil, sqsadapter.NodeConfig{}), node("b", nil, sqsadapter.NodeConfig{}), node(J, nil, sqsadapter.NodeConfig{})},
 			Edges: []sqsadapter.EdgeDefinition{{Source: "a", Target: J}, {Source: "b", Target: J}},
@@ -395,10 +400,7 @@ func protoCraftedCollisions(t *testing.T, seed uint64, index int) []*protoCase {
 		}, R, first.index)
 		cases = append(cases, first, second)
 	}
-	x := h.id("x")
-	for len(x+"@fallback") > protoMaxID {
-		x = h.id("x")
-	}
+	x := protoCut(h.id("x"), protoMaxID-len("@fallback"))
 	cases = append(cases, mk(sqsadapter.Blueprint{ID: "collide-fallback",
 		Nodes: []sqsadapter.NodeDefinition{
 			node(x+"@fallback", nil, sqsadapter.NodeConfig{}),
