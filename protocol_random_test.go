@@ -33,10 +33,19 @@ import (
 // and store and queue calls fail, and compares every run with the
 // sequential interpreter of the blueprint semantics, internal/interp.
 //
+// Every session also checks the life-cycle rules (protocol_observe_test.go:
+// the final status is written once; nothing of a run is acquired, committed
+// or run after it) and reports a run whose records stop changing state for
+// 20s as stalled (protocol_session_test.go). Other classes change the
+// blueprints or what happens to the runs (protocol_classes_test.go): every
+// node at the defaults, hostile ids and values, failures and cancellations,
+// stray jobs once a run finished, a purged queue and one reconcile pass.
+// make protocol-long runs them all at length.
+//
 // The blueprints are reproducible from the seed: SQSADAPTER_SEED=<seed>
 // reruns the same ones (the interleaving of the workers and the fault
-// decisions are not reproducible). The seed is logged and repeated in every
-// failure message.
+// decisions are not reproducible), SQSADAPTER_CASES=3,17 only some of
+// them. The seed is logged and repeated in every failure message.
 
 // TestProtocolRandom is the randomized protocol test under faults.
 func TestProtocolRandom(t *testing.T) {
