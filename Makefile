@@ -3,7 +3,7 @@
 # for a fixed number of executions, and stops the emulators.
 GO ?= go
 
-.PHONY: test fuzz-long bench chaos flake-hunt
+.PHONY: test fuzz-long bench chaos flake-hunt protocol-long
 
 test:
 	GO=$(GO) scripts/test.sh
@@ -17,6 +17,16 @@ fuzz-long:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseBlueprint$$' -fuzztime 5m .
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJob$$' -fuzztime 5m .
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileEval$$' -fuzztime 5m ./internal/expr
+
+# The randomized protocol test at length: every class (faults with spare
+# attempts, the defaults, hostile ids and values, life-cycle races, stray
+# jobs, purge and reconcile) with PROTOCOL_RUNS runs each, on the in-memory
+# parts; prints one summary line (and the failures, if any). The test
+# command runs a bounded version of each class. SQSADAPTER_SEED=<seed>
+# replays a session's blueprints.
+PROTOCOL_RUNS ?= 1000
+protocol-long:
+	SQSADAPTER_PROTOCOL_LONG=$(PROTOCOL_RUNS) $(GO) test -race -count=1 -timeout 4h -run '^TestProtocolLong$$'
 
 # Per-node overhead on the in-memory implementations (BENCHMARKS.md).
 bench:

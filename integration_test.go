@@ -1024,7 +1024,7 @@ func newIntegrationProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*
 		blueprints: bps,
 		visibility: itProtoVisibility,
 		setup: func(ie *itEnv) {
-			e.counted = &protoContexts{inner: ie.contexts, f: e.faults, commits: map[string]int{}}
+			e.counted = &protoContexts{inner: ie.contexts, f: e.faults, obs: e.obs, commits: map[string]int{}}
 			if chaos.duplicateRate > 0 {
 				ie.sqs.duplicate = func(sqsadapter.Job) bool {
 					dupMu.Lock()

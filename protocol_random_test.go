@@ -33,10 +33,19 @@ import (
 // and store and queue calls fail, and compares every run with the
 // sequential interpreter of the blueprint semantics, internal/interp.
 //
+// Every session also checks the life-cycle rules (protocol_observe_test.go:
+// the final status is written once; nothing of a run is acquired, committed
+// or run after it) and reports a run whose records stop changing state for
+// 20s as stalled (protocol_session_test.go). Other classes change the
+// blueprints or what happens to the runs (protocol_classes_test.go): every
+// node at the defaults, hostile ids and values, failures and cancellations,
+// stray jobs once a run finished, a purged queue and one reconcile pass.
+// make protocol-long runs them all at length.
+//
 // The blueprints are reproducible from the seed: SQSADAPTER_SEED=<seed>
 // reruns the same ones (the interleaving of the workers and the fault
-// decisions are not reproducible). The seed is logged and repeated in every
-// failure message.
+// decisions are not reproducible), SQSADAPTER_CASES=3,17 only some of
+// them. The seed is logged and repeated in every failure message.
 
 // TestProtocolRandom is the randomized protocol test under faults.
 func TestProtocolRandom(t *testing.T) {
@@ -101,6 +110,18 @@ type protoChaos struct {
 	faultRate     float64 // store and queue calls that fail, half before and half after their effect
 	crashRate     float64 // job deliveries abandoned at a random step
 	duplicateRate float64 // deliveries that the queue duplicates
+	// opRates overrides faultRate for the calls it names (the method names
+	// of the stores and of SQSClient, "CoordGet" and "CoordDelete" for
+	// the coordination store's Get and Delete).
+	opRates map[string]float64
+	// crashWeights, if set, replaces the weights of the steps a delivery
+	// may die at (protoCrashWeights); a step it leaves out is never
+	// crashed at.
+	crashWeights map[string]int
+	// visibility is the workers' visibility timeout, which is also the
+	// length of a node lease: an abandoned job comes back after it. Zero
+	// means 10 units.
+	visibility time.Duration
 }
 
 // ---------------------------------------------------------------------------
@@ -117,10 +138,13 @@ type protoChaos struct {
 //	write        the node writes the context key "k_<nodeId>"
 //	ignoreInput  the output does not depend on the input
 //	salt         mixed into the hash
+//	echo         a value copied into the output ("s") and the written key
+//	shape        "empty" ({}), "emptyString", "null" or "echo": the
+//	             output is that instead of the usual object
 
 var protoUses = []string{"pass", "router", "writer", "flaky", "fail", "fatal"}
 
-func protoBehave(id string, params map[string]any, input any, attempt int) (out map[string]any, action string, writes map[string]any, err error) {
+func protoBehave(id string, params map[string]any, input any, attempt int) (output any, action string, writes map[string]any, err error) {
 	switch params["kind"] {
 	case "fail":
 		return nil, "", nil, fmt.Errorf("boom: %s", id)
@@ -142,14 +166,33 @@ func protoBehave(id string, params map[string]any, input any, attempt int) (out 
 	}
 	sum := h.Sum64()
 	v := int64(sum % 1000)
-	out = map[string]any{"v": v, "flag": (sum>>17)&1 == 1, "by": id}
+	out := map[string]any{"v": v, "flag": (sum>>17)&1 == 1, "by": id}
+	echo, hasEcho := params["echo"]
+	if hasEcho {
+		out["s"] = echo
+	}
 	if acts, ok := params["actions"].([]any); ok && len(acts) > 0 {
 		action, _ = acts[(sum>>32)%uint64(len(acts))].(string)
 	}
 	if params["write"] == true {
-		writes = map[string]any{"k_" + id: map[string]any{"v": v, "by": id}}
+		w := map[string]any{"v": v, "by": id}
+		if hasEcho {
+			w["s"] = echo
+		}
+		writes = map[string]any{"k_" + id: w}
 	}
-	return out, action, writes, nil
+	output = out
+	switch params["shape"] {
+	case "empty":
+		output = map[string]any{}
+	case "emptyString":
+		output = ""
+	case "null":
+		output = nil
+	case "echo":
+		output = echo
+	}
+	return output, action, writes, nil
 }
 
 // protoModel is protoBehave as the interpreter's model of the node
@@ -177,14 +220,16 @@ func protoInt(v any) int64 {
 // protoCalls counts node function invocations by run and node, for
 // diagnostics.
 type protoCalls struct {
-	mu sync.Mutex
-	n  map[string]int // "runId/nodeId"
+	mu  sync.Mutex
+	n   map[string]int // "runId/nodeId"
+	obs *protoObserver // nil: not observed
 }
 
 func (c *protoCalls) fn(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
 	c.mu.Lock()
 	c.n[nc.RunID+"/"+nc.NodeID]++
 	c.mu.Unlock()
+	c.obs.entered(nc.RunID, nc.NodeID, nc.Attempt)
 	o := interp.ApplyModel(protoModel, &sqsadapter.NodeDefinition{ID: nc.NodeID, Params: nc.Params}, nc)
 	return sqsadapter.NodeResult{Output: o.Output, Action: o.Action}, o.Err
 }
@@ -227,6 +272,12 @@ type protoCase struct {
 	bp      *sqsadapter.Blueprint
 	json    []byte
 	initial map[string]any
+	runID   string
+	// after is the index of a case whose run must finish before this
+	// one's starts, or -1.
+	after int
+	// crashAt makes the first delivery of a node die at a step.
+	crashAt map[string]string
 }
 
 // genNode is a main (non-fallback) node under construction.
@@ -360,7 +411,7 @@ func genProtoCase(seed uint64, index int) (*protoCase, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generated blueprint #%d is invalid: %w\n%s", index, err, data)
 	}
-	return &protoCase{index: index, bp: parsed, json: data, initial: initial}, nil
+	return &protoCase{index: index, bp: parsed, json: data, initial: initial, runID: fmt.Sprintf("run-%03d", index), after: -1}, nil
 }
 
 func protoPick(r *rand.Rand, names []string, weights []int) string {
@@ -572,7 +623,9 @@ func genInputs(r *rand.Rand, mains []*genNode, g *genNode) any {
 // after it (a lost response).
 type protoFaults struct {
 	rate          float64
+	opRates       map[string]float64
 	mu            sync.Mutex
+	byRun         map[string][]string // injected faults, by run
 	r             *rand.Rand
 	calls         atomic.Int64
 	before, after atomic.Int64
@@ -586,23 +639,68 @@ func (f *protoFaults) float() float64 {
 	return f.r.Float64()
 }
 
+// protoOp names a call on a run's records, for protoCall: the fault log
+// of the run records the faults injected into it.
+func protoOp(name, runID, detail string) string {
+	return name + "\x00" + runID + "\x00" + detail
+}
+
 func protoCall[T any](f *protoFaults, op string, call func() (T, error)) (T, error) {
 	f.calls.Add(1)
 	var zero T
+	op, runID, detail := protoSplitOp(op)
+	rate := f.rate
+	if r, ok := f.opRates[op]; ok {
+		rate = r
+	}
+	if detail != "" {
+		op += "(" + detail + ")"
+	}
 	var u float64 = 1
-	if f.rate > 0 {
+	if rate > 0 {
 		u = f.float()
 	}
-	if u < f.rate/2 {
+	if u < rate/2 {
 		f.before.Add(1)
+		f.note(runID, op+" before")
 		return zero, fmt.Errorf("%s: %w before the call", op, errProtoInjected)
 	}
 	v, err := call()
-	if err == nil && u < f.rate {
+	if err == nil && u < rate {
 		f.after.Add(1)
+		f.note(runID, op+" after")
 		return zero, fmt.Errorf("%s: %w after the call took effect", op, errProtoInjected)
 	}
 	return v, err
+}
+
+func protoSplitOp(op string) (name, runID, detail string) {
+	name, rest, ok := strings.Cut(op, "\x00")
+	if !ok {
+		return op, "", ""
+	}
+	runID, detail, _ = strings.Cut(rest, "\x00")
+	return name, runID, detail
+}
+
+// note records a fault injected into a call on a run's records.
+func (f *protoFaults) note(runID, what string) {
+	if runID == "" {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.byRun == nil {
+		f.byRun = map[string][]string{}
+	}
+	f.byRun[runID] = append(f.byRun[runID], what)
+}
+
+// of returns the faults injected into calls on a run's records.
+func (f *protoFaults) of(runID string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.byRun[runID])
 }
 
 func protoCall0(f *protoFaults, op string, call func() error) error {
@@ -615,6 +713,7 @@ func protoCall0(f *protoFaults, op string, call func() error) error {
 type protoContexts struct {
 	inner sqsadapter.ContextStore
 	f     *protoFaults
+	obs   *protoObserver // nil: not observed
 
 	mu      sync.Mutex
 	commits map[string]int // "runId/nodeId"
@@ -651,40 +750,57 @@ func (s *protoContexts) byNode(counts map[string]int, runID string) map[string]i
 }
 
 func (s *protoContexts) CreateRun(ctx context.Context, run sqsadapter.RunRecord, initial map[string]any) error {
-	return protoCall0(s.f, "CreateRun", func() error { return s.inner.CreateRun(ctx, run, initial) })
+	return protoCall0(s.f, protoOp("CreateRun", run.RunID, ""), func() error { return s.inner.CreateRun(ctx, run, initial) })
 }
 
 func (s *protoContexts) GetRun(ctx context.Context, runID string) (*sqsadapter.RunRecord, error) {
-	return protoCall(s.f, "GetRun", func() (*sqsadapter.RunRecord, error) { return s.inner.GetRun(ctx, runID) })
+	return protoCall(s.f, protoOp("GetRun", runID, ""), func() (*sqsadapter.RunRecord, error) { return s.inner.GetRun(ctx, runID) })
 }
 
+// FinishRun reports to the observer each status write that took effect.
 func (s *protoContexts) FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error {
-	return protoCall0(s.f, "FinishRun", func() error { return s.inner.FinishRun(ctx, runID, status, reason, failedNode, at) })
+	return protoCall0(s.f, protoOp("FinishRun", runID, ""), func() error {
+		start := s.obs.tick()
+		err := s.inner.FinishRun(ctx, runID, status, reason, failedNode, at)
+		if err == nil {
+			s.obs.finished(runID, status, start)
+		}
+		return err
+	})
 }
 
+// AcquireNode reports to the observer each acquisition that took effect.
 func (s *protoContexts) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*sqsadapter.NodeRecord, error) {
-	return protoCall(s.f, "AcquireNode", func() (*sqsadapter.NodeRecord, error) {
-		return s.inner.AcquireNode(ctx, runID, nodeID, owner, until, now)
+	return protoCall(s.f, protoOp("AcquireNode", runID, nodeID), func() (*sqsadapter.NodeRecord, error) {
+		start := s.obs.tick()
+		rec, err := s.inner.AcquireNode(ctx, runID, nodeID, owner, until, now)
+		if err == nil {
+			s.obs.acquired(runID, nodeID, rec.Attempts, start)
+		}
+		return rec, err
 	})
 }
 
 func (s *protoContexts) ExtendLease(ctx context.Context, runID, nodeID, owner string, until time.Time) error {
-	return protoCall0(s.f, "ExtendLease", func() error { return s.inner.ExtendLease(ctx, runID, nodeID, owner, until) })
+	return protoCall0(s.f, protoOp("ExtendLease", runID, nodeID), func() error { return s.inner.ExtendLease(ctx, runID, nodeID, owner, until) })
 }
 
 func (s *protoContexts) ReleaseLease(ctx context.Context, runID, nodeID, owner string) error {
-	return protoCall0(s.f, "ReleaseLease", func() error { return s.inner.ReleaseLease(ctx, runID, nodeID, owner) })
+	return protoCall0(s.f, protoOp("ReleaseLease", runID, nodeID), func() error { return s.inner.ReleaseLease(ctx, runID, nodeID, owner) })
 }
 
 // CommitNode counts the commits that took effect, including those whose
 // response is then lost to an injected fault.
 func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapter.NodeCommit) (*sqsadapter.NodeRecord, error) {
-	return protoCall(s.f, "CommitNode", func() (*sqsadapter.NodeRecord, error) {
+	return protoCall(s.f, protoOp("CommitNode", runID, c.NodeID), func() (*sqsadapter.NodeRecord, error) {
+		start := s.obs.tick()
 		rec, err := s.inner.CommitNode(ctx, runID, c)
 		s.mu.Lock()
 		switch {
 		case err == nil:
-			s.countCommit(runID+"/"+c.NodeID, rec)
+			if s.countCommit(runID+"/"+c.NodeID, rec) {
+				s.obs.committed(runID, c.NodeID, start)
+			}
 		case !errors.Is(err, sqsadapter.ErrNodeClosed) && !errors.Is(err, sqsadapter.ErrValueTooLarge) && !errors.Is(err, sqsadapter.ErrInvalidKey):
 			if s.unknown == nil {
 				s.unknown = map[string]int{}
@@ -697,12 +813,12 @@ func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapt
 }
 
 // countCommit counts a successful commit unless it returned the record of
-// a commit already counted. Called with s.mu held.
-func (s *protoContexts) countCommit(key string, rec *sqsadapter.NodeRecord) {
+// a commit already counted, and says whether it did. Called with s.mu held.
+func (s *protoContexts) countCommit(key string, rec *sqsadapter.NodeRecord) bool {
 	if rec != nil && !rec.UpdatedAt.IsZero() {
 		at := rec.UpdatedAt.UnixNano()
 		if s.versions[key][at] {
-			return
+			return false
 		}
 		if s.versions == nil {
 			s.versions = map[string]map[int64]bool{}
@@ -712,23 +828,27 @@ func (s *protoContexts) countCommit(key string, rec *sqsadapter.NodeRecord) {
 		}
 		s.versions[key][at] = true
 	}
+	if s.commits == nil {
+		s.commits = map[string]int{}
+	}
 	s.commits[key]++
+	return true
 }
 
 func (s *protoContexts) FailNode(ctx context.Context, runID, nodeID, reason string) (*sqsadapter.NodeRecord, error) {
-	return protoCall(s.f, "FailNode", func() (*sqsadapter.NodeRecord, error) { return s.inner.FailNode(ctx, runID, nodeID, reason) })
+	return protoCall(s.f, protoOp("FailNode", runID, nodeID), func() (*sqsadapter.NodeRecord, error) { return s.inner.FailNode(ctx, runID, nodeID, reason) })
 }
 
 func (s *protoContexts) SkipNodes(ctx context.Context, runID string, nodeIDs []string) error {
-	return protoCall0(s.f, "SkipNodes", func() error { return s.inner.SkipNodes(ctx, runID, nodeIDs) })
+	return protoCall0(s.f, protoOp("SkipNodes", runID, ""), func() error { return s.inner.SkipNodes(ctx, runID, nodeIDs) })
 }
 
 func (s *protoContexts) CloseNodes(ctx context.Context, runID string, nodeIDs []string) error {
-	return protoCall0(s.f, "CloseNodes", func() error { return s.inner.CloseNodes(ctx, runID, nodeIDs) })
+	return protoCall0(s.f, protoOp("CloseNodes", runID, ""), func() error { return s.inner.CloseNodes(ctx, runID, nodeIDs) })
 }
 
 func (s *protoContexts) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*sqsadapter.NodeRecord, error) {
-	return protoCall(s.f, "GetNodes", func() (map[string]*sqsadapter.NodeRecord, error) { return s.inner.GetNodes(ctx, runID, nodeIDs) })
+	return protoCall(s.f, protoOp("GetNodes", runID, ""), func() (map[string]*sqsadapter.NodeRecord, error) { return s.inner.GetNodes(ctx, runID, nodeIDs) })
 }
 
 func (s *protoContexts) ListNodes(ctx context.Context, runID string) (map[string]*sqsadapter.NodeRecord, error) {
@@ -744,7 +864,7 @@ func (s *protoContexts) Get(ctx context.Context, runID, key string) (any, bool, 
 		v  any
 		ok bool
 	}
-	g, err := protoCall(s.f, "Get", func() (got, error) {
+	g, err := protoCall(s.f, protoOp("Get", runID, key), func() (got, error) {
 		v, ok, err := s.inner.Get(ctx, runID, key)
 		return got{v, ok}, err
 	})
@@ -752,23 +872,23 @@ func (s *protoContexts) Get(ctx context.Context, runID, key string) (any, bool, 
 }
 
 func (s *protoContexts) GetMany(ctx context.Context, runID string, keys []string) (map[string]any, error) {
-	return protoCall(s.f, "GetMany", func() (map[string]any, error) { return s.inner.GetMany(ctx, runID, keys) })
+	return protoCall(s.f, protoOp("GetMany", runID, ""), func() (map[string]any, error) { return s.inner.GetMany(ctx, runID, keys) })
 }
 
 func (s *protoContexts) Set(ctx context.Context, runID, key string, value any) error {
-	return protoCall0(s.f, "Set", func() error { return s.inner.Set(ctx, runID, key, value) })
+	return protoCall0(s.f, protoOp("Set", runID, key), func() error { return s.inner.Set(ctx, runID, key, value) })
 }
 
 func (s *protoContexts) Delete(ctx context.Context, runID, key string) (bool, error) {
-	return protoCall(s.f, "Delete", func() (bool, error) { return s.inner.Delete(ctx, runID, key) })
+	return protoCall(s.f, protoOp("Delete", runID, key), func() (bool, error) { return s.inner.Delete(ctx, runID, key) })
 }
 
 func (s *protoContexts) Patch(ctx context.Context, runID string, sets map[string]any, deletes []string) error {
-	return protoCall0(s.f, "Patch", func() error { return s.inner.Patch(ctx, runID, sets, deletes) })
+	return protoCall0(s.f, protoOp("Patch", runID, ""), func() error { return s.inner.Patch(ctx, runID, sets, deletes) })
 }
 
 func (s *protoContexts) Snapshot(ctx context.Context, runID string) (map[string]any, error) {
-	return protoCall(s.f, "Snapshot", func() (map[string]any, error) { return s.inner.Snapshot(ctx, runID) })
+	return protoCall(s.f, protoOp("Snapshot", runID, ""), func() (map[string]any, error) { return s.inner.Snapshot(ctx, runID) })
 }
 
 // protoCoord is the workers' CoordinationStore, with faults.
@@ -846,23 +966,58 @@ func (s *protoSQS) ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMe
 // protoCrasher decides, when a delivery starts ("receive"), whether the
 // worker dies during it and at which step.
 type protoCrasher struct {
-	rate float64
-
+	rate       float64
+	steps      []string // the steps it may crash at, and their weights
+	weights    []int
 	mu         sync.Mutex
 	r          *rand.Rand
 	plans      map[string]string // "runId/nodeId" → step
 	deliveries int
-	crashes    map[string]int // by step
+	crashes    map[string]int    // by step
+	forced     map[string]string // "runId/nodeId" → step: every delivery of that job dies there, until unforce
+	onCrash    func(step string, job sqsadapter.Job)
+}
+
+// force makes every delivery of a job die at step, until unforce.
+func (c *protoCrasher) force(job sqsadapter.Job, step string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.forced[job.RunID+"/"+job.NodeID] = step
+}
+
+// unforce ends every forced crash.
+func (c *protoCrasher) unforce() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.forced)
 }
 
 // The steps a delivery may die at, weighted. Not every delivery reaches
 // every step (a replay skips most of them), so more deliveries are planned
 // to crash than actually do: protoCrashPlan scales the planning rate so
 // that about crashRate of the deliveries are abandoned.
-var (
-	protoCrashSteps   = []string{"receive", "acquired", "retry-wait", "commit", "committed", "arrived", "advanced", "complete", "failing", "closed", "failed"}
-	protoCrashWeights = []int{4, 3, 1, 3, 3, 2, 5, 1, 1}
-)
+var protoCrashWeights = map[string]int{
+	"receive": 4, "acquired": 3, "retry-wait": 1, "commit": 3, "committed": 3, "arrived": 2,
+	"advanced": 5, "complete": 1, "failing": 1, "closed": 1, "failed": 1,
+}
+
+// protoOutsideAttempts are the crash steps at which no attempt is under
+// way (before the lease is taken, after the commit, or after the node's
+// failure is recorded): a crash there must not cost the node an attempt.
+var protoOutsideAttempts = map[string]int{
+	"receive": 4, "committed": 3, "arrived": 2, "advanced": 5, "complete": 2, "failing": 1, "closed": 1, "failed": 1,
+}
+
+// protoSteps returns the crash steps of weights and their weights, in a
+// fixed order.
+func protoSteps(weights map[string]int) ([]string, []int) {
+	steps := slices.Sorted(maps.Keys(weights))
+	ws := make([]int, len(steps))
+	for i, s := range steps {
+		ws[i] = weights[s]
+	}
+	return steps, ws
+}
 
 const protoCrashPlan = 2.0
 
@@ -873,23 +1028,26 @@ func (c *protoCrasher) hook(step string, job sqsadapter.Job) bool {
 	if step == "receive" {
 		c.deliveries++
 		delete(c.plans, key)
-		if c.r.Float64() >= c.rate*protoCrashPlan {
+		s, forced := c.forced[key]
+		if !forced {
+			if len(c.steps) == 0 || c.r.Float64() >= c.rate*protoCrashPlan {
+				return false
+			}
+			s = protoPick(c.r, c.steps, c.weights)
+		}
+		if s != "receive" {
+			c.plans[key] = s
 			return false
 		}
-		s := protoPick(c.r, protoCrashSteps, protoCrashWeights)
-		if s == "receive" {
-			c.crashes[s]++
-			return true
-		}
-		c.plans[key] = s
+	} else if c.plans[key] != step {
 		return false
 	}
-	if c.plans[key] == step {
-		delete(c.plans, key)
-		c.crashes[step]++
-		return true
+	delete(c.plans, key)
+	c.crashes[step]++
+	if c.onCrash != nil {
+		c.onCrash(step, job)
 	}
-	return false
+	return true
 }
 
 func (c *protoCrasher) stats() (deliveries, crashes int, byStep map[string]int) {
@@ -921,6 +1079,20 @@ type protoEnv struct {
 	// committed once. Its output is in the final context, which is checked
 	// against the interpreter's.
 	lostResponses bool
+	// obs sees every status write, node acquisition, commit and node
+	// function call of the workers and the client; nil where the
+	// environment does not observe them.
+	obs *protoObserver
+	// stopWorkers shuts the workers down (gracefully: running jobs
+	// finish) and startWorkers starts a new set; nil where the
+	// environment cannot.
+	stopWorkers, startWorkers func()
+	// mem is the in-memory SQS, nil on the emulators.
+	mem *protoMemQueues
+	// coordinations is the undecorated coordination store.
+	coordinations sqsadapter.CoordinationStore
+	// visibility is the workers' visibility timeout.
+	visibility time.Duration
 }
 
 // protoEnvFunc builds the environment of a randomized run: workers that
@@ -947,11 +1119,18 @@ type protoQueues interface {
 // random source of the rest of its chaos.
 func newProtoBase(seed uint64, chaos protoChaos) (*protoEnv, *rand.Rand) {
 	chaosRand := rand.New(rand.NewPCG(seed, 0xc4a05))
+	weights := chaos.crashWeights
+	if weights == nil {
+		weights = protoCrashWeights
+	}
+	steps, ws := protoSteps(weights)
+	obs := newProtoObserver()
 	e := &protoEnv{
-		faults: &protoFaults{rate: chaos.faultRate, r: rand.New(rand.NewPCG(chaosRand.Uint64(), 1))},
-		crasher: &protoCrasher{rate: chaos.crashRate, r: rand.New(rand.NewPCG(chaosRand.Uint64(), 2)),
-			plans: map[string]string{}, crashes: map[string]int{}},
-		calls: &protoCalls{n: map[string]int{}},
+		faults: &protoFaults{rate: chaos.faultRate, opRates: chaos.opRates, r: rand.New(rand.NewPCG(chaosRand.Uint64(), 1))},
+		crasher: &protoCrasher{rate: chaos.crashRate, steps: steps, weights: ws, r: rand.New(rand.NewPCG(chaosRand.Uint64(), 2)),
+			plans: map[string]string{}, crashes: map[string]int{}, forced: map[string]string{}},
+		calls: &protoCalls{n: map[string]int{}, obs: obs},
+		obs:   obs,
 	}
 	return e, chaosRand
 }
@@ -985,8 +1164,9 @@ func (q protoMemQueues) describe(dlq bool) string {
 
 func (q protoMemQueues) queued(runID string) []string {
 	var queued []string
+	quoted, _ := json.Marshal(runID)
 	for _, m := range q.sqs.Messages(q.queue) {
-		if strings.Contains(m.Body, `"`+runID+`"`) {
+		if strings.Contains(m.Body, `"runId":`+string(quoted)) {
 			queued = append(queued, fmt.Sprintf("%s (received %d, %s)", m.Body, m.ReceiveCount, m.State))
 		}
 	}
@@ -1010,20 +1190,33 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 	contexts := sqsadaptertest.NewContextStore()
 	e.contexts = contexts
 	coord := sqsadaptertest.NewCoordinationStore()
-	e.counted = &protoContexts{inner: contexts, f: e.faults, commits: map[string]int{}}
-	visibility := 10 * unit
+	e.coordinations = coord
+	e.counted = &protoContexts{inner: contexts, f: e.faults, obs: e.obs, commits: map[string]int{}}
+	visibility := chaos.visibility
+	if visibility == 0 {
+		visibility = 10 * unit
+	}
+	e.visibility = visibility
 	dlq := memSQS.CreateQueue("proto-jobs-dlq", sqsadaptertest.QueueOptions{VisibilityUnit: unit})
 	queue := memSQS.CreateQueue("proto-jobs", sqsadaptertest.QueueOptions{
 		VisibilityTimeout: visibility, VisibilityUnit: unit,
 		MaxReceiveCount: 100, DeadLetterQueueURL: dlq,
 	})
-	e.queues = protoMemQueues{sqs: memSQS, queue: queue, dlq: dlq}
+	e.mem = &protoMemQueues{sqs: memSQS, queue: queue, dlq: dlq}
+	e.queues = *e.mem
 	if chaos.duplicateRate > 0 {
 		dupRand := rand.New(rand.NewPCG(chaosRand.Uint64(), 3))
-		memSQS.DuplicateDelivery = func(string) bool {
+		// A job is duplicated at most twice: copies of copies add nothing,
+		// and would multiply without end around a job that never succeeds.
+		dups := map[string]int{}
+		memSQS.DuplicateDelivery = func(body string) bool {
 			dupMu.Lock()
 			defer dupMu.Unlock()
-			return dupRand.Float64() < chaos.duplicateRate
+			if dups[body] >= 2 || dupRand.Float64() >= chaos.duplicateRate {
+				return false
+			}
+			dups[body]++
+			return true
 		}
 	}
 	common := []sqsadapter.Option{
@@ -1037,209 +1230,61 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 		sqsadapter.WithPollBackoff(unit, 5*unit),
 	}
 	var err error
+	// The client's status writes (CancelRun) are observed too; its calls
+	// never fail.
 	e.client, err = sqsadapter.NewSqsAdapter(append(slices.Clone(common),
 		sqsadapter.WithSQSClient(memSQS),
-		sqsadapter.WithContextStore(contexts),
+		sqsadapter.WithContextStore(&protoContexts{inner: contexts, f: &protoFaults{}, obs: e.obs}),
 		sqsadapter.WithCoordinationStore(coord),
 	)...)
 	require.NoError(t, err)
-	for i := range 4 {
-		opts := append(slices.Clone(common),
-			sqsadapter.WithWorkerID(fmt.Sprintf("w%d", i)),
-			sqsadapter.WithSQSClient(&protoSQS{inner: memSQS, f: e.faults}),
-			sqsadapter.WithContextStore(e.counted),
-			sqsadapter.WithCoordinationStore(&protoCoord{inner: coord, f: e.faults}),
-		)
-		opts = append(opts, sqsadapter.WithCrashHook(e.crasher.hook)) // also counts deliveries
-		w, err := sqsadapter.NewSqsAdapter(opts...)
-		require.NoError(t, err)
-		errc := make(chan error, 1)
-		go func() { errc <- w.Run(context.Background()) }()
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			assert.NoError(t, w.Shutdown(ctx))
-			// A worker whose goroutine had not called Run yet reports
-			// ErrAdapterClosed: it never ran.
-			if err := <-errc; !errors.Is(err, sqsadapter.ErrAdapterClosed) {
-				assert.NoError(t, err)
-			}
-		})
-	}
-	return e
-}
-
-// protoRun is one run's expectation and result.
-type protoRun struct {
-	c     *protoCase
-	exp   *interp.Result
-	runID string
-	st    *sqsadapter.RunStatus
-}
-
-func runProtocolRandom(t *testing.T, seed uint64, n int, chaos protoChaos) {
-	runProtocolRandomOn(t, seed, n, chaos, newProtoEnv)
-}
-
-// runProtocolRandomOn runs the first n blueprints of seed on the
-// environment that newEnv builds, and compares every run with the
-// interpreter's.
-func runProtocolRandomOn(t *testing.T, seed uint64, n int, chaos protoChaos, newEnv protoEnvFunc) {
-	start := time.Now()
-	var bps []*sqsadapter.Blueprint
-	var runs []*protoRun
-	only := protoOnly(t)
-	for i := range n {
-		if only != nil && !only[i] {
-			continue
-		}
-		c, err := genProtoCase(seed, i)
-		require.NoError(t, err, "seed %d", seed)
-		exp, err := interp.Run(c.bp, c.initial, protoModel)
-		require.NoError(t, err, "seed %d blueprint #%d: interpreter: %s", seed, i, c.json)
-		// The generator's conditions and transforms always evaluate, and no
-		// two concurrent nodes write the same key: every run's outcome is
-		// exact.
-		require.Empty(t, exp.RouteErrors, "seed %d blueprint #%d: interpreter: %s", seed, i, c.json)
-		require.Empty(t, exp.Racy, "seed %d blueprint #%d: interpreter: %s", seed, i, c.json)
-		bps = append(bps, c.bp)
-		runs = append(runs, &protoRun{c: c, exp: exp, runID: fmt.Sprintf("run-%03d", i)})
-	}
-	n = len(runs)
-	e := newEnv(t, seed, chaos, bps)
-
 	var (
 		mu      sync.Mutex
-		dumped  int
-		stalled int
+		running []func()
+		started int
 	)
-	// report fails the test for run r and, for the first few, dumps what is
-	// needed to reproduce and diagnose it.
-	report := func(r *protoRun, format string, args ...any) {
-		msg := fmt.Sprintf("seed %d blueprint #%d (%s, run %s): %s", seed, r.c.index, r.c.bp.ID, r.runID, fmt.Sprintf(format, args...))
+	e.startWorkers = func() {
 		mu.Lock()
 		defer mu.Unlock()
-		if dumped < 3 {
-			dumped++
-			msg += "\n" + e.diagnose(r)
-		}
-		t.Error(msg)
-	}
-
-	sem := make(chan struct{}, 25)
-	var wg sync.WaitGroup
-	for _, r := range runs {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			var err error
-			for ctx.Err() == nil { // the client path has no faults; retry anyway
-				if _, err = e.client.StartRun(ctx, r.c.bp.ID, r.c.initial, sqsadapter.WithRunID(r.runID)); err == nil {
-					break
+		for range 4 {
+			opts := append(slices.Clone(common),
+				sqsadapter.WithWorkerID(fmt.Sprintf("w%d", started)),
+				sqsadapter.WithSQSClient(&protoSQS{inner: memSQS, f: e.faults}),
+				sqsadapter.WithContextStore(e.counted),
+				sqsadapter.WithCoordinationStore(&protoCoord{inner: coord, f: e.faults}),
+				sqsadapter.WithCrashHook(e.crasher.hook), // also counts deliveries
+			)
+			started++
+			w, err := sqsadapter.NewSqsAdapter(opts...)
+			require.NoError(t, err)
+			errc := make(chan error, 1)
+			go func() { errc <- w.Run(context.Background()) }()
+			running = append(running, func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				assert.NoError(t, w.Shutdown(ctx))
+				// A worker whose goroutine had not called Run yet reports
+				// ErrAdapterClosed: it never ran.
+				if err := <-errc; !errors.Is(err, sqsadapter.ErrAdapterClosed) {
+					assert.NoError(t, err)
 				}
-			}
-			if err != nil {
-				report(r, "StartRun: %v", err)
-				return
-			}
-			st, err := e.client.WaitForRun(ctx, r.runID)
-			if err != nil {
-				mu.Lock()
-				stalled++
-				mu.Unlock()
-				report(r, "run stalled: not finished after 60s: %v", err)
-				return
-			}
-			r.st = st
-			checkProtoRun(r, report)
-		})
-	}
-	wg.Wait()
-	if stalled > 0 {
-		t.Errorf("seed %d: %d run(s) stalled", seed, stalled)
-	}
-
-	// Every message is eventually deleted, and none is dead-lettered.
-	deadline := time.Now().Add(30 * time.Second)
-	for stalled == 0 {
-		if e.queues.left(false) == 0 {
-			break
+			})
 		}
-		if time.Now().After(deadline) {
-			t.Errorf("seed %d: the queue did not drain: %s", seed, e.queues.describe(false))
-			break
+	}
+	e.stopWorkers = func() {
+		mu.Lock()
+		stops := running
+		running = nil
+		mu.Unlock()
+		var wg sync.WaitGroup
+		for _, stop := range stops {
+			wg.Go(stop)
 		}
-		time.Sleep(20 * time.Millisecond)
+		wg.Wait()
 	}
-	if n := e.queues.left(true); n > 0 {
-		t.Errorf("seed %d: %d message(s) dead-lettered: %s", seed, n, e.queues.describe(true))
-	}
-
-	// Every node output was committed exactly once (effective commits whose
-	// caller saw an injected error included); skipped and unreachable nodes
-	// never.
-	completed, failed, ran, skipped, commits, lost := 0, 0, 0, 0, 0, 0
-	for _, r := range runs {
-		if r.st == nil {
-			continue
-		}
-		got := e.counted.commitsOf(r.runID)
-		for id, k := range got {
-			commits += k
-			if k > 1 {
-				report(r, "node %s committed %d times", id, k)
-			}
-			if !r.exp.Is(id, interp.Ran) {
-				report(r, "node %s committed, but the interpreter has it %q", id, r.exp.States[id])
-			}
-		}
-		switch r.st.Status {
-		case sqsadapter.StatusCompleted:
-			completed++
-			unknown := e.counted.unknownOf(r.runID)
-			for _, id := range r.exp.Nodes(interp.Ran) {
-				if e.lostResponses && got[id] == 0 && unknown[id] > 0 {
-					lost++
-					continue
-				}
-				if got[id] != 1 {
-					report(r, "node %s ran, but its output was committed %d times", id, got[id])
-				}
-			}
-		case sqsadapter.StatusFailed:
-			failed++
-		}
-		ran += len(r.exp.Nodes(interp.Ran))
-		skipped += len(r.exp.Nodes(interp.Skipped))
-	}
-
-	received, duplicated := e.queues.deliveries()
-	deliveries, crashes, byStep := e.crasher.stats()
-	crashShare := 0.0
-	if deliveries > 0 {
-		crashShare = 100 * float64(crashes) / float64(deliveries)
-	}
-	faultShare := 0.0
-	if calls := e.faults.calls.Load(); calls > 0 {
-		faultShare = 100 * float64(e.faults.before.Load()+e.faults.after.Load()) / float64(calls)
-	}
-	t.Logf("protocol random: seed=%d runs=%d completed=%d failed=%d | nodes ran=%d skipped=%d commits=%d invocations=%d | "+
-		"deliveries=%d (handled %d) duplicates=%d crashes=%d (%.1f%% of deliveries; by step %v) | faults=%d before + %d after of %d calls (%.1f%%) | %v",
-		seed, n, completed, failed, ran, skipped, commits, e.calls.total(),
-		received, deliveries, duplicated, crashes, crashShare, byStep,
-		e.faults.before.Load(), e.faults.after.Load(), e.faults.calls.Load(), faultShare, time.Since(start).Round(time.Millisecond))
-	if e.lostResponses {
-		t.Logf("protocol random: %d node(s) committed by a call whose response was lost", lost)
-	}
-}
-
-// checkProtoRun compares a finished run with the interpreter's prediction.
-func checkProtoRun(r *protoRun, report func(*protoRun, string, ...any)) {
-	for _, p := range r.exp.Check(r.st) {
-		report(r, "%s", p)
-	}
+	t.Cleanup(e.stopWorkers)
+	e.startWorkers()
+	return e
 }
 
 // protoBodies describes the first queued messages.
@@ -1268,6 +1313,9 @@ func (e *protoEnv) diagnose(r *protoRun) string {
 	if r.st != nil {
 		fmt.Fprintf(&b, "  engine: status %s; failed node %q; error %q\n", r.st.Status, r.st.FailedNode, r.st.Error)
 	}
+	if r.cancelAt >= 0 {
+		fmt.Fprintf(&b, "  cancelled after %d commit(s): %v\n", r.cancelAt, r.cancelled)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if rec, err := e.contexts.GetRun(ctx, r.runID); err == nil {
@@ -1286,6 +1334,10 @@ func (e *protoEnv) diagnose(r *protoRun) string {
 		}
 	}
 	fmt.Fprintf(&b, "  invocations: %v\n  commits: %v\n", e.calls.forRun(r.runID), e.counted.commitsOf(r.runID))
+	fmt.Fprintf(&b, "  faults injected into its records' calls: %v\n", e.faults.of(r.runID))
+	if e.obs != nil {
+		fmt.Fprintf(&b, "  observed: %s\n", e.obs.describe(r.runID))
+	}
 	fmt.Fprintf(&b, "  queued: %v", e.queues.queued(r.runID))
 	return b.String()
 }

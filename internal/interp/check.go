@@ -83,21 +83,51 @@ func (r *Result) Check(st *sqsadapter.RunStatus) []string {
 		if st.FailedNode == "" || !strings.Contains(st.Error, st.FailedNode) {
 			report("error %q does not name the failed node %q", truncate(st.Error, 300), st.FailedNode)
 		}
-		for _, k := range slices.Sorted(maps.Keys(got)) {
-			v := got[k]
-			if id, isOut := strings.CutPrefix(k, "_outputs."); isOut {
-				want, ran := r.Outputs[id]
-				if !ran || !reflect.DeepEqual(want, v) {
-					report("context key %q = %s, the interpreter has %s (node %s)", k, show(v), show(want), r.States[id])
-				}
-				continue
-			}
-			if !slices.ContainsFunc(r.values[k], func(c any) bool { return reflect.DeepEqual(c, v) }) {
-				report("context key %q = %s, which the interpreter never gives it (values: %s)", k, show(v), show(r.values[k]))
-			}
-		}
+		problems = append(problems, r.checkPrefix(got)...)
 	default:
 		report("run not finished: status %q", st.Status)
+	}
+	return problems
+}
+
+// CheckPrefix checks the context of a run that stopped before its end,
+// whatever stopped it (a cancellation, or a failure Check already
+// accepted): which nodes committed before it stopped depends on timing, so
+// every key must hold a value the prediction gives it (its initial value or
+// a node's write), "_outputs.<id>" the output of a node that ran, and
+// "_catch_error" one of Catches. It returns every discrepancy found.
+func (r *Result) CheckPrefix(context map[string]any) []string {
+	gotAny, err := Normalize(context)
+	if err != nil {
+		return []string{fmt.Sprintf("context is not JSON-like: %v", err)}
+	}
+	got, _ := gotAny.(map[string]any)
+	var problems []string
+	if catch, ok := got[CatchErrorKey]; ok {
+		if !r.catchMatches(catch) {
+			problems = append(problems, fmt.Sprintf("%s = %s, expected one of %s", CatchErrorKey, show(catch), show(r.Catches)))
+		}
+		delete(got, CatchErrorKey)
+	}
+	return append(problems, r.checkPrefix(got)...)
+}
+
+// checkPrefix is CheckPrefix for a normalized context without
+// "_catch_error".
+func (r *Result) checkPrefix(got map[string]any) []string {
+	var problems []string
+	for _, k := range slices.Sorted(maps.Keys(got)) {
+		v := got[k]
+		if id, isOut := strings.CutPrefix(k, "_outputs."); isOut {
+			want, ran := r.Outputs[id]
+			if !ran || !reflect.DeepEqual(want, v) {
+				problems = append(problems, fmt.Sprintf("context key %q = %s, the interpreter has %s (node %s)", k, show(v), show(want), r.States[id]))
+			}
+			continue
+		}
+		if !slices.ContainsFunc(r.values[k], func(c any) bool { return reflect.DeepEqual(c, v) }) {
+			problems = append(problems, fmt.Sprintf("context key %q = %s, which the interpreter never gives it (values: %s)", k, show(v), show(r.values[k])))
+		}
 	}
 	return problems
 }

@@ -299,6 +299,25 @@ func TestCheck(t *testing.T) {
 	assert.Len(t, want.Check(failed), 3)
 }
 
+// A run stopped part-way (cancelled) holds some of the predicted keys and
+// outputs, each with its predicted value, and nothing else.
+func TestCheckPrefix(t *testing.T) {
+	want, err := interp.Run(parse(t, cases[5].bp), map[string]any{"in": 1}, model) // the fallback case
+	require.NoError(t, err)
+	assert.Empty(t, want.CheckPrefix(nil))
+	assert.Empty(t, want.CheckPrefix(map[string]any{"in": 1, "_outputs.s": map[string]any{"v": 2}}))
+	assert.Empty(t, want.CheckPrefix(map[string]any{"_outputs.bad": map[string]any{"v": 2}, "recovered": true,
+		"_catch_error": map[string]any{"message": "boom: bad attempt 2", "nodeId": "bad", "blueprintId": "fallback"}}))
+
+	problems := want.CheckPrefix(map[string]any{"in": 2, "_outputs.s": map[string]any{"v": 3}, "_outputs.nope": 1,
+		"_catch_error": map[string]any{"message": "other", "nodeId": "bad", "blueprintId": "fallback"}})
+	require.Len(t, problems, 4, "%q", problems)
+	assert.Contains(t, problems[0], "_catch_error")
+	assert.Contains(t, problems[1], `"_outputs.nope"`)
+	assert.Contains(t, problems[2], `"_outputs.s"`)
+	assert.Contains(t, problems[3], `"in" = 2`)
+}
+
 func TestRunErrors(t *testing.T) {
 	bp := &sqsadapter.Blueprint{ID: "cycle", Nodes: []sqsadapter.NodeDefinition{{ID: "a", Uses: "emit"}, {ID: "b", Uses: "emit"}},
 		Edges: []sqsadapter.EdgeDefinition{{Source: "a", Target: "b"}, {Source: "b", Target: "a"}}}
