@@ -122,8 +122,14 @@ func protoHostileClass(n int) protoClass {
 }
 
 func protoLifecycleClass(n int) protoClass {
+	// Fatal nodes have one attempt and a fallback: a worker that dies during
+	// that attempt, or whose lease expires under a slow heartbeat, leaves an
+	// abandoned attempt, which runs the fallback (the failure was never
+	// reported) where the interpreter skips it. So, as at the defaults,
+	// workers die only outside attempts, and leases are long.
 	return protoClass{name: "lifecycle", runs: n, shape: protoShape{failHeavy: true}, cancel: 0.4,
-		chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10, opRates: map[string]float64{"FailNode": 0.3}}}
+		chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10, opRates: map[string]float64{"FailNode": 0.3},
+			crashWeights: protoOutsideAttempts, visibility: 50 * unit}}
 }
 
 func protoStraysClass(n int) protoClass {

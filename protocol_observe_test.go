@@ -226,13 +226,13 @@ func (o *protoObserver) check(runID string, finished bool) []string {
 		// number, before it.
 		records := []string{e.what}
 		for _, n := range l.fallbackOf[e.what] {
-			records = append(records, n+"@fallback")
+			records = append(records, n+protoFallbackSuffix)
 		}
 		foreign := !l.nodes[e.what]
 		var acq *protoEvent
 		for i := range l.acquires {
 			a := &l.acquires[i]
-			mine := slices.Contains(records, a.what) || (foreign && strings.HasSuffix(a.what, "@fallback"))
+			mine := slices.Contains(records, a.what) || (foreign && strings.HasSuffix(a.what, protoFallbackSuffix))
 			if a.attempt == e.attempt && a.end < e.start && mine && (acq == nil || a.start > acq.start) {
 				acq = a
 			}
@@ -271,3 +271,7 @@ func (o *protoObserver) describe(runID string) string {
 	fmt.Fprintf(&b, "status writes %v; acquisitions %d; commits %d; node calls %d", l.finishes, len(l.acquires), len(l.commits), len(l.entries))
 	return b.String()
 }
+
+// protoFallbackSuffix ends the name of a node's fallback attempt record
+// (handle.go, fallbackRecord): U+001F, which no id holds, and "fallback".
+const protoFallbackSuffix = "\x1ffallback"

@@ -26,9 +26,10 @@ import (
 //   - a node of the run's blueprint, or a node id it lacks (a fallback-only
 //     node, another blueprint's node, a fallback record's name): the run is
 //     finished, so the job is dropped without running; message deleted;
-//   - another registered blueprint's id: trusted by default, so handled as
-//     a job of a finished run (dropped); with WithRunCheck, refused and
-//     left for the dead-letter queue;
+//   - another registered blueprint's id: trusted by default (the library's
+//     own jobs never do that, and checking costs a read per node), so such
+//     jobs are sent only to the WithRunCheck adapter, which refuses them
+//     and leaves them for the dead-letter queue;
 //   - a blueprint or a version the worker lacks: left for the dead-letter
 //     queue.
 //
@@ -151,8 +152,13 @@ func (p *protoStrays) jobs(r *protoRun, rng *rand.Rand, checked bool) []protoStr
 	others = others[:min(2, len(others))]
 
 	// Another blueprint's nodes under that blueprint's id (first, so that
-	// a node they commit in this run is there for the jobs below).
+	// a node they commit in this run is there for the jobs below). Only
+	// with WithRunCheck: without it such jobs are trusted (README, bad
+	// input), and may run on the run.
 	for _, q := range others {
+		if !checked {
+			break
+		}
 		for _, i := range rng.Perm(len(q.Nodes))[:min(2, len(q.Nodes))] {
 			add(q.ID, q.Nodes[i].ID, q.Version(), fmt.Sprintf("node %q of blueprint %q, under that blueprint", q.Nodes[i].ID, q.ID), checked, true)
 		}
