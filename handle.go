@@ -445,9 +445,13 @@ func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map
 	id := fallbackRecord(x.n.id)
 	x.log.InfoContext(ctx, "sqsadapter: running fallback", "fallback", fb.id, "err", cause)
 	if fb.def.Inputs != nil {
-		fvals, err := x.a.cfg.contexts.GetMany(ctx, x.job.RunID, fb.inputKeys)
+		var fvals map[string]any
+		err := x.idempotent(ctx, func() (err error) {
+			fvals, err = x.a.cfg.contexts.GetMany(ctx, x.job.RunID, fb.inputKeys)
+			return err
+		})
 		if err != nil {
-			return retryAfter(0, err)
+			return x.release(ctx, x.n.id, retryAfter(0, fmt.Errorf("sqsadapter: load input of fallback %q: %w", fb.id, err)))
 		}
 		in = resolveInputs(fb.def.Inputs, fvals)
 	}
@@ -905,7 +909,7 @@ func (x *jobRun) idempotent(ctx context.Context, call func() error) error {
 		if try > 0 && !x.a.sleep(ctx, storeBackoff(try-1)) {
 			break
 		}
-		if err = call(); err == nil || ctx.Err() != nil {
+		if err = call(); err == nil || ctx.Err() != nil || errors.Is(err, ErrInvalidJob) {
 			return err
 		}
 	}
