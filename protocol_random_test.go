@@ -764,6 +764,8 @@ func (s *protoContexts) FinishRun(ctx context.Context, runID, status, reason, fa
 		err := s.inner.FinishRun(ctx, runID, status, reason, failedNode, at)
 		if err == nil {
 			s.obs.finished(runID, status, start)
+		} else if !errors.Is(err, sqsadapter.ErrRunNotFound) {
+			s.obs.finishUnsure(runID, status, start)
 		}
 		return err
 	})
