@@ -96,7 +96,7 @@ func newProtoStrays(s *protoSession, bps []*sqsadapter.Blueprint) *protoStrays {
 			sqsadapter.WithCoordinationStore(e.coordinations),
 			sqsadapter.WithRegistry(p.calls.registry()), sqsadapter.WithBlueprints(bps...),
 			sqsadapter.WithLogger(testLogger()), sqsadapter.WithSQSTimeUnit(unit),
-			sqsadapter.WithVisibilityTimeout(5 * unit), sqsadapter.WithWaitTime(2 * unit), sqsadapter.WithPollBackoff(unit, 5*unit),
+			sqsadapter.WithVisibilityTimeout(protoStrayVisibility), sqsadapter.WithWaitTime(2 * unit), sqsadapter.WithPollBackoff(unit, 5*unit),
 		}
 		if checked {
 			opts = append(opts, sqsadapter.WithRunCheck())
@@ -127,8 +127,15 @@ func newProtoStrays(s *protoSession, bps []*sqsadapter.Blueprint) *protoStrays {
 	return p
 }
 
+// protoStrayVisibility is the stray queues' visibility timeout: short, so
+// that the jobs the table dead-letters get there soon, but long enough
+// that a loaded machine handles and deletes a dropped job before it turns
+// visible again (at 5 units, some were received five times and
+// dead-lettered).
+const protoStrayVisibility = 25 * unit
+
 func protoStrayQueue(maxReceives int, dlq string) sqsadaptertest.QueueOptions {
-	return sqsadaptertest.QueueOptions{VisibilityTimeout: 5 * unit, VisibilityUnit: unit, MaxReceiveCount: maxReceives, DeadLetterQueueURL: dlq}
+	return sqsadaptertest.QueueOptions{VisibilityTimeout: protoStrayVisibility, VisibilityUnit: unit, MaxReceiveCount: maxReceives, DeadLetterQueueURL: dlq}
 }
 
 // jobs lists the stray jobs of finished run r.
