@@ -6,6 +6,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/flowcraft/sqsadapter"
@@ -80,7 +81,9 @@ func (r *Result) Check(st *sqsadapter.RunStatus) []string {
 			report("failed at node %q (%s), which the interpreter does not see failing; failing nodes: %v",
 				st.FailedNode, truncate(st.Error, 300), r.Nodes(Failed))
 		}
-		if st.FailedNode == "" || !strings.Contains(st.Error, st.FailedNode) {
+		// The error names the node as %q does: an id holding quotes,
+		// backslashes or characters that are not printable is escaped.
+		if st.FailedNode == "" || (!strings.Contains(st.Error, st.FailedNode) && !strings.Contains(st.Error, strconv.Quote(st.FailedNode))) {
 			report("error %q does not name the failed node %q", truncate(st.Error, 300), st.FailedNode)
 		}
 		problems = append(problems, r.checkPrefix(got)...)
