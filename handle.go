@@ -902,29 +902,26 @@ func storeBackoff(try int) time.Duration {
 // idempotent runs an idempotent store call, trying it up to storeTries
 // times: a job can take many calls, and a failure of any of them otherwise
 // costs a redelivery that repeats them all — and, between a node's lease
-// and its commit, an attempt.
+// and its commit, an attempt. An invalid job is not tried again.
 func (x *jobRun) idempotent(ctx context.Context, call func() error) error {
-	var err error
-	for try := range storeTries {
-		if try > 0 && !x.a.sleep(ctx, storeBackoff(try-1)) {
-			break
-		}
-		if err = call(); err == nil || ctx.Err() != nil || errors.Is(err, ErrInvalidJob) {
-			return err
-		}
-	}
-	return err
+	return x.retry(ctx, call, func(err error) bool { return errors.Is(err, ErrInvalidJob) })
 }
 
 // retried is idempotent for a conditional write whose refusals are
 // answers, not faults: it stops at the first of those.
 func (x *jobRun) retried(ctx context.Context, call func() error) error {
+	return x.retry(ctx, call, func(err error) bool { return isDecision(err) || errors.Is(err, ErrRunFinished) })
+}
+
+// retry tries call up to storeTries times, waiting storeBackoff between
+// tries, until it succeeds, ctx ends or final says its error is an answer.
+func (x *jobRun) retry(ctx context.Context, call func() error, final func(error) bool) error {
 	var err error
 	for try := range storeTries {
 		if try > 0 && !x.a.sleep(ctx, storeBackoff(try-1)) {
 			break
 		}
-		if err = call(); err == nil || isDecision(err) || errors.Is(err, ErrRunFinished) || ctx.Err() != nil {
+		if err = call(); err == nil || ctx.Err() != nil || final(err) {
 			return err
 		}
 	}
