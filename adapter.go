@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,10 @@ type SqsAdapter struct {
 	stopOnce sync.Once
 	hard     context.CancelCauseFunc // cancels running jobs
 	jobsCtx  context.Context
+
+	// expressionErrors counts conditions and transforms that failed to
+	// evaluate (Stats).
+	expressionErrors atomic.Int64
 
 	mu      sync.Mutex
 	running bool
@@ -178,4 +183,18 @@ func (a *SqsAdapter) sleep(ctx context.Context, d time.Duration) bool {
 	case <-a.stopping:
 		return false
 	}
+}
+
+// Stats are counters of what an adapter saw since it was created.
+type Stats struct {
+	// ExpressionErrors counts edge conditions and transforms that failed to
+	// evaluate (a type error, an index out of range, ...). A failed
+	// condition counts as false and a failed transform as nil, as in
+	// Flowcraft; the first failure of each edge is also logged at WARN.
+	ExpressionErrors int64
+}
+
+// Stats returns the adapter's counters. It is safe for concurrent use.
+func (a *SqsAdapter) Stats() Stats {
+	return Stats{ExpressionErrors: a.expressionErrors.Load()}
 }

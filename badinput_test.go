@@ -2,6 +2,7 @@ package sqsadapter_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -40,12 +41,14 @@ func TestBadInput(t *testing.T) {
 		deadLettered outcome = iota // the message ends in the DLQ; the worker goes on
 		runFails                    // the run is marked failed with a reason
 		runCompletes                // handled; the run completes
+		edgeNotTaken                // the run completes without b; an expression error is counted
 	)
 	cases := []struct {
 		name   string
 		a, b   sqsadapter.NodeFunc
 		body   func(runID string) string // a raw message to send instead of starting a run normally
 		cfgA   string                    // node a's config JSON
+		cond   string                    // the edge's condition, if not the default
 		want   outcome
 		reason string // in the run's error
 		wantB  int64  // b's output when the run completes: the number of keys of its input
@@ -75,7 +78,8 @@ func TestBadInput(t *testing.T) {
 				}
 				return sqsadapter.NodeResult{Output: map[string]any{"n": 2}}, nil
 			}, want: runCompletes, wantB: 1},
-		{name: "runtime expression error", a: ok(map[string]any{"n": "not a number"}), want: runFails, reason: "condition of edge a -> b"},
+		{name: "condition that fails to evaluate is false", a: ok(map[string]any{"n": map[string]any{"k": 1}}),
+			cond: "result.output.n * 2 > 1", want: edgeNotTaken},
 		{name: "input over the message size limit is read from the store", a: func(_ context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
 			return sqsadapter.NodeResult{Output: map[string]any{"n": 2, "big": strings.Repeat("y", 300<<10)}}, nil
 		}, want: runCompletes, wantB: 2},
@@ -96,6 +100,9 @@ func TestBadInput(t *testing.T) {
 			src := bpJSON
 			if tc.cfgA != "" {
 				src = strings.Replace(src, `{"id":"a","uses":"a"}`, `{"id":"a","uses":"a","config":`+tc.cfgA+`}`, 1)
+			}
+			if tc.cond != "" {
+				src = strings.Replace(src, `"result.output.n > 1"`, strconv.Quote(tc.cond), 1)
 			}
 			bp := mustParse(t, src)
 			e := newEnv(t, envConfig{workers: 2, maxReceiveCount: 2, visibility: badInputVisibility,
@@ -139,6 +146,16 @@ func TestBadInput(t *testing.T) {
 				require.Equal(t, sqsadapter.StatusCompleted, st.Status, st.Error)
 				assert.Equal(t, int32(1), bCalls.Load())
 				assert.Equal(t, tc.wantB, st.Context["_outputs.b"], "b did not receive a's output")
+			case edgeNotTaken:
+				st, err := e.client.WaitForRun(ctx, runID)
+				require.NoError(t, err)
+				require.Equal(t, sqsadapter.StatusCompleted, st.Status, st.Error)
+				assert.Zero(t, bCalls.Load(), "b ran though its edge's condition failed")
+				var counted int64
+				for _, w := range e.workers {
+					counted += w.Stats().ExpressionErrors
+				}
+				assert.EqualValues(t, 1, counted, "the failed condition was not counted once")
 			}
 			require.Eventually(t, func() bool { v, f, d := e.sqs.Len(e.queue); return v+f+d == 0 }, 10*time.Second, unit, "messages left in the queue")
 		})

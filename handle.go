@@ -387,12 +387,19 @@ func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err err
 	}
 	switch {
 	case carried:
+	case n.transformedIn:
+		// A transform on the edge that fired the node replaces its
+		// "inputs" (reference §3.6).
+		var transformed bool
+		if in, transformed, err = x.stagedInput(ctx); err == nil && !transformed {
+			in = resolveInputs(n.def.Inputs, vals)
+		}
 	case n.def.Inputs != nil:
 		in = resolveInputs(n.def.Inputs, vals)
 	case n.start:
 		in = vals["_inputs."+n.id]
 	default:
-		in, err = x.stagedInput(ctx)
+		in, _, err = x.stagedInput(ctx)
 	}
 	return in, vals, err
 }
@@ -400,43 +407,45 @@ func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err err
 // stagedInput is the input of a node without "inputs": what its single
 // predecessor staged for it (or its output); for an "any" join, what the
 // predecessor that fired it staged; for an "all" join, a map of taken
-// predecessor id to what each staged.
-func (x *jobRun) stagedInput(ctx context.Context) (any, error) {
+// predecessor id to what each staged. transformed reports, for a node that
+// is not an "all" join, that the value is an edge transform's result.
+func (x *jobRun) stagedInput(ctx context.Context) (in any, transformed bool, err error) {
 	preds := x.n.preds
 	if x.n.join == "any" {
 		sts, err := x.a.cfg.coord.GetJoins(ctx, []string{joinKey(x.job.RunID, x.n.id)})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		st := sts[joinKey(x.job.RunID, x.n.id)]
 		if st == nil || st.FiredBy == "" {
-			return nil, nil // not fired: the job is stray, and finds that out when it acquires
+			return nil, false, nil // not fired: the job is stray, and finds that out when it acquires
 		}
 		preds = []string{st.FiredBy}
 	}
 	recs, err := x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, preds)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	staged := func(r *NodeRecord) any {
+	staged := func(r *NodeRecord) (any, bool) {
 		if v, ok := r.Staged[x.n.id]; ok {
-			return v
+			return v, true
 		}
-		return r.Output
+		return r.Output, false
 	}
 	if x.n.join != "all" {
 		if r := recs[preds[0]]; r != nil && r.State == NodeCommitted {
-			return staged(r), nil
+			in, transformed = staged(r)
+			return in, transformed, nil
 		}
-		return nil, nil
+		return nil, false, nil
 	}
 	m := make(map[string]any)
 	for _, id := range preds {
 		if r := recs[id]; r != nil && r.State == NodeCommitted && slices.Contains(r.Taken, x.n.id) {
-			m[id] = staged(r)
+			m[id], _ = staged(r)
 		}
 	}
-	return m, nil
+	return m, false, nil
 }
 
 // runFallback runs the fallback node in place of x.n, under its own
@@ -480,9 +489,7 @@ func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in
 	}
 	sets, deletes := nc.buffered()
 	c := NodeCommit{NodeID: x.n.id, Output: out, Action: res.Action, Fallback: fallback, Sets: sets, Deletes: deletes}
-	if err := x.route(&c, in, overlay(vals, sets, deletes)); err != nil {
-		return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: err}).Error())
-	}
+	x.route(ctx, &c, in, overlay(vals, sets, deletes))
 	if x.crash("commit") {
 		return abandon
 	}
@@ -535,23 +542,30 @@ func overlay(vals, sets map[string]any, deletes []string) map[string]any {
 
 // route decides which outgoing edges are taken (§4.5) and computes the
 // transforms of the taken ones.
-func (x *jobRun) route(c *NodeCommit, in any, vals map[string]any) error {
+//
+// As in Flowcraft, whose evaluators return undefined on any error, an
+// expression that fails to evaluate never fails the run: a condition that
+// fails is false (the edge is not taken) and a transform that fails stages
+// nil. Each failure is counted (Stats.ExpressionErrors) and logged at WARN
+// once per blueprint version and edge.
+func (x *jobRun) route(ctx context.Context, c *NodeCommit, in any, vals map[string]any) {
 	if len(x.n.out) == 0 {
-		return nil
+		return
 	}
 	if vals == nil {
 		vals = map[string]any{}
 	}
 	result := map[string]any{"output": c.Output, "action": c.Action}
-	cond := func(e *planEdge) (bool, error) {
+	cond := func(e *planEdge) bool {
 		if e.condition == nil {
-			return true, nil
+			return true
 		}
 		v, err := e.condition.Eval(expr.Env{Result: result, Input: in, Context: vals})
 		if err != nil {
-			return false, fmt.Errorf("condition of edge %s -> %s: %w", x.n.id, e.target.id, err)
+			x.expressionFailed(ctx, e, "condition", err)
+			return false
 		}
-		return expr.Truthy(v), nil
+		return expr.Truthy(v)
 	}
 	var taken []*planEdge
 	for _, defaults := range []bool{false, true} {
@@ -562,11 +576,7 @@ func (x *jobRun) route(c *NodeCommit, in any, vals map[string]any) error {
 			if (e.action == "") != defaults || (!defaults && e.action != c.Action) {
 				continue
 			}
-			ok, err := cond(e)
-			if err != nil {
-				return err
-			}
-			if ok {
+			if cond(e) {
 				taken = append(taken, e)
 			}
 		}
@@ -581,12 +591,13 @@ func (x *jobRun) route(c *NodeCommit, in any, vals map[string]any) error {
 		if e.transform == nil {
 			continue
 		}
-		v, err := e.transform.Eval(expr.Env{Result: result, Input: c.Output, Context: vals})
-		if err != nil {
-			return fmt.Errorf("transform of edge %s -> %s: %w", x.n.id, e.target.id, err)
+		v, err := e.transform.Eval(expr.Env{Result: result, Input: x.transformInput(e, c.Output, vals), Context: vals})
+		if err == nil {
+			v, err = jsonvalue.Normalize(v)
 		}
-		if v, err = jsonvalue.Normalize(v); err != nil {
-			return fmt.Errorf("transform of edge %s -> %s: %w", x.n.id, e.target.id, err)
+		if err != nil {
+			x.expressionFailed(ctx, e, "transform", err)
+			v = nil
 		}
 		if c.Staged == nil {
 			c.Staged = make(map[string]any)
@@ -595,7 +606,37 @@ func (x *jobRun) route(c *NodeCommit, in any, vals map[string]any) error {
 	}
 	// Keep Taken in blueprint order of targets, so replays are identical.
 	slices.SortFunc(c.Taken, func(a, b string) int { return x.targetIndex(a) - x.targetIndex(b) })
-	return nil
+}
+
+// transformInput is the value an edge's transform transforms (reference
+// §3.6): the source's output, except when the target's "inputs" is a string
+// naming another key that is present — then that key's value.
+func (x *jobRun) transformInput(e *planEdge, output any, vals map[string]any) any {
+	key := transformKey(e.target, x.n.id)
+	if key == "" || key == outputsPrefix+x.n.id {
+		return output
+	}
+	if v, ok := vals[key]; ok {
+		return v
+	}
+	return output
+}
+
+// expressionFailed counts an expression that failed to evaluate and logs
+// it the first time it fails for this blueprint version and edge.
+func (x *jobRun) expressionFailed(ctx context.Context, e *planEdge, what string, err error) {
+	x.a.expressionErrors.Add(1)
+	if !e.warned.CompareAndSwap(false, true) {
+		return
+	}
+	prog, as := e.condition, "false: the edge is not taken"
+	if what == "transform" {
+		prog, as = e.transform, "nil: the target's input is nil"
+	}
+	x.log.WarnContext(ctx, "sqsadapter: an edge "+what+" failed to evaluate and counts as "+as+
+		"; later failures of this edge are counted (Stats), not logged",
+		"edge", fmt.Sprintf("#%d %s -> %s", e.index, x.n.id, e.target.id),
+		"blueprint_version", x.p.version, "expression", prog.String(), "err", err)
 }
 
 func (x *jobRun) targetIndex(id string) int {
@@ -681,11 +722,11 @@ func (x *jobRun) advance(ctx context.Context, rec *NodeRecord, replay bool) outc
 // input when t has no "inputs" and the input is small.
 func (x *jobRun) sendTo(t *planNode, rec *NodeRecord) {
 	j := Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.id, BlueprintVersion: x.p.version}
-	if t.def.Inputs == nil && x.a.cfg.maxInlineInput > 0 {
-		v, ok := rec.Staged[t.id]
-		if !ok {
-			v = rec.Output
-		}
+	v, transformed := rec.Staged[t.id]
+	if !transformed {
+		v = rec.Output
+	}
+	if (t.def.Inputs == nil || transformed) && x.a.cfg.maxInlineInput > 0 {
 		if b, err := json.Marshal(v); err == nil && len(b) <= x.a.cfg.maxInlineInput {
 			j.Input = b
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf16"
 
@@ -50,6 +51,10 @@ type planNode struct {
 
 	// inputKeys are the context keys read to resolve the node's "inputs".
 	inputKeys []string
+	// transformedIn: the node has "inputs", is not an "all" join, and an
+	// incoming edge has a transform, whose result, when that edge fires
+	// the node, is the node's input instead (reference §3.6).
+	transformedIn bool
 	// exprKeys are the context keys read by the conditions and transforms of
 	// the node's outgoing edges; exprAll means they need the whole context.
 	exprKeys []string
@@ -64,6 +69,24 @@ type planEdge struct {
 	condition *expr.Program
 	transform *expr.Program
 	index     int // position in Blueprint.Edges
+	// warned is set once a failure of the edge's expressions was logged.
+	warned atomic.Bool
+}
+
+// transformKey is the context key whose value an edge from source
+// transforms instead of source's output, when present (reference §3.6): the
+// key named by the target's string "inputs" ("_…" as written, else that
+// node's output), unless "inputs" names source itself; "" when none.
+func transformKey(target *planNode, source string) string {
+	ref, ok := target.def.Inputs.(string)
+	switch {
+	case !ok || ref == "" || ref == source:
+		return ""
+	case strings.HasPrefix(ref, "_"):
+		return ref
+	default:
+		return outputsPrefix + ref
+	}
 }
 
 func (n *planNode) isJoin() bool { return n.join != "" }
@@ -130,6 +153,13 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 			}
 		}
 		n.inputKeys = inputKeys(n.def.Inputs) // a fallback reads its own "inputs" too
+		if n.def.Inputs != nil && n.join != "all" {
+			for _, src := range n.preds {
+				for _, e := range p.nodes[src].out {
+					n.transformedIn = n.transformedIn || (e.target == n && e.transform != nil)
+				}
+			}
+		}
 		if n.fallbackOnly {
 			continue
 		}
@@ -150,6 +180,9 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 			p.anyJoins = append(p.anyJoins, n)
 		}
 		for _, e := range n.out {
+			if k := transformKey(e.target, n.id); e.transform != nil && k != "" && !slices.Contains(n.exprKeys, k) {
+				n.exprKeys = append(n.exprKeys, k)
+			}
 			for _, prog := range []*expr.Program{e.condition, e.transform} {
 				if prog == nil {
 					continue

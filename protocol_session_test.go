@@ -167,10 +167,10 @@ func runProtoSession(t *testing.T, seed uint64, cls protoClass, newEnv protoEnvF
 	for _, c := range cases {
 		exp, err := interp.Run(c.bp, c.initial, protoModel)
 		require.NoError(t, err, "seed %d blueprint #%d: interpreter: %s", seed, c.index, c.json)
-		// The generator's conditions and transforms always evaluate, and no
-		// two concurrent nodes write the same key: every run's outcome is
-		// exact.
-		require.Empty(t, exp.RouteErrors, "seed %d blueprint #%d: interpreter: %s", seed, c.index, c.json)
+		// No two concurrent nodes write the same key: every run's outcome
+		// is exact. (Expressions may fail to evaluate — a transform into a
+		// node with "inputs" transforms what "inputs" names — which the
+		// interpreter models: not taken, or nil.)
 		require.Empty(t, exp.Racy, "seed %d blueprint #%d: interpreter: %s", seed, c.index, c.json)
 		r := &protoRun{c: c, exp: exp, runID: c.runID, done: make(chan struct{}), cancelAt: -1}
 		if cls.cancel > 0 && cancels.Float64() < cls.cancel {

@@ -867,16 +867,43 @@ func TestTransform(t *testing.T) {
 	assert.Equal(t, map[string]any{"user": map[string]any{"name": "ann"}, "n": int64(5)}, st.Context["_outputs.s"], "a transform does not change the source's output")
 }
 
-// A condition that fails to evaluate fails the run naming the node.
-func TestConditionEvaluationErrorFailsRun(t *testing.T) {
+// A condition that fails to evaluate is false, as in Flowcraft, whose
+// evaluators return undefined on any error: the edge is not taken, the run
+// completes, and the failure is counted. A transform that fails stages nil.
+func TestExpressionEvaluationErrorIsNotTaken(t *testing.T) {
 	t.Parallel()
-	bp := flow(t, "badcond", ids("s", "a"), fedge("s", "a", "condition", "count < 5"))
+	bp := flow(t, "badexpr", ids("s", "a", "b", "c"),
+		fedge("s", "a", "condition", "result.output * 2 > 1"),
+		fedge("s", "b", "condition", "result.output.n > 1"),
+		fedge("s", "c", "transform", "input * 2"))
+	r := newRig(t, rigConfig{nodes: map[string]sqsadapter.NodeFunc{"s": output(map[string]any{"n": 2}, "")}}, bp)
+	st := r.wait(r.start("badexpr", nil))
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	assert.Zero(t, r.log.count("a"), "a's condition failed, yet a ran")
+	assert.Equal(t, 1, r.log.count("b"))
+	assert.Nil(t, r.log.input(t, "c"), "c's failed transform must give nil")
+	var counted int64
+	for _, w := range r.workers {
+		counted += w.Stats().ExpressionErrors
+	}
+	assert.EqualValues(t, 2, counted, "a failed condition and a failed transform")
+}
+
+// A comparison with a missing value is false, not an error (JavaScript:
+// undefined < 5 is false): the edge is not taken and nothing is counted.
+func TestComparisonWithMissingValueIsFalse(t *testing.T) {
+	t.Parallel()
+	bp := flow(t, "missing", ids("s", "a", "b"),
+		fedge("s", "a", "condition", "count < 5"),
+		fedge("s", "b", "condition", "!(count >= 5)"))
 	r := newRig(t, rigConfig{}, bp)
-	st := r.wait(r.start("badcond", nil))
-	requireStatus(t, sqsadapter.StatusFailed, st)
-	assert.Equal(t, "s", st.FailedNode)
-	assert.Contains(t, st.Error, "count < 5")
+	st := r.wait(r.start("missing", nil))
+	requireStatus(t, sqsadapter.StatusCompleted, st)
 	assert.Zero(t, r.log.count("a"))
+	assert.Equal(t, 1, r.log.count("b"))
+	for _, w := range r.workers {
+		assert.Zero(t, w.Stats().ExpressionErrors)
+	}
 }
 
 // ---------------------------------------------------------------------------

@@ -16,10 +16,15 @@ import (
 // route decides which outgoing edges a node's result takes (§4.5): the
 // edges whose action equals the result's action, else those without an
 // action, each only if its condition is truthy. It returns the targets
-// taken and the inputs their edges' transforms staged.
-func route(edges []sqsadapter.EdgeDefinition, res Outcome, in any, ctxView map[string]any) (map[string]bool, map[string]any, error) {
+// taken, the inputs their edges' transforms staged, and the errors of the
+// expressions that failed to evaluate: a failed condition counts as false
+// and a failed transform stages nil, as in the engine. transformInput gives
+// the value a transform transforms, given the edge.
+func route(edges []sqsadapter.EdgeDefinition, res Outcome, in any, ctxView map[string]any,
+	transformInput func(sqsadapter.EdgeDefinition) any) (map[string]bool, map[string]any, []string) {
 	result := map[string]any{"output": res.Output, "action": res.Action}
 	var took []sqsadapter.EdgeDefinition
+	var errs []string
 	for _, withAction := range []bool{true, false} {
 		if withAction && res.Action == "" {
 			continue
@@ -32,9 +37,9 @@ func route(edges []sqsadapter.EdgeDefinition, res Outcome, in any, ctxView map[s
 			if e.Condition != "" {
 				v, err := eval(e.Condition, expr.Env{Result: result, Input: in, Context: ctxView})
 				if err != nil {
-					return nil, nil, fmt.Errorf("condition of edge %s -> %s: %w", e.Source, e.Target, err)
+					errs = append(errs, fmt.Sprintf("condition of edge %s -> %s: %v", e.Source, e.Target, err))
 				}
-				ok = expr.Truthy(v)
+				ok = err == nil && expr.Truthy(v)
 			}
 			if ok {
 				took = append(took, e)
@@ -51,16 +56,17 @@ func route(edges []sqsadapter.EdgeDefinition, res Outcome, in any, ctxView map[s
 		if e.Transform == "" {
 			continue
 		}
-		v, err := eval(e.Transform, expr.Env{Result: result, Input: res.Output, Context: ctxView})
+		v, err := eval(e.Transform, expr.Env{Result: result, Input: transformInput(e), Context: ctxView})
 		if err == nil {
 			v, err = Normalize(v)
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("transform of edge %s -> %s: %w", e.Source, e.Target, err)
+			errs = append(errs, fmt.Sprintf("transform of edge %s -> %s: %v", e.Source, e.Target, err))
+			v = nil
 		}
 		staged[e.Target] = v
 	}
-	return taken, staged, nil
+	return taken, staged, errs
 }
 
 // programs caches compiled expressions; compiled programs are immutable.

@@ -33,9 +33,12 @@
 //     the edges without an action; each candidate's condition must be
 //     truthy. Conditions and transforms are evaluated by the engine's
 //     expression package, with the context as the node sees it: what was
-//     committed before it plus its own writes. A condition or transform
-//     that fails to evaluate fails the node for good (no fallback), as in
-//     the engine.
+//     committed before it plus its own writes. A condition that fails to
+//     evaluate is false and a transform that fails stages nil, as in the
+//     engine (and Flowcraft). A transform on the edge that fires a node
+//     with "inputs" (its only edge, or an "any" join's firing edge) gives
+//     the node's input instead of "inputs"; it transforms the value of the
+//     key a string "inputs" names, when present, else the source's output.
 //   - Joins (§4.6): an "all" join runs when at least one incoming edge was
 //     taken and is skipped when none was; an "any" join runs once if any
 //     edge was taken. Dead paths are eliminated: a skipped node's edges are
@@ -75,6 +78,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/flowcraft/sqsadapter"
 )
@@ -151,10 +155,11 @@ type Result struct {
 	States map[string]State
 	// Errors gives the last error of every failed node.
 	Errors map[string]string
-	// RouteErrors gives, for the nodes that failed because a condition or
-	// transform of their outgoing edges did not evaluate, that error; they
-	// are also in Errors.
-	RouteErrors map[string]string
+	// ExpressionErrors gives, for the nodes some condition or transform of
+	// whose outgoing edges failed to evaluate, those errors. A failed
+	// condition counts as false and a failed transform stages nil; neither
+	// fails the node.
+	ExpressionErrors map[string][]string
 	// Attempts counts the model calls per node definition id.
 	Attempts map[string]int
 	// Order is the execution order (topological, blueprint order among
@@ -212,17 +217,17 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 	}
 
 	x := &Result{
-		BlueprintID: bp.ID,
-		Initial:     maps.Clone(initMap),
-		Outputs:     map[string]any{},
-		Writes:      map[string]any{},
-		Deleted:     map[string]bool{},
-		States:      map[string]State{},
-		Errors:      map[string]string{},
-		RouteErrors: map[string]string{},
-		Attempts:    map[string]int{},
-		Order:       g.order,
-		values:      map[string][]any{},
+		BlueprintID:      bp.ID,
+		Initial:          maps.Clone(initMap),
+		Outputs:          map[string]any{},
+		Writes:           map[string]any{},
+		Deleted:          map[string]bool{},
+		States:           map[string]State{},
+		Errors:           map[string]string{},
+		ExpressionErrors: map[string][]string{},
+		Attempts:         map[string]int{},
+		Order:            g.order,
+		values:           map[string][]any{},
 	}
 	for k, v := range initMap {
 		x.values[k] = append(x.values[k], v)
@@ -246,8 +251,24 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 			continue
 		}
 
+		// firing is the predecessor whose edge fires the node, when it is
+		// not an "all" join: the single one, or an "any" join's first
+		// taken edge.
+		firing := ""
+		if len(ps) == 1 || len(ps) > 1 && def.Config.JoinStrategy == "any" {
+			for _, p := range ps {
+				if x.States[p] == Ran && taken[p][id] {
+					firing = p
+					break
+				}
+			}
+		}
 		var in any
+		_, transformed := staged[firing][id]
 		switch {
+		case def.Inputs != nil && transformed:
+			// The transform replaces "inputs" (reference §3.6).
+			in = staged[firing][id]
 		case def.Inputs != nil:
 			in = resolveInputs(def.Inputs, view)
 		case len(ps) == 0:
@@ -311,12 +332,23 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 		for _, k := range res.Deletes {
 			delete(ctxView, k)
 		}
-		took, stagedHere, err := route(g.out[id], res, in, ctxView)
-		if err != nil {
-			x.States[id] = Failed
-			x.Errors[id] = fmt.Sprintf("node %s: %v", id, err)
-			x.RouteErrors[id] = x.Errors[id]
-			continue
+		transformInput := func(e sqsadapter.EdgeDefinition) any {
+			ref, ok := g.defs[e.Target].Inputs.(string)
+			if !ok || ref == id {
+				return res.Output
+			}
+			key := ref
+			if !strings.HasPrefix(ref, "_") {
+				key = "_outputs." + ref
+			}
+			if v, ok := ctxView[key]; ok && key != "_outputs."+id {
+				return v
+			}
+			return res.Output
+		}
+		took, stagedHere, exprErrs := route(g.out[id], res, in, ctxView, transformInput)
+		if len(exprErrs) > 0 {
+			x.ExpressionErrors[id] = exprErrs
 		}
 		taken[id] = took
 		staged[id] = stagedHere

@@ -333,7 +333,7 @@ func TestRunErrors(t *testing.T) {
 	r, err = interp.Run(bp, nil, func(interp.Call) interp.Outcome { return interp.Outcome{Err: errors.New("x")} })
 	require.NoError(t, err)
 	assert.Equal(t, "x", r.Errors["a"])
-	assert.Empty(t, r.RouteErrors, "a node function's failure is not a routing error")
+	assert.Empty(t, r.ExpressionErrors, "a node function's failure is not an expression error")
 
 	bp = parse(t, `{"id": "route", "nodes": [{"id": "a", "uses": "emit", "params": {"out": {"v": 1}}},
 		{"id": "b", "uses": "emit"}, {"id": "c", "uses": "emit", "params": {"out": {"v": 1}}}, {"id": "d", "uses": "emit"},
@@ -342,10 +342,16 @@ func TestRunErrors(t *testing.T) {
 			{"source": "c", "target": "d", "transform": "input.v - input"}]}`)
 	r, err = interp.Run(bp, nil, model)
 	require.NoError(t, err)
+	// A failed condition is false and a failed transform stages nil: the
+	// run fails only through e.
 	assert.Equal(t, sqsadapter.StatusFailed, r.Status)
-	assert.Equal(t, []string{"a", "c", "e"}, r.Nodes(interp.Failed))
-	assert.Equal(t, r.Errors["a"], r.RouteErrors["a"])
-	assert.Contains(t, r.RouteErrors["a"], "condition of edge a -> b")
-	assert.Contains(t, r.RouteErrors["c"], "transform of edge c -> d")
-	assert.NotContains(t, r.RouteErrors, "e", "a node function's failure is not a routing error")
+	assert.Equal(t, []string{"e"}, r.Nodes(interp.Failed))
+	assert.Equal(t, interp.Skipped, r.States["b"])
+	assert.Equal(t, interp.Ran, r.States["d"])
+	assert.Nil(t, r.Outputs["d"], "d echoes its input: the failed transform's nil")
+	require.Len(t, r.ExpressionErrors["a"], 1)
+	assert.Contains(t, r.ExpressionErrors["a"][0], "condition of edge a -> b")
+	require.Len(t, r.ExpressionErrors["c"], 1)
+	assert.Contains(t, r.ExpressionErrors["c"][0], "transform of edge c -> d")
+	assert.NotContains(t, r.ExpressionErrors, "e", "a node function's failure is not an expression error")
 }
