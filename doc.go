@@ -50,9 +50,15 @@
 //   - Routing: edges whose action equals the result's Action are taken;
 //     if none matches, the edges without an action. An edge is taken only if
 //     its condition is truthy (JavaScript truthiness). Conditions and
-//     transforms are expr-lang expressions (a bare property path keeps
-//     Flowcraft's meaning) over result (output, action), input and context;
-//     in a transform, input is the source node's output.
+//     transforms are expr-lang expressions with JavaScript's operators and
+//     meaning (===, &&, ||, ?., ??, comparisons that never throw; a bare
+//     property path keeps Flowcraft's meaning) over result (output,
+//     action), input, context, and node ids, each standing for that node's
+//     output. In a transform, input is the source node's output; the
+//     transform's result is the target's input, even when the target has
+//     "inputs". A condition that fails to evaluate is false and a transform
+//     that fails gives nil, as in Flowcraft: a run is never failed by an
+//     expression (see SqsAdapter.Stats).
 //   - Joins: a node with several distinct predecessors waits for all of
 //     their edges to be resolved — taken, or dead because the source took
 //     another branch or was skipped ("all", the default), or runs once on the
