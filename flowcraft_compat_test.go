@@ -26,10 +26,23 @@ type compatRig interface {
 	start(bp string, initial map[string]any, opts ...sqsadapter.RunOption) string
 	wait(id string) *sqsadapter.RunStatus
 	calls() *callLog
+	// expressionErrors sums the workers' Stats().ExpressionErrors.
+	expressionErrors() int64
 }
 
 func (r *rig) calls() *callLog   { return r.log }
 func (r *itRig) calls() *callLog { return r.log }
+
+func (r *rig) expressionErrors() int64   { return sumExpressionErrors(r.workers) }
+func (r *itRig) expressionErrors() int64 { return sumExpressionErrors(r.workers) }
+
+func sumExpressionErrors(workers []*sqsadapter.SqsAdapter) int64 {
+	var n int64
+	for _, w := range workers {
+		n += w.Stats().ExpressionErrors
+	}
+	return n
+}
 
 type compatCase struct {
 	name    string
@@ -37,6 +50,8 @@ type compatCase struct {
 	nodes   map[string]sqsadapter.NodeFunc
 	initial map[string]any
 	check   func(t *testing.T, st *sqsadapter.RunStatus, log *callLog)
+	// exprErrors is the number of expression failures the run counts.
+	exprErrors int64
 }
 
 func compatCases() []compatCase {
@@ -135,6 +150,20 @@ func compatCases() []compatCase {
 				assert.Equal(t, []string{"other"}, log.ran("lt", "ge", "other"))
 			},
 		},
+		{
+			// Flowcraft's evaluators return undefined on any error.
+			name: "an expression that fails to evaluate",
+			bp: `{"id": "fails", "nodes": [{"id": "a", "uses": "n"}, {"id": "b", "uses": "n"}, {"id": "c", "uses": "n"}],
+				"edges": [{"source": "a", "target": "b", "condition": "result.output * 2 > 1"},
+					{"source": "a", "target": "c", "transform": "result.output.n * result.output"}]}`,
+			nodes: map[string]sqsadapter.NodeFunc{"a": output(map[string]any{"n": 1}, "")},
+			check: func(t *testing.T, st *sqsadapter.RunStatus, log *callLog) {
+				requireStatus(t, sqsadapter.StatusCompleted, st)
+				assert.Equal(t, []string{"c"}, log.ran("b", "c"))
+				assert.Nil(t, log.input(t, "c"))
+			},
+			exprErrors: 2,
+		},
 	}
 }
 
@@ -146,6 +175,7 @@ func TestFlowcraftCompat(t *testing.T) {
 			bp := mustParse(t, c.bp)
 			r := newRig(t, rigConfig{nodes: c.nodes}, bp)
 			c.check(t, r.wait(r.start(bp.ID, c.initial)), r.calls())
+			assert.Equal(t, c.exprErrors, r.expressionErrors(), "expression failures counted")
 		})
 	}
 }
@@ -158,6 +188,7 @@ func TestIntegrationFlowcraftCompat(t *testing.T) {
 			bp := mustParse(t, c.bp)
 			r := newItRig(t, itRigConfig{nodes: c.nodes}, bp)
 			c.check(t, r.wait(r.start(bp.ID, c.initial)), r.calls())
+			assert.Equal(t, c.exprErrors, r.expressionErrors(), "expression failures counted")
 		})
 	}
 }
