@@ -213,6 +213,8 @@ var diffRules = []diffRule{
 		name: "fallback-inline",
 		reason: "a fallback runs inline here and its output becomes the primary's output; Flowcraft in memory stores null as the primary's output " +
 			"and runs the fallback as a successor (with inherited edges): Flowcraft's _outputs.<fallback> is compared as the primary's output; " +
+			"a join after the primary runs there before the fallback (seeing null) and again after it (all), or never (any: the inherited edge's source is not its predecessor), " +
+			"so such joins and everything downstream are not compared; " +
 			"the fallback's input is the primary's here and _inputs.<fallback> (unset) there, so it is not compared unless the fallback has inputs",
 		apply: func(k *diffCheck) {
 			for _, p := range k.g.order {
@@ -229,6 +231,12 @@ var diffRules = []diffRule{
 				delete(k.f.outputs, fb)
 				if k.g.nodes[fb].Inputs == nil {
 					k.noInput[fb] = "fallback-inline"
+				}
+				for _, s := range k.g.succs[p] {
+					if len(k.g.preds[s]) > 1 {
+						k.exclude("fallback-inline", s)
+						k.note("fallback-inline", "join %s after primary %s not compared", s, p)
+					}
 				}
 			}
 		},
@@ -314,10 +322,14 @@ var diffRules = []diffRule{
 	{
 		name: "inputs-paths",
 		reason: "a dotted inputs path (node.path) walks the node's output here and an array value takes its first present reference; " +
-			"Flowcraft 2.10.1's resolveNodeInput does neither (undefined): such nodes' inputs are not compared (the generator gives them stubs whose output ignores the input)",
+			"Flowcraft 2.10.1's resolveNodeInput does neither: a dotted path is undefined there, so such nodes' inputs are not compared (the generator gives them stubs whose output ignores the input); " +
+			"an array value throws there (contextKey.startsWith is not a function), failing the node, so such nodes and everything downstream are not compared",
 		apply: func(k *diffCheck) {
 			for _, id := range k.g.order {
-				if inputsIncomparable(k.g.nodes[id]) {
+				if inputsArray(k.g.nodes[id]) {
+					k.exclude("inputs-paths", id)
+					k.note("inputs-paths", "%s has an array inputs value", id)
+				} else if inputsIncomparable(k.g.nodes[id]) {
 					k.noInput[id] = "inputs-paths"
 				}
 			}
@@ -327,7 +339,7 @@ var diffRules = []diffRule{
 		name: "failed-run",
 		reason: "a failure stops the run here (no more nodes start) while Flowcraft in memory keeps running the other branches, and Flowcraft " +
 			"reports completed when any fallback ran even if a node failed: Flowcraft's status is failed when it recorded an error of a compared node; " +
-			"when both failed, what ran here must be a subset of what ran there (equal outputs, keys and invocations of committed nodes), and the failed node one of Flowcraft's",
+			"when both failed (or this one failed in a node not compared), what ran here must be a subset of what ran there (equal outputs, keys and invocations of committed nodes), and the failed node one of Flowcraft's",
 		apply: func(k *diffCheck) {
 			failed := false
 			for _, n := range k.f.errors {
@@ -350,6 +362,7 @@ var diffRules = []diffRule{
 			if _, ex := k.excluded[k.gor.Failed]; ex && k.gor.Failed != "" {
 				k.note("failed-run", "failed here in excluded node %s", k.gor.Failed)
 				k.o.status = k.f.status
+				k.subset = true
 			}
 			if k.f.status == "failed" && k.o.status == "failed" {
 				k.subset = true
@@ -373,6 +386,17 @@ func inputsIncomparable(n sqsadapter.NodeDefinition) bool {
 			if ref(v) {
 				return true
 			}
+		}
+	}
+	return false
+}
+
+// inputsArray reports whether a node's inputs map holds an array value.
+func inputsArray(n sqsadapter.NodeDefinition) bool {
+	m, _ := n.Inputs.(map[string]any)
+	for _, v := range m {
+		if _, ok := v.([]any); ok {
+			return true
 		}
 	}
 	return false
