@@ -3,7 +3,7 @@
 # for a fixed number of executions, and stops the emulators.
 GO ?= go
 
-.PHONY: test fuzz-long bench chaos flake-hunt protocol-long
+.PHONY: test fuzz-long bench chaos flake-hunt protocol-long differential
 
 test:
 	GO=$(GO) scripts/test.sh
@@ -49,3 +49,16 @@ N    ?= 10
 BUSY ?= 0
 flake-hunt:
 	N=$(N) BUSY=$(BUSY) GO=$(GO) scripts/flake-hunt.sh
+
+# The differential test at length: DIFF_RUNS generated blueprints and the
+# hand-written ones through Flowcraft's own in-memory runtime and through this
+# library, compared after the normalization rules of differential_test.go;
+# prints the summary line (and the differences, if any). Flowcraft is
+# installed by scripts/emulators.sh. SQSADAPTER_DIFF_SEED=<seed> replays.
+DIFF_RUNS ?= 5000
+differential:
+	@state=$$(scripts/emulators.sh start) && \
+	trap 'SQSADAPTER_EMULATOR_STATE="'"$$state"'" scripts/emulators.sh stop' EXIT && \
+	. "$$state/env" && out=$$(mktemp) && \
+	{ SQSADAPTER_DIFF_RUNS=$(DIFF_RUNS) $(GO) test -race -count=1 -timeout 30m -v -run '^TestDifferentialFlowcraft$$' . >"$$out" 2>&1; rc=$$?; } ; \
+	grep -v -e '^=== RUN' -e '^--- ' -e '^PASS$$' -e '^FAIL$$' -e '^ok ' "$$out"; rm -f "$$out"; exit $$rc

