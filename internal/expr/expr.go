@@ -38,6 +38,7 @@ package expr
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -63,34 +64,71 @@ type Program struct {
 	src   string
 	path  []string    // the segments of a bare property path, or nil
 	prog  *vm.Program // the expr-lang program when path is nil
+	pos   *posMap     // how the source was rewritten before parsing, or nil
+	nodes map[string]bool
 	keys  []string
 	all   bool
 	input bool
 }
 
+// Option configures Compile.
+type Option func(*options)
+
+type options struct {
+	nodes map[string]bool
+}
+
+// NodeIDs tells Compile the node ids of the blueprint, whose outputs the
+// expression reads by id (see the package documentation).
+func NodeIDs(ids ...string) Option {
+	return func(o *options) {
+		for _, id := range ids {
+			if id != "" {
+				o.nodes[id] = true
+			}
+		}
+	}
+}
+
 // Compile compiles src, either a bare property path or an expr-lang
 // expression (see the package documentation). The error is an *Error.
-func Compile(src string) (*Program, error) {
+func Compile(src string, opts ...Option) (*Program, error) {
+	o := options{nodes: make(map[string]bool)}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if isPropertyPath(src) {
-		return compilePath(src), nil
+		return compilePath(src, o.nodes), nil
 	}
 	if strings.TrimSpace(src) == "" {
 		return nil, &Error{Op: "compile", Source: src, Err: errors.New("empty expression")}
 	}
-	pt := newPatcher()
-	prog, err := exprlang.Compile(src,
+	var hyphenated []string
+	for id := range o.nodes {
+		if strings.Contains(id, "-") {
+			hyphenated = append(hyphenated, id)
+		}
+	}
+	text, pos := rewrite(src, hyphenated)
+	pt := newPatcher(o.nodes)
+	prog, err := exprlang.Compile(text, append([]exprlang.Option{
 		exprlang.AllowUndefinedVariables(),
 		exprlang.MaxNodes(maxNodes),
 		exprlang.Patch(pt),
-	)
+	}, jsFunctions...)...)
 	if err == nil {
 		err = pt.err
 	}
 	if err != nil {
+		pos.fix(err)
 		return nil, &Error{Op: "compile", Source: src, Err: err}
 	}
 	keys, all := pt.contextKeys()
-	return &Program{src: src, prog: prog, keys: keys, all: all, input: pt.input}, nil
+	p := &Program{src: src, prog: prog, pos: pos, keys: keys, all: all, input: pt.input}
+	if all {
+		p.nodes = o.nodes
+	}
+	return p, nil
 }
 
 // Eval evaluates the program in env and returns its value. A bare property
@@ -103,13 +141,33 @@ func (p *Program) Eval(env Env) (any, error) {
 	scope := map[string]any{
 		"result":  untypedNil(env.Result),
 		"input":   env.Input,
-		"context": contextMap(env.Context),
+		"context": p.contextMap(env.Context),
 	}
 	v, err := exprlang.Run(p.prog, scope)
 	if err != nil {
+		p.pos.fix(err)
 		return nil, &Error{Op: "evaluate", Source: p.src, Err: err}
 	}
 	return v, nil
+}
+
+// contextMap returns the context the program sees: for a program that reads
+// the context whole, a copy with each node output present under its node id
+// too; otherwise the context itself (see contextMap).
+func (p *Program) contextMap(m map[string]any) map[string]any {
+	var overlay map[string]any
+	for id := range p.nodes {
+		if v, ok := m[outputsPrefix+id]; ok {
+			if overlay == nil {
+				overlay = maps.Clone(m)
+			}
+			overlay[id] = v
+		}
+	}
+	if overlay != nil {
+		return overlay
+	}
+	return contextMap(m)
 }
 
 // untypedNil turns a nil map into an untyped nil, so that `result == nil`

@@ -332,7 +332,8 @@ func TestEvalErrors(t *testing.T) {
 		name, src, msg string
 		env            Env
 	}{
-		{"comparison with missing key", "count < 5", "invalid operation: <nil> < int", Env{}},
+		{"arithmetic with missing key", "count + 5", "invalid operation: <nil> + int", Env{}},
+		{"arithmetic on a map", "order * 2", "invalid operation: map[string]interface {} * int", testEnv()},
 		{"index out of range", "result.output.items[5]", "index out of range", testEnv()},
 		{"member of a number", "result.output.total.x == nil", "cannot fetch x from int64", testEnv()},
 		{"conversion", `int(result.action)`, "invalid operation", testEnv()},
