@@ -86,6 +86,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	exprlang "github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/file"
@@ -150,7 +151,9 @@ func Compile(src string, opts ...Option) (*Program, error) {
 	}
 	var hyphenated []string
 	for id := range o.nodes {
-		if strings.Contains(id, "-") {
+		// An id that is not UTF-8 cannot be written in JavaScript or in a
+		// string literal.
+		if strings.Contains(id, "-") && utf8.ValidString(id) {
 			hyphenated = append(hyphenated, id)
 		}
 	}

@@ -110,7 +110,8 @@ func isJSIdentByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '$'
 }
 
-// quote returns s as an expr-lang double-quoted string literal.
+// quote returns s, valid UTF-8, as an expr-lang double-quoted string
+// literal.
 func quote(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
@@ -120,8 +121,8 @@ func quote(s string) string {
 		case r == '"' || r == '\\':
 			b.WriteByte('\\')
 			b.WriteRune(r)
-		case r == utf8.RuneError && size == 1, r < ' ', r == 0x7f:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < ' ', r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
 		default:
 			b.WriteString(s[i : i+size])
 		}
