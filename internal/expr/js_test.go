@@ -217,6 +217,7 @@ func TestRewrite(t *testing.T) {
 		{"`a\\` === b", "`a\\` == b"}, // no escapes in backquotes
 		{"`a``b === c` === d", "`a``b === c` == d"},
 		{"// don't\na === b", "// don't\na == b"},
+		{"// `\na === b", "// `\na == b"},
 		{"/* it's === */ a === b", "/* it's === */ a == b"},
 		{"a / b === c", "a / b == c"},
 		{"fetch-order.ok", `context["fetch-order"].ok`},
@@ -299,6 +300,7 @@ func TestJSOperators(t *testing.T) {
 		Context: map[string]any{
 			"s": "text", "empty": "", "zero": int64(0), "one": int64(1), "f": 1.0,
 			"obj": map[string]any{"a": int64(1)}, "obj2": map[string]any{"a": int64(1)}, "arr": []any{int64(1)}, "no": false, "nil": nil,
+			"null": "key null", "undefined": "key undefined", // unreachable by name
 		},
 	}
 	tests := []struct {
@@ -354,7 +356,11 @@ func TestJSOperators(t *testing.T) {
 		{"empty ?: 'elvis'", "elvis"},
 		{"missing ?? 'dflt'", "dflt"},
 		{"zero ?? 'dflt'", int64(0)},
-		{"null", nil},
+		{"null", "key null"}, // a property path
+		{"(null)", nil},
+		{"(undefined)", nil},
+		{"null ?? 1", 1},
+		{"context.null", "key null"},
 		{"undefined ?? 1", 1},
 		{"let undefined = 3; undefined", 3},
 		{"filter([0, 1, '', 'a', nil, {}], #) | len()", 3},
