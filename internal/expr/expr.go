@@ -43,7 +43,10 @@
 //   - `===` and `!==` are `==` and `!=`, which never convert between types:
 //     "1" == 1 is false, while an int64 and a float64 compare by value. `==`
 //     is strict too, unlike JavaScript's. Maps and arrays compare by content,
-//     not by reference as in JavaScript.
+//     not by reference as in JavaScript; arrays element by element with
+//     `==`, maps with reflect.DeepEqual, so a map holding int64(1) differs
+//     from the literal {"a": 1}, which holds an int. Comparing two literals
+//     of different types ('1' == 1) fails to compile.
 //   - `&&`, `||` (and `and`, `or`) short-circuit on JavaScript truthiness
 //     (Truthy) and return an operand: `a || b` is a when a is truthy, else
 //     b; `a && b` is a when a is falsy, else b. `!x` (and `not x`) is
