@@ -9,13 +9,14 @@
 //     Flowcraft's default PropertyEvaluator: the first segment names a value
 //     in scope, the others walk maps and arrays (a numeric segment indexes an
 //     array, "length" is the length of an array or a string), and any missing
-//     step yields nil. So "true", "1" or "count" are paths too: they read the
-//     context keys of those names.
+//     step yields nil. So "true", "1", "null" or "count" are paths too: they
+//     read the context keys of those names.
 //   - Anything else is an expr-lang expression (https://expr-lang.org), such
-//     as `result.output.total > 100 && approved`. Member access is nil-safe
-//     like JavaScript's optional chaining: a.b.c is nil when a or a.b is nil
-//     or missing. Indexing past the end of an array and type errors are still
-//     evaluation errors.
+//     as `result.output.total > 100 && approved`, with the JavaScript
+//     semantics below, so that expressions written for Flowcraft's
+//     UnsafeEvaluator keep their meaning. Member access is nil-safe like
+//     JavaScript's optional chaining: a.b.c is nil when a or a.b is nil or
+//     missing.
 //
 // In both forms the scope is the same: `result` is the result of the node
 // that just ran, `input` its input (or, in a transform, the value being
@@ -23,10 +24,57 @@
 // the run-context key of that name, so `approved` is `context.approved`.
 // Keys that are not identifiers are reached with `context["order-id"]`.
 //
-// In expression mode, `let` variables shadow context keys, builtins such as
-// len or filter are called as functions, and calling any other name fails to
-// compile. A comparison with a missing key (`count < 5` without count) is an
-// evaluation error, not false; write `(count ?? 0) < 5`.
+// # Node ids
+//
+// Flowcraft stores a node's output under "_outputs.<id>" and again under the
+// bare id. Given the blueprint's node ids (NodeIDs), a bare name X that is a
+// node id, context.X and context["X"] read Env.Context["_outputs.X"] when
+// that key is present, else Env.Context["X"]: the output shadows a context
+// key of the same name. A path's first segment (and its second after
+// "context") resolves the same way. ContextKeys lists both keys. A program
+// that reads the context whole sees, in a copy, each present output under
+// its id as well. As in the UnsafeEvaluator, a node id k containing '-'
+// that is neither preceded by [A-Za-z0-9_$] nor followed by [A-Za-z0-9_$-]
+// is read as context["k"], so `fetch-order.ok` is that node's output's ok;
+// string literals and comments are left as they are.
+//
+// # JavaScript semantics
+//
+//   - `===` and `!==` are `==` and `!=`, which never convert between types:
+//     "1" == 1 is false, while an int64 and a float64 compare by value. `==`
+//     is strict too, unlike JavaScript's. Maps and arrays compare by content,
+//     not by reference as in JavaScript; arrays element by element with
+//     `==`, maps with reflect.DeepEqual, so a map holding int64(1) differs
+//     from the literal {"a": 1}, which holds an int. Comparing two literals
+//     of different types ('1' == 1) fails to compile.
+//   - `&&`, `||` (and `and`, `or`) short-circuit on JavaScript truthiness
+//     (Truthy) and return an operand: `a || b` is a when a is truthy, else
+//     b; `a && b` is a when a is falsy, else b. `!x` (and `not x`) is
+//     !Truthy(x). The condition of `c ? a : b` (and of `if`, and the
+//     predicate of filter, all, any, none, one, count, find, findIndex,
+//     findLast and findLastIndex) is truthy rather than a bool. `??` picks
+//     the first non-nil operand.
+//   - `<`, `<=`, `>` and `>=` never fail: two strings compare by UTF-16 code
+//     units; otherwise both sides convert to numbers as JavaScript's ToNumber
+//     does (a bool is 1 or 0; a string is parsed, blank is 0, anything that
+//     is not a number is NaN) and compare numerically. Any comparison with
+//     NaN, nil, a map or an array is false. a < b < c compares (a < b) with
+//     c, as in JavaScript.
+//   - `null` and `undefined` are nil, unless declared with `let`.
+//
+// Deliberate differences from JavaScript: a value is nil both for JSON null
+// and when missing, so nil compares as undefined: `x < 1` is false for a nil
+// x (JavaScript gives true for null). Operators other than those above keep
+// expr-lang's semantics: `+` does not concatenate a string and a number,
+// arithmetic on a map fails, and so does indexing past the end of an array.
+// Such errors are evaluation errors (*Error); the UnsafeEvaluator would
+// give undefined, and the caller decides what an error means. Operator
+// precedence is expr-lang's, which puts `<` and `==` on one level.
+//
+// In expression mode, `let` variables shadow context keys and node ids,
+// builtins such as len or filter are called as functions, and calling any
+// other name fails to compile. A comparison with a missing key is false:
+// without count, both `count < 5` and `count >= 5` are false.
 //
 // Values are expected in their JSON-like form (see internal/jsonvalue):
 // map[string]any, []any, string, bool, nil, int64 and float64. Expressions
@@ -38,8 +86,10 @@ package expr
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	exprlang "github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/file"
@@ -63,34 +113,73 @@ type Program struct {
 	src   string
 	path  []string    // the segments of a bare property path, or nil
 	prog  *vm.Program // the expr-lang program when path is nil
+	pos   *posMap     // how the source was rewritten before parsing, or nil
+	nodes map[string]bool
 	keys  []string
 	all   bool
 	input bool
 }
 
+// Option configures Compile.
+type Option func(*options)
+
+type options struct {
+	nodes map[string]bool
+}
+
+// NodeIDs tells Compile the node ids of the blueprint, whose outputs the
+// expression reads by id (see the package documentation).
+func NodeIDs(ids ...string) Option {
+	return func(o *options) {
+		for _, id := range ids {
+			if id != "" {
+				o.nodes[id] = true
+			}
+		}
+	}
+}
+
 // Compile compiles src, either a bare property path or an expr-lang
 // expression (see the package documentation). The error is an *Error.
-func Compile(src string) (*Program, error) {
+func Compile(src string, opts ...Option) (*Program, error) {
+	o := options{nodes: make(map[string]bool)}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if isPropertyPath(src) {
-		return compilePath(src), nil
+		return compilePath(src, o.nodes), nil
 	}
 	if strings.TrimSpace(src) == "" {
 		return nil, &Error{Op: "compile", Source: src, Err: errors.New("empty expression")}
 	}
-	pt := newPatcher()
-	prog, err := exprlang.Compile(src,
+	var hyphenated []string
+	for id := range o.nodes {
+		// An id that is not UTF-8 cannot be written in JavaScript or in a
+		// string literal.
+		if strings.Contains(id, "-") && utf8.ValidString(id) {
+			hyphenated = append(hyphenated, id)
+		}
+	}
+	text, pos := rewrite(src, hyphenated)
+	pt := newPatcher(o.nodes)
+	prog, err := exprlang.Compile(text, append([]exprlang.Option{
 		exprlang.AllowUndefinedVariables(),
 		exprlang.MaxNodes(maxNodes),
 		exprlang.Patch(pt),
-	)
+	}, jsFunctions...)...)
 	if err == nil {
 		err = pt.err
 	}
 	if err != nil {
+		pos.fix(err)
 		return nil, &Error{Op: "compile", Source: src, Err: err}
 	}
 	keys, all := pt.contextKeys()
-	return &Program{src: src, prog: prog, keys: keys, all: all, input: pt.input}, nil
+	p := &Program{src: src, prog: prog, pos: pos, keys: keys, all: all, input: pt.input}
+	if all {
+		p.nodes = o.nodes
+	}
+	return p, nil
 }
 
 // Eval evaluates the program in env and returns its value. A bare property
@@ -103,13 +192,33 @@ func (p *Program) Eval(env Env) (any, error) {
 	scope := map[string]any{
 		"result":  untypedNil(env.Result),
 		"input":   env.Input,
-		"context": contextMap(env.Context),
+		"context": p.contextMap(env.Context),
 	}
 	v, err := exprlang.Run(p.prog, scope)
 	if err != nil {
+		p.pos.fix(err)
 		return nil, &Error{Op: "evaluate", Source: p.src, Err: err}
 	}
 	return v, nil
+}
+
+// contextMap returns the context the program sees: for a program that reads
+// the context whole, a copy with each node output present under its node id
+// too; otherwise the context itself (see contextMap).
+func (p *Program) contextMap(m map[string]any) map[string]any {
+	var overlay map[string]any
+	for id := range p.nodes {
+		if v, ok := m[outputsPrefix+id]; ok {
+			if overlay == nil {
+				overlay = maps.Clone(m)
+			}
+			overlay[id] = v
+		}
+	}
+	if overlay != nil {
+		return overlay
+	}
+	return contextMap(m)
 }
 
 // untypedNil turns a nil map into an untyped nil, so that `result == nil`

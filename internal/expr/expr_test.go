@@ -332,7 +332,8 @@ func TestEvalErrors(t *testing.T) {
 		name, src, msg string
 		env            Env
 	}{
-		{"comparison with missing key", "count < 5", "invalid operation: <nil> < int", Env{}},
+		{"arithmetic with missing key", "count + 5", "invalid operation: <nil> + int", Env{}},
+		{"arithmetic on a map", "order * 2", "invalid operation: map[string]interface {} * int", testEnv()},
 		{"index out of range", "result.output.items[5]", "index out of range", testEnv()},
 		{"member of a number", "result.output.total.x == nil", "cannot fetch x from int64", testEnv()},
 		{"conversion", `int(result.action)`, "invalid operation", testEnv()},
@@ -492,29 +493,47 @@ func FuzzCompileEval(f *testing.F) {
 		"$env",
 		"1 +",
 		`"\u00e9"`,
+		"result.output.status === 'OK' && A.ok !== false",
+		"fetch-order.ok || 'x'",
+		"0 && (missing + 1)",
+		"!'' ? null : undefined",
+		"'10' < 9 || 1 < 2 < 3",
+		"route.total >= 500",
+		"`fetch-order` + 'a === b' // it's",
+		"filter([0, 1], #) | len()",
 	} {
 		f.Add(seed)
 	}
+	withOutputs := testEnv()
+	withOutputs.Context["_outputs.A"] = map[string]any{"ok": true}
+	withOutputs.Context["_outputs.fetch-order"] = int64(1)
 	f.Fuzz(func(t *testing.T, src string) {
-		p, err := Compile(src)
-		if err != nil {
-			var e *Error
-			require.ErrorAs(t, err, &e)
-			return
-		}
-		require.Equal(t, src, p.String())
-		keys, _ := p.ContextKeys()
-		for _, k := range keys {
-			require.NotEmpty(t, k)
-		}
-		for _, env := range []Env{{}, testEnv()} {
-			v, err := p.Eval(env)
+		for _, opts := range [][]Option{nil, {NodeIDs("A", "fetch-order", "count")}} {
+			p, err := Compile(src, opts...)
 			if err != nil {
 				var e *Error
 				require.ErrorAs(t, err, &e)
+				if !strings.Contains(src, "js.") {
+					require.NotContains(t, err.Error(), "js.", "the functions of js.go stay hidden")
+				}
 				continue
 			}
-			Truthy(v)
+			require.Equal(t, src, p.String())
+			keys, _ := p.ContextKeys()
+			for _, k := range keys {
+				require.NotEmpty(t, k)
+			}
+			for _, env := range []Env{{}, testEnv(), withOutputs} {
+				n := len(env.Context)
+				v, err := p.Eval(env)
+				require.Len(t, env.Context, n, "the context is not modified")
+				if err != nil {
+					var e *Error
+					require.ErrorAs(t, err, &e)
+					continue
+				}
+				Truthy(v)
+			}
 		}
 	})
 }

@@ -24,8 +24,9 @@ func isPropertyPath(src string) bool {
 	return true
 }
 
-func compilePath(src string) *Program {
+func compilePath(src string, nodes map[string]bool) *Program {
 	p := &Program{src: src, path: strings.Split(src, ".")}
+	key := ""
 	switch head := p.path[0]; head {
 	case "result":
 	case "input":
@@ -33,11 +34,20 @@ func compilePath(src string) *Program {
 	case "context":
 		if len(p.path) == 1 {
 			p.all = true
+			p.nodes = nodes
 		} else {
-			p.keys = sortedKeys(map[string]bool{p.path[1]: true})
+			key = p.path[1]
 		}
 	default:
-		p.keys = sortedKeys(map[string]bool{head: true})
+		key = head
+	}
+	if key != "" {
+		set := map[string]bool{key: true}
+		if nodes[key] {
+			p.nodes = map[string]bool{key: true}
+			set[outputsPrefix+key] = true
+		}
+		p.keys = sortedKeys(set)
 	}
 	return p
 }
@@ -45,17 +55,26 @@ func compilePath(src string) *Program {
 // evalPath walks the path. A missing or nil step yields nil.
 func (p *Program) evalPath(env Env) any {
 	var v any
+	rest := p.path[1:]
 	switch head := p.path[0]; head {
 	case "result":
 		v = untypedNil(env.Result)
 	case "input":
 		v = env.Input
 	case "context":
-		v = contextMap(env.Context)
+		if len(rest) > 0 && !p.all && p.nodes[rest[0]] {
+			v, rest = nodeValue(env.Context, rest[0]), rest[1:]
+		} else {
+			v = p.contextMap(env.Context)
+		}
 	default:
-		v = env.Context[head]
+		if p.nodes[head] {
+			v = nodeValue(env.Context, head)
+		} else {
+			v = env.Context[head]
+		}
 	}
-	for _, seg := range p.path[1:] {
+	for _, seg := range rest {
 		if v == nil {
 			return nil
 		}
