@@ -288,6 +288,7 @@ func (b *Blueprint) Validate() error {
 			add("%s: timeout is negative (%d)", name, c.Timeout)
 		}
 	}
+	nodeIDs := expr.NodeIDs(slices.Collect(maps.Keys(ids))...)
 	for i, e := range b.Edges {
 		name := fmt.Sprintf("edge #%d (%s -> %s)", i, e.Source, e.Target)
 		if ids[e.Source] == 0 {
@@ -297,12 +298,12 @@ func (b *Blueprint) Validate() error {
 			add("%s: target %q is not a node", name, e.Target)
 		}
 		if e.Condition != "" {
-			if _, err := expr.Compile(e.Condition); err != nil {
+			if _, err := expr.Compile(e.Condition, nodeIDs); err != nil {
 				add("%s: condition: %v", name, err)
 			}
 		}
 		if e.Transform != "" {
-			if _, err := expr.Compile(e.Transform); err != nil {
+			if _, err := expr.Compile(e.Transform, nodeIDs); err != nil {
 				add("%s: transform: %v", name, err)
 			}
 		}

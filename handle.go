@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"runtime/debug"
 	"slices"
@@ -489,6 +490,14 @@ func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in
 	}
 	sets, deletes := nc.buffered()
 	c := NodeCommit{NodeID: x.n.id, Output: out, Action: res.Action, Fallback: fallback, Sets: sets, Deletes: deletes}
+	if x.n.exprSelf {
+		// Expressions may name the node itself: its output, as committed.
+		sets = maps.Clone(sets)
+		if sets == nil {
+			sets = make(map[string]any, 1)
+		}
+		sets[outputsPrefix+x.n.id] = out
+	}
 	x.route(ctx, &c, in, overlay(vals, sets, deletes))
 	if x.crash("commit") {
 		return abandon

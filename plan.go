@@ -2,6 +2,7 @@ package sqsadapter
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -61,6 +62,9 @@ type planNode struct {
 	exprAll  bool
 	// exprContext: some outgoing expression reads the context at all.
 	exprContext bool
+	// exprSelf: some outgoing expression reads the node's own output by
+	// its id; it is added to what they see, not loaded.
+	exprSelf bool
 }
 
 type planEdge struct {
@@ -120,17 +124,18 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 		p.nodes[def.ID] = n
 		p.order = append(p.order, n)
 	}
+	nodeIDs := expr.NodeIDs(slices.Collect(maps.Keys(p.nodes))...)
 	for i, e := range bp.Edges {
 		src, dst := p.nodes[e.Source], p.nodes[e.Target]
 		pe := &planEdge{target: dst, action: e.Action, index: i}
 		var err error
 		if e.Condition != "" {
-			if pe.condition, err = expr.Compile(e.Condition); err != nil {
+			if pe.condition, err = expr.Compile(e.Condition, nodeIDs); err != nil {
 				return nil, err // Validate compiled it already
 			}
 		}
 		if e.Transform != "" {
-			if pe.transform, err = expr.Compile(e.Transform); err != nil {
+			if pe.transform, err = expr.Compile(e.Transform, nodeIDs); err != nil {
 				return nil, err
 			}
 		}
@@ -191,6 +196,10 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 				n.exprAll = n.exprAll || all
 				n.exprContext = n.exprContext || all || len(keys) > 0
 				for _, k := range keys {
+					if k == outputsPrefix+n.id {
+						n.exprSelf = true
+						continue
+					}
 					if !slices.Contains(n.exprKeys, k) {
 						n.exprKeys = append(n.exprKeys, k)
 					}

@@ -501,7 +501,8 @@ func genEdge(r *rand.Rand, mains []*genNode, p int, target *genNode) sqsadapter.
 		e.Condition = genCondition(r, mains, p)
 	}
 	if r.Float64() < 0.12 {
-		e.Transform = []string{"input.v + 1", `{w: input.v * 2, s: "t"}`, "input.flag", "limit - input.v", "result.output.v % 7"}[r.IntN(5)]
+		e.Transform = []string{"input.v + 1", `{w: input.v * 2, s: "t"}`, "input.flag", "limit - input.v", "result.output.v % 7",
+			src.id + ".v > 500 ? 'hi' : 'lo'", "input.v * input"}[r.IntN(7)]
 	}
 	return e
 }
@@ -509,7 +510,7 @@ func genEdge(r *rand.Rand, mains []*genNode, p int, target *genNode) sqsadapter.
 func genCondition(r *rand.Rand, mains []*genNode, p int) string {
 	src := mains[p]
 	for {
-		switch r.IntN(11) {
+		switch r.IntN(15) {
 		case 0, 1:
 			m := 2 + r.IntN(4)
 			return fmt.Sprintf("result.output.v %% %d != %d", m, r.IntN(m))
@@ -552,6 +553,26 @@ func genCondition(r *rand.Rand, mains []*genNode, p int) string {
 			return "result.output.missing"
 		case 10:
 			return "context._seed % 2 == 0"
+		case 11:
+			// The source by its id: its output, as in Flowcraft.
+			return fmt.Sprintf("%s.v %% 2 === 0", src.id)
+		case 12:
+			// A node certainly resolved before: its output if it ran, else
+			// nothing (and a comparison with nothing is false).
+			var before []string
+			for q := range src.guaranteed {
+				before = append(before, mains[q].id)
+			}
+			if len(before) == 0 {
+				continue
+			}
+			sort.Strings(before)
+			return fmt.Sprintf("%s.v > %d || !flag", before[r.IntN(len(before))], r.IntN(100))
+		case 13:
+			return fmt.Sprintf("result.output.flag !== true && result.output.v >= %d", r.IntN(1000))
+		case 14:
+			// Fails to evaluate: counts as false.
+			return "result.output.v * result.output > 1"
 		}
 	}
 }

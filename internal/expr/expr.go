@@ -61,6 +61,8 @@
 //     NaN, nil, a map or an array is false. a < b < c compares (a < b) with
 //     c, as in JavaScript.
 //   - `null` and `undefined` are nil, unless declared with `let`.
+//   - `x.length` is the length of an array, or of a string in UTF-16 code
+//     units; on a map it is the member "length"; otherwise nil.
 //
 // Deliberate differences from JavaScript: a value is nil both for JSON null
 // and when missing, so nil compares as undefined: `x < 1` is false for a nil

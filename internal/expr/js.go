@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	exprlang "github.com/expr-lang/expr"
@@ -25,6 +26,7 @@ const (
 	fnMore   = "js.>"
 	fnMoreEq = "js.>="
 	fnNode   = "js.node" // a node's output or the context key of its id
+	fnLength = "js.length"
 )
 
 // outputsPrefix prefixes the context key that holds a node's output.
@@ -59,6 +61,17 @@ var jsFunctions = []exprlang.Option{
 	exprlang.Function(fnLessEq, relation(func(c int) bool { return c <= 0 }), new(func(any, any) bool)),
 	exprlang.Function(fnMore, relation(func(c int) bool { return c > 0 }), new(func(any, any) bool)),
 	exprlang.Function(fnMoreEq, relation(func(c int) bool { return c >= 0 }), new(func(any, any) bool)),
+	exprlang.Function(fnLength, func(a ...any) (any, error) {
+		switch v := a[0].(type) {
+		case []any:
+			return int64(len(v)), nil
+		case string:
+			return int64(len(utf16.Encode([]rune(v)))), nil
+		case map[string]any:
+			return v["length"], nil
+		}
+		return nil, nil
+	}, new(func(any) any)),
 	exprlang.Function(fnNode, func(a ...any) (any, error) {
 		ctx, _ := a[0].(map[string]any)
 		return nodeValue(ctx, a[1].(string)), nil

@@ -308,6 +308,13 @@ func TestJSOperators(t *testing.T) {
 		want any
 	}{
 		{"result.output.status === 'OK'", true},
+		{"arr.length", int64(1)},
+		{"s.length === 4", true},
+		{"'é𝄞'.length", int64(3)}, // UTF-16 code units, as JavaScript counts
+		{"obj.length", nil},
+		{"({length: 'own'}).length", "own"},
+		{"missing.length", nil},
+		{"arr.length > 0 && obj.a === 1", true},
 		{"result.output.status !== 'OK'", false},
 		{"result.output.n === 2", true},
 		{"result.output.n === 2.0", true},

@@ -94,6 +94,12 @@ func (p *patcher) Visit(node *ast.Node) {
 				}
 			}
 		}
+		// x.length is JavaScript's: the length of an array or a string
+		// (in UTF-16 code units), else the member named "length".
+		if key, ok := n.Property.(*ast.StringNode); ok && key.Value == "length" && !n.Method {
+			ast.Patch(node, p.call(fnLength, n.Node))
+			return
+		}
 		// Method calls keep their shape; JSON-like values have no methods
 		// and fail anyway. A member that is already optional is already
 		// inside a chain.

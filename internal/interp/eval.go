@@ -20,7 +20,7 @@ import (
 // expressions that failed to evaluate: a failed condition counts as false
 // and a failed transform stages nil, as in the engine. transformInput gives
 // the value a transform transforms, given the edge.
-func route(edges []sqsadapter.EdgeDefinition, res Outcome, in any, ctxView map[string]any,
+func route(edges []sqsadapter.EdgeDefinition, nodeIDs []string, res Outcome, in any, ctxView map[string]any,
 	transformInput func(sqsadapter.EdgeDefinition) any) (map[string]bool, map[string]any, []string) {
 	result := map[string]any{"output": res.Output, "action": res.Action}
 	var took []sqsadapter.EdgeDefinition
@@ -35,7 +35,7 @@ func route(edges []sqsadapter.EdgeDefinition, res Outcome, in any, ctxView map[s
 			}
 			ok := true
 			if e.Condition != "" {
-				v, err := eval(e.Condition, expr.Env{Result: result, Input: in, Context: ctxView})
+				v, err := eval(e.Condition, nodeIDs, expr.Env{Result: result, Input: in, Context: ctxView})
 				if err != nil {
 					errs = append(errs, fmt.Sprintf("condition of edge %s -> %s: %v", e.Source, e.Target, err))
 				}
@@ -56,7 +56,7 @@ func route(edges []sqsadapter.EdgeDefinition, res Outcome, in any, ctxView map[s
 		if e.Transform == "" {
 			continue
 		}
-		v, err := eval(e.Transform, expr.Env{Result: result, Input: transformInput(e), Context: ctxView})
+		v, err := eval(e.Transform, nodeIDs, expr.Env{Result: result, Input: transformInput(e), Context: ctxView})
 		if err == nil {
 			v, err = Normalize(v)
 		}
@@ -70,16 +70,18 @@ func route(edges []sqsadapter.EdgeDefinition, res Outcome, in any, ctxView map[s
 }
 
 // programs caches compiled expressions; compiled programs are immutable.
-var programs sync.Map // source → *expr.Program
+var programs sync.Map // source and node ids → *expr.Program
 
-func eval(src string, env expr.Env) (any, error) {
-	p, ok := programs.Load(src)
+// eval evaluates src, in which the blueprint's node ids name their outputs.
+func eval(src string, nodeIDs []string, env expr.Env) (any, error) {
+	key := src + "\x00" + strings.Join(nodeIDs, "\x00")
+	p, ok := programs.Load(key)
 	if !ok {
-		prog, err := expr.Compile(src)
+		prog, err := expr.Compile(src, expr.NodeIDs(nodeIDs...))
 		if err != nil {
 			return nil, err
 		}
-		p, _ = programs.LoadOrStore(src, prog)
+		p, _ = programs.LoadOrStore(key, prog)
 	}
 	return p.(*expr.Program).Eval(env)
 }

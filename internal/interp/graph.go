@@ -18,6 +18,7 @@ type graph struct {
 	// and what precedes them; for an "any" join, only what precedes every
 	// one of its predecessors.
 	before map[string]map[string]bool
+	ids    []string // every node id, sorted: in expressions they name outputs
 }
 
 func newGraph(bp *sqsadapter.Blueprint) (*graph, error) {
@@ -33,7 +34,9 @@ func newGraph(bp *sqsadapter.Blueprint) (*graph, error) {
 			return nil, fmt.Errorf("interp: blueprint %s: duplicate node %q", bp.ID, d.ID)
 		}
 		g.defs[d.ID] = d
+		g.ids = append(g.ids, d.ID)
 	}
+	slices.Sort(g.ids)
 	isTarget := map[string]bool{}
 	for _, e := range bp.Edges {
 		if g.defs[e.Source] == nil || g.defs[e.Target] == nil {

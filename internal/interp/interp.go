@@ -328,6 +328,7 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 		// Routing, in the context as the node sees it: what precedes it
 		// and its own writes.
 		ctxView := maps.Clone(view)
+		ctxView["_outputs."+id] = res.Output // expressions may name the node itself
 		maps.Copy(ctxView, res.Sets)
 		for _, k := range res.Deletes {
 			delete(ctxView, k)
@@ -346,7 +347,7 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 			}
 			return res.Output
 		}
-		took, stagedHere, exprErrs := route(g.out[id], res, in, ctxView, transformInput)
+		took, stagedHere, exprErrs := route(g.out[id], g.ids, res, in, ctxView, transformInput)
 		if len(exprErrs) > 0 {
 			x.ExpressionErrors[id] = exprErrs
 		}
