@@ -61,7 +61,8 @@
 // timeouts, so its worker must extend the message's visibility; its input
 // is an edge transform), "scoreC" (always fails; its fallback
 // "scoreCFallback" runs in its place) and, on a conditional edge taken for
-// amounts of 500 and more, "audit" → "archive". "decide" is an "all" join
+// amounts of 500 and more (written as Flowcraft blueprints are: the node's
+// own id names its output, with JavaScript's ===), "audit" → "archive". "decide" is an "all" join
 // of the three scores whose "inputs" read dotted paths; it routes by
 // action to "approve" and "ledger", or to "review", or by the default edge
 // to "reject". "review" fails the run (a permanent error) for some inputs.
