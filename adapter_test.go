@@ -3,6 +3,7 @@ package sqsadapter_test
 import (
 	"context"
 	"errors"
+	"github.com/flowcraft/sqsadapter/store"
 	"log/slog"
 	"math"
 	"slices"
@@ -295,7 +296,7 @@ func TestShutdownCtxExpiryCancelsNode(t *testing.T) {
 	cancelled.await(t, "the node's ctx to be cancelled")
 	require.NoError(t, recv(t, errc, "Run to return"))
 	assert.Equal(t, sqsadapter.StatusRunning, r.status(id).Status)
-	assert.NotEqual(t, sqsadapter.NodeCommitted, r.nodeState(id, "a"))
+	assert.NotEqual(t, store.NodeCommitted, r.nodeState(id, "a"))
 	assert.Zero(t, r.sqs.Stats().Deleted, "the cancelled job's message is not deleted")
 	assert.Len(t, r.sqs.Messages(r.queue), 1)
 

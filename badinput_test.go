@@ -2,6 +2,7 @@ package sqsadapter_test
 
 import (
 	"context"
+	"github.com/flowcraft/sqsadapter/store"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -119,7 +120,7 @@ func TestBadInput(t *testing.T) {
 				if tc.want != deadLettered {
 					// A run record for the raw job to belong to, with no job of its own.
 					runID = "raw-" + strings.ReplaceAll(tc.name, " ", "-")
-					require.NoError(t, e.contexts.CreateRun(ctx, sqsadapter.RunRecord{
+					require.NoError(t, e.contexts.CreateRun(ctx, store.RunRecord{
 						RunID: runID, BlueprintID: "bad", BlueprintVersion: "1", Status: sqsadapter.StatusRunning,
 					}, nil))
 				}

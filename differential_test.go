@@ -783,7 +783,7 @@ func goRun(t *testing.T, e *env, rec *diffRecorder, c *diffCase) *diffResult {
 		r.Status, r.Error = "unfinished", err.Error()
 		return r
 	}
-	r.Status, r.Context, r.Error, r.Failed = st.Status, st.Context, st.Error, st.FailedNode
+	r.Status, r.Context, r.Error, r.Failed = string(st.Status), st.Context, st.Error, st.FailedNode
 	rec.mu.Lock()
 	r.Calls, r.Inputs = rec.calls[id], rec.inputs[id]
 	rec.mu.Unlock()

@@ -80,8 +80,8 @@
 //
 // # Errors
 //
-// Errors wrap a few sentinels (ErrRunNotFound, ErrRunExists,
-// ErrInvalidBlueprint, ErrValueTooLarge, …) and keep SDK errors in the
+// Errors wrap a few sentinels (ErrRunNotFound, ErrInvalidBlueprint,
+// ErrValueTooLarge, …; package store has those of the storage seams) and keep SDK errors in the
 // chain; test them with errors.Is and errors.As. Background failures of the
 // poller are logged through the slog.Logger of WithLogger, with the keys
 // run_id, blueprint_id, node_id, attempt and msg_id.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"math"
 	"reflect"
@@ -39,7 +40,7 @@ import (
 // status, error, failedNode, createdAt and finishedAt (N, unix milliseconds),
 // and, only while the run is running, gsiRunning (S, always "running") and
 // runningSince (N, unix milliseconds): the keys of the sparse index
-// RunningRunsIndex, so a reconciler finds running runs, oldest first, with a
+// runningRunsIndex, so a reconciler finds running runs, oldest first, with a
 // paginated Query whose cost follows the number of running runs.
 //
 // Coordination table: see DynamoDbCoordinationStore.
@@ -52,17 +53,12 @@ import (
 // back in the JSON-like form of the package: integers that fit in int64 as
 // int64, other numbers as float64 (a whole float64 such as 2.0 reads back as
 // int64 2, as it would through JSON).
-const (
-	// RunningRunsIndex is the sparse global secondary index of the status
-	// table that holds only running runs: partition key "gsiRunning" (S, the
-	// value "running"), sort key "runningSince" (N, unix milliseconds of the
-	// run's creation). FinishRun removes both attributes, so a finished run
-	// leaves the index.
-	RunningRunsIndex = "running-runs"
-
-	// DynamoDBItemLimit is DynamoDB's size limit of one item (400 KB).
-	DynamoDBItemLimit = limits.ItemBytes
-)
+// runningRunsIndex is the sparse global secondary index of the status
+// table that holds only running runs: partition key "gsiRunning" (S, the
+// value "running"), sort key "runningSince" (N, unix milliseconds of the
+// run's creation). FinishRun removes both attributes, so a finished run
+// leaves the index.
+const runningRunsIndex = "running-runs"
 
 // Attribute names.
 const (
@@ -93,7 +89,7 @@ var _ ContextStore = (*DynamoDbContext)(nil)
 
 // DynamoDbContext is the ContextStore on DynamoDB: run contexts and node
 // records in the context table, run records in the status table (see
-// RunningRunsIndex for the layout). Create the tables with CreateTables.
+// runningRunsIndex for the layout). Create the tables with CreateTables.
 //
 // Every write is conditional or a plain overwrite of one context key; every
 // read is strongly consistent. Its methods block for the DynamoDB calls they
@@ -101,7 +97,7 @@ var _ ContextStore = (*DynamoDbContext)(nil)
 //
 // Limits, from DynamoDB: an item holds at most 400 KB, so a context value or a
 // node record (output, staged inputs and routing) larger than that fails with
-// a *ValueTooLargeError; context writes that go together (CreateRun, Patch,
+// a *store.ValueTooLargeError; context writes that go together (CreateRun, Patch,
 // CommitNode) are one transaction of at most 100 items and 4 MB, so CreateRun
 // takes at most 99 initial keys, CommitNode at most 99 context writes and
 // Patch at most 100 changes. Sizes are checked before anything is sent, on an
@@ -124,10 +120,10 @@ func NewDynamoDbContext(client DynamoDBClient, contextTable, statusTable string)
 
 // CreateRun implements ContextStore. The run record is written with status
 // running and the initial keys in the same transaction, conditional on no
-// run record with that id: on ErrRunExists nothing was written. A zero
+// run record with that id: on store.ErrRunExists nothing was written. A zero
 // CreatedAt is set to the current time. At most 99 initial keys (one
 // transaction holds 100 items); more fail before anything is written.
-func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial map[string]any) error {
+func (s *DynamoDbContext) CreateRun(ctx context.Context, run store.RunRecord, initial map[string]any) error {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: create run %q: %w", run.RunID, err) }
 	if err := checkRunID(run.RunID); err != nil {
 		return err
@@ -145,16 +141,16 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 	created := run.CreatedAt.UnixMilli()
 	item := map[string]types.AttributeValue{
 		attrRunID:        avS(run.RunID),
-		attrStatus:       avS(StatusRunning),
+		attrStatus:       avS(string(StatusRunning)),
 		attrCreatedAt:    avN(created),
-		attrGSIRunning:   avS(StatusRunning),
+		attrGSIRunning:   avS(string(StatusRunning)),
 		attrRunningSince: avN(created),
 	}
 	putNonEmpty(item, attrBlueprintID, run.BlueprintID)
 	putNonEmpty(item, attrBlueprintVersion, run.BlueprintVersion)
 	recordSize := limits.RunRecordSize(run.RunID, run.BlueprintID, run.BlueprintVersion)
 	if recordSize > limits.ItemBytes {
-		return &ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: recordSize, Limit: limits.ItemBytes}
+		return &store.ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: recordSize, Limit: limits.ItemBytes}
 	}
 	cond, err := expression.NewBuilder().
 		WithCondition(expression.AttributeNotExists(expression.Name(attrRunID))).Build()
@@ -171,7 +167,7 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 			ExpressionAttributeValues: cond.Values(),
 		})
 		if isConditionFailed(err) {
-			return wrap(translated(ErrRunExists, err))
+			return wrap(translated(store.ErrRunExists, err))
 		}
 		if err != nil {
 			return wrap(err)
@@ -194,7 +190,7 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 	reasons, err := s.transact(ctx, items)
 	if err != nil {
 		if reasons != nil && reasonCode(reasons, 0) == conditionFailedCode {
-			return wrap(translated(ErrRunExists, err))
+			return wrap(translated(store.ErrRunExists, err))
 		}
 		return wrap(s.tooLarge(run.RunID, puts, err))
 	}
@@ -202,7 +198,7 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run RunRecord, initial 
 }
 
 // GetRun implements ContextStore.
-func (s *DynamoDbContext) GetRun(ctx context.Context, runID string) (*RunRecord, error) {
+func (s *DynamoDbContext) GetRun(ctx context.Context, runID string) (*store.RunRecord, error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get run %q: %w", runID, err) }
 	if limits.CheckID("run id", runID) != nil {
 		return nil, wrap(ErrRunNotFound) // CreateRun refuses such an id
@@ -222,10 +218,10 @@ func (s *DynamoDbContext) GetRun(ctx context.Context, runID string) (*RunRecord,
 }
 
 // FinishRun implements ContextStore with one UpdateItem conditional on the
-// status being running. It also removes the run from RunningRunsIndex. A
+// status being running. It also removes the run from runningRunsIndex. A
 // zero at is set to the current time. A reason longer than 32 KiB is
 // truncated, so that the final status can always be written.
-func (s *DynamoDbContext) FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error {
+func (s *DynamoDbContext) FinishRun(ctx context.Context, runID string, status RunState, reason, failedNode string, at time.Time) error {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: finish run %q as %s: %w", runID, status, err) }
 	switch status {
 	case StatusCompleted, StatusFailed, StatusCancelled:
@@ -238,7 +234,7 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID, status, reason, 
 	if at.IsZero() {
 		at = time.Now()
 	}
-	upd := expression.Set(expression.Name(attrStatus), expression.Value(avS(status))).
+	upd := expression.Set(expression.Name(attrStatus), expression.Value(avS(string(status)))).
 		Set(expression.Name(attrFinishedAt), expression.Value(avN(at.UnixMilli()))).
 		Remove(expression.Name(attrGSIRunning)).
 		Remove(expression.Name(attrRunningSince))
@@ -249,7 +245,7 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID, status, reason, 
 		upd = upd.Set(expression.Name(attrFailedNode), expression.Value(avS(failedNode)))
 	}
 	expr, err := expression.NewBuilder().
-		WithCondition(expression.Name(attrStatus).Equal(expression.Value(avS(StatusRunning)))).
+		WithCondition(expression.Name(attrStatus).Equal(expression.Value(avS(string(StatusRunning))))).
 		WithUpdate(upd).Build()
 	if err != nil {
 		return wrap(err)
@@ -280,7 +276,7 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID, status, reason, 
 // its lease absent, expired at now (leaseUntil <= now) or held by owner. On a
 // failed condition the item as it was decides the error. Lease times are
 // kept with millisecond precision.
-func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*NodeRecord, error) {
+func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*store.NodeRecord, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("sqsadapter: acquire node %q of run %q: %w", nodeID, runID, err)
 	}
@@ -294,7 +290,7 @@ func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner 
 		expression.Name(attrLeaseUntil).LessThanEqual(expression.Value(avN(now.UnixMilli()))),
 		expression.Name(attrLeaseOwner).Equal(expression.Value(avS(owner))),
 	)
-	upd := expression.Set(expression.Name(attrState), expression.Value(avS(NodePending))).
+	upd := expression.Set(expression.Name(attrState), expression.Value(avS(store.NodePending))).
 		Set(expression.Name(attrLeaseOwner), expression.Value(avS(owner))).
 		Set(expression.Name(attrLeaseUntil), expression.Value(avN(until.UnixMilli()))).
 		Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli()))).
@@ -314,14 +310,14 @@ func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner 
 			return nil, wrap(derr)
 		}
 		switch rec.State {
-		case NodeCommitted, NodeSkipped:
-			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, ErrNodeCommitted), err))
-		case NodeClosed:
-			return rec, wrap(translated(ErrNodeClosed, err))
-		case NodeFailed:
-			return rec, wrap(translated(ErrNodeFailed, err))
+		case store.NodeCommitted, store.NodeSkipped:
+			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, store.ErrNodeCommitted), err))
+		case store.NodeClosed:
+			return rec, wrap(translated(store.ErrNodeClosed, err))
+		case store.NodeFailed:
+			return rec, wrap(translated(store.ErrNodeFailed, err))
 		}
-		return rec, translated(&LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: rec.LeaseOwner, Until: rec.LeaseUntil}, err)
+		return rec, translated(&store.LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: rec.LeaseOwner, Until: rec.LeaseUntil}, err)
 	}
 	rec, err := decodeNode(nodeID, item)
 	if err != nil {
@@ -341,7 +337,7 @@ func (s *DynamoDbContext) ExtendLease(ctx context.Context, runID, nodeID, owner 
 		return err
 	}
 	if owner == "" {
-		return wrap(ErrLeaseLost)
+		return wrap(store.ErrLeaseLost)
 	}
 	expr, err := expression.NewBuilder().
 		WithCondition(leasedBy(owner)).
@@ -360,7 +356,7 @@ func (s *DynamoDbContext) ExtendLease(ctx context.Context, runID, nodeID, owner 
 		ExpressionAttributeValues: expr.Values(),
 	})
 	if isConditionFailed(err) {
-		return wrap(translated(ErrLeaseLost, err))
+		return wrap(translated(store.ErrLeaseLost, err))
 	}
 	if err != nil {
 		return wrap(err)
@@ -411,7 +407,7 @@ func (s *DynamoDbContext) ReleaseLease(ctx context.Context, runID, nodeID, owner
 // succeeded, the retry finds the node committed with an identical outcome
 // (Output, Action, Taken, Staged and Fallback, compared decoded) and returns
 // the record with no error.
-func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCommit) (*NodeRecord, error) {
+func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c store.NodeCommit) (*store.NodeRecord, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("sqsadapter: commit output of node %q of run %q: %w", c.NodeID, runID, err)
 	}
@@ -429,10 +425,10 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 	written := map[string]types.AttributeValue{
 		attrRunID: avS(runID),
 		attrKey:   avS(nodeKey),
-		attrState: avS(NodeCommitted),
+		attrState: avS(store.NodeCommitted),
 		attrValue: out,
 	}
-	upd := expression.Set(expression.Name(attrState), expression.Value(avS(NodeCommitted))).
+	upd := expression.Set(expression.Name(attrState), expression.Value(avS(store.NodeCommitted))).
 		Set(expression.Name(attrValue), expression.Value(out)).
 		Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli()))).
 		Remove(expression.Name(attrLeaseOwner)).
@@ -465,7 +461,7 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 	}
 	nodeSize := limits.NodeRecordSize(runID, c.NodeID, outSize, stagedSize, c.Action, c.Fallback, c.Taken)
 	if nodeSize > limits.ItemBytes {
-		return nil, &ValueTooLargeError{RunID: runID, Key: nodeKey, Size: nodeSize, Limit: limits.ItemBytes}
+		return nil, &store.ValueTooLargeError{RunID: runID, Key: nodeKey, Size: nodeSize, Limit: limits.ItemBytes}
 	}
 	sets, err := s.encodeSets(runID, c.Sets)
 	if err != nil {
@@ -490,23 +486,23 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 
 	// The node's outcome committed by another worker (or by this commit,
 	// retried after a lost response), closed or failed.
-	refused := func(old map[string]types.AttributeValue, cause error) (*NodeRecord, error) {
+	refused := func(old map[string]types.AttributeValue, cause error) (*store.NodeRecord, error) {
 		rec, err := decodeNode(c.NodeID, old)
 		if err != nil {
 			return nil, wrap(err)
 		}
 		switch rec.State {
-		case NodeClosed:
-			return rec, wrap(translated(ErrNodeClosed, cause))
-		case NodeFailed:
-			return rec, wrap(translated(ErrNodeFailed, cause))
-		case NodeCommitted:
+		case store.NodeClosed:
+			return rec, wrap(translated(store.ErrNodeClosed, cause))
+		case store.NodeFailed:
+			return rec, wrap(translated(store.ErrNodeFailed, cause))
+		case store.NodeCommitted:
 			mine, err := decodeNode(c.NodeID, written)
 			if err == nil && sameOutcome(rec, mine) {
 				return rec, nil
 			}
 		}
-		return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, ErrNodeCommitted), cause))
+		return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, store.ErrNodeCommitted), cause))
 	}
 
 	if len(sets) == 0 && len(c.Deletes) == 0 {
@@ -568,7 +564,7 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c NodeCo
 
 // sameOutcome reports whether two committed records hold the same outcome:
 // Output, Action, Taken, Staged and Fallback.
-func sameOutcome(a, b *NodeRecord) bool {
+func sameOutcome(a, b *store.NodeRecord) bool {
 	return reflect.DeepEqual(a.Output, b.Output) &&
 		a.Action == b.Action &&
 		reflect.DeepEqual(a.Taken, b.Taken) &&
@@ -581,14 +577,14 @@ func sameOutcome(a, b *NodeRecord) bool {
 // drops the lease and keeps the attempt count. On a failed condition the
 // item as it was decides the outcome. A reason longer than 32 KiB is
 // truncated.
-func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason string) (*NodeRecord, error) {
+func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason string) (*store.NodeRecord, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("sqsadapter: fail node %q of run %q: %w", nodeID, runID, err)
 	}
 	if err := checkNode(runID, nodeID); err != nil {
 		return nil, err
 	}
-	upd := expression.Set(expression.Name(attrState), expression.Value(avS(NodeFailed))).
+	upd := expression.Set(expression.Name(attrState), expression.Value(avS(store.NodeFailed))).
 		Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli()))).
 		Remove(expression.Name(attrLeaseOwner)).
 		Remove(expression.Name(attrLeaseUntil))
@@ -612,12 +608,12 @@ func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason st
 			return nil, wrap(derr)
 		}
 		switch rec.State {
-		case NodeFailed:
+		case store.NodeFailed:
 			return rec, nil
-		case NodeCommitted, NodeSkipped:
-			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, ErrNodeCommitted), err))
-		case NodeClosed:
-			return rec, wrap(translated(ErrNodeClosed, err))
+		case store.NodeCommitted, store.NodeSkipped:
+			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, store.ErrNodeCommitted), err))
+		case store.NodeClosed:
+			return rec, wrap(translated(store.ErrNodeClosed, err))
 		}
 		return rec, wrap(fmt.Errorf("node in unexpected state %q: %w", rec.State, err))
 	}
@@ -631,13 +627,13 @@ func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason st
 // SkipNodes implements ContextStore: one conditional UpdateItem per node
 // turns an absent or pending node into skipped (dropping its lease).
 func (s *DynamoDbContext) SkipNodes(ctx context.Context, runID string, nodeIDs []string) error {
-	return s.resolveNodes(ctx, "skip", runID, nodeIDs, NodeSkipped)
+	return s.resolveNodes(ctx, "skip", runID, nodeIDs, store.NodeSkipped)
 }
 
 // CloseNodes implements ContextStore: one conditional UpdateItem per node
 // turns an absent or pending node into closed (dropping its lease).
 func (s *DynamoDbContext) CloseNodes(ctx context.Context, runID string, nodeIDs []string) error {
-	return s.resolveNodes(ctx, "close", runID, nodeIDs, NodeClosed)
+	return s.resolveNodes(ctx, "close", runID, nodeIDs, store.NodeClosed)
 }
 
 func (s *DynamoDbContext) resolveNodes(ctx context.Context, verb, runID string, nodeIDs []string, state string) error {
@@ -681,7 +677,7 @@ func (s *DynamoDbContext) resolveNodes(ctx context.Context, verb, runID string, 
 }
 
 // GetNodes implements ContextStore with BatchGetItem.
-func (s *DynamoDbContext) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*NodeRecord, error) {
+func (s *DynamoDbContext) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*store.NodeRecord, error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get nodes of run %q: %w", runID, err) }
 	if err := checkRunID(runID); err != nil {
 		return nil, err
@@ -697,7 +693,7 @@ func (s *DynamoDbContext) GetNodes(ctx context.Context, runID string, nodeIDs []
 	if err != nil {
 		return nil, wrap(err)
 	}
-	recs := make(map[string]*NodeRecord, len(items))
+	recs := make(map[string]*store.NodeRecord, len(items))
 	for key, item := range items {
 		id := strings.TrimPrefix(key, outputsPrefix)
 		rec, err := decodeNode(id, item)
@@ -718,7 +714,7 @@ func (s *DynamoDbContext) GetNodes(ctx context.Context, runID string, nodeIDs []
 // so runs that start or finish during a listing do not make it repeat or
 // skip the others.
 //
-// It is one Query of RunningRunsIndex (gsiRunning = "running" and
+// It is one Query of runningRunsIndex (gsiRunning = "running" and
 // runningSince before createdBefore, ascending, with Limit), so its cost
 // follows the runs it returns, not the table. The index projects every
 // attribute (see CreateTables), so each record is the whole run record as
@@ -729,7 +725,7 @@ func (s *DynamoDbContext) GetNodes(ctx context.Context, runID string, nodeIDs []
 // reads it again with GetRun first. CreatedAt has millisecond precision;
 // runs created in the same millisecond are in run id order within a page,
 // but DynamoDB does not define their order across pages.
-func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) (runs []RunRecord, next string, err error) {
+func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) (runs []store.RunRecord, next string, err error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: list running runs: %w", err) }
 	// Stored creation times are whole milliseconds: one is before
 	// createdBefore exactly when it is before createdBefore rounded up.
@@ -751,7 +747,7 @@ func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Ti
 	if limit <= 0 {
 		limit = defaultListLimit
 	}
-	keyCond := expression.Key(attrGSIRunning).Equal(expression.Value(avS(StatusRunning))).
+	keyCond := expression.Key(attrGSIRunning).Equal(expression.Value(avS(string(StatusRunning)))).
 		And(expression.Key(attrRunningSince).LessThan(expression.Value(avN(before))))
 	expr, err := expression.NewBuilder().WithKeyCondition(keyCond).Build()
 	if err != nil {
@@ -759,7 +755,7 @@ func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Ti
 	}
 	out, err := s.client.Query(ctx, &dynamodb.QueryInput{
 		TableName:                 aws.String(s.statusTable),
-		IndexName:                 aws.String(RunningRunsIndex),
+		IndexName:                 aws.String(runningRunsIndex),
 		KeyConditionExpression:    expr.KeyCondition(),
 		ExpressionAttributeNames:  expr.Names(),
 		ExpressionAttributeValues: expr.Values(),
@@ -770,7 +766,7 @@ func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Ti
 	if err != nil {
 		return nil, "", wrap(err)
 	}
-	runs = make([]RunRecord, 0, len(out.Items))
+	runs = make([]store.RunRecord, 0, len(out.Items))
 	for _, item := range out.Items {
 		run := decodeRun(item)
 		// An index that projects only its keys (CreateTables projects
@@ -783,7 +779,7 @@ func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Ti
 		}
 		runs = append(runs, *run)
 	}
-	slices.SortStableFunc(runs, func(a, b RunRecord) int {
+	slices.SortStableFunc(runs, func(a, b store.RunRecord) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 			return c
 		}
@@ -807,7 +803,7 @@ type cursorAttr struct {
 	N *string `json:"N,omitempty"`
 }
 
-// encodeRunningCursor encodes the LastEvaluatedKey of a RunningRunsIndex
+// encodeRunningCursor encodes the LastEvaluatedKey of a runningRunsIndex
 // Query (its string and number attributes) as URL-safe base64 of JSON.
 func encodeRunningCursor(key map[string]types.AttributeValue) (string, error) {
 	attrs := make(map[string]cursorAttr, len(key))
@@ -830,7 +826,7 @@ func encodeRunningCursor(key map[string]types.AttributeValue) (string, error) {
 
 // decodeRunningCursor decodes a cursor of encodeRunningCursor into the
 // ExclusiveStartKey it stands for, checking that it is a key of
-// RunningRunsIndex, and returns its runningSince.
+// runningRunsIndex, and returns its runningSince.
 func decodeRunningCursor(cursor string) (map[string]types.AttributeValue, int64, error) {
 	invalid := func(err error) error { return fmt.Errorf("invalid cursor %q: %w", cursor, err) }
 	b, err := base64.RawURLEncoding.DecodeString(cursor)
@@ -858,7 +854,7 @@ func decodeRunningCursor(cursor string) (map[string]types.AttributeValue, int64,
 	if err != nil {
 		return nil, 0, invalid(err)
 	}
-	if g, err := str(attrGSIRunning); err != nil || g != StatusRunning {
+	if g, err := str(attrGSIRunning); err != nil || g != string(StatusRunning) {
 		return nil, 0, invalid(fmt.Errorf("attribute %q is not %q", attrGSIRunning, StatusRunning))
 	}
 	a := attrs[attrRunningSince]
@@ -870,7 +866,7 @@ func decodeRunningCursor(cursor string) (map[string]types.AttributeValue, int64,
 		return nil, 0, invalid(fmt.Errorf("attribute %q: %w", attrRunningSince, err))
 	}
 	return map[string]types.AttributeValue{
-		attrGSIRunning:   avS(StatusRunning),
+		attrGSIRunning:   avS(string(StatusRunning)),
 		attrRunningSince: avN(since),
 		attrRunID:        avS(runID),
 	}, since, nil
@@ -880,7 +876,7 @@ func decodeRunningCursor(cursor string) (map[string]types.AttributeValue, int64,
 // id; a run without node records has an empty map. It is a paginated,
 // strongly consistent Query of the run's items whose key begins with
 // "_outputs.", so context keys are not read.
-func (s *DynamoDbContext) ListNodes(ctx context.Context, runID string) (map[string]*NodeRecord, error) {
+func (s *DynamoDbContext) ListNodes(ctx context.Context, runID string) (map[string]*store.NodeRecord, error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: list nodes of run %q: %w", runID, err) }
 	if err := checkRunID(runID); err != nil {
 		return nil, err
@@ -898,7 +894,7 @@ func (s *DynamoDbContext) ListNodes(ctx context.Context, runID string) (map[stri
 		ExpressionAttributeValues: expr.Values(),
 		ConsistentRead:            aws.Bool(true),
 	})
-	recs := make(map[string]*NodeRecord)
+	recs := make(map[string]*store.NodeRecord)
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
@@ -1142,7 +1138,7 @@ func (s *DynamoDbContext) encodeSets(runID string, sets map[string]any) (map[str
 		}
 		size := limits.ItemSize(runID, k, vsize)
 		if size > limits.ItemBytes {
-			return nil, &ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: limits.ItemBytes}
+			return nil, &store.ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: limits.ItemBytes}
 		}
 		items[k] = sizedItem{size: size, item: map[string]types.AttributeValue{
 			attrRunID: avS(runID),
@@ -1216,13 +1212,13 @@ func (s *DynamoDbContext) transact(ctx context.Context, items []types.TransactWr
 }
 
 // tooLarge translates DynamoDB's item size ValidationException into a
-// *ValueTooLargeError naming the largest of the items written; other errors
+// *store.ValueTooLargeError naming the largest of the items written; other errors
 // are returned as they are. The SDK error stays in the chain.
 func (s *DynamoDbContext) tooLarge(runID string, items map[string]sizedItem, err error) error {
 	if !isItemTooLarge(err) {
 		return err
 	}
-	vt := &ValueTooLargeError{RunID: runID, Limit: limits.ItemBytes}
+	vt := &store.ValueTooLargeError{RunID: runID, Limit: limits.ItemBytes}
 	for _, k := range slices.Sorted(maps.Keys(items)) {
 		if size := items[k].size; size > vt.Size {
 			vt.Key, vt.Size = k, size
@@ -1232,12 +1228,12 @@ func (s *DynamoDbContext) tooLarge(runID string, items map[string]sizedItem, err
 }
 
 // decodeRun decodes a status-table item.
-func decodeRun(item map[string]types.AttributeValue) *RunRecord {
-	run := &RunRecord{
+func decodeRun(item map[string]types.AttributeValue) *store.RunRecord {
+	run := &store.RunRecord{
 		RunID:            attrString(item, attrRunID),
 		BlueprintID:      attrString(item, attrBlueprintID),
 		BlueprintVersion: attrString(item, attrBlueprintVersion),
-		Status:           attrString(item, attrStatus),
+		Status:           RunState(attrString(item, attrStatus)),
 		Error:            attrString(item, attrError),
 		FailedNode:       attrString(item, attrFailedNode),
 	}
@@ -1251,8 +1247,8 @@ func decodeRun(item map[string]types.AttributeValue) *RunRecord {
 }
 
 // decodeNode decodes a node record item.
-func decodeNode(nodeID string, item map[string]types.AttributeValue) (*NodeRecord, error) {
-	rec := &NodeRecord{
+func decodeNode(nodeID string, item map[string]types.AttributeValue) (*store.NodeRecord, error) {
+	rec := &store.NodeRecord{
 		NodeID:     nodeID,
 		State:      attrString(item, attrState),
 		LeaseOwner: attrString(item, attrLeaseOwner),
@@ -1268,10 +1264,10 @@ func decodeNode(nodeID string, item map[string]types.AttributeValue) (*NodeRecor
 	if ms, ok := attrInt(item, attrUpdatedAt); ok {
 		rec.UpdatedAt = time.UnixMilli(ms).UTC()
 	}
-	if rec.State == NodeFailed {
+	if rec.State == store.NodeFailed {
 		rec.Error = attrString(item, attrError)
 	}
-	if rec.State == NodeCommitted {
+	if rec.State == store.NodeCommitted {
 		if av, ok := item[attrValue]; ok {
 			v, err := decodeValue(av)
 			if err != nil {
@@ -1308,7 +1304,7 @@ func contextValue(key string, item map[string]types.AttributeValue) (any, bool, 
 	if len(item) == 0 {
 		return nil, false, nil
 	}
-	if strings.HasPrefix(key, outputsPrefix) && attrString(item, attrState) != NodeCommitted {
+	if strings.HasPrefix(key, outputsPrefix) && attrString(item, attrState) != store.NodeCommitted {
 		return nil, false, nil
 	}
 	av, ok := item[attrValue]
@@ -1325,12 +1321,12 @@ func contextValue(key string, item map[string]types.AttributeValue) (any, bool, 
 // nodeOpen is the condition "the node is absent or pending".
 func nodeOpen() expression.ConditionBuilder {
 	return expression.AttributeNotExists(expression.Name(attrState)).
-		Or(expression.Name(attrState).Equal(expression.Value(avS(NodePending))))
+		Or(expression.Name(attrState).Equal(expression.Value(avS(store.NodePending))))
 }
 
 // leasedBy is the condition "the node is pending and leased by owner".
 func leasedBy(owner string) expression.ConditionBuilder {
-	return expression.Name(attrState).Equal(expression.Value(avS(NodePending))).
+	return expression.Name(attrState).Equal(expression.Value(avS(store.NodePending))).
 		And(expression.Name(attrLeaseOwner).Equal(expression.Value(avS(owner))))
 }
 

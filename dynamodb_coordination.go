@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"slices"
 	"time"
 
@@ -228,7 +229,7 @@ func (s *DynamoDbCoordinationStore) Get(ctx context.Context, key string) (string
 // TTL; repeating it changes nothing but the TTL. It is conditional on the
 // record being absent or live: an expired record is replaced by a record of
 // this arrival alone.
-func (s *DynamoDbCoordinationStore) Arrive(ctx context.Context, key string, a Arrival, ttl time.Duration) (*JoinState, error) {
+func (s *DynamoDbCoordinationStore) Arrive(ctx context.Context, key string, a store.Arrival, ttl time.Duration) (*store.JoinState, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("sqsadapter: arrive at join %q from %q: %w", key, a.Source, err)
 	}
@@ -294,7 +295,7 @@ func (s *DynamoDbCoordinationStore) Arrive(ctx context.Context, key string, a Ar
 }
 
 // GetJoins implements CoordinationStore with consistent BatchGetItem reads.
-func (s *DynamoDbCoordinationStore) GetJoins(ctx context.Context, keys []string) (map[string]*JoinState, error) {
+func (s *DynamoDbCoordinationStore) GetJoins(ctx context.Context, keys []string) (map[string]*store.JoinState, error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: get joins: %w", err) }
 	seen := make(map[string]bool, len(keys))
 	avKeys := make([]map[string]types.AttributeValue, 0, len(keys))
@@ -312,7 +313,7 @@ func (s *DynamoDbCoordinationStore) GetJoins(ctx context.Context, keys []string)
 		return nil, wrap(err)
 	}
 	now := s.now()
-	joins := make(map[string]*JoinState, len(items))
+	joins := make(map[string]*store.JoinState, len(items))
 	for _, item := range items {
 		if expired(item, now) {
 			continue
@@ -419,8 +420,8 @@ func addExpiry(item map[string]types.AttributeValue, ttl time.Duration, now time
 	item[attrTTL] = avN(sec)
 }
 
-func decodeJoin(item map[string]types.AttributeValue) *JoinState {
-	js := &JoinState{FiredBy: attrString(item, attrFiredBy)}
+func decodeJoin(item map[string]types.AttributeValue) *store.JoinState {
+	js := &store.JoinState{FiredBy: attrString(item, attrFiredBy)}
 	if ss, ok := item[attrArrived].(*types.AttributeValueMemberSS); ok {
 		js.Arrived = slices.Sorted(slices.Values(ss.Value))
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"math"
 	"net/http"
 	"os"
@@ -24,7 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowcraft/sqsadapter"
-	"github.com/flowcraft/sqsadapter/internal/storetest"
+	"github.com/flowcraft/sqsadapter/store/storetest"
 )
 
 // dynamoDBEndpointEnv names the DynamoDB endpoint of the integration tests.
@@ -146,7 +147,7 @@ func TestCreateTables(t *testing.T) {
 	status, err := client.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(names.Status)})
 	require.NoError(t, err)
 	require.Len(t, status.Table.GlobalSecondaryIndexes, 1)
-	assert.Equal(t, sqsadapter.RunningRunsIndex, aws.ToString(status.Table.GlobalSecondaryIndexes[0].IndexName))
+	assert.Equal(t, "running-runs", aws.ToString(status.Table.GlobalSecondaryIndexes[0].IndexName))
 
 	ttl, err := client.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(names.Coordination)})
 	require.NoError(t, err)
@@ -194,7 +195,7 @@ func TestDynamoDbRunningIndex(t *testing.T) {
 
 	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
 	for i, id := range []string{"r3", "r1", "r2"} {
-		require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: id, BlueprintID: "bp", CreatedAt: base.Add(time.Duration(3-i) * time.Minute)}, nil))
+		require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: id, BlueprintID: "bp", CreatedAt: base.Add(time.Duration(3-i) * time.Minute)}, nil))
 	}
 	require.NoError(t, s.FinishRun(ctx, "r2", sqsadapter.StatusCompleted, "", "", time.Now()))
 
@@ -204,7 +205,7 @@ func TestDynamoDbRunningIndex(t *testing.T) {
 	var running []string
 	pages := dynamodb.NewQueryPaginator(client, &dynamodb.QueryInput{
 		TableName:                 aws.String(names.Status),
-		IndexName:                 aws.String(sqsadapter.RunningRunsIndex),
+		IndexName:                 aws.String("running-runs"),
 		KeyConditionExpression:    expr.KeyCondition(),
 		ExpressionAttributeNames:  expr.Names(),
 		ExpressionAttributeValues: expr.Values(),
@@ -244,12 +245,12 @@ func TestDynamoDbContextOversizedItem(t *testing.T) {
 	s := sqsadapter.NewDynamoDbContext(client, names.Context, names.Status)
 	runID := "run-" + strings.ToLower(rand.Text()[:8])
 	now := time.Now()
-	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: now}, map[string]any{"k": "v"}))
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: now}, map[string]any{"k": "v"}))
 
 	// DynamoDB's own refusal is translated, with its error kept in the chain.
 	inflated := sqsadapter.NewDynamoDbContext(sizeInflatingClient{client}, names.Context, names.Status)
 	err := inflated.Set(ctx, runID, "k", "small")
-	var tooLarge *sqsadapter.ValueTooLargeError
+	var tooLarge *store.ValueTooLargeError
 	require.ErrorAs(t, err, &tooLarge)
 	assert.Equal(t, runID, tooLarge.RunID)
 	assert.Equal(t, "k", tooLarge.Key)
@@ -260,7 +261,7 @@ func TestDynamoDbContextOversizedItem(t *testing.T) {
 
 	// A node record whose output and staged inputs together pass the limit.
 	half := strings.Repeat("h", 250*1024)
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: half, Staged: map[string]any{"next": half}})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: half, Staged: map[string]any{"next": half}})
 	require.ErrorAs(t, err, &tooLarge)
 	assert.Equal(t, "_outputs.n", tooLarge.Key)
 	assert.Greater(t, tooLarge.Size, 500*1024)
@@ -270,7 +271,7 @@ func TestDynamoDbContextOversizedItem(t *testing.T) {
 	for i := range 14 {
 		sets[fmt.Sprintf("k%02d", i)] = strings.Repeat("x", 350*1024)
 	}
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: 1, Sets: sets})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: 1, Sets: sets})
 	require.ErrorIs(t, err, sqsadapter.ErrValueTooLarge)
 	require.ErrorIs(t, s.Patch(ctx, runID, sets, nil), sqsadapter.ErrValueTooLarge)
 
@@ -279,10 +280,10 @@ func TestDynamoDbContextOversizedItem(t *testing.T) {
 	for i := range 100 {
 		many[fmt.Sprintf("m%03d", i)] = i
 	}
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: 1, Sets: many})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: 1, Sets: many})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "at most 99")
-	err = s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID + "-many", BlueprintID: "bp"}, many)
+	err = s.CreateRun(ctx, store.RunRecord{RunID: runID + "-many", BlueprintID: "bp"}, many)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "at most 99")
 	_, err = s.GetRun(ctx, runID+"-many")
@@ -293,7 +294,7 @@ func TestDynamoDbContextOversizedItem(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, map[string]any{"k": "v"}, snap)
 	delete(many, "m099")
-	rec, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "ok", Sets: many})
+	rec, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: "ok", Sets: many})
 	require.NoError(t, err)
 	assert.Equal(t, "ok", rec.Output)
 	got, err := s.GetMany(ctx, runID, []string{"m000", "m098", "_outputs.n"})
@@ -332,7 +333,7 @@ func TestDynamoDbBatchReads(t *testing.T) {
 		k := fmt.Sprintf("flowcraft:fanin:%s:j%03d", runID, i)
 		joinKeys = append(joinKeys, k)
 		if i%2 == 0 {
-			_, err := c.Arrive(ctx, k, sqsadapter.Arrival{Source: "a", Taken: true}, time.Hour)
+			_, err := c.Arrive(ctx, k, store.Arrival{Source: "a", Taken: true}, time.Hour)
 			require.NoError(t, err)
 		}
 	}
@@ -478,14 +479,14 @@ func TestDynamoDbContextPrecheck(t *testing.T) {
 	s := sqsadapter.NewDynamoDbContext(client, "ctx", "status")
 
 	err := s.Set(ctx, "run", "big", strings.Repeat("x", 401*1024))
-	var tooLarge *sqsadapter.ValueTooLargeError
+	var tooLarge *store.ValueTooLargeError
 	require.ErrorAs(t, err, &tooLarge)
 	assert.Equal(t, "run", tooLarge.RunID)
 	assert.Equal(t, "big", tooLarge.Key)
 	assert.Equal(t, 400*1024, tooLarge.Limit)
 	assert.GreaterOrEqual(t, tooLarge.Size, 401*1024)
 
-	_, err = s.CommitNode(ctx, "run", sqsadapter.NodeCommit{NodeID: "n", Output: strings.Repeat("x", 401*1024)})
+	_, err = s.CommitNode(ctx, "run", store.NodeCommit{NodeID: "n", Output: strings.Repeat("x", 401*1024)})
 	require.ErrorAs(t, err, &tooLarge)
 	assert.Equal(t, "_outputs.n", tooLarge.Key)
 
@@ -532,23 +533,23 @@ func TestDynamoDbConditionFailures(t *testing.T) {
 		{
 			name:       "lease held",
 			item:       node(map[string]types.AttributeValue{"state": S("pending"), "attempts": N(2), "leaseOwner": S("w2"), "leaseUntil": N(until.UnixMilli())}),
-			acquireErr: sqsadapter.ErrLeaseHeld, wantOwner: "w2", wantState: "pending", wantAttempt: 2,
+			acquireErr: store.ErrLeaseHeld, wantOwner: "w2", wantState: "pending", wantAttempt: 2,
 		},
 		{
 			name:       "committed",
 			item:       node(map[string]types.AttributeValue{"state": S("committed"), "attempts": N(1), "value": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"n": N(7)}}, "action": S("ok"), "taken": &types.AttributeValueMemberL{Value: []types.AttributeValue{S("b")}}}),
-			acquireErr: sqsadapter.ErrNodeCommitted, commitErr: sqsadapter.ErrNodeCommitted,
+			acquireErr: store.ErrNodeCommitted, commitErr: store.ErrNodeCommitted,
 			wantOutput: map[string]any{"n": int64(7)}, wantState: "committed", wantAttempt: 1,
 		},
 		{
 			name:       "skipped",
 			item:       node(map[string]types.AttributeValue{"state": S("skipped")}),
-			acquireErr: sqsadapter.ErrNodeCommitted, commitErr: sqsadapter.ErrNodeCommitted, wantState: "skipped",
+			acquireErr: store.ErrNodeCommitted, commitErr: store.ErrNodeCommitted, wantState: "skipped",
 		},
 		{
 			name:       "closed",
 			item:       node(map[string]types.AttributeValue{"state": S("closed"), "attempts": N(3)}),
-			acquireErr: sqsadapter.ErrNodeClosed, commitErr: sqsadapter.ErrNodeClosed, wantState: "closed", wantAttempt: 3,
+			acquireErr: store.ErrNodeClosed, commitErr: store.ErrNodeClosed, wantState: "closed", wantAttempt: 3,
 		},
 	}
 	for _, tc := range tests {
@@ -560,8 +561,8 @@ func TestDynamoDbConditionFailures(t *testing.T) {
 			assert.Equal(t, tc.wantState, rec.State)
 			assert.Equal(t, tc.wantAttempt, rec.Attempts)
 			assert.Equal(t, tc.wantOutput, rec.Output)
-			if tc.acquireErr == sqsadapter.ErrLeaseHeld {
-				var held *sqsadapter.LeaseHeldError
+			if tc.acquireErr == store.ErrLeaseHeld {
+				var held *store.LeaseHeldError
 				require.ErrorAs(t, err, &held)
 				assert.Equal(t, tc.wantOwner, held.Owner)
 				assert.True(t, until.Equal(held.Until), "until %v, got %v", until, held.Until)
@@ -570,7 +571,7 @@ func TestDynamoDbConditionFailures(t *testing.T) {
 			var ccf *types.ConditionalCheckFailedException
 			assert.ErrorAs(t, err, &ccf, "the SDK error stays in the chain")
 
-			rec, err = s.CommitNode(ctx, "run", sqsadapter.NodeCommit{NodeID: "n", Output: "mine"})
+			rec, err = s.CommitNode(ctx, "run", store.NodeCommit{NodeID: "n", Output: "mine"})
 			require.ErrorIs(t, err, tc.commitErr)
 			require.NotNil(t, rec)
 			assert.Equal(t, tc.wantState, rec.State)

@@ -192,11 +192,11 @@ func TestNoFallbackAfterRunFinished(t *testing.T) {
 				require.NoError(t, r.client.CancelRun(t.Context(), id, "stop"))
 			}
 			st := r.wait(id)
-			requireStatus(t, how, st)
+			requireStatus(t, sqsadapter.RunState(how), st)
 			release.open()
 			eventually(t, r.queueEmpty, "the run's messages are settled")
 			assert.Zero(t, r.log.count("fb"), "the fallback ran after its run finished")
-			assert.Equal(t, how, r.status(id).Status)
+			assert.Equal(t, sqsadapter.RunState(how), r.status(id).Status)
 		})
 	}
 }

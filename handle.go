@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -69,12 +70,12 @@ type jobRun struct {
 	log      *slog.Logger
 
 	// Completion bookkeeping for this handling.
-	final      bool            // a leaf was resolved or an "any" join heard from every predecessor
-	leavesDone map[string]bool // leaves this handling knows are resolved
-	joinsDone  map[string]bool // "any" joins this handling saw hear from every predecessor
-	skipping   map[string]bool // nodes skipped by this handling: each is propagated once
-	skipped    []string        // nodes skipped by this handling
-	committed  *NodeRecord     // the record being advanced
+	final      bool              // a leaf was resolved or an "any" join heard from every predecessor
+	leavesDone map[string]bool   // leaves this handling knows are resolved
+	joinsDone  map[string]bool   // "any" joins this handling saw hear from every predecessor
+	skipping   map[string]bool   // nodes skipped by this handling: each is propagated once
+	skipped    []string          // nodes skipped by this handling
+	committed  *store.NodeRecord // the record being advanced
 	sends      []Job
 }
 
@@ -169,7 +170,7 @@ func (x *jobRun) run(ctx context.Context) outcome {
 	if fb := x.n.fallback; fb != nil && !IsPermanent(failure) {
 		return x.runFallback(ctx, fb, in, vals, failure, attempt)
 	}
-	return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: attempt, Err: failure}).Error())
+	return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.id, Attempt: attempt, Err: failure}).Error())
 }
 
 // acquire takes the execution lease of record id and counts an attempt. ok
@@ -178,24 +179,24 @@ func (x *jobRun) run(ctx context.Context) outcome {
 // none): a failed call is retried, but only after a read shows that it did
 // not take effect with its response lost, so that a store fault never
 // counts an attempt twice.
-func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*NodeRecord, outcome, bool) {
-	store := x.a.cfg.contexts
-	var rec *NodeRecord
+func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*store.NodeRecord, outcome, bool) {
+	cs := x.a.cfg.contexts
+	var rec *store.NodeRecord
 	var err error
 	for try := 0; ; try++ {
 		now := time.Now()
-		rec, err = store.AcquireNode(ctx, x.job.RunID, id, x.owner, now.Add(x.a.cfg.visibilityTimeout), now)
+		rec, err = cs.AcquireNode(ctx, x.job.RunID, id, x.owner, now.Add(x.a.cfg.visibilityTimeout), now)
 		if err == nil || isDecision(err) || try == storeTries-1 || ctx.Err() != nil {
 			break
 		}
-		var recs map[string]*NodeRecord
+		var recs map[string]*store.NodeRecord
 		if rerr := x.idempotent(ctx, func() (err error) {
-			recs, err = store.GetNodes(ctx, x.job.RunID, []string{id})
+			recs, err = cs.GetNodes(ctx, x.job.RunID, []string{id})
 			return err
 		}); rerr != nil {
 			break
 		}
-		if r := recs[id]; r != nil && r.State == NodePending && r.LeaseOwner == x.owner && r.Attempts > prev {
+		if r := recs[id]; r != nil && r.State == store.NodePending && r.LeaseOwner == x.owner && r.Attempts > prev {
 			rec, err = r, nil // it took effect
 			break
 		}
@@ -203,12 +204,12 @@ func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*NodeRecord,
 			break
 		}
 	}
-	var held *LeaseHeldError
+	var held *store.LeaseHeldError
 	switch {
 	case err == nil:
 		x.setLease(&leaseRef{runID: x.job.RunID, nodeID: id, owner: x.owner})
 		return rec, outcome{}, true
-	case errors.Is(err, ErrNodeCommitted):
+	case errors.Is(err, store.ErrNodeCommitted):
 		if id != x.n.id { // the fallback's record is never committed; the primary's is
 			rec, err = x.nodeRecord(ctx, x.n.id)
 			if err != nil {
@@ -216,11 +217,11 @@ func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*NodeRecord,
 			}
 		}
 		return nil, x.advance(ctx, rec, true), false
-	case errors.Is(err, ErrNodeFailed):
+	case errors.Is(err, store.ErrNodeFailed):
 		// The node failed for good and its job stopped before the run was
 		// marked failed: finish that.
 		return nil, x.failRun(ctx, x.n.id, rec.Error), false
-	case errors.Is(err, ErrNodeClosed):
+	case errors.Is(err, store.ErrNodeClosed):
 		x.log.DebugContext(ctx, "sqsadapter: job of a finished run dropped")
 		return nil, done, false
 	case errors.As(err, &held):
@@ -235,11 +236,11 @@ func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*NodeRecord,
 // isDecision reports whether err is a store's answer about a node record
 // (committed, failed, closed, leased elsewhere) rather than a failed call.
 func isDecision(err error) bool {
-	return errors.Is(err, ErrNodeCommitted) || errors.Is(err, ErrNodeFailed) || errors.Is(err, ErrNodeClosed) ||
-		errors.Is(err, ErrLeaseHeld) || errors.Is(err, ErrValueTooLarge) || errors.Is(err, ErrInvalidKey)
+	return errors.Is(err, store.ErrNodeCommitted) || errors.Is(err, store.ErrNodeFailed) || errors.Is(err, store.ErrNodeClosed) ||
+		errors.Is(err, store.ErrLeaseHeld) || errors.Is(err, ErrValueTooLarge) || errors.Is(err, ErrInvalidKey)
 }
 
-func (x *jobRun) nodeRecord(ctx context.Context, id string) (*NodeRecord, error) {
+func (x *jobRun) nodeRecord(ctx context.Context, id string) (*store.NodeRecord, error) {
 	recs, err := x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, []string{id})
 	if err != nil {
 		return nil, err
@@ -266,7 +267,7 @@ func (x *jobRun) release(ctx context.Context, id string, o outcome) outcome {
 // good. It returns the result and node context on success; nc == nil with
 // ok == true means failed for good, the error in o.err. ok == false: stop
 // with outcome o.
-func (x *jobRun) attempts(ctx context.Context, n *planNode, id string, rec *NodeRecord, in any) (res NodeResult, nc *NodeContext, attempt int, o outcome, ok bool) {
+func (x *jobRun) attempts(ctx context.Context, n *planNode, id string, rec *store.NodeRecord, in any) (res NodeResult, nc *NodeContext, attempt int, o outcome, ok bool) {
 	attempt = rec.Attempts
 	if attempt > n.maxAttempts {
 		// A previous delivery counted the last attempt and never reported back.
@@ -365,7 +366,7 @@ func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) 
 // load resolves the node's input and reads the context keys its outgoing
 // expressions need, in at most one round trip in the common cases.
 func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err error) {
-	n, store, runID := x.n, x.a.cfg.contexts, x.job.RunID
+	n, cs, runID := x.n, x.a.cfg.contexts, x.job.RunID
 	var keys []string
 	carried := x.job.Input != nil
 	if carried {
@@ -379,9 +380,9 @@ func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err err
 	}
 	switch {
 	case n.exprAll:
-		vals, err = store.Snapshot(ctx, runID)
+		vals, err = cs.Snapshot(ctx, runID)
 	case len(keys) > 0 || len(n.exprKeys) > 0:
-		vals, err = store.GetMany(ctx, runID, append(keys, n.exprKeys...))
+		vals, err = cs.GetMany(ctx, runID, append(keys, n.exprKeys...))
 	}
 	if err != nil {
 		return nil, nil, err
@@ -427,14 +428,14 @@ func (x *jobRun) stagedInput(ctx context.Context) (in any, transformed bool, err
 	if err != nil {
 		return nil, false, err
 	}
-	staged := func(r *NodeRecord) (any, bool) {
+	staged := func(r *store.NodeRecord) (any, bool) {
 		if v, ok := r.Staged[x.n.id]; ok {
 			return v, true
 		}
 		return r.Output, false
 	}
 	if x.n.join != "all" {
-		if r := recs[preds[0]]; r != nil && r.State == NodeCommitted {
+		if r := recs[preds[0]]; r != nil && r.State == store.NodeCommitted {
 			in, transformed = staged(r)
 			return in, transformed, nil
 		}
@@ -442,7 +443,7 @@ func (x *jobRun) stagedInput(ctx context.Context) (in any, transformed bool, err
 	}
 	m := make(map[string]any)
 	for _, id := range preds {
-		if r := recs[id]; r != nil && r.State == NodeCommitted && slices.Contains(r.Taken, x.n.id) {
+		if r := recs[id]; r != nil && r.State == store.NodeCommitted && slices.Contains(r.Taken, x.n.id) {
 			m[id], _ = staged(r)
 		}
 	}
@@ -475,7 +476,7 @@ func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map
 	}
 	if nc == nil {
 		err := fmt.Errorf("fallback %q failed after %d attempt(s): %w (after: %v)", fb.id, fattempt, o.err, cause)
-		return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: attempt, Err: err}).Error())
+		return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.id, Attempt: attempt, Err: err}).Error())
 	}
 	_ = nc.Set("_catch_error", map[string]any{"message": cause.Error(), "nodeId": x.n.id, "blueprintId": x.p.id})
 	return x.commit(ctx, res, nc, in, vals, fb.id)
@@ -486,10 +487,10 @@ func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map
 func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in any, vals map[string]any, fallback string) outcome {
 	out, err := jsonvalue.Normalize(res.Output)
 	if err != nil {
-		return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: fmt.Errorf("output: %w", err)}).Error())
+		return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: fmt.Errorf("output: %w", err)}).Error())
 	}
 	sets, deletes := nc.buffered()
-	c := NodeCommit{NodeID: x.n.id, Output: out, Action: res.Action, Fallback: fallback, Sets: sets, Deletes: deletes}
+	c := store.NodeCommit{NodeID: x.n.id, Output: out, Action: res.Action, Fallback: fallback, Sets: sets, Deletes: deletes}
 	if x.n.exprSelf {
 		// Expressions may name the node itself: its output, as committed.
 		sets = maps.Clone(sets)
@@ -506,23 +507,23 @@ func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in
 	// between the write and its response would find the lease gone and
 	// cancel this job.
 	x.setLease(nil)
-	var rec *NodeRecord
+	var rec *store.NodeRecord
 	err = x.retried(ctx, func() (err error) {
 		rec, err = x.a.cfg.contexts.CommitNode(ctx, x.job.RunID, c)
 		return err
 	})
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrNodeCommitted):
+	case errors.Is(err, store.ErrNodeCommitted):
 		// Another execution committed first: follow its decision.
 		return x.advance(ctx, rec, true)
-	case errors.Is(err, ErrNodeFailed):
+	case errors.Is(err, store.ErrNodeFailed):
 		return x.failRun(ctx, x.n.id, rec.Error)
-	case errors.Is(err, ErrNodeClosed):
+	case errors.Is(err, store.ErrNodeClosed):
 		return done
 	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrInvalidKey):
 		// The commit can never succeed: fail the node for good.
-		return x.failRun(ctx, x.n.id, (&NodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: err}).Error())
+		return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: err}).Error())
 	default:
 		return x.release(ctx, x.n.id, retryAfter(0, fmt.Errorf("sqsadapter: commit output of node %q: %w", x.n.id, err)))
 	}
@@ -557,7 +558,7 @@ func overlay(vals, sets map[string]any, deletes []string) map[string]any {
 // fails is false (the edge is not taken) and a transform that fails stages
 // nil. Each failure is counted (Stats.ExpressionErrors) and logged at WARN
 // once per blueprint version and edge.
-func (x *jobRun) route(ctx context.Context, c *NodeCommit, in any, vals map[string]any) {
+func (x *jobRun) route(ctx context.Context, c *store.NodeCommit, in any, vals map[string]any) {
 	if len(x.n.out) == 0 {
 		return
 	}
@@ -661,18 +662,18 @@ func (x *jobRun) targetIndex(id string) int {
 // successor jobs, join arrivals, skips, and completion. It is idempotent, so
 // a redelivery replays it. On a replay, successors that are already
 // resolved get no new job, which keeps duplicates from cascading.
-func (x *jobRun) advance(ctx context.Context, rec *NodeRecord, replay bool) outcome {
-	if rec != nil && rec.State == NodeSkipped {
+func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool) outcome {
+	if rec != nil && rec.State == store.NodeSkipped {
 		return done // resolved without running: nothing follows from it here
 	}
-	if rec == nil || rec.State != NodeCommitted {
+	if rec == nil || rec.State != store.NodeCommitted {
 		// Skipped nodes get no job; a record in another state here is a bug
 		// in a store.
 		return retryAfter(0, fmt.Errorf("sqsadapter: node %q: unexpected record state %v", x.n.id, rec))
 	}
 	x.leavesDone, x.joinsDone, x.skipping = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	x.committed = rec
-	var known map[string]*NodeRecord
+	var known map[string]*store.NodeRecord
 	if replay && len(x.n.targets) > 0 {
 		ids := make([]string, len(x.n.targets))
 		for i, t := range x.n.targets {
@@ -688,7 +689,7 @@ func (x *jobRun) advance(ctx context.Context, rec *NodeRecord, replay bool) outc
 	}
 	needsJob := func(t *planNode) bool {
 		r := known[t.id]
-		return r == nil || r.State == NodePending
+		return r == nil || r.State == store.NodePending
 	}
 	for _, t := range x.n.targets {
 		taken := slices.Contains(rec.Taken, t.id)
@@ -729,7 +730,7 @@ func (x *jobRun) advance(ctx context.Context, rec *NodeRecord, replay bool) outc
 // sendTo queues the job of target t, whose input is what rec staged for it
 // (a single-predecessor node, or an "any" join rec fired), carrying that
 // input when t has no "inputs" and the input is small.
-func (x *jobRun) sendTo(t *planNode, rec *NodeRecord) {
+func (x *jobRun) sendTo(t *planNode, rec *store.NodeRecord) {
 	j := Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.id, BlueprintVersion: x.p.version}
 	v, transformed := rec.Staged[t.id]
 	if !transformed {
@@ -746,9 +747,9 @@ func (x *jobRun) sendTo(t *planNode, rec *NodeRecord) {
 // arrive records source's resolved edge into join t and acts on the join
 // record: fire it, skip it, or note that an "any" join is complete.
 func (x *jobRun) arrive(ctx context.Context, t *planNode, source string, taken bool, needsJob func(*planNode) bool) error {
-	var st *JoinState
+	var st *store.JoinState
 	err := x.idempotent(ctx, func() (err error) {
-		st, err = x.a.cfg.coord.Arrive(ctx, joinKey(x.job.RunID, t.id), Arrival{Source: source, Taken: taken, Claim: taken && t.join == "any"}, x.a.cfg.coordinationTTL)
+		st, err = x.a.cfg.coord.Arrive(ctx, joinKey(x.job.RunID, t.id), store.Arrival{Source: source, Taken: taken, Claim: taken && t.join == "any"}, x.a.cfg.coordinationTTL)
 		return err
 	})
 	if err != nil {
@@ -839,7 +840,7 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 		}
 	}
 	if len(leaves) > 0 {
-		var recs map[string]*NodeRecord
+		var recs map[string]*store.NodeRecord
 		err := x.idempotent(ctx, func() (err error) {
 			recs, err = x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, leaves)
 			return err
@@ -848,13 +849,13 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 			return err
 		}
 		for _, id := range leaves {
-			if r := recs[id]; r == nil || (r.State != NodeCommitted && r.State != NodeSkipped) {
+			if r := recs[id]; r == nil || (r.State != store.NodeCommitted && r.State != store.NodeSkipped) {
 				return nil
 			}
 		}
 	}
 	if len(joins) > 0 {
-		var sts map[string]*JoinState
+		var sts map[string]*store.JoinState
 		err := x.idempotent(ctx, func() (err error) {
 			sts, err = x.a.cfg.coord.GetJoins(ctx, joins)
 			return err
@@ -893,24 +894,24 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 // writes the status, once. Two nodes failing at once each mark their own
 // record, neither can close the other's, and one of them writes the status.
 func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
-	store := x.a.cfg.contexts
-	var rec *NodeRecord
+	cs := x.a.cfg.contexts
+	var rec *store.NodeRecord
 	err := x.retried(ctx, func() (err error) {
-		rec, err = store.FailNode(ctx, x.job.RunID, nodeID, reason)
+		rec, err = cs.FailNode(ctx, x.job.RunID, nodeID, reason)
 		return err
 	})
 	switch {
 	case err == nil:
 		reason = rec.Error // the first recorded reason wins
-	case errors.Is(err, ErrNodeCommitted) && x.n == nil:
+	case errors.Is(err, store.ErrNodeCommitted) && x.n == nil:
 		// The job names a node its blueprint lacks, but the run has it
 		// committed: the job is not of this run's blueprint.
 		x.log.ErrorContext(ctx, "sqsadapter: job names a node its blueprint lacks but its run has committed; dropped")
 		return done
-	case errors.Is(err, ErrNodeCommitted):
+	case errors.Is(err, store.ErrNodeCommitted):
 		// Another execution committed the node first: follow its decision.
 		return x.advance(ctx, rec, true)
-	case errors.Is(err, ErrNodeClosed):
+	case errors.Is(err, store.ErrNodeClosed):
 		return done // the run was failed or cancelled by another node
 	default:
 		return retryAfter(0, fmt.Errorf("sqsadapter: mark node %q failed: %w", nodeID, err))
@@ -918,14 +919,14 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	if x.crash("failing") {
 		return abandon
 	}
-	if err := x.idempotent(ctx, func() error { return store.CloseNodes(ctx, x.job.RunID, x.p.closeIDs) }); err != nil {
+	if err := x.idempotent(ctx, func() error { return cs.CloseNodes(ctx, x.job.RunID, x.p.closeIDs) }); err != nil {
 		return retryAfter(0, fmt.Errorf("sqsadapter: close nodes of failing run: %w", err))
 	}
 	if x.crash("closed") {
 		return abandon
 	}
 	err = x.retried(ctx, func() error {
-		return store.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeID, time.Now())
+		return cs.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeID, time.Now())
 	})
 	switch {
 	case err == nil:

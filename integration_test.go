@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
@@ -470,7 +471,7 @@ func (r *itRig) status(id string) *sqsadapter.RunStatus {
 }
 
 // node returns a node's record (nil when it has none).
-func (r *itRig) node(runID, nodeID string) *sqsadapter.NodeRecord {
+func (r *itRig) node(runID, nodeID string) *store.NodeRecord {
 	r.t.Helper()
 	recs, err := r.contexts.GetNodes(r.t.Context(), runID, []string{nodeID})
 	require.NoError(r.t, err)
@@ -520,14 +521,14 @@ type itFinishCounter struct {
 	finished map[string][]string // run id → statuses written
 }
 
-func (f *itFinishCounter) FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error {
+func (f *itFinishCounter) FinishRun(ctx context.Context, runID string, status sqsadapter.RunState, reason, failedNode string, at time.Time) error {
 	err := f.ContextStore.FinishRun(ctx, runID, status, reason, failedNode, at)
 	if err == nil {
 		f.mu.Lock()
 		if f.finished == nil {
 			f.finished = map[string][]string{}
 		}
-		f.finished[runID] = append(f.finished[runID], status)
+		f.finished[runID] = append(f.finished[runID], string(status))
 		f.mu.Unlock()
 	}
 	return err
@@ -579,7 +580,7 @@ func itAllJoinDuplicatedPredecessor(t *testing.T) {
 	openAtEnd(t, release)
 	id := r.start("join", nil)
 	bStarted.await(t, "b to start")
-	itEventually(t, func() bool { return r.nodeState(id, "a") == sqsadapter.NodeCommitted }, "a commits")
+	itEventually(t, func() bool { return r.nodeState(id, "a") == store.NodeCommitted }, "a commits")
 
 	// Re-send a's job twice after its commit, and replay it by hand.
 	job := sqsadapter.Job{RunID: id, BlueprintID: "join", NodeID: "a"}
@@ -652,7 +653,7 @@ func itAllJoinBehindDeadBranch(t *testing.T) {
 		assert.Contains(t, st.Context, "_outputs.j", c.id)
 		assert.Contains(t, st.Context, "_outputs.k", c.id)
 		assert.NotContains(t, st.Context, "_outputs.b", c.id)
-		assert.NotEqual(t, sqsadapter.NodeCommitted, r.nodeState(runs[i], "b"), c.id)
+		assert.NotEqual(t, store.NodeCommitted, r.nodeState(runs[i], "b"), c.id)
 	}
 	// The call log is by node id, over all three runs.
 	assert.Equal(t, 3, r.log.count("j"))
@@ -718,14 +719,14 @@ func itDifferentLeaves(t *testing.T) {
 	requireStatus(t, sqsadapter.StatusCompleted, st)
 	assert.Contains(t, st.Context, "_outputs.l2")
 	assert.NotContains(t, st.Context, "_outputs.r1")
-	assert.Equal(t, sqsadapter.NodeSkipped, r.nodeState(left, "r1"))
+	assert.Equal(t, store.NodeSkipped, r.nodeState(left, "r1"))
 
 	st = r.wait(right)
 	requireStatus(t, sqsadapter.StatusCompleted, st)
 	assert.Contains(t, st.Context, "_outputs.r1")
 	assert.NotContains(t, st.Context, "_outputs.l1")
 	assert.NotContains(t, st.Context, "_outputs.l2")
-	assert.Equal(t, sqsadapter.NodeSkipped, r.nodeState(right, "l2"))
+	assert.Equal(t, store.NodeSkipped, r.nodeState(right, "l2"))
 
 	st = r.wait(lengths)
 	requireStatus(t, sqsadapter.StatusCompleted, st)
@@ -735,7 +736,7 @@ func itDifferentLeaves(t *testing.T) {
 	}
 	assert.Equal(t, 2, r.log.count("s"))
 	assert.Zero(t, r.log.count("p"), "the default edge is not taken when an action edge is")
-	assert.Equal(t, sqsadapter.NodeSkipped, r.nodeState(left, "p"))
+	assert.Equal(t, store.NodeSkipped, r.nodeState(left, "p"))
 	assert.Equal(t, 1, r.log.count("l2"))
 	assert.Equal(t, 1, r.log.count("r1"))
 	for _, id := range []string{left, right, lengths} {
@@ -780,7 +781,7 @@ func itFailureStopsRun(t *testing.T) {
 	assert.Contains(t, st.Error, `"f"`)
 	assert.Contains(t, st.Error, "f-broke")
 	assert.Equal(t, []int{1, 2}, r.log.attempts("f"))
-	itEventually(t, func() bool { return r.nodeState(id, "q") == sqsadapter.NodeClosed }, "the failed run's nodes are closed")
+	itEventually(t, func() bool { return r.nodeState(id, "q") == store.NodeClosed }, "the failed run's nodes are closed")
 
 	pRelease.open()
 	pReturned.await(t, "p to return")
@@ -791,7 +792,7 @@ func itFailureStopsRun(t *testing.T) {
 	assert.Zero(t, r.log.count("q"), "p's successor never runs")
 	assert.Zero(t, r.log.count("d"), "the failed node's successor never runs")
 	assert.Equal(t, 1, r.log.count("p"))
-	assert.NotEqual(t, sqsadapter.NodeCommitted, r.nodeState(id, "p"), "p's late output is not committed")
+	assert.NotEqual(t, store.NodeCommitted, r.nodeState(id, "p"), "p's late output is not committed")
 	last := r.status(id)
 	requireStatus(t, sqsadapter.StatusFailed, last)
 	assert.Equal(t, st.Error, last.Error)
@@ -800,7 +801,7 @@ func itFailureStopsRun(t *testing.T) {
 	assert.NotContains(t, last.Context, "_outputs.p")
 	assert.NotContains(t, last.Context, "_outputs.q")
 	assert.NotContains(t, last.Context, "_outputs.d")
-	assert.Equal(t, []string{sqsadapter.StatusFailed}, counter.statuses(id), "the final status is written once")
+	assert.Equal(t, []string{string(sqsadapter.StatusFailed)}, counter.statuses(id), "the final status is written once")
 }
 
 // maxRetries 3 and two failures: exactly three attempts, counted in the
@@ -1189,7 +1190,7 @@ type slowCommits struct {
 	results []error
 }
 
-func (s *slowCommits) CommitNode(ctx context.Context, runID string, c sqsadapter.NodeCommit) (*sqsadapter.NodeRecord, error) {
+func (s *slowCommits) CommitNode(ctx context.Context, runID string, c store.NodeCommit) (*store.NodeRecord, error) {
 	rec, err := s.ContextStore.CommitNode(ctx, runID, c)
 	if err == nil {
 		select {

@@ -18,8 +18,8 @@ import (
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/limits"
-	"github.com/flowcraft/sqsadapter/internal/storetest"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+	"github.com/flowcraft/sqsadapter/store/storetest"
 )
 
 // sqsRefused holds the characters SQS refuses in a message body that a JSON

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"math"
 	"strconv"
 	"sync"
@@ -344,7 +345,7 @@ func (h *heartbeat) run(ctx context.Context) {
 			h.mu.Lock()
 			current := h.lease == l
 			h.mu.Unlock()
-			if errors.Is(err, ErrLeaseLost) && current {
+			if errors.Is(err, store.ErrLeaseLost) && current {
 				h.cancel(errLeaseLost)
 				return
 			}

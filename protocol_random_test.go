@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"hash/fnv"
 	"maps"
 	"math/rand/v2"
@@ -770,31 +771,31 @@ func (s *protoContexts) byNode(counts map[string]int, runID string) map[string]i
 	return out
 }
 
-func (s *protoContexts) CreateRun(ctx context.Context, run sqsadapter.RunRecord, initial map[string]any) error {
+func (s *protoContexts) CreateRun(ctx context.Context, run store.RunRecord, initial map[string]any) error {
 	return protoCall0(s.f, protoOp("CreateRun", run.RunID, ""), func() error { return s.inner.CreateRun(ctx, run, initial) })
 }
 
-func (s *protoContexts) GetRun(ctx context.Context, runID string) (*sqsadapter.RunRecord, error) {
-	return protoCall(s.f, protoOp("GetRun", runID, ""), func() (*sqsadapter.RunRecord, error) { return s.inner.GetRun(ctx, runID) })
+func (s *protoContexts) GetRun(ctx context.Context, runID string) (*store.RunRecord, error) {
+	return protoCall(s.f, protoOp("GetRun", runID, ""), func() (*store.RunRecord, error) { return s.inner.GetRun(ctx, runID) })
 }
 
 // FinishRun reports to the observer each status write that took effect.
-func (s *protoContexts) FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error {
+func (s *protoContexts) FinishRun(ctx context.Context, runID string, status sqsadapter.RunState, reason, failedNode string, at time.Time) error {
 	return protoCall0(s.f, protoOp("FinishRun", runID, ""), func() error {
 		start := s.obs.tick()
 		err := s.inner.FinishRun(ctx, runID, status, reason, failedNode, at)
 		if err == nil {
-			s.obs.finished(runID, status, start)
+			s.obs.finished(runID, string(status), start)
 		} else if !errors.Is(err, sqsadapter.ErrRunNotFound) {
-			s.obs.finishUnsure(runID, status, start)
+			s.obs.finishUnsure(runID, string(status), start)
 		}
 		return err
 	})
 }
 
 // AcquireNode reports to the observer each acquisition that took effect.
-func (s *protoContexts) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*sqsadapter.NodeRecord, error) {
-	return protoCall(s.f, protoOp("AcquireNode", runID, nodeID), func() (*sqsadapter.NodeRecord, error) {
+func (s *protoContexts) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*store.NodeRecord, error) {
+	return protoCall(s.f, protoOp("AcquireNode", runID, nodeID), func() (*store.NodeRecord, error) {
 		start := s.obs.tick()
 		rec, err := s.inner.AcquireNode(ctx, runID, nodeID, owner, until, now)
 		if err == nil {
@@ -814,8 +815,8 @@ func (s *protoContexts) ReleaseLease(ctx context.Context, runID, nodeID, owner s
 
 // CommitNode counts the commits that took effect, including those whose
 // response is then lost to an injected fault.
-func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapter.NodeCommit) (*sqsadapter.NodeRecord, error) {
-	return protoCall(s.f, protoOp("CommitNode", runID, c.NodeID), func() (*sqsadapter.NodeRecord, error) {
+func (s *protoContexts) CommitNode(ctx context.Context, runID string, c store.NodeCommit) (*store.NodeRecord, error) {
+	return protoCall(s.f, protoOp("CommitNode", runID, c.NodeID), func() (*store.NodeRecord, error) {
 		start := s.obs.tick()
 		rec, err := s.inner.CommitNode(ctx, runID, c)
 		s.mu.Lock()
@@ -824,7 +825,7 @@ func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapt
 			if s.countCommit(runID+"/"+c.NodeID, rec) {
 				s.obs.committed(runID, c.NodeID, start)
 			}
-		case !errors.Is(err, sqsadapter.ErrNodeClosed) && !errors.Is(err, sqsadapter.ErrValueTooLarge) && !errors.Is(err, sqsadapter.ErrInvalidKey):
+		case !errors.Is(err, store.ErrNodeClosed) && !errors.Is(err, sqsadapter.ErrValueTooLarge) && !errors.Is(err, sqsadapter.ErrInvalidKey):
 			if s.unknown == nil {
 				s.unknown = map[string]int{}
 			}
@@ -837,7 +838,7 @@ func (s *protoContexts) CommitNode(ctx context.Context, runID string, c sqsadapt
 
 // countCommit counts a successful commit unless it returned the record of
 // a commit already counted, and says whether it did. Called with s.mu held.
-func (s *protoContexts) countCommit(key string, rec *sqsadapter.NodeRecord) bool {
+func (s *protoContexts) countCommit(key string, rec *store.NodeRecord) bool {
 	if rec != nil && !rec.UpdatedAt.IsZero() {
 		at := rec.UpdatedAt.UnixNano()
 		if s.versions[key][at] {
@@ -858,8 +859,8 @@ func (s *protoContexts) countCommit(key string, rec *sqsadapter.NodeRecord) bool
 	return true
 }
 
-func (s *protoContexts) FailNode(ctx context.Context, runID, nodeID, reason string) (*sqsadapter.NodeRecord, error) {
-	return protoCall(s.f, protoOp("FailNode", runID, nodeID), func() (*sqsadapter.NodeRecord, error) { return s.inner.FailNode(ctx, runID, nodeID, reason) })
+func (s *protoContexts) FailNode(ctx context.Context, runID, nodeID, reason string) (*store.NodeRecord, error) {
+	return protoCall(s.f, protoOp("FailNode", runID, nodeID), func() (*store.NodeRecord, error) { return s.inner.FailNode(ctx, runID, nodeID, reason) })
 }
 
 func (s *protoContexts) SkipNodes(ctx context.Context, runID string, nodeIDs []string) error {
@@ -870,15 +871,15 @@ func (s *protoContexts) CloseNodes(ctx context.Context, runID string, nodeIDs []
 	return protoCall0(s.f, protoOp("CloseNodes", runID, ""), func() error { return s.inner.CloseNodes(ctx, runID, nodeIDs) })
 }
 
-func (s *protoContexts) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*sqsadapter.NodeRecord, error) {
-	return protoCall(s.f, protoOp("GetNodes", runID, ""), func() (map[string]*sqsadapter.NodeRecord, error) { return s.inner.GetNodes(ctx, runID, nodeIDs) })
+func (s *protoContexts) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*store.NodeRecord, error) {
+	return protoCall(s.f, protoOp("GetNodes", runID, ""), func() (map[string]*store.NodeRecord, error) { return s.inner.GetNodes(ctx, runID, nodeIDs) })
 }
 
-func (s *protoContexts) ListNodes(ctx context.Context, runID string) (map[string]*sqsadapter.NodeRecord, error) {
+func (s *protoContexts) ListNodes(ctx context.Context, runID string) (map[string]*store.NodeRecord, error) {
 	return s.inner.ListNodes(ctx, runID)
 }
 
-func (s *protoContexts) ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) ([]sqsadapter.RunRecord, string, error) {
+func (s *protoContexts) ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) ([]store.RunRecord, string, error) {
 	return s.inner.ListRunning(ctx, createdBefore, cursor, limit)
 }
 
@@ -951,13 +952,13 @@ func (s *protoCoord) Get(ctx context.Context, key string) (string, bool, error) 
 	return g.v, g.ok, err
 }
 
-func (s *protoCoord) Arrive(ctx context.Context, key string, a sqsadapter.Arrival, ttl time.Duration) (*sqsadapter.JoinState, error) {
+func (s *protoCoord) Arrive(ctx context.Context, key string, a store.Arrival, ttl time.Duration) (*store.JoinState, error) {
 	s.arrivals.Add(1)
-	return protoCall(s.f, "Arrive", func() (*sqsadapter.JoinState, error) { return s.inner.Arrive(ctx, key, a, ttl) })
+	return protoCall(s.f, "Arrive", func() (*store.JoinState, error) { return s.inner.Arrive(ctx, key, a, ttl) })
 }
 
-func (s *protoCoord) GetJoins(ctx context.Context, keys []string) (map[string]*sqsadapter.JoinState, error) {
-	return protoCall(s.f, "GetJoins", func() (map[string]*sqsadapter.JoinState, error) { return s.inner.GetJoins(ctx, keys) })
+func (s *protoCoord) GetJoins(ctx context.Context, keys []string) (map[string]*store.JoinState, error) {
+	return protoCall(s.f, "GetJoins", func() (map[string]*store.JoinState, error) { return s.inner.GetJoins(ctx, keys) })
 }
 
 // protoSQS is the workers' SQS client, with faults.
@@ -1504,7 +1505,7 @@ type protoEveryNth struct {
 	every int64
 }
 
-func (s *protoEveryNth) Arrive(ctx context.Context, key string, a sqsadapter.Arrival, ttl time.Duration) (*sqsadapter.JoinState, error) {
+func (s *protoEveryNth) Arrive(ctx context.Context, key string, a store.Arrival, ttl time.Duration) (*store.JoinState, error) {
 	if s.n.Add(1)%s.every == 0 {
 		return nil, fmt.Errorf("Arrive: %w", errProtoInjected)
 	}

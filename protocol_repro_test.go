@@ -3,6 +3,7 @@ package sqsadapter_test
 import (
 	"context"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -168,7 +169,7 @@ type protoLoseAcquire struct {
 	lost *atomic.Bool
 }
 
-func (s *protoLoseAcquire) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*sqsadapter.NodeRecord, error) {
+func (s *protoLoseAcquire) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*store.NodeRecord, error) {
 	rec, err := s.ContextStore.AcquireNode(ctx, runID, nodeID, owner, until, now)
 	if err == nil && s.lost.CompareAndSwap(false, true) {
 		return nil, fmt.Errorf("AcquireNode: %w after the call took effect", errProtoInjected)

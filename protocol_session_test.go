@@ -384,7 +384,7 @@ func errOr(err error, st *sqsadapter.RunStatus) any {
 func (e *protoEnv) progress(ctx context.Context, runID string) string {
 	var b strings.Builder
 	if rec, err := e.contexts.GetRun(ctx, runID); err == nil {
-		b.WriteString(rec.Status)
+		b.WriteString(string(rec.Status))
 	}
 	if recs, err := e.contexts.ListNodes(ctx, runID); err == nil {
 		for _, id := range slices.Sorted(maps.Keys(recs)) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"time"
 )
 
@@ -90,7 +91,7 @@ func (a *SqsAdapter) RunReconciler(ctx context.Context, interval, threshold time
 
 // reconcileRun repairs one run if it is stalled, returning how many jobs it
 // enqueued.
-func (a *SqsAdapter) reconcileRun(ctx context.Context, run *RunRecord, now time.Time, threshold time.Duration) (int, bool, error) {
+func (a *SqsAdapter) reconcileRun(ctx context.Context, run *store.RunRecord, now time.Time, threshold time.Duration) (int, bool, error) {
 	p := a.plans[planKey{run.BlueprintID, run.BlueprintVersion}]
 	if p == nil {
 		return 0, false, fmt.Errorf("%w: %q version %q", ErrUnknownBlueprint, run.BlueprintID, run.BlueprintVersion)
@@ -101,7 +102,7 @@ func (a *SqsAdapter) reconcileRun(ctx context.Context, run *RunRecord, now time.
 	}
 	last := run.CreatedAt
 	for _, r := range recs {
-		if r.State == NodePending && r.LeaseUntil.After(now) {
+		if r.State == store.NodePending && r.LeaseUntil.After(now) {
 			return 0, false, nil // a node is running
 		}
 		if r.UpdatedAt.After(last) {
@@ -134,13 +135,13 @@ func (a *SqsAdapter) reconcileRun(ctx context.Context, run *RunRecord, now time.
 }
 
 // frontier lists the jobs that make a stalled run progress again.
-func frontier(p *plan, recs map[string]*NodeRecord, runID string) []Job {
+func frontier(p *plan, recs map[string]*store.NodeRecord, runID string) []Job {
 	job := func(n *planNode) Job {
 		return Job{RunID: runID, BlueprintID: p.id, NodeID: n.id, BlueprintVersion: p.version}
 	}
 	done := func(id string) bool {
 		r := recs[id]
-		return r != nil && r.State != NodePending
+		return r != nil && r.State != store.NodePending
 	}
 	var jobs []Job
 	for _, n := range p.order {
@@ -153,11 +154,11 @@ func frontier(p *plan, recs map[string]*NodeRecord, runID string) []Job {
 			if n.start {
 				jobs = append(jobs, job(n)) // never ran
 			}
-		case r.State == NodePending:
+		case r.State == store.NodePending:
 			jobs = append(jobs, job(n)) // started, then abandoned
-		case r.State == NodeFailed:
+		case r.State == store.NodeFailed:
 			jobs = append(jobs, job(n)) // failed for good; the run was not marked failed yet
-		case r.State == NodeCommitted:
+		case r.State == store.NodeCommitted:
 			replay := n.leaf // the completion check may not have run
 			for _, t := range n.targets {
 				// A send, an arrival or a skip may be missing; an "any" join
@@ -175,9 +176,9 @@ func frontier(p *plan, recs map[string]*NodeRecord, runID string) []Job {
 // completeIfDone completes a running run whose leaves are all resolved and
 // whose "any" joins have heard from every predecessor (the condition of
 // docs/protocol.md), and does nothing otherwise.
-func (a *SqsAdapter) completeIfDone(ctx context.Context, p *plan, runID string, recs map[string]*NodeRecord) error {
+func (a *SqsAdapter) completeIfDone(ctx context.Context, p *plan, runID string, recs map[string]*store.NodeRecord) error {
 	for _, l := range p.leaves {
-		if r := recs[l.id]; r == nil || (r.State != NodeCommitted && r.State != NodeSkipped) {
+		if r := recs[l.id]; r == nil || (r.State != store.NodeCommitted && r.State != store.NodeSkipped) {
 			return nil
 		}
 	}

@@ -5,21 +5,25 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"time"
 
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 )
 
-// RunStatus is a run's status as GetRun and WaitForRun report it.
+// RunStatus is a run's status as GetRun and WaitForRun report it. It
+// marshals to JSON with the field names below; zero times and empty fields
+// are omitted.
 type RunStatus struct {
-	RunID, BlueprintID string
-	BlueprintVersion   string
-	Status             string         // "running", "completed", "failed", "cancelled"
-	Context            map[string]any // the context when finished: initial keys, node-written keys, "_outputs.<nodeId>"
-	Error              string         // why it failed: node id and message
-	FailedNode         string         // the node that failed the run
-	CreatedAt          time.Time
-	FinishedAt         time.Time // zero while running
+	RunID            string         `json:"runId"`
+	BlueprintID      string         `json:"blueprintId"`
+	BlueprintVersion string         `json:"blueprintVersion,omitempty"`
+	Status           RunState       `json:"status"`
+	Context          map[string]any `json:"context,omitempty"`    // the context when finished: initial keys, node-written keys, "_outputs.<nodeId>"
+	Error            string         `json:"error,omitempty"`      // why it failed: node id and message
+	FailedNode       string         `json:"failedNode,omitempty"` // the node that failed the run
+	CreatedAt        time.Time      `json:"createdAt"`
+	FinishedAt       time.Time      `json:"finishedAt,omitzero"` // zero while running
 }
 
 // Finished reports whether the run reached a final status.
@@ -81,18 +85,18 @@ func (a *SqsAdapter) StartRun(ctx context.Context, blueprintID string, initial m
 		}
 		values[k] = nv
 	}
-	rec := RunRecord{RunID: runID, BlueprintID: p.id, BlueprintVersion: p.version, Status: StatusRunning, CreatedAt: time.Now()}
+	rec := store.RunRecord{RunID: runID, BlueprintID: p.id, BlueprintVersion: p.version, Status: StatusRunning, CreatedAt: time.Now()}
 	err := a.cfg.contexts.CreateRun(ctx, rec, values)
 	created, pending := err == nil, p.starts
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrRunExists):
+	case errors.Is(err, store.ErrRunExists):
 		existing, gerr := a.cfg.contexts.GetRun(ctx, runID)
 		if gerr != nil {
 			return "", fmt.Errorf("sqsadapter: start run %q: %w", runID, gerr)
 		}
 		if existing.BlueprintID != p.id {
-			return "", fmt.Errorf("%w: run %q exists with blueprint %q", ErrRunExists, runID, existing.BlueprintID)
+			return "", fmt.Errorf("%w: run %q exists with blueprint %q", store.ErrRunExists, runID, existing.BlueprintID)
 		}
 		if existing.Status != StatusRunning {
 			return runID, nil
@@ -138,7 +142,7 @@ func (a *SqsAdapter) unstarted(ctx context.Context, runID string, p *plan) ([]*p
 	}
 	var out []*planNode
 	for _, n := range p.starts {
-		if r := recs[n.id]; r == nil || r.State == NodePending {
+		if r := recs[n.id]; r == nil || r.State == store.NodePending {
 			out = append(out, n)
 		}
 	}

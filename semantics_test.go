@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"slices"
 	"strings"
@@ -333,14 +334,14 @@ type finishCounter struct {
 	finished map[string][]string // run id -> statuses written
 }
 
-func (f *finishCounter) FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error {
+func (f *finishCounter) FinishRun(ctx context.Context, runID string, status sqsadapter.RunState, reason, failedNode string, at time.Time) error {
 	err := f.ContextStore.FinishRun(ctx, runID, status, reason, failedNode, at)
 	if err == nil {
 		f.mu.Lock()
 		if f.finished == nil {
 			f.finished = make(map[string][]string)
 		}
-		f.finished[runID] = append(f.finished[runID], status)
+		f.finished[runID] = append(f.finished[runID], string(status))
 		f.mu.Unlock()
 	}
 	return err
@@ -352,7 +353,7 @@ func (f *finishCounter) statuses(runID string) []string {
 	return slices.Clone(f.finished[runID])
 }
 
-func requireStatus(t *testing.T, want string, st *sqsadapter.RunStatus) {
+func requireStatus(t *testing.T, want sqsadapter.RunState, st *sqsadapter.RunStatus) {
 	t.Helper()
 	require.Equal(t, want, st.Status, "run error: %s", st.Error)
 }
@@ -933,7 +934,7 @@ func TestAllJoinIgnoresRedeliveredPredecessor(t *testing.T) {
 	openAtEnd(t, release)
 	id := r.start("join", nil)
 	bStarted.await(t, "b to start")
-	eventually(t, func() bool { return r.nodeState(id, "a") == sqsadapter.NodeCommitted }, "a commits")
+	eventually(t, func() bool { return r.nodeState(id, "a") == store.NodeCommitted }, "a commits")
 	// Replay a's job by hand as well, after its commit.
 	job := sqsadapter.Job{RunID: id, BlueprintID: "join", NodeID: "a"}
 	require.NoError(t, r.client.HandleJob(t.Context(), job))
@@ -1170,7 +1171,7 @@ func TestFailedRunStopsEverything(t *testing.T) {
 	first := st
 	// The failing job closes the run's nodes just after marking it failed
 	// (TestFailedRunStopsEverythingWhenFailingWorkerDies covers the gap).
-	eventually(t, func() bool { return r.nodeState(id, "q") == sqsadapter.NodeClosed }, "the failed run's nodes are closed")
+	eventually(t, func() bool { return r.nodeState(id, "q") == store.NodeClosed }, "the failed run's nodes are closed")
 
 	pRelease.open()
 	select {
@@ -1185,7 +1186,7 @@ func TestFailedRunStopsEverything(t *testing.T) {
 	assert.Zero(t, r.log.count("q"), "p's successor never runs")
 	assert.Zero(t, r.log.count("d"), "the failed node's successor never runs")
 	assert.Equal(t, 1, r.log.count("p"))
-	assert.NotEqual(t, sqsadapter.NodeCommitted, r.nodeState(id, "p"), "p's late output is not committed")
+	assert.NotEqual(t, store.NodeCommitted, r.nodeState(id, "p"), "p's late output is not committed")
 	last := r.status(id)
 	requireStatus(t, sqsadapter.StatusFailed, last)
 	assert.Equal(t, first.Error, last.Error)
@@ -1193,7 +1194,7 @@ func TestFailedRunStopsEverything(t *testing.T) {
 	assert.Equal(t, first.FinishedAt, last.FinishedAt)
 	assert.NotContains(t, last.Context, "_outputs.p")
 	assert.NotContains(t, last.Context, "_outputs.q")
-	assert.Equal(t, []string{sqsadapter.StatusFailed}, counter.statuses(id), "the final status is written once")
+	assert.Equal(t, []string{string(sqsadapter.StatusFailed)}, counter.statuses(id), "the final status is written once")
 }
 
 // Once the run's status says failed, nothing more of it executes, even if
@@ -1237,7 +1238,7 @@ func TestFailedRunStopsEverythingWhenFailingWorkerDies(t *testing.T) {
 	// finishes the failure. Then nothing is left.
 	eventually(t, r.queueEmpty, "every message of the failed run is settled")
 	assert.Zero(t, r.log.count("q"), "a successor ran after the run was marked failed")
-	assert.NotEqual(t, sqsadapter.NodeCommitted, r.nodeState(id, "p"), "an output was committed after the run was marked failed")
+	assert.NotEqual(t, store.NodeCommitted, r.nodeState(id, "p"), "an output was committed after the run was marked failed")
 	last := r.status(id)
 	requireStatus(t, sqsadapter.StatusFailed, last)
 	assert.Equal(t, "f", last.FailedNode)
@@ -1340,7 +1341,7 @@ func TestContextLastCommitWins(t *testing.T) {
 				return sqsadapter.NodeResult{}, err
 			}
 			// Commit after b.
-			for r.nodeState(nc.RunID, "b") != sqsadapter.NodeCommitted {
+			for r.nodeState(nc.RunID, "b") != store.NodeCommitted {
 				select {
 				case <-ctx.Done():
 					return sqsadapter.NodeResult{}, ctx.Err()
@@ -1397,7 +1398,7 @@ func TestStartRunWithRunIDIsIdempotent(t *testing.T) {
 		r := newRig(t, rigConfig{noWorkers: true}, flow(t, "one", ids("a")), flow(t, "two", ids("a")))
 		r.start("one", nil, sqsadapter.WithRunID("shared"))
 		_, err := r.client.StartRun(t.Context(), "two", nil, sqsadapter.WithRunID("shared"))
-		assert.ErrorIs(t, err, sqsadapter.ErrRunExists)
+		assert.ErrorIs(t, err, store.ErrRunExists)
 	})
 }
 
@@ -1469,7 +1470,7 @@ func TestCancelRunStopsRun(t *testing.T) {
 	release.open()
 	eventually(t, r.queueEmpty, "the cancelled run's messages are dropped")
 	assert.Zero(t, r.log.count("b"))
-	assert.NotEqual(t, sqsadapter.NodeCommitted, r.nodeState(id, "a"))
+	assert.NotEqual(t, store.NodeCommitted, r.nodeState(id, "a"))
 	requireStatus(t, sqsadapter.StatusCancelled, r.status(id))
 	assert.ErrorIs(t, r.client.CancelRun(t.Context(), id, "again"), sqsadapter.ErrRunFinished)
 	assert.ErrorIs(t, r.client.CancelRun(t.Context(), "no-such-run", ""), sqsadapter.ErrRunNotFound)

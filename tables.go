@@ -25,7 +25,7 @@ type TableNames struct {
 //
 //   - Context: partition key runId (S), sort key key (S).
 //   - Status: partition key runId (S), and the sparse global secondary index
-//     RunningRunsIndex: partition key gsiRunning (S), sort key runningSince
+//     runningRunsIndex: partition key gsiRunning (S), sort key runningSince
 //     (N), all attributes projected.
 //   - Coordination: partition key coordinationKey (S), with DynamoDB TTL
 //     enabled on the attribute ttl.
@@ -64,7 +64,7 @@ func CreateTables(ctx context.Context, client DynamoDBClient, names TableNames) 
 				{AttributeName: aws.String(attrRunID), KeyType: types.KeyTypeHash},
 			},
 			GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{
-				IndexName: aws.String(RunningRunsIndex),
+				IndexName: aws.String(runningRunsIndex),
 				KeySchema: []types.KeySchemaElement{
 					{AttributeName: aws.String(attrGSIRunning), KeyType: types.KeyTypeHash},
 					{AttributeName: aws.String(attrRunningSince), KeyType: types.KeyTypeRange},

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"reflect"
 	"slices"
@@ -21,7 +22,7 @@ import (
 
 // MaxItemBytes is the size limit of one stored item, as in DynamoDB. A
 // context value or node record whose estimated item size exceeds it is
-// refused with a *sqsadapter.ValueTooLargeError. The estimate is the one of
+// refused with a *store.ValueTooLargeError. The estimate is the one of
 // sqsadapter.DynamoDbContext (its keys, its values as DynamoDB counts them,
 // and a fixed per-item overhead), so a value that fits one fits the other.
 const MaxItemBytes = limits.ItemBytes
@@ -52,7 +53,7 @@ type ContextStore struct {
 
 	mu     sync.Mutex
 	calls  map[string]int
-	runs   map[string]sqsadapter.RunRecord
+	runs   map[string]store.RunRecord
 	values map[string]map[string][]byte   // run id → key → encoded value
 	nodes  map[string]map[string]nodeItem // run id → node id → record
 }
@@ -94,7 +95,7 @@ func (s *ContextStore) lock() {
 	s.mu.Lock()
 	if s.runs == nil {
 		s.calls = make(map[string]int)
-		s.runs = make(map[string]sqsadapter.RunRecord)
+		s.runs = make(map[string]store.RunRecord)
 		s.values = make(map[string]map[string][]byte)
 		s.nodes = make(map[string]map[string]nodeItem)
 	}
@@ -147,7 +148,7 @@ func (s *ContextStore) runNodes(runID string) map[string]nodeItem {
 // CreateRun implements sqsadapter.ContextStore. The record is stored with
 // status running, no finish time and no error; a zero CreatedAt is set to the
 // current time.
-func (s *ContextStore) CreateRun(ctx context.Context, run sqsadapter.RunRecord, initial map[string]any) error {
+func (s *ContextStore) CreateRun(ctx context.Context, run store.RunRecord, initial map[string]any) error {
 	const op = "CreateRun"
 	if err := s.begin(ctx, op); err != nil {
 		return err
@@ -165,7 +166,7 @@ func (s *ContextStore) CreateRun(ctx context.Context, run sqsadapter.RunRecord, 
 	}
 	recordSize := limits.RunRecordSize(run.RunID, run.BlueprintID, run.BlueprintVersion)
 	if recordSize > limits.ItemBytes {
-		return &sqsadapter.ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: recordSize, Limit: limits.ItemBytes}
+		return &store.ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: recordSize, Limit: limits.ItemBytes}
 	}
 	if err := storeCheckTransaction(run.RunID, append(sizes, recordSize), nil); err != nil {
 		return wrap(err)
@@ -181,7 +182,7 @@ func (s *ContextStore) CreateRun(ctx context.Context, run sqsadapter.RunRecord, 
 	s.lock()
 	if _, ok := s.runs[run.RunID]; ok {
 		s.mu.Unlock()
-		return fmt.Errorf("sqsadaptertest: create run %q: %w", run.RunID, sqsadapter.ErrRunExists)
+		return fmt.Errorf("sqsadaptertest: create run %q: %w", run.RunID, store.ErrRunExists)
 	}
 	s.runs[run.RunID] = run
 	if len(enc) > 0 {
@@ -195,7 +196,7 @@ func (s *ContextStore) CreateRun(ctx context.Context, run sqsadapter.RunRecord, 
 }
 
 // GetRun implements sqsadapter.ContextStore.
-func (s *ContextStore) GetRun(ctx context.Context, runID string) (*sqsadapter.RunRecord, error) {
+func (s *ContextStore) GetRun(ctx context.Context, runID string) (*store.RunRecord, error) {
 	const op = "GetRun"
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
@@ -215,7 +216,7 @@ func (s *ContextStore) GetRun(ctx context.Context, runID string) (*sqsadapter.Ru
 // FinishRun implements sqsadapter.ContextStore. status must be
 // StatusCompleted, StatusFailed or StatusCancelled; a zero at is set to the
 // current time. A reason longer than 32 KiB is truncated, as on DynamoDB.
-func (s *ContextStore) FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error {
+func (s *ContextStore) FinishRun(ctx context.Context, runID string, status sqsadapter.RunState, reason, failedNode string, at time.Time) error {
 	const op = "FinishRun"
 	if err := s.begin(ctx, op); err != nil {
 		return err
@@ -249,7 +250,7 @@ func (s *ContextStore) FinishRun(ctx context.Context, runID, status, reason, fai
 
 // AcquireNode implements sqsadapter.ContextStore. The lease is held by
 // another owner only while its LeaseUntil is after now.
-func (s *ContextStore) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*sqsadapter.NodeRecord, error) {
+func (s *ContextStore) AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*store.NodeRecord, error) {
 	const op = "AcquireNode"
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
@@ -263,18 +264,18 @@ func (s *ContextStore) AcquireNode(ctx context.Context, runID, nodeID, owner str
 	s.lock()
 	it, ok := s.nodes[runID][nodeID]
 	if !ok {
-		it = nodeItem{state: sqsadapter.NodePending}
+		it = nodeItem{state: store.NodePending}
 	}
 	var failure error
 	switch {
-	case it.state == sqsadapter.NodeCommitted || it.state == sqsadapter.NodeSkipped:
-		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: node is %s: %w", nodeID, runID, it.state, sqsadapter.ErrNodeCommitted)
-	case it.state == sqsadapter.NodeClosed:
-		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: %w", nodeID, runID, sqsadapter.ErrNodeClosed)
-	case it.state == sqsadapter.NodeFailed:
-		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: %w", nodeID, runID, sqsadapter.ErrNodeFailed)
+	case it.state == store.NodeCommitted || it.state == store.NodeSkipped:
+		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: node is %s: %w", nodeID, runID, it.state, store.ErrNodeCommitted)
+	case it.state == store.NodeClosed:
+		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: %w", nodeID, runID, store.ErrNodeClosed)
+	case it.state == store.NodeFailed:
+		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: %w", nodeID, runID, store.ErrNodeFailed)
 	case it.leaseOwner != "" && it.leaseOwner != owner && it.leaseUntil.After(now):
-		failure = &sqsadapter.LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: it.leaseOwner, Until: it.leaseUntil}
+		failure = &store.LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: it.leaseOwner, Until: it.leaseUntil}
 	default:
 		it.leaseOwner = owner
 		it.leaseUntil = until.Round(0)
@@ -309,9 +310,9 @@ func (s *ContextStore) ExtendLease(ctx context.Context, runID, nodeID, owner str
 	}
 	s.lock()
 	it, ok := s.nodes[runID][nodeID]
-	if !ok || owner == "" || it.state != sqsadapter.NodePending || it.leaseOwner != owner {
+	if !ok || owner == "" || it.state != store.NodePending || it.leaseOwner != owner {
 		s.mu.Unlock()
-		return fmt.Errorf("sqsadaptertest: extend lease of node %q of run %q for %q: %w", nodeID, runID, owner, sqsadapter.ErrLeaseLost)
+		return fmt.Errorf("sqsadaptertest: extend lease of node %q of run %q for %q: %w", nodeID, runID, owner, store.ErrLeaseLost)
 	}
 	it.leaseUntil = until.Round(0)
 	it.updatedAt = storeNow()
@@ -331,7 +332,7 @@ func (s *ContextStore) ReleaseLease(ctx context.Context, runID, nodeID, owner st
 		return err
 	}
 	s.lock()
-	if it, ok := s.nodes[runID][nodeID]; ok && owner != "" && it.state == sqsadapter.NodePending && it.leaseOwner == owner {
+	if it, ok := s.nodes[runID][nodeID]; ok && owner != "" && it.state == store.NodePending && it.leaseOwner == owner {
 		it.leaseOwner = ""
 		it.leaseUntil = time.Time{}
 		it.updatedAt = storeNow()
@@ -347,7 +348,7 @@ func (s *ContextStore) ReleaseLease(ctx context.Context, runID, nodeID, owner st
 // as read back) returns the record with no error and writes nothing. Every
 // size and key is checked before anything is written; a key both set and
 // deleted is refused with ErrInvalidKey.
-func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapter.NodeCommit) (*sqsadapter.NodeRecord, error) {
+func (s *ContextStore) CommitNode(ctx context.Context, runID string, c store.NodeCommit) (*store.NodeRecord, error) {
 	const op = "CommitNode"
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
@@ -374,7 +375,7 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapte
 	}
 	nodeSize := limits.NodeRecordSize(runID, c.NodeID, outSize, stagedSize, c.Action, c.Fallback, c.Taken)
 	if nodeSize > limits.ItemBytes {
-		return nil, &sqsadapter.ValueTooLargeError{RunID: runID, Key: limits.OutputsPrefix + c.NodeID, Size: nodeSize, Limit: limits.ItemBytes}
+		return nil, &store.ValueTooLargeError{RunID: runID, Key: limits.OutputsPrefix + c.NodeID, Size: nodeSize, Limit: limits.ItemBytes}
 	}
 	sets, sizes, err := storeEncodeSets(runID, c.Sets)
 	if err != nil {
@@ -387,7 +388,7 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapte
 		return nil, wrap(err)
 	}
 	next := nodeItem{
-		state:    sqsadapter.NodeCommitted,
+		state:    store.NodeCommitted,
 		output:   out,
 		action:   c.Action,
 		taken:    slices.Clone(c.Taken),
@@ -399,14 +400,14 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c sqsadapte
 	it, ok := s.nodes[runID][c.NodeID]
 	var failure error
 	switch {
-	case ok && it.state == sqsadapter.NodeCommitted && sameCommit(it, next):
+	case ok && it.state == store.NodeCommitted && sameCommit(it, next):
 		// Our own earlier commit, retried: nothing to write.
-	case ok && (it.state == sqsadapter.NodeCommitted || it.state == sqsadapter.NodeSkipped):
-		failure = wrap(fmt.Errorf("node is %s: %w", it.state, sqsadapter.ErrNodeCommitted))
-	case ok && it.state == sqsadapter.NodeClosed:
-		failure = wrap(sqsadapter.ErrNodeClosed)
-	case ok && it.state == sqsadapter.NodeFailed:
-		failure = wrap(sqsadapter.ErrNodeFailed)
+	case ok && (it.state == store.NodeCommitted || it.state == store.NodeSkipped):
+		failure = wrap(fmt.Errorf("node is %s: %w", it.state, store.ErrNodeCommitted))
+	case ok && it.state == store.NodeClosed:
+		failure = wrap(store.ErrNodeClosed)
+	case ok && it.state == store.NodeFailed:
+		failure = wrap(store.ErrNodeFailed)
 	default:
 		next.attempts = it.attempts
 		next.updatedAt = storeNow()
@@ -456,7 +457,7 @@ func sameCommit(a, b nodeItem) bool {
 
 // FailNode implements sqsadapter.ContextStore. A reason longer than 32 KiB
 // is truncated, as on DynamoDB.
-func (s *ContextStore) FailNode(ctx context.Context, runID, nodeID, reason string) (*sqsadapter.NodeRecord, error) {
+func (s *ContextStore) FailNode(ctx context.Context, runID, nodeID, reason string) (*store.NodeRecord, error) {
 	const op = "FailNode"
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
@@ -468,14 +469,14 @@ func (s *ContextStore) FailNode(ctx context.Context, runID, nodeID, reason strin
 	it, ok := s.nodes[runID][nodeID]
 	var failure error
 	switch {
-	case ok && (it.state == sqsadapter.NodeCommitted || it.state == sqsadapter.NodeSkipped):
-		failure = fmt.Errorf("sqsadaptertest: fail node %q of run %q: node is %s: %w", nodeID, runID, it.state, sqsadapter.ErrNodeCommitted)
-	case ok && it.state == sqsadapter.NodeClosed:
-		failure = fmt.Errorf("sqsadaptertest: fail node %q of run %q: %w", nodeID, runID, sqsadapter.ErrNodeClosed)
-	case ok && it.state == sqsadapter.NodeFailed:
+	case ok && (it.state == store.NodeCommitted || it.state == store.NodeSkipped):
+		failure = fmt.Errorf("sqsadaptertest: fail node %q of run %q: node is %s: %w", nodeID, runID, it.state, store.ErrNodeCommitted)
+	case ok && it.state == store.NodeClosed:
+		failure = fmt.Errorf("sqsadaptertest: fail node %q of run %q: %w", nodeID, runID, store.ErrNodeClosed)
+	case ok && it.state == store.NodeFailed:
 		// Failed already: the first reason stays.
 	default:
-		it.state = sqsadapter.NodeFailed
+		it.state = store.NodeFailed
 		it.errMsg = limits.TruncateReason(reason)
 		it.leaseOwner = ""
 		it.leaseUntil = time.Time{}
@@ -499,13 +500,13 @@ func (s *ContextStore) FailNode(ctx context.Context, runID, nodeID, reason strin
 // SkipNodes implements sqsadapter.ContextStore: absent and pending nodes
 // become skipped (a pending node's lease is dropped).
 func (s *ContextStore) SkipNodes(ctx context.Context, runID string, nodeIDs []string) error {
-	return s.resolveNodes(ctx, "SkipNodes", runID, nodeIDs, sqsadapter.NodeSkipped)
+	return s.resolveNodes(ctx, "SkipNodes", runID, nodeIDs, store.NodeSkipped)
 }
 
 // CloseNodes implements sqsadapter.ContextStore: absent and pending nodes
 // become closed (a pending node's lease is dropped).
 func (s *ContextStore) CloseNodes(ctx context.Context, runID string, nodeIDs []string) error {
-	return s.resolveNodes(ctx, "CloseNodes", runID, nodeIDs, sqsadapter.NodeClosed)
+	return s.resolveNodes(ctx, "CloseNodes", runID, nodeIDs, store.NodeClosed)
 }
 
 func (s *ContextStore) resolveNodes(ctx context.Context, op, runID string, nodeIDs []string, state string) error {
@@ -525,7 +526,7 @@ func (s *ContextStore) resolveNodes(ctx context.Context, op, runID string, nodeI
 		nodes := s.runNodes(runID)
 		for _, id := range nodeIDs {
 			it, ok := nodes[id]
-			if ok && it.state != sqsadapter.NodePending {
+			if ok && it.state != store.NodePending {
 				continue
 			}
 			it.state = state
@@ -540,7 +541,7 @@ func (s *ContextStore) resolveNodes(ctx context.Context, op, runID string, nodeI
 }
 
 // GetNodes implements sqsadapter.ContextStore.
-func (s *ContextStore) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*sqsadapter.NodeRecord, error) {
+func (s *ContextStore) GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*store.NodeRecord, error) {
 	const op = "GetNodes"
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
@@ -562,7 +563,7 @@ func (s *ContextStore) GetNodes(ctx context.Context, runID string, nodeIDs []str
 		}
 	}
 	s.mu.Unlock()
-	recs := make(map[string]*sqsadapter.NodeRecord, len(items))
+	recs := make(map[string]*store.NodeRecord, len(items))
 	for id, it := range items {
 		rec, err := it.record(id)
 		if err != nil {
@@ -589,7 +590,7 @@ const storeDefaultListLimit = 100
 // during a listing do not make it repeat or skip the others. Unlike
 // sqsadapter.DynamoDbContext.ListRunning, it reads run records
 // consistently: a run is listed from its creation until it finishes.
-func (s *ContextStore) ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) (runs []sqsadapter.RunRecord, next string, err error) {
+func (s *ContextStore) ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) (runs []store.RunRecord, next string, err error) {
 	const op = "ListRunning"
 	if err := s.begin(ctx, op); err != nil {
 		return nil, "", err
@@ -616,7 +617,7 @@ func (s *ContextStore) ListRunning(ctx context.Context, createdBefore time.Time,
 		runs = append(runs, run)
 	}
 	s.mu.Unlock()
-	slices.SortFunc(runs, func(a, b sqsadapter.RunRecord) int {
+	slices.SortFunc(runs, func(a, b store.RunRecord) int {
 		return storeCompareRun(a, b.CreatedAt, b.RunID)
 	})
 	if len(runs) > limit {
@@ -666,7 +667,7 @@ func storeDecodeCursor(cursor string) (storeRunCursor, error) {
 }
 
 // storeCompareRun orders runs by creation time, then run id.
-func storeCompareRun(run sqsadapter.RunRecord, createdAt time.Time, runID string) int {
+func storeCompareRun(run store.RunRecord, createdAt time.Time, runID string) int {
 	if c := run.CreatedAt.Compare(createdAt); c != 0 {
 		return c
 	}
@@ -676,7 +677,7 @@ func storeCompareRun(run sqsadapter.RunRecord, createdAt time.Time, runID string
 // ListNodes returns every node record of a run, whatever its state, by node
 // id; a run without node records has an empty map. Context keys are no node
 // records.
-func (s *ContextStore) ListNodes(ctx context.Context, runID string) (map[string]*sqsadapter.NodeRecord, error) {
+func (s *ContextStore) ListNodes(ctx context.Context, runID string) (map[string]*store.NodeRecord, error) {
 	const op = "ListNodes"
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
@@ -687,7 +688,7 @@ func (s *ContextStore) ListNodes(ctx context.Context, runID string) (map[string]
 	s.lock()
 	items := maps.Clone(s.nodes[runID])
 	s.mu.Unlock()
-	recs := make(map[string]*sqsadapter.NodeRecord, len(items))
+	recs := make(map[string]*store.NodeRecord, len(items))
 	for id, it := range items {
 		rec, err := it.record(id)
 		if err != nil {
@@ -766,7 +767,7 @@ func (s *ContextStore) GetMany(ctx context.Context, runID string, keys []string)
 func (s *ContextStore) lookup(runID, key string) ([]byte, bool) {
 	if id, ok := strings.CutPrefix(key, limits.OutputsPrefix); ok {
 		it, ok := s.nodes[runID][id]
-		if !ok || it.state != sqsadapter.NodeCommitted {
+		if !ok || it.state != store.NodeCommitted {
 			return nil, false
 		}
 		return it.output, true
@@ -869,7 +870,7 @@ func (s *ContextStore) Snapshot(ctx context.Context, runID string) (map[string]a
 		found = make(map[string][]byte)
 	}
 	for id, it := range s.nodes[runID] {
-		if it.state == sqsadapter.NodeCommitted {
+		if it.state == store.NodeCommitted {
 			found[limits.OutputsPrefix+id] = it.output
 		}
 	}
@@ -890,8 +891,8 @@ func storeNow() time.Time {
 }
 
 // record decodes a fresh NodeRecord from a stored item.
-func (it nodeItem) record(nodeID string) (*sqsadapter.NodeRecord, error) {
-	rec := &sqsadapter.NodeRecord{
+func (it nodeItem) record(nodeID string) (*store.NodeRecord, error) {
+	rec := &store.NodeRecord{
 		NodeID:     nodeID,
 		State:      it.state,
 		Attempts:   it.attempts,
@@ -974,7 +975,7 @@ func storeEncodeSets(runID string, sets map[string]any) (map[string][]byte, []in
 		}
 		size := limits.ItemSize(runID, k, vsize)
 		if size > limits.ItemBytes {
-			return nil, nil, &sqsadapter.ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: limits.ItemBytes}
+			return nil, nil, &store.ValueTooLargeError{RunID: runID, Key: k, Size: size, Limit: limits.ItemBytes}
 		}
 		enc[k] = b
 		sizes = append(sizes, size)

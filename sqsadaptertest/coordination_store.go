@@ -3,6 +3,7 @@ package sqsadaptertest
 import (
 	"context"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"slices"
 	"sort"
@@ -81,8 +82,8 @@ func (it coordItem) live(now time.Time) bool {
 	return it.expires.IsZero() || !it.expires.Before(now)
 }
 
-func (it coordItem) join() *sqsadapter.JoinState {
-	return &sqsadapter.JoinState{
+func (it coordItem) join() *store.JoinState {
+	return &store.JoinState{
 		Arrived: slices.Clone(it.arrived),
 		Taken:   slices.Clone(it.taken),
 		FiredBy: it.firedBy,
@@ -274,7 +275,7 @@ func (s *CoordinationStore) Get(ctx context.Context, key string) (string, bool, 
 // Arrive implements sqsadapter.CoordinationStore. Arrived and Taken grow as
 // sets; FiredBy is set by the first taken arrival that claims, and never
 // changes afterwards. Every arrival resets the record's TTL.
-func (s *CoordinationStore) Arrive(ctx context.Context, key string, a sqsadapter.Arrival, ttl time.Duration) (*sqsadapter.JoinState, error) {
+func (s *CoordinationStore) Arrive(ctx context.Context, key string, a store.Arrival, ttl time.Duration) (*store.JoinState, error) {
 	const op = "Arrive"
 	if err := s.begin(ctx, op, key); err != nil {
 		return nil, err
@@ -307,7 +308,7 @@ func (s *CoordinationStore) Arrive(ctx context.Context, key string, a sqsadapter
 }
 
 // GetJoins implements sqsadapter.CoordinationStore.
-func (s *CoordinationStore) GetJoins(ctx context.Context, keys []string) (map[string]*sqsadapter.JoinState, error) {
+func (s *CoordinationStore) GetJoins(ctx context.Context, keys []string) (map[string]*store.JoinState, error) {
 	const op = "GetJoins"
 	if err := s.begin(ctx, op, ""); err != nil {
 		return nil, err
@@ -332,7 +333,7 @@ func (s *CoordinationStore) GetJoins(ctx context.Context, keys []string) (map[st
 		found[k] = it
 	}
 	s.mu.Unlock()
-	joins := make(map[string]*sqsadapter.JoinState, len(found))
+	joins := make(map[string]*store.JoinState, len(found))
 	for k, it := range found {
 		joins[k] = it.join()
 	}

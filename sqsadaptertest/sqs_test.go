@@ -23,8 +23,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/flowcraft/sqsadapter"
-	"github.com/flowcraft/sqsadapter/internal/storetest"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+	"github.com/flowcraft/sqsadapter/store/storetest"
 )
 
 var _ sqsadapter.SQSClient = (*sqsadaptertest.SQS)(nil)

@@ -2,6 +2,7 @@ package sqsadaptertest_test
 
 import (
 	"errors"
+	"github.com/flowcraft/sqsadapter/store"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -10,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowcraft/sqsadapter"
-	"github.com/flowcraft/sqsadapter/internal/storetest"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+	"github.com/flowcraft/sqsadapter/store/storetest"
 )
 
 func TestContextStore(t *testing.T) {
@@ -69,7 +70,7 @@ func TestCoordinationStoreSharedBacking(t *testing.T) {
 func TestContextStoreCreatedAtDefault(t *testing.T) {
 	s := sqsadaptertest.NewContextStore()
 	before := time.Now()
-	require.NoError(t, s.CreateRun(t.Context(), sqsadapter.RunRecord{RunID: "r", BlueprintID: "bp"}, nil))
+	require.NoError(t, s.CreateRun(t.Context(), store.RunRecord{RunID: "r", BlueprintID: "bp"}, nil))
 	run, err := s.GetRun(t.Context(), "r")
 	require.NoError(t, err)
 	assert.False(t, run.CreatedAt.Before(before))
@@ -129,7 +130,7 @@ func TestContextStoreFaultHooks(t *testing.T) {
 			return nil
 		}
 		require.ErrorIs(t, s.Set(ctx, "r", "k", 1), errInjected)
-		_, err := s.CommitNode(ctx, "r", sqsadapter.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": 2}})
+		_, err := s.CommitNode(ctx, "r", store.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": 2}})
 		require.ErrorIs(t, err, errInjected)
 
 		snap, err := s.Snapshot(ctx, "r")
@@ -150,7 +151,7 @@ func TestContextStoreFaultHooks(t *testing.T) {
 			}
 			return nil
 		}
-		c := sqsadapter.NodeCommit{NodeID: "n", Output: "out", Sets: map[string]any{"k": "v"}}
+		c := store.NodeCommit{NodeID: "n", Output: "out", Sets: map[string]any{"k": "v"}}
 		_, err := s.CommitNode(ctx, "r", c)
 		require.ErrorIs(t, err, errInjected)
 
@@ -197,7 +198,7 @@ func TestCoordinationStoreFaultHooks(t *testing.T) {
 			}
 			return nil
 		}
-		_, err := s.Arrive(ctx, "j", sqsadapter.Arrival{Source: "a", Taken: true, Claim: true}, time.Hour)
+		_, err := s.Arrive(ctx, "j", store.Arrival{Source: "a", Taken: true, Claim: true}, time.Hour)
 		require.ErrorIs(t, err, errInjected)
 		joins, err := s.GetJoins(ctx, []string{"j"})
 		require.NoError(t, err)
@@ -213,16 +214,16 @@ func TestCoordinationStoreFaultHooks(t *testing.T) {
 			}
 			return nil
 		}
-		_, err := s.Arrive(ctx, "j", sqsadapter.Arrival{Source: "a", Taken: true, Claim: true}, time.Hour)
+		_, err := s.Arrive(ctx, "j", store.Arrival{Source: "a", Taken: true, Claim: true}, time.Hour)
 		require.ErrorIs(t, err, errInjected)
 		_, err = s.SetIfNotExist(ctx, "lock", "v", time.Hour)
 		require.ErrorIs(t, err, errInjected)
 
 		// The retries find the effects, and repeat nothing.
 		fail = false
-		st, err := s.Arrive(ctx, "j", sqsadapter.Arrival{Source: "a", Taken: true, Claim: true}, time.Hour)
+		st, err := s.Arrive(ctx, "j", store.Arrival{Source: "a", Taken: true, Claim: true}, time.Hour)
 		require.NoError(t, err)
-		assert.Equal(t, &sqsadapter.JoinState{Arrived: []string{"a"}, Taken: []string{"a"}, FiredBy: "a"}, st)
+		assert.Equal(t, &store.JoinState{Arrived: []string{"a"}, Taken: []string{"a"}, FiredBy: "a"}, st)
 		set, err := s.SetIfNotExist(ctx, "lock", "v", time.Hour)
 		require.NoError(t, err)
 		assert.False(t, set)

@@ -24,7 +24,7 @@
 // then the workers shut down (their last, cancelled long polls count) and
 // the phase's counts are read.
 //
-// Counting: every SDK client carries a sqsadapter.RequestCounter. The
+// Counting: every SDK client carries a reqcount.RequestCounter. The
 // workers share one counter; the adapter that starts runs (StartRun:
 // CreateRun and the start nodes' sends) has its own, and so does the one
 // that waits for runs (WaitForRun's GetRun polls). Per-node figures are
@@ -66,6 +66,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/internal/reqcount"
 	"io"
 	"log"
 	"log/slog"
@@ -473,7 +474,7 @@ var _ sqsadapter.SQSClient = (*recordingSQS)(nil)
 
 // role is one set of SDK clients with its own request counter.
 type role struct {
-	counter  *sqsadapter.RequestCounter
+	counter  *reqcount.RequestCounter
 	capacity *tableCapacity
 	sqs      *recordingSQS
 	ddb      *dynamodb.Client
@@ -598,7 +599,7 @@ func loadConfig(ctx context.Context) (aws.Config, error) {
 	return config.LoadDefaultConfig(ctx, config.WithHTTPClient(hc))
 }
 
-func newRole(base aws.Config, ep endpoints, counter *sqsadapter.RequestCounter, holdPolls bool) *role {
+func newRole(base aws.Config, ep endpoints, counter *reqcount.RequestCounter, holdPolls bool) *role {
 	r := &role{counter: counter, stats: &sqsStats{}, capacity: &tableCapacity{units: map[string]float64{}}}
 	cfg := base.Copy()
 	if counter != nil {
@@ -654,10 +655,10 @@ type result struct {
 	wall         time.Duration
 	readyLat     []time.Duration
 	enqueueLat   []time.Duration
-	work         sqsadapter.RequestCounts // workers + StartRun
-	workers      sqsadapter.RequestCounts
-	start        sqsadapter.RequestCounts
-	poll         sqsadapter.RequestCounts
+	work         reqcount.RequestCounts // workers + StartRun
+	workers      reqcount.RequestCounts
+	start        reqcount.RequestCounts
+	poll         reqcount.RequestCounts
 	sqsW         sqsStatsSnap
 	leftover     int
 	// Capacity units (read + write) per node: node records and joins
@@ -707,9 +708,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		o:       o,
 		hold:    hold,
 		setup:   newRole(base, ep, nil, false),
-		workers: newRole(base, ep, sqsadapter.NewRequestCounter(), hold),
-		starter: newRole(base, ep, sqsadapter.NewRequestCounter(), false),
-		poller:  newRole(base, ep, sqsadapter.NewRequestCounter(), false),
+		workers: newRole(base, ep, reqcount.NewRequestCounter(), hold),
+		starter: newRole(base, ep, reqcount.NewRequestCounter(), false),
+		poller:  newRole(base, ep, reqcount.NewRequestCounter(), false),
 		shapes:  map[string]shape{},
 		logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
@@ -1018,8 +1019,8 @@ func (e *env) queueDepth(ctx context.Context) int {
 	return n
 }
 
-func add(cs ...sqsadapter.RequestCounts) sqsadapter.RequestCounts {
-	sum := sqsadapter.RequestCounts{Requests: map[string]int64{}}
+func add(cs ...reqcount.RequestCounts) reqcount.RequestCounts {
+	sum := reqcount.RequestCounts{Requests: map[string]int64{}}
 	for _, c := range cs {
 		for k, v := range c.Requests {
 			sum.Requests[k] += v

@@ -295,17 +295,7 @@ func startAndWait(ctx context.Context, logger *slog.Logger, a *sqsadapter.SqsAda
 		logger.Error("worker: wait for run", "run_id", id, "err", err)
 		return 1
 	}
-	out, err := json.MarshalIndent(struct {
-		RunID       string         `json:"runId"`
-		BlueprintID string         `json:"blueprintId"`
-		Version     string         `json:"blueprintVersion"`
-		Status      string         `json:"status"`
-		Error       string         `json:"error,omitempty"`
-		FailedNode  string         `json:"failedNode,omitempty"`
-		CreatedAt   time.Time      `json:"createdAt"`
-		FinishedAt  time.Time      `json:"finishedAt"`
-		Context     map[string]any `json:"context"`
-	}{st.RunID, st.BlueprintID, st.BlueprintVersion, st.Status, st.Error, st.FailedNode, st.CreatedAt, st.FinishedAt, st.Context}, "", "  ")
+	out, err := json.MarshalIndent(st, "", "  ") // RunStatus has JSON tags
 	if err != nil {
 		logger.Error("worker: encode run status", "run_id", id, "err", err)
 		return 1

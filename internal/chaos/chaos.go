@@ -479,7 +479,7 @@ func verifyRun(r *run, ledger *Ledger, sum *Summary) []string {
 	case f.Writes > 1:
 		sum.DoubleFinishes++
 		problems = append(problems, fmt.Sprintf("final status written %d times: %v", f.Writes, f.Statuses))
-	case f.Statuses[0] != r.st.Status:
+	case f.Statuses[0] != string(r.st.Status):
 		problems = append(problems, fmt.Sprintf("final status written as %s, read as %s", f.Statuses[0], r.st.Status))
 	}
 	return problems
@@ -654,7 +654,7 @@ func runningRuns(ctx context.Context, db *dynamodb.Client, statusTable string) (
 	for page := 0; page < 1000; page++ {
 		out, err := db.Query(ctx, &dynamodb.QueryInput{
 			TableName:                 aws.String(statusTable),
-			IndexName:                 aws.String(sqsadapter.RunningRunsIndex),
+			IndexName:                 aws.String("running-runs"),
 			KeyConditionExpression:    aws.String("gsiRunning = :r"),
 			ExpressionAttributeValues: map[string]dynamodbtypes.AttributeValue{":r": &dynamodbtypes.AttributeValueMemberS{Value: "running"}},
 			Select:                    dynamodbtypes.SelectCount,

@@ -69,7 +69,7 @@ func TestModelBranches(t *testing.T) {
 	for i := range 200 {
 		r, err := interp.Run(bp, Initial(7, i), Model)
 		require.NoError(t, err)
-		seen[r.Status]++
+		seen[string(r.Status)]++
 		for _, id := range []string{"approve", "review", "reject", "audit", "ledger", "finish"} {
 			if r.Is(id, interp.Ran) {
 				seen[id]++
@@ -85,7 +85,7 @@ func TestModelBranches(t *testing.T) {
 		assert.Empty(t, r.Racy)
 	}
 	t.Logf("branches over 200 runs: %v", seen)
-	for _, k := range []string{sqsadapter.StatusCompleted, sqsadapter.StatusFailed, "approve", "review", "reject", "audit", "ledger", "finish"} {
+	for _, k := range []string{string(sqsadapter.StatusCompleted), string(sqsadapter.StatusFailed), "approve", "review", "reject", "audit", "ledger", "finish"} {
 		assert.Positive(t, seen[k], "no run takes %s", k)
 	}
 	assert.Less(t, seen["audit"], 200, "every run audits")

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"errors"
+	"github.com/flowcraft/sqsadapter/store"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -175,23 +176,23 @@ func TestLedgerCountsCommits(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close()
 	_, db := clients(p.URL(), 1)
-	store := sqsadapter.NewDynamoDbContext(db, "ctx", "status")
+	cs := sqsadapter.NewDynamoDbContext(db, "ctx", "status")
 	ctx := t.Context()
 	now := time.Now()
 
 	// Not commits: acquire, extend, release, skip, close.
-	_, _ = store.AcquireNode(ctx, "r1", "a", "w1", now.Add(time.Minute), now)
-	_ = store.ExtendLease(ctx, "r1", "a", "w1", now.Add(time.Minute))
-	_ = store.ReleaseLease(ctx, "r1", "a", "w1")
-	_ = store.SkipNodes(ctx, "r1", []string{"b"})
-	_ = store.CloseNodes(ctx, "r1", []string{"c"})
+	_, _ = cs.AcquireNode(ctx, "r1", "a", "w1", now.Add(time.Minute), now)
+	_ = cs.ExtendLease(ctx, "r1", "a", "w1", now.Add(time.Minute))
+	_ = cs.ReleaseLease(ctx, "r1", "a", "w1")
+	_ = cs.SkipNodes(ctx, "r1", []string{"b"})
+	_ = cs.CloseNodes(ctx, "r1", []string{"c"})
 	assert.Empty(t, ledger.Commits("r1"))
 
 	// A commit without context writes (UpdateItem) and one with (a
 	// transaction).
-	_, _ = store.CommitNode(ctx, "r1", sqsadapter.NodeCommit{NodeID: "a", Output: map[string]any{"v": 1}, Action: "committed"})
-	_, _ = store.CommitNode(ctx, "r1", sqsadapter.NodeCommit{NodeID: "d", Output: "committed", Sets: map[string]any{"k": "committed"}})
-	_, _ = store.CommitNode(ctx, "r2", sqsadapter.NodeCommit{NodeID: "a", Output: 1})
+	_, _ = cs.CommitNode(ctx, "r1", store.NodeCommit{NodeID: "a", Output: map[string]any{"v": 1}, Action: "committed"})
+	_, _ = cs.CommitNode(ctx, "r1", store.NodeCommit{NodeID: "d", Output: "committed", Sets: map[string]any{"k": "committed"}})
+	_, _ = cs.CommitNode(ctx, "r2", store.NodeCommit{NodeID: "a", Output: 1})
 	commits := ledger.Commits("r1")
 	assert.Equal(t, 1, commits["a"].Commits)
 	assert.Equal(t, 1, commits["d"].Commits)
@@ -199,8 +200,8 @@ func TestLedgerCountsCommits(t *testing.T) {
 	assert.Equal(t, 1, ledger.Commits("r2")["a"].Commits)
 
 	// Final status writes.
-	_ = store.FinishRun(ctx, "r1", sqsadapter.StatusCompleted, "", "", now)
-	_ = store.FinishRun(ctx, "r1", sqsadapter.StatusFailed, "node x failed", "x", now)
+	_ = cs.FinishRun(ctx, "r1", sqsadapter.StatusCompleted, "", "", now)
+	_ = cs.FinishRun(ctx, "r1", sqsadapter.StatusFailed, "node x failed", "x", now)
 	f := ledger.Finishes("r1")
 	assert.Equal(t, 2, f.Writes)
 	assert.Equal(t, []string{"completed", "failed"}, f.Statuses)
@@ -220,8 +221,8 @@ func TestLedgerTransactionReplay(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close()
 	_, db := clients(p.URL(), 3)
-	store := sqsadapter.NewDynamoDbContext(db, "ctx", "status")
-	_, err = store.CommitNode(context.Background(), "r1", sqsadapter.NodeCommit{NodeID: "a", Output: 1, Sets: map[string]any{"k": 1}})
+	cs := sqsadapter.NewDynamoDbContext(db, "ctx", "status")
+	_, err = cs.CommitNode(context.Background(), "r1", store.NodeCommit{NodeID: "a", Output: 1, Sets: map[string]any{"k": 1}})
 	require.Error(t, err) // every attempt is answered 500
 	c := ledger.Commits("r1")["a"]
 	assert.Equal(t, 1, c.Commits)

@@ -26,13 +26,13 @@ func commitExchange(run, node string) Exchange {
 	return Exchange{Service: ServiceDynamoDB, Operation: "UpdateItem", Request: req, Status: 200}
 }
 
-func finishExchange(run, status string) Exchange {
+func finishExchange(run string, status sqsadapter.RunState) Exchange {
 	req, _ := json.Marshal(map[string]any{
 		"TableName":                 "status",
 		"Key":                       map[string]any{"runId": map[string]string{"S": run}},
 		"UpdateExpression":          "SET #0 = :0",
 		"ExpressionAttributeNames":  map[string]string{"#0": "status"},
-		"ExpressionAttributeValues": map[string]any{":0": map[string]string{"S": status}},
+		"ExpressionAttributeValues": map[string]any{":0": map[string]string{"S": string(status)}},
 	})
 	return Exchange{Service: ServiceDynamoDB, Operation: "UpdateItem", Request: req, Status: 200}
 }

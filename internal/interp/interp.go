@@ -132,7 +132,7 @@ const CatchErrorKey = "_catch_error"
 type Result struct {
 	BlueprintID string
 	// Status is sqsadapter.StatusCompleted or sqsadapter.StatusFailed.
-	Status string
+	Status sqsadapter.RunState
 	// Initial is the initial context, normalized.
 	Initial map[string]any
 	// Context is the final context of a completed run, without

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"math"
 	"slices"
@@ -13,14 +14,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/flowcraft/sqsadapter"
 )
 
-// TestContextStore runs the conformance suite of sqsadapter.ContextStore.
+// TestContextStore runs the conformance suite of store.ContextStore.
 // newStore is called once per subtest.
-func TestContextStore(t *testing.T, newStore func(t *testing.T) sqsadapter.ContextStore) {
-	run(t, newStore, []subtest[sqsadapter.ContextStore]{
+func TestContextStore(t *testing.T, newStore func(t *testing.T) store.ContextStore) {
+	run(t, newStore, []subtest[store.ContextStore]{
 		{name: "CreateRunAndGetRun", fn: testCreateRunAndGetRun},
 		{name: "CreateRunExists", fn: testCreateRunExists},
 		{name: "CreateRunInvalidInitial", fn: testCreateRunInvalidInitial},
@@ -71,12 +70,12 @@ func TestContextStore(t *testing.T, newStore func(t *testing.T) sqsadapter.Conte
 
 // --- runs ---
 
-func testCreateRunAndGetRun(t *testing.T, s sqsadapter.ContextStore) {
+func testCreateRunAndGetRun(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	created := baseTime()
 	initial := map[string]any{"order": map[string]any{"id": "A-1", "qty": 3}, "flag": true}
-	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{
 		RunID:            runID,
 		BlueprintID:      "bp",
 		BlueprintVersion: "v7",
@@ -88,7 +87,7 @@ func testCreateRunAndGetRun(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Equal(t, runID, got.RunID)
 	assert.Equal(t, "bp", got.BlueprintID)
 	assert.Equal(t, "v7", got.BlueprintVersion)
-	assert.Equal(t, sqsadapter.StatusRunning, got.Status)
+	assert.Equal(t, store.StatusRunning, got.Status)
 	assert.Empty(t, got.Error)
 	assert.Empty(t, got.FailedNode)
 	assertTime(t, created, got.CreatedAt)
@@ -99,24 +98,24 @@ func testCreateRunAndGetRun(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Equal(t, normalize(t, initial), snap)
 
 	// The record returned is the caller's.
-	got.Status = sqsadapter.StatusFailed
+	got.Status = store.StatusFailed
 	again, err := s.GetRun(ctx, runID)
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.StatusRunning, again.Status)
+	assert.Equal(t, store.StatusRunning, again.Status)
 
 	_, err = s.GetRun(ctx, unique("missing"))
-	require.ErrorIs(t, err, sqsadapter.ErrRunNotFound)
+	require.ErrorIs(t, err, store.ErrRunNotFound)
 }
 
-func testCreateRunExists(t *testing.T, s sqsadapter.ContextStore) {
+func testCreateRunExists(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
-	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "first", CreatedAt: baseTime()},
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "first", CreatedAt: baseTime()},
 		map[string]any{"a": "first"}))
 
-	err := s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "second", CreatedAt: baseTime()},
+	err := s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "second", CreatedAt: baseTime()},
 		map[string]any{"a": "second", "b": "second"})
-	require.ErrorIs(t, err, sqsadapter.ErrRunExists)
+	require.ErrorIs(t, err, store.ErrRunExists)
 
 	got, err := s.GetRun(ctx, runID)
 	require.NoError(t, err)
@@ -126,31 +125,31 @@ func testCreateRunExists(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Equal(t, map[string]any{"a": "first"}, snap, "the failed CreateRun wrote nothing")
 
 	// A finished run still exists.
-	require.NoError(t, s.FinishRun(ctx, runID, sqsadapter.StatusCompleted, "", "", baseTime()))
-	err = s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "third"}, nil)
-	require.ErrorIs(t, err, sqsadapter.ErrRunExists)
+	require.NoError(t, s.FinishRun(ctx, runID, store.StatusCompleted, "", "", baseTime()))
+	err = s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "third"}, nil)
+	require.ErrorIs(t, err, store.ErrRunExists)
 	got, err = s.GetRun(ctx, runID)
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.StatusCompleted, got.Status)
+	assert.Equal(t, store.StatusCompleted, got.Status)
 }
 
-func testCreateRunInvalidInitial(t *testing.T, s sqsadapter.ContextStore) {
+func testCreateRunInvalidInitial(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	for _, tc := range []struct {
 		name    string
 		initial map[string]any
 		want    error
 	}{
-		{"reserved key", map[string]any{"ok": 1, "_outputs.x": 1}, sqsadapter.ErrInvalidKey},
-		{"empty key", map[string]any{"ok": 1, "": 1}, sqsadapter.ErrInvalidKey},
-		{"too large", map[string]any{"ok": 1, "big": strings.Repeat("x", 500*1024)}, sqsadapter.ErrValueTooLarge},
+		{"reserved key", map[string]any{"ok": 1, "_outputs.x": 1}, store.ErrInvalidKey},
+		{"empty key", map[string]any{"ok": 1, "": 1}, store.ErrInvalidKey},
+		{"too large", map[string]any{"ok": 1, "big": strings.Repeat("x", 500*1024)}, store.ErrValueTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			runID := unique("run")
-			err := s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, tc.initial)
+			err := s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, tc.initial)
 			require.ErrorIs(t, err, tc.want)
 			_, err = s.GetRun(ctx, runID)
-			require.ErrorIs(t, err, sqsadapter.ErrRunNotFound, "no run record written")
+			require.ErrorIs(t, err, store.ErrRunNotFound, "no run record written")
 			snap, err := s.Snapshot(ctx, runID)
 			require.NoError(t, err)
 			assert.Empty(t, snap, "no initial key written")
@@ -158,18 +157,18 @@ func testCreateRunInvalidInitial(t *testing.T, s sqsadapter.ContextStore) {
 	}
 }
 
-func testCreateRunRace(t *testing.T, s sqsadapter.ContextStore) {
+func testCreateRunRace(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	errs := race(racers, func(i int) error {
-		return s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: fmt.Sprint("bp-", i), CreatedAt: baseTime()},
+		return s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: fmt.Sprint("bp-", i), CreatedAt: baseTime()},
 			map[string]any{"winner": i, fmt.Sprint("k", i): i})
 	})
 	w := winners(errs)
 	require.Len(t, w, 1, "exactly one CreateRun succeeds: %v", errs)
 	for i, err := range errs {
 		if i != w[0] {
-			require.ErrorIs(t, err, sqsadapter.ErrRunExists)
+			require.ErrorIs(t, err, store.ErrRunExists)
 		}
 	}
 	got, err := s.GetRun(ctx, runID)
@@ -181,19 +180,20 @@ func testCreateRunRace(t *testing.T, s sqsadapter.ContextStore) {
 		"only the winner's initial keys are written")
 }
 
-func testFinishRun(t *testing.T, s sqsadapter.ContextStore) {
+func testFinishRun(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	for _, tc := range []struct {
-		status, reason, node string
+		status       store.RunState
+		reason, node string
 	}{
-		{sqsadapter.StatusCompleted, "", ""},
-		{sqsadapter.StatusFailed, `node "charge" failed after 3 attempt(s): card declined`, "charge"},
-		{sqsadapter.StatusCancelled, "cancelled by operator", ""},
+		{store.StatusCompleted, "", ""},
+		{store.StatusFailed, `node "charge" failed after 3 attempt(s): card declined`, "charge"},
+		{store.StatusCancelled, "cancelled by operator", ""},
 	} {
-		t.Run(tc.status, func(t *testing.T) {
+		t.Run(string(tc.status), func(t *testing.T) {
 			runID := unique("run")
 			created := baseTime()
-			require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", BlueprintVersion: "3", CreatedAt: created}, nil))
+			require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", BlueprintVersion: "3", CreatedAt: created}, nil))
 			at := created.Add(90 * time.Second)
 			require.NoError(t, s.FinishRun(ctx, runID, tc.status, tc.reason, tc.node, at))
 
@@ -208,35 +208,35 @@ func testFinishRun(t *testing.T, s sqsadapter.ContextStore) {
 			assertTime(t, at, got.FinishedAt)
 
 			// Once: a second transition changes nothing.
-			err = s.FinishRun(ctx, runID, sqsadapter.StatusFailed, "late", "other", at.Add(time.Hour))
-			require.ErrorIs(t, err, sqsadapter.ErrRunFinished)
+			err = s.FinishRun(ctx, runID, store.StatusFailed, "late", "other", at.Add(time.Hour))
+			require.ErrorIs(t, err, store.ErrRunFinished)
 			again, err := s.GetRun(ctx, runID)
 			require.NoError(t, err)
 			assert.Equal(t, got, again)
 		})
 	}
-	err := s.FinishRun(ctx, unique("missing"), sqsadapter.StatusCompleted, "", "", baseTime())
-	require.ErrorIs(t, err, sqsadapter.ErrRunNotFound)
+	err := s.FinishRun(ctx, unique("missing"), store.StatusCompleted, "", "", baseTime())
+	require.ErrorIs(t, err, store.ErrRunNotFound)
 }
 
-func testFinishRunInvalidStatus(t *testing.T, s sqsadapter.ContextStore) {
+func testFinishRunInvalidStatus(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
-	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil))
-	for _, status := range []string{sqsadapter.StatusRunning, "", "done"} {
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil))
+	for _, status := range []store.RunState{store.StatusRunning, "", "done"} {
 		require.Error(t, s.FinishRun(ctx, runID, status, "", "", baseTime()), "status %q", status)
 	}
 	got, err := s.GetRun(ctx, runID)
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.StatusRunning, got.Status)
+	assert.Equal(t, store.StatusRunning, got.Status)
 	assert.True(t, got.FinishedAt.IsZero())
 }
 
-func testFinishRunRace(t *testing.T, s sqsadapter.ContextStore) {
+func testFinishRunRace(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
-	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil))
-	statuses := []string{sqsadapter.StatusCompleted, sqsadapter.StatusFailed, sqsadapter.StatusCancelled}
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil))
+	statuses := []store.RunState{store.StatusCompleted, store.StatusFailed, store.StatusCancelled}
 	at := baseTime()
 	errs := race(racers, func(i int) error {
 		return s.FinishRun(ctx, runID, statuses[i%len(statuses)], fmt.Sprint("reason-", i), fmt.Sprint("node-", i),
@@ -246,7 +246,7 @@ func testFinishRunRace(t *testing.T, s sqsadapter.ContextStore) {
 	require.Len(t, w, 1, "exactly one FinishRun succeeds: %v", errs)
 	for i, err := range errs {
 		if i != w[0] {
-			require.ErrorIs(t, err, sqsadapter.ErrRunFinished)
+			require.ErrorIs(t, err, store.ErrRunFinished)
 		}
 	}
 	got, err := s.GetRun(ctx, runID)
@@ -318,7 +318,7 @@ func roundTripValues() []struct {
 	}
 }
 
-func testValueRoundTrip(t *testing.T, s sqsadapter.ContextStore) {
+func testValueRoundTrip(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	want := map[string]any{}
@@ -342,14 +342,14 @@ func testValueRoundTrip(t *testing.T, s sqsadapter.ContextStore) {
 	for _, tc := range roundTripValues() {
 		initial["initial/"+tc.name] = tc.value
 	}
-	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID2, BlueprintID: "bp", CreatedAt: baseTime()}, initial))
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: runID2, BlueprintID: "bp", CreatedAt: baseTime()}, initial))
 	snap, err = s.Snapshot(ctx, runID2)
 	require.NoError(t, err)
 	assert.Equal(t, normalize(t, initial), snap)
 
 	for _, tc := range roundTripValues() {
 		nodeID := "node-" + strings.ReplaceAll(tc.name, " ", "-")
-		c := sqsadapter.NodeCommit{
+		c := store.NodeCommit{
 			NodeID: nodeID,
 			Output: tc.value,
 			Staged: map[string]any{"next": tc.value},
@@ -375,7 +375,7 @@ func testValueRoundTrip(t *testing.T, s sqsadapter.ContextStore) {
 	}
 }
 
-func testValuesAreCopies(t *testing.T, s sqsadapter.ContextStore) {
+func testValuesAreCopies(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	value := map[string]any{"list": []any{"a", "b"}, "inner": map[string]any{"n": int64(1)}}
@@ -401,7 +401,7 @@ func testValuesAreCopies(t *testing.T, s sqsadapter.ContextStore) {
 	output := map[string]any{"items": []any{int64(1), int64(2)}}
 	staged := map[string]any{"next": map[string]any{"x": "y"}}
 	taken := []string{"next"}
-	rec, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: output, Taken: taken, Staged: staged})
+	rec, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: output, Taken: taken, Staged: staged})
 	require.NoError(t, err)
 	output["items"].([]any)[0] = int64(99)
 	staged["next"].(map[string]any)["x"] = "changed"
@@ -418,7 +418,7 @@ func testValuesAreCopies(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Equal(t, map[string]any{"next": map[string]any{"x": "y"}}, recs["n"].Staged)
 }
 
-func testUnmarshalableValue(t *testing.T, s sqsadapter.ContextStore) {
+func testUnmarshalableValue(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	for _, tc := range []struct {
@@ -433,14 +433,14 @@ func testUnmarshalableValue(t *testing.T, s sqsadapter.ContextStore) {
 		t.Run(tc.name, func(t *testing.T) {
 			err := s.Set(ctx, runID, "k", tc.value)
 			require.Error(t, err)
-			assert.NotErrorIs(t, err, sqsadapter.ErrValueTooLarge)
+			assert.NotErrorIs(t, err, store.ErrValueTooLarge)
 			err = s.Patch(ctx, runID, map[string]any{"ok": 1, "k": tc.value}, nil)
 			require.Error(t, err)
-			_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: tc.value})
+			_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: tc.value})
 			require.Error(t, err)
-			_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "ok", Sets: map[string]any{"k": tc.value}})
+			_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: "ok", Sets: map[string]any{"k": tc.value}})
 			require.Error(t, err)
-			err = s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{"k": tc.value})
+			err = s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{"k": tc.value})
 			require.Error(t, err)
 
 			snap, err := s.Snapshot(ctx, runID)
@@ -450,12 +450,12 @@ func testUnmarshalableValue(t *testing.T, s sqsadapter.ContextStore) {
 			require.NoError(t, err)
 			assert.Empty(t, recs, "no node record written")
 			_, err = s.GetRun(ctx, runID)
-			require.ErrorIs(t, err, sqsadapter.ErrRunNotFound)
+			require.ErrorIs(t, err, store.ErrRunNotFound)
 		})
 	}
 }
 
-func testSetGetDelete(t *testing.T, s sqsadapter.ContextStore) {
+func testSetGetDelete(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID, other := unique("run"), unique("run")
 
@@ -508,11 +508,11 @@ func testSetGetDelete(t *testing.T, s sqsadapter.ContextStore) {
 	assert.True(t, existed, "a null value existed")
 }
 
-func testGetMany(t *testing.T, s sqsadapter.ContextStore) {
+func testGetMany(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	require.NoError(t, s.Patch(ctx, runID, map[string]any{"a": int64(1), "b": "two", "n": nil}, nil))
-	_, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "done", Output: map[string]any{"ok": true}})
+	_, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "done", Output: map[string]any{"ok": true}})
 	require.NoError(t, err)
 	_, err = s.AcquireNode(ctx, runID, "running", "w1", baseTime().Add(time.Minute), baseTime())
 	require.NoError(t, err)
@@ -534,7 +534,7 @@ func testGetMany(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Empty(t, got)
 }
 
-func testPatch(t *testing.T, s sqsadapter.ContextStore) {
+func testPatch(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	require.NoError(t, s.Patch(ctx, runID, map[string]any{"a": 1, "b": 2, "c": 3}, nil))
@@ -557,10 +557,10 @@ func testPatch(t *testing.T, s sqsadapter.ContextStore) {
 		deletes []string
 		want    error
 	}{
-		{"too large", map[string]any{"x": 1, "big": strings.Repeat("x", 500*1024)}, []string{"keep"}, sqsadapter.ErrValueTooLarge},
-		{"reserved set", map[string]any{"x": 1, "_outputs.n": 1}, []string{"keep"}, sqsadapter.ErrInvalidKey},
-		{"reserved delete", map[string]any{"x": 1}, []string{"keep", "_outputs.n"}, sqsadapter.ErrInvalidKey},
-		{"empty delete", map[string]any{"x": 1}, []string{"keep", ""}, sqsadapter.ErrInvalidKey},
+		{"too large", map[string]any{"x": 1, "big": strings.Repeat("x", 500*1024)}, []string{"keep"}, store.ErrValueTooLarge},
+		{"reserved set", map[string]any{"x": 1, "_outputs.n": 1}, []string{"keep"}, store.ErrInvalidKey},
+		{"reserved delete", map[string]any{"x": 1}, []string{"keep", "_outputs.n"}, store.ErrInvalidKey},
+		{"empty delete", map[string]any{"x": 1}, []string{"keep", ""}, store.ErrInvalidKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.ErrorIs(t, s.Patch(ctx, runID, tc.sets, tc.deletes), tc.want)
@@ -571,10 +571,10 @@ func testPatch(t *testing.T, s sqsadapter.ContextStore) {
 	}
 }
 
-func testInvalidKeys(t *testing.T, s sqsadapter.ContextStore) {
+func testInvalidKeys(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
-	_, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "out"})
+	_, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: "out"})
 	require.NoError(t, err)
 
 	for _, key := range []string{"", "_outputs.n", "_outputs.other", "_outputs.", strings.Repeat("k", 2048)} {
@@ -583,15 +583,15 @@ func testInvalidKeys(t *testing.T, s sqsadapter.ContextStore) {
 			name = "too long"
 		}
 		t.Run(fmt.Sprintf("%q", name), func(t *testing.T) {
-			require.ErrorIs(t, s.Set(ctx, runID, key, "x"), sqsadapter.ErrInvalidKey)
+			require.ErrorIs(t, s.Set(ctx, runID, key, "x"), store.ErrInvalidKey)
 			_, err := s.Delete(ctx, runID, key)
-			require.ErrorIs(t, err, sqsadapter.ErrInvalidKey)
-			require.ErrorIs(t, s.Patch(ctx, runID, map[string]any{key: "x"}, nil), sqsadapter.ErrInvalidKey)
-			require.ErrorIs(t, s.Patch(ctx, runID, nil, []string{key}), sqsadapter.ErrInvalidKey)
+			require.ErrorIs(t, err, store.ErrInvalidKey)
+			require.ErrorIs(t, s.Patch(ctx, runID, map[string]any{key: "x"}, nil), store.ErrInvalidKey)
+			require.ErrorIs(t, s.Patch(ctx, runID, nil, []string{key}), store.ErrInvalidKey)
 		})
 	}
 	_, _, err = s.Get(ctx, runID, "")
-	require.ErrorIs(t, err, sqsadapter.ErrInvalidKey, "Get of the empty key")
+	require.ErrorIs(t, err, store.ErrInvalidKey, "Get of the empty key")
 
 	// The node's output is intact.
 	got, ok, err := s.Get(ctx, runID, "_outputs.n")
@@ -603,7 +603,7 @@ func testInvalidKeys(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Equal(t, map[string]any{"_outputs.n": "out"}, snap)
 }
 
-func testLargeValue(t *testing.T, s sqsadapter.ContextStore) {
+func testLargeValue(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 
@@ -623,8 +623,8 @@ func testLargeValue(t *testing.T, s sqsadapter.ContextStore) {
 	// About 500 KB does not, and nothing is written.
 	require.NoError(t, s.Set(ctx, runID, "k", "small"))
 	err := s.Set(ctx, runID, "k", strings.Repeat("x", 500*1024))
-	require.ErrorIs(t, err, sqsadapter.ErrValueTooLarge)
-	var tooLarge *sqsadapter.ValueTooLargeError
+	require.ErrorIs(t, err, store.ErrValueTooLarge)
+	var tooLarge *store.ValueTooLargeError
 	require.ErrorAs(t, err, &tooLarge)
 	assert.Equal(t, runID, tooLarge.RunID)
 	assert.Equal(t, "k", tooLarge.Key)
@@ -639,21 +639,21 @@ func testLargeValue(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Equal(t, "small", got, "the failed write changed nothing")
 
 	err = s.Set(ctx, runID, "new", map[string]any{"blob": strings.Repeat("z", 500*1024)})
-	require.ErrorIs(t, err, sqsadapter.ErrValueTooLarge)
+	require.ErrorIs(t, err, store.ErrValueTooLarge)
 	_, ok, err = s.Get(ctx, runID, "new")
 	require.NoError(t, err)
 	assert.False(t, ok, "the failed write created nothing")
 }
 
-func testSnapshot(t *testing.T, s sqsadapter.ContextStore) {
+func testSnapshot(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
-	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: now},
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: now},
 		map[string]any{"input": map[string]any{"n": 5}, "gone": true}))
-	_, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "a", Output: int64(10), Sets: map[string]any{"fromA": "x"}, Deletes: []string{"gone"}})
+	_, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "a", Output: int64(10), Sets: map[string]any{"fromA": "x"}, Deletes: []string{"gone"}})
 	require.NoError(t, err)
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "nil", Output: nil})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "nil", Output: nil})
 	require.NoError(t, err)
 	_, err = s.AcquireNode(ctx, runID, "pending", "w", now.Add(time.Minute), now)
 	require.NoError(t, err)
@@ -666,7 +666,7 @@ func testSnapshot(t *testing.T, s sqsadapter.ContextStore) {
 	// Another run's keys stay out.
 	other := unique("run")
 	require.NoError(t, s.Set(ctx, other, "input", "other"))
-	_, err = s.CommitNode(ctx, other, sqsadapter.NodeCommit{NodeID: "b", Output: "other"})
+	_, err = s.CommitNode(ctx, other, store.NodeCommit{NodeID: "b", Output: "other"})
 	require.NoError(t, err)
 
 	snap, err := s.Snapshot(ctx, runID)
@@ -703,7 +703,7 @@ func testSnapshot(t *testing.T, s sqsadapter.ContextStore) {
 
 // --- node records ---
 
-func testAcquireNode(t *testing.T, s sqsadapter.ContextStore) {
+func testAcquireNode(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
@@ -711,7 +711,7 @@ func testAcquireNode(t *testing.T, s sqsadapter.ContextStore) {
 	rec, err := s.AcquireNode(ctx, runID, "n", "w1", now.Add(time.Minute), now)
 	require.NoError(t, err)
 	assert.Equal(t, "n", rec.NodeID)
-	assert.Equal(t, sqsadapter.NodePending, rec.State)
+	assert.Equal(t, store.NodePending, rec.State)
 	assert.Equal(t, 1, rec.Attempts)
 	assert.Equal(t, "w1", rec.LeaseOwner)
 	assertTime(t, now.Add(time.Minute), rec.LeaseUntil)
@@ -725,15 +725,15 @@ func testAcquireNode(t *testing.T, s sqsadapter.ContextStore) {
 
 	// Another owner while the lease runs.
 	rec, err = s.AcquireNode(ctx, runID, "n", "w2", now.Add(5*time.Minute), now.Add(time.Minute))
-	require.ErrorIs(t, err, sqsadapter.ErrLeaseHeld)
-	var held *sqsadapter.LeaseHeldError
+	require.ErrorIs(t, err, store.ErrLeaseHeld)
+	var held *store.LeaseHeldError
 	require.ErrorAs(t, err, &held)
 	assert.Equal(t, runID, held.RunID)
 	assert.Equal(t, "n", held.NodeID)
 	assert.Equal(t, "w1", held.Owner)
 	assertTime(t, now.Add(2*time.Minute), held.Until)
 	require.NotNil(t, rec, "the current record comes with the error")
-	assert.Equal(t, sqsadapter.NodePending, rec.State)
+	assert.Equal(t, store.NodePending, rec.State)
 	assert.Equal(t, 2, rec.Attempts, "a refused acquisition is no attempt")
 	assert.Equal(t, "w1", rec.LeaseOwner)
 
@@ -754,7 +754,7 @@ func testAcquireNode(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Equal(t, 1, rec.Attempts)
 }
 
-func testAcquireNodeExpiredLease(t *testing.T, s sqsadapter.ContextStore) {
+func testAcquireNodeExpiredLease(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
@@ -763,7 +763,7 @@ func testAcquireNodeExpiredLease(t *testing.T, s sqsadapter.ContextStore) {
 	_, err := s.AcquireNode(ctx, runID, "n", "w1", until, now)
 	require.NoError(t, err)
 	_, err = s.AcquireNode(ctx, runID, "n", "w2", until.Add(time.Minute), until.Add(-time.Millisecond))
-	require.ErrorIs(t, err, sqsadapter.ErrLeaseHeld, "just before the expiry")
+	require.ErrorIs(t, err, store.ErrLeaseHeld, "just before the expiry")
 
 	// Expired at now: taken over, and the attempts keep counting.
 	rec, err := s.AcquireNode(ctx, runID, "n", "w2", until.Add(time.Minute), until)
@@ -779,39 +779,39 @@ func testAcquireNodeExpiredLease(t *testing.T, s sqsadapter.ContextStore) {
 
 	// The first owner, back from a pause, has lost it.
 	_, err = s.AcquireNode(ctx, runID, "n", "w1", until.Add(3*time.Minute), until.Add(2*time.Minute))
-	require.ErrorIs(t, err, sqsadapter.ErrLeaseHeld)
-	require.ErrorIs(t, s.ExtendLease(ctx, runID, "n", "w1", until.Add(time.Hour)), sqsadapter.ErrLeaseLost)
+	require.ErrorIs(t, err, store.ErrLeaseHeld)
+	require.ErrorIs(t, s.ExtendLease(ctx, runID, "n", "w1", until.Add(time.Hour)), store.ErrLeaseLost)
 }
 
-func testAcquireNodeResolved(t *testing.T, s sqsadapter.ContextStore) {
+func testAcquireNodeResolved(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
 	_, err := s.AcquireNode(ctx, runID, "committed", "w1", now.Add(time.Minute), now)
 	require.NoError(t, err)
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "committed", Output: "out", Action: "go", Taken: []string{"x"}})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "committed", Output: "out", Action: "go", Taken: []string{"x"}})
 	require.NoError(t, err)
 	require.NoError(t, s.SkipNodes(ctx, runID, []string{"skipped"}))
 	require.NoError(t, s.CloseNodes(ctx, runID, []string{"closed"}))
 
 	rec, err := s.AcquireNode(ctx, runID, "committed", "w1", now.Add(2*time.Minute), now.Add(time.Minute))
-	require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
 	require.NotNil(t, rec)
-	assert.Equal(t, sqsadapter.NodeCommitted, rec.State)
+	assert.Equal(t, store.NodeCommitted, rec.State)
 	assert.Equal(t, "out", rec.Output)
 	assert.Equal(t, "go", rec.Action)
 	assert.Equal(t, []string{"x"}, rec.Taken)
 	assert.Equal(t, 1, rec.Attempts)
 
 	rec, err = s.AcquireNode(ctx, runID, "skipped", "w1", now.Add(time.Minute), now)
-	require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
 	require.NotNil(t, rec)
-	assert.Equal(t, sqsadapter.NodeSkipped, rec.State)
+	assert.Equal(t, store.NodeSkipped, rec.State)
 
 	rec, err = s.AcquireNode(ctx, runID, "closed", "w1", now.Add(time.Minute), now)
-	require.ErrorIs(t, err, sqsadapter.ErrNodeClosed)
+	require.ErrorIs(t, err, store.ErrNodeClosed)
 	require.NotNil(t, rec)
-	assert.Equal(t, sqsadapter.NodeClosed, rec.State)
+	assert.Equal(t, store.NodeClosed, rec.State)
 
 	recs, err := s.GetNodes(ctx, runID, []string{"committed", "skipped", "closed"})
 	require.NoError(t, err)
@@ -823,12 +823,12 @@ func testAcquireNodeResolved(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Empty(t, recs["closed"].LeaseOwner)
 }
 
-func testAcquireNodeRace(t *testing.T, s sqsadapter.ContextStore) {
+func testAcquireNodeRace(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
 	until := now.Add(time.Minute)
-	recs := make([]*sqsadapter.NodeRecord, racers)
+	recs := make([]*store.NodeRecord, racers)
 	errs := race(racers, func(i int) error {
 		var err error
 		recs[i], err = s.AcquireNode(ctx, runID, "n", fmt.Sprint("owner-", i), until, now)
@@ -843,7 +843,7 @@ func testAcquireNodeRace(t *testing.T, s sqsadapter.ContextStore) {
 		if i == w[0] {
 			continue
 		}
-		var held *sqsadapter.LeaseHeldError
+		var held *store.LeaseHeldError
 		require.ErrorAs(t, err, &held)
 		assert.Equal(t, owner, held.Owner)
 		assertTime(t, until, held.Until)
@@ -855,7 +855,7 @@ func testAcquireNodeRace(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Equal(t, 1, got["n"].Attempts, "refused acquisitions are no attempts")
 }
 
-func testExtendLease(t *testing.T, s sqsadapter.ContextStore) {
+func testExtendLease(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
@@ -872,18 +872,18 @@ func testExtendLease(t *testing.T, s sqsadapter.ContextStore) {
 
 	// The extension holds off other owners.
 	_, err = s.AcquireNode(ctx, runID, "n", "w2", now.Add(20*time.Minute), now.Add(5*time.Minute))
-	require.ErrorIs(t, err, sqsadapter.ErrLeaseHeld)
+	require.ErrorIs(t, err, store.ErrLeaseHeld)
 
-	require.ErrorIs(t, s.ExtendLease(ctx, runID, "n", "w2", now.Add(time.Hour)), sqsadapter.ErrLeaseLost, "not the owner")
-	require.ErrorIs(t, s.ExtendLease(ctx, runID, "absent", "w1", now.Add(time.Hour)), sqsadapter.ErrLeaseLost, "absent node")
+	require.ErrorIs(t, s.ExtendLease(ctx, runID, "n", "w2", now.Add(time.Hour)), store.ErrLeaseLost, "not the owner")
+	require.ErrorIs(t, s.ExtendLease(ctx, runID, "absent", "w1", now.Add(time.Hour)), store.ErrLeaseLost, "absent node")
 	recs, err = s.GetNodes(ctx, runID, []string{"absent"})
 	require.NoError(t, err)
 	assert.Empty(t, recs, "a refused extension creates nothing")
 
 	// Not after the commit.
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: 1})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: 1})
 	require.NoError(t, err)
-	require.ErrorIs(t, s.ExtendLease(ctx, runID, "n", "w1", now.Add(time.Hour)), sqsadapter.ErrLeaseLost, "committed node")
+	require.ErrorIs(t, s.ExtendLease(ctx, runID, "n", "w1", now.Add(time.Hour)), store.ErrLeaseLost, "committed node")
 
 	// Not after a release, a skip or a close.
 	for _, end := range []string{"release", "skip", "close"} {
@@ -898,11 +898,11 @@ func testExtendLease(t *testing.T, s sqsadapter.ContextStore) {
 		case "close":
 			require.NoError(t, s.CloseNodes(ctx, runID, []string{node}))
 		}
-		require.ErrorIs(t, s.ExtendLease(ctx, runID, node, "w1", now.Add(time.Hour)), sqsadapter.ErrLeaseLost, end)
+		require.ErrorIs(t, s.ExtendLease(ctx, runID, node, "w1", now.Add(time.Hour)), store.ErrLeaseLost, end)
 	}
 }
 
-func testReleaseLease(t *testing.T, s sqsadapter.ContextStore) {
+func testReleaseLease(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
@@ -912,13 +912,13 @@ func testReleaseLease(t *testing.T, s sqsadapter.ContextStore) {
 	// Not held: no error, no change.
 	require.NoError(t, s.ReleaseLease(ctx, runID, "n", "w2"))
 	_, err = s.AcquireNode(ctx, runID, "n", "w2", now.Add(time.Hour), now)
-	require.ErrorIs(t, err, sqsadapter.ErrLeaseHeld, "w2 could not release w1's lease")
+	require.ErrorIs(t, err, store.ErrLeaseHeld, "w2 could not release w1's lease")
 
 	require.NoError(t, s.ReleaseLease(ctx, runID, "n", "w1"))
 	recs, err := s.GetNodes(ctx, runID, []string{"n"})
 	require.NoError(t, err)
 	require.Contains(t, recs, "n")
-	assert.Equal(t, sqsadapter.NodePending, recs["n"].State)
+	assert.Equal(t, store.NodePending, recs["n"].State)
 	assert.Empty(t, recs["n"].LeaseOwner)
 	assert.Equal(t, 1, recs["n"].Attempts, "the attempt count is kept")
 	require.NoError(t, s.ReleaseLease(ctx, runID, "n", "w1"), "released twice")
@@ -934,16 +934,16 @@ func testReleaseLease(t *testing.T, s sqsadapter.ContextStore) {
 	recs, err = s.GetNodes(ctx, runID, []string{"absent"})
 	require.NoError(t, err)
 	assert.Empty(t, recs, "releasing creates nothing")
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "done"})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: "done"})
 	require.NoError(t, err)
 	require.NoError(t, s.ReleaseLease(ctx, runID, "n", "w2"))
 	recs, err = s.GetNodes(ctx, runID, []string{"n"})
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.NodeCommitted, recs["n"].State)
+	assert.Equal(t, store.NodeCommitted, recs["n"].State)
 	assert.Equal(t, "done", recs["n"].Output)
 }
 
-func testCommitNode(t *testing.T, s sqsadapter.ContextStore) {
+func testCommitNode(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
@@ -953,7 +953,7 @@ func testCommitNode(t *testing.T, s sqsadapter.ContextStore) {
 	_, err = s.AcquireNode(ctx, runID, "n", "w1", now.Add(time.Minute), now)
 	require.NoError(t, err)
 
-	c := sqsadapter.NodeCommit{
+	c := store.NodeCommit{
 		NodeID:   "n",
 		Output:   map[string]any{"total": 12.5, "items": []any{"a", "b"}},
 		Action:   "approved",
@@ -965,9 +965,9 @@ func testCommitNode(t *testing.T, s sqsadapter.ContextStore) {
 	}
 	rec, err := s.CommitNode(ctx, runID, c)
 	require.NoError(t, err)
-	want := &sqsadapter.NodeRecord{
+	want := &store.NodeRecord{
 		NodeID:   "n",
-		State:    sqsadapter.NodeCommitted,
+		State:    store.NodeCommitted,
 		Attempts: 2,
 		Output:   normalize(t, c.Output),
 		Action:   "approved",
@@ -994,15 +994,15 @@ func testCommitNode(t *testing.T, s sqsadapter.ContextStore) {
 	// No lease needed: the first commit wins, even over another's lease.
 	_, err = s.AcquireNode(ctx, runID, "leased", "w1", now.Add(time.Hour), now)
 	require.NoError(t, err)
-	rec, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "leased", Output: "by w2"})
+	rec, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "leased", Output: "by w2"})
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.NodeCommitted, rec.State)
+	assert.Equal(t, store.NodeCommitted, rec.State)
 	assert.Equal(t, 1, rec.Attempts)
 	assert.Empty(t, rec.LeaseOwner, "the commit ends the lease")
 
-	rec, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "never-acquired"})
+	rec, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "never-acquired"})
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.NodeCommitted, rec.State)
+	assert.Equal(t, store.NodeCommitted, rec.State)
 	assert.Equal(t, 0, rec.Attempts)
 	assert.Nil(t, rec.Output)
 	assert.Empty(t, rec.Taken)
@@ -1013,7 +1013,7 @@ func testCommitNode(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Nil(t, got)
 }
 
-func assertNodeRecord(t *testing.T, want, got *sqsadapter.NodeRecord) {
+func assertNodeRecord(t *testing.T, want, got *store.NodeRecord) {
 	t.Helper()
 	require.NotNil(t, got)
 	assert.Equal(t, want.NodeID, got.NodeID)
@@ -1036,20 +1036,20 @@ func assertNodeRecord(t *testing.T, want, got *sqsadapter.NodeRecord) {
 	assert.Equal(t, want.Fallback, got.Fallback)
 }
 
-func testCommitNodeOnce(t *testing.T, s sqsadapter.ContextStore) {
+func testCommitNodeOnce(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
-	first, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{
+	first, err := s.CommitNode(ctx, runID, store.NodeCommit{
 		NodeID: "n", Output: "first", Action: "a1", Taken: []string{"x"}, Staged: map[string]any{"x": 1},
 		Sets: map[string]any{"k": "first"},
 	})
 	require.NoError(t, err)
 
-	rec, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{
+	rec, err := s.CommitNode(ctx, runID, store.NodeCommit{
 		NodeID: "n", Output: "second", Action: "a2", Taken: []string{"y"}, Fallback: "fb",
 		Sets: map[string]any{"k2": "second"}, Deletes: []string{"k"},
 	})
-	require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
 	assertNodeRecord(t, first, rec)
 
 	snap, err := s.Snapshot(ctx, runID)
@@ -1060,7 +1060,7 @@ func testCommitNodeOnce(t *testing.T, s sqsadapter.ContextStore) {
 	assertNodeRecord(t, first, recs["n"])
 }
 
-func testCommitNodeResolved(t *testing.T, s sqsadapter.ContextStore) {
+func testCommitNodeResolved(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	require.NoError(t, s.Set(ctx, runID, "k", "before"))
@@ -1070,31 +1070,31 @@ func testCommitNodeResolved(t *testing.T, s sqsadapter.ContextStore) {
 	require.NoError(t, err)
 	require.NoError(t, s.CloseNodes(ctx, runID, []string{"closed-while-running"}))
 
-	commit := func(node string) (*sqsadapter.NodeRecord, error) {
-		return s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: node, Output: "late",
+	commit := func(node string) (*store.NodeRecord, error) {
+		return s.CommitNode(ctx, runID, store.NodeCommit{NodeID: node, Output: "late",
 			Sets: map[string]any{"k2": "after"}, Deletes: []string{"k"}})
 	}
 	rec, err := commit("skipped")
-	require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
 	require.NotNil(t, rec)
-	assert.Equal(t, sqsadapter.NodeSkipped, rec.State)
+	assert.Equal(t, store.NodeSkipped, rec.State)
 	_, err = commit("closed")
-	require.ErrorIs(t, err, sqsadapter.ErrNodeClosed)
+	require.ErrorIs(t, err, store.ErrNodeClosed)
 	_, err = commit("closed-while-running")
-	require.ErrorIs(t, err, sqsadapter.ErrNodeClosed)
+	require.ErrorIs(t, err, store.ErrNodeClosed)
 
 	recs, err := s.GetNodes(ctx, runID, []string{"skipped", "closed", "closed-while-running"})
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.NodeSkipped, recs["skipped"].State)
-	assert.Equal(t, sqsadapter.NodeClosed, recs["closed"].State)
-	assert.Equal(t, sqsadapter.NodeClosed, recs["closed-while-running"].State)
+	assert.Equal(t, store.NodeSkipped, recs["skipped"].State)
+	assert.Equal(t, store.NodeClosed, recs["closed"].State)
+	assert.Equal(t, store.NodeClosed, recs["closed-while-running"].State)
 	assert.Nil(t, recs["closed"].Output)
 	snap, err := s.Snapshot(ctx, runID)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]any{"k": "before"}, snap, "refused commits wrote nothing")
 }
 
-func testCommitNodeTooLarge(t *testing.T, s sqsadapter.ContextStore) {
+func testCommitNodeTooLarge(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	require.NoError(t, s.Set(ctx, runID, "k", "before"))
@@ -1102,19 +1102,19 @@ func testCommitNodeTooLarge(t *testing.T, s sqsadapter.ContextStore) {
 
 	for _, tc := range []struct {
 		name string
-		c    sqsadapter.NodeCommit
+		c    store.NodeCommit
 		key  string
 	}{
-		{"output", sqsadapter.NodeCommit{NodeID: "n", Output: big, Sets: map[string]any{"k": "after"}}, "_outputs.n"},
-		{"output object", sqsadapter.NodeCommit{NodeID: "n", Output: map[string]any{"blob": big}}, "_outputs.n"},
-		{"staged", sqsadapter.NodeCommit{NodeID: "n", Output: "small", Taken: []string{"next"}, Staged: map[string]any{"next": big}}, "_outputs.n"},
-		{"set", sqsadapter.NodeCommit{NodeID: "n", Output: "small", Sets: map[string]any{"k": "after", "big": big}}, "big"},
-		{"set over a key", sqsadapter.NodeCommit{NodeID: "n", Output: "small", Sets: map[string]any{"k": big}}, "k"},
+		{"output", store.NodeCommit{NodeID: "n", Output: big, Sets: map[string]any{"k": "after"}}, "_outputs.n"},
+		{"output object", store.NodeCommit{NodeID: "n", Output: map[string]any{"blob": big}}, "_outputs.n"},
+		{"staged", store.NodeCommit{NodeID: "n", Output: "small", Taken: []string{"next"}, Staged: map[string]any{"next": big}}, "_outputs.n"},
+		{"set", store.NodeCommit{NodeID: "n", Output: "small", Sets: map[string]any{"k": "after", "big": big}}, "big"},
+		{"set over a key", store.NodeCommit{NodeID: "n", Output: "small", Sets: map[string]any{"k": big}}, "k"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.CommitNode(ctx, runID, tc.c)
-			require.ErrorIs(t, err, sqsadapter.ErrValueTooLarge)
-			var tooLarge *sqsadapter.ValueTooLargeError
+			require.ErrorIs(t, err, store.ErrValueTooLarge)
+			var tooLarge *store.ValueTooLargeError
 			require.ErrorAs(t, err, &tooLarge)
 			assert.Equal(t, runID, tooLarge.RunID)
 			assert.Equal(t, tc.key, tooLarge.Key)
@@ -1123,7 +1123,7 @@ func testCommitNodeTooLarge(t *testing.T, s sqsadapter.ContextStore) {
 			recs, err := s.GetNodes(ctx, runID, []string{"n"})
 			require.NoError(t, err)
 			if rec, ok := recs["n"]; ok {
-				assert.NotEqual(t, sqsadapter.NodeCommitted, rec.State, "not committed")
+				assert.NotEqual(t, store.NodeCommitted, rec.State, "not committed")
 			}
 			snap, err := s.Snapshot(ctx, runID)
 			require.NoError(t, err)
@@ -1132,31 +1132,31 @@ func testCommitNodeTooLarge(t *testing.T, s sqsadapter.ContextStore) {
 	}
 
 	// The node can still commit a smaller output.
-	rec, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: strings.Repeat("x", 300*1024)})
+	rec, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: strings.Repeat("x", 300*1024)})
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.NodeCommitted, rec.State)
+	assert.Equal(t, store.NodeCommitted, rec.State)
 	got, ok, err := s.Get(ctx, runID, "_outputs.n")
 	require.NoError(t, err)
 	require.True(t, ok)
 	assert.Len(t, got, 300*1024)
 }
 
-func testCommitNodeInvalid(t *testing.T, s sqsadapter.ContextStore) {
+func testCommitNodeInvalid(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	require.NoError(t, s.Set(ctx, runID, "k", "before"))
 	for _, tc := range []struct {
 		name string
-		c    sqsadapter.NodeCommit
+		c    store.NodeCommit
 	}{
-		{"reserved set", sqsadapter.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": "after", "_outputs.m": 2}}},
-		{"reserved delete", sqsadapter.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": "after"}, Deletes: []string{"_outputs.m"}}},
-		{"empty set", sqsadapter.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": "after", "": 2}}},
-		{"empty delete", sqsadapter.NodeCommit{NodeID: "n", Output: 1, Deletes: []string{"k", ""}}},
+		{"reserved set", store.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": "after", "_outputs.m": 2}}},
+		{"reserved delete", store.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": "after"}, Deletes: []string{"_outputs.m"}}},
+		{"empty set", store.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": "after", "": 2}}},
+		{"empty delete", store.NodeCommit{NodeID: "n", Output: 1, Deletes: []string{"k", ""}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.CommitNode(ctx, runID, tc.c)
-			require.ErrorIs(t, err, sqsadapter.ErrInvalidKey)
+			require.ErrorIs(t, err, store.ErrInvalidKey)
 			recs, err := s.GetNodes(ctx, runID, []string{"n", "m"})
 			require.NoError(t, err)
 			assert.Empty(t, recs, "no node record written")
@@ -1165,24 +1165,24 @@ func testCommitNodeInvalid(t *testing.T, s sqsadapter.ContextStore) {
 			assert.Equal(t, map[string]any{"k": "before"}, snap, "nothing written")
 		})
 	}
-	_, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "", Output: 1})
+	_, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "", Output: 1})
 	require.Error(t, err, "empty node id")
 }
 
-func testCommitNodeRace(t *testing.T, s sqsadapter.ContextStore) {
+func testCommitNodeRace(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
 	require.NoError(t, s.Set(ctx, runID, "doomed", true))
-	recs := make([]*sqsadapter.NodeRecord, racers)
+	recs := make([]*store.NodeRecord, racers)
 	errs := race(racers, func(i int) error {
 		// Every racer has started an attempt, as duplicate deliveries do.
 		if _, err := s.AcquireNode(ctx, runID, "n", fmt.Sprint("w", i), now.Add(time.Minute), now.Add(time.Duration(i)*time.Hour)); err != nil &&
-			!errors.Is(err, sqsadapter.ErrLeaseHeld) && !errors.Is(err, sqsadapter.ErrNodeCommitted) {
+			!errors.Is(err, store.ErrLeaseHeld) && !errors.Is(err, store.ErrNodeCommitted) {
 			return err
 		}
 		var err error
-		recs[i], err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{
+		recs[i], err = s.CommitNode(ctx, runID, store.NodeCommit{
 			NodeID:  "n",
 			Output:  map[string]any{"by": int64(i)},
 			Action:  fmt.Sprint("action-", i),
@@ -1200,7 +1200,7 @@ func testCommitNodeRace(t *testing.T, s sqsadapter.ContextStore) {
 		if i == w[0] {
 			continue
 		}
-		require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
+		require.ErrorIs(t, err, store.ErrNodeCommitted)
 		require.NotNil(t, recs[i])
 		assert.Equal(t, win.Output, recs[i].Output, "a loser sees the winner's record")
 		assert.Equal(t, win.Action, recs[i].Action)
@@ -1217,7 +1217,7 @@ func testCommitNodeRace(t *testing.T, s sqsadapter.ContextStore) {
 
 // testCommitCloseRace races the commit of nodes with the close of their run:
 // each node ends either committed (with its writes) or closed (without).
-func testCommitCloseRace(t *testing.T, s sqsadapter.ContextStore) {
+func testCommitCloseRace(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	const nodes = racers / 2
@@ -1227,7 +1227,7 @@ func testCommitCloseRace(t *testing.T, s sqsadapter.ContextStore) {
 	}
 	errs := race(racers, func(i int) error {
 		if i%2 == 0 {
-			_, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: ids[i/2], Output: int64(i), Sets: map[string]any{ids[i/2]: true}})
+			_, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: ids[i/2], Output: int64(i), Sets: map[string]any{ids[i/2]: true}})
 			return err
 		}
 		return s.CloseNodes(ctx, runID, []string{ids[i/2]})
@@ -1240,25 +1240,25 @@ func testCommitCloseRace(t *testing.T, s sqsadapter.ContextStore) {
 		require.NoError(t, errs[2*n+1], "CloseNodes")
 		require.Contains(t, recs, id)
 		if errs[2*n] == nil {
-			assert.Equal(t, sqsadapter.NodeCommitted, recs[id].State, id)
+			assert.Equal(t, store.NodeCommitted, recs[id].State, id)
 			assert.Equal(t, true, snap[id], id)
 			assert.Equal(t, int64(2*n), snap["_outputs."+id], id)
 		} else {
-			require.ErrorIs(t, errs[2*n], sqsadapter.ErrNodeClosed, id)
-			assert.Equal(t, sqsadapter.NodeClosed, recs[id].State, id)
+			require.ErrorIs(t, errs[2*n], store.ErrNodeClosed, id)
+			assert.Equal(t, store.NodeClosed, recs[id].State, id)
 			assert.NotContains(t, snap, id)
 			assert.NotContains(t, snap, "_outputs."+id)
 		}
 	}
 }
 
-func testSkipNodes(t *testing.T, s sqsadapter.ContextStore) {
+func testSkipNodes(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
 	_, err := s.AcquireNode(ctx, runID, "pending", "w1", now.Add(time.Minute), now)
 	require.NoError(t, err)
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "committed", Output: "out"})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "committed", Output: "out"})
 	require.NoError(t, err)
 	require.NoError(t, s.CloseNodes(ctx, runID, []string{"closed"}))
 
@@ -1270,28 +1270,28 @@ func testSkipNodes(t *testing.T, s sqsadapter.ContextStore) {
 	recs, err := s.GetNodes(ctx, runID, ids)
 	require.NoError(t, err)
 	require.Len(t, recs, 4)
-	assert.Equal(t, sqsadapter.NodeSkipped, recs["absent"].State)
-	assert.Equal(t, sqsadapter.NodeSkipped, recs["pending"].State)
+	assert.Equal(t, store.NodeSkipped, recs["absent"].State)
+	assert.Equal(t, store.NodeSkipped, recs["pending"].State)
 	assert.Equal(t, 1, recs["pending"].Attempts)
-	assert.Equal(t, sqsadapter.NodeCommitted, recs["committed"].State)
+	assert.Equal(t, store.NodeCommitted, recs["committed"].State)
 	assert.Equal(t, "out", recs["committed"].Output)
-	assert.Equal(t, sqsadapter.NodeClosed, recs["closed"].State)
+	assert.Equal(t, store.NodeClosed, recs["closed"].State)
 
 	_, ok, err := s.Get(ctx, runID, "_outputs.absent")
 	require.NoError(t, err)
 	assert.False(t, ok, "a skipped node has no output")
 	_, err = s.AcquireNode(ctx, runID, "absent", "w1", now.Add(time.Minute), now)
-	require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
-	require.ErrorIs(t, s.ExtendLease(ctx, runID, "pending", "w1", now.Add(time.Hour)), sqsadapter.ErrLeaseLost)
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
+	require.ErrorIs(t, s.ExtendLease(ctx, runID, "pending", "w1", now.Add(time.Hour)), store.ErrLeaseLost)
 }
 
-func testCloseNodes(t *testing.T, s sqsadapter.ContextStore) {
+func testCloseNodes(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
 	_, err := s.AcquireNode(ctx, runID, "pending", "w1", now.Add(time.Minute), now)
 	require.NoError(t, err)
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "committed", Output: "out"})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "committed", Output: "out"})
 	require.NoError(t, err)
 	require.NoError(t, s.SkipNodes(ctx, runID, []string{"skipped"}))
 
@@ -1303,37 +1303,37 @@ func testCloseNodes(t *testing.T, s sqsadapter.ContextStore) {
 	recs, err := s.GetNodes(ctx, runID, ids)
 	require.NoError(t, err)
 	require.Len(t, recs, 4)
-	assert.Equal(t, sqsadapter.NodeClosed, recs["absent"].State)
-	assert.Equal(t, sqsadapter.NodeClosed, recs["pending"].State)
+	assert.Equal(t, store.NodeClosed, recs["absent"].State)
+	assert.Equal(t, store.NodeClosed, recs["pending"].State)
 	assert.Equal(t, 1, recs["pending"].Attempts)
-	assert.Equal(t, sqsadapter.NodeCommitted, recs["committed"].State)
+	assert.Equal(t, store.NodeCommitted, recs["committed"].State)
 	assert.Equal(t, "out", recs["committed"].Output)
-	assert.Equal(t, sqsadapter.NodeSkipped, recs["skipped"].State)
+	assert.Equal(t, store.NodeSkipped, recs["skipped"].State)
 
 	_, err = s.AcquireNode(ctx, runID, "absent", "w1", now.Add(time.Minute), now)
-	require.ErrorIs(t, err, sqsadapter.ErrNodeClosed)
+	require.ErrorIs(t, err, store.ErrNodeClosed)
 	require.NoError(t, s.SkipNodes(ctx, runID, []string{"absent"}))
 	recs, err = s.GetNodes(ctx, runID, []string{"absent"})
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.NodeClosed, recs["absent"].State, "skipping leaves a closed node closed")
+	assert.Equal(t, store.NodeClosed, recs["absent"].State, "skipping leaves a closed node closed")
 }
 
-func testGetNodes(t *testing.T, s sqsadapter.ContextStore) {
+func testGetNodes(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
 	_, err := s.AcquireNode(ctx, runID, "a", "w1", now.Add(time.Minute), now)
 	require.NoError(t, err)
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "b", Output: "out"})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "b", Output: "out"})
 	require.NoError(t, err)
 
 	recs, err := s.GetNodes(ctx, runID, []string{"a", "b", "absent", "a"})
 	require.NoError(t, err)
 	require.Len(t, recs, 2)
 	assert.Equal(t, "a", recs["a"].NodeID)
-	assert.Equal(t, sqsadapter.NodePending, recs["a"].State)
+	assert.Equal(t, store.NodePending, recs["a"].State)
 	assert.Equal(t, "b", recs["b"].NodeID)
-	assert.Equal(t, sqsadapter.NodeCommitted, recs["b"].State)
+	assert.Equal(t, store.NodeCommitted, recs["b"].State)
 
 	recs, err = s.GetNodes(ctx, runID, nil)
 	require.NoError(t, err)
@@ -1349,11 +1349,11 @@ func testGetNodes(t *testing.T, s sqsadapter.ContextStore) {
 	assert.Empty(t, recs)
 }
 
-func testContextStoreCanceled(t *testing.T, s sqsadapter.ContextStore) {
+func testContextStoreCanceled(t *testing.T, s store.ContextStore) {
 	live := t.Context()
 	runID := unique("run")
 	now := baseTime()
-	require.NoError(t, s.CreateRun(live, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: now}, map[string]any{"k": "v"}))
+	require.NoError(t, s.CreateRun(live, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: now}, map[string]any{"k": "v"}))
 	_, err := s.AcquireNode(live, runID, "leased", "w1", now.Add(time.Hour), now)
 	require.NoError(t, err)
 
@@ -1362,11 +1362,11 @@ func testContextStoreCanceled(t *testing.T, s sqsadapter.ContextStore) {
 	other := unique("run")
 	calls := map[string]func() error{
 		"CreateRun": func() error {
-			return s.CreateRun(ctx, sqsadapter.RunRecord{RunID: other, BlueprintID: "bp", CreatedAt: now}, nil)
+			return s.CreateRun(ctx, store.RunRecord{RunID: other, BlueprintID: "bp", CreatedAt: now}, nil)
 		},
 		"GetRun": func() error { _, err := s.GetRun(ctx, runID); return err },
 		"FinishRun": func() error {
-			return s.FinishRun(ctx, runID, sqsadapter.StatusCompleted, "", "", now)
+			return s.FinishRun(ctx, runID, store.StatusCompleted, "", "", now)
 		},
 		"AcquireNode": func() error {
 			_, err := s.AcquireNode(ctx, runID, "n", "w1", now.Add(time.Minute), now)
@@ -1375,7 +1375,7 @@ func testContextStoreCanceled(t *testing.T, s sqsadapter.ContextStore) {
 		"ExtendLease":  func() error { return s.ExtendLease(ctx, runID, "leased", "w1", now.Add(2*time.Hour)) },
 		"ReleaseLease": func() error { return s.ReleaseLease(ctx, runID, "leased", "w1") },
 		"CommitNode": func() error {
-			_, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": "changed"}})
+			_, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": "changed"}})
 			return err
 		},
 		"SkipNodes":  func() error { return s.SkipNodes(ctx, runID, []string{"s"}) },
@@ -1395,9 +1395,9 @@ func testContextStoreCanceled(t *testing.T, s sqsadapter.ContextStore) {
 	// Nothing changed.
 	got, err := s.GetRun(live, runID)
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.StatusRunning, got.Status)
+	assert.Equal(t, store.StatusRunning, got.Status)
 	_, err = s.GetRun(live, other)
-	require.ErrorIs(t, err, sqsadapter.ErrRunNotFound)
+	require.ErrorIs(t, err, store.ErrRunNotFound)
 	snap, err := s.Snapshot(live, runID)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]any{"k": "v"}, snap)

@@ -1,4 +1,4 @@
-package sqsadapter
+package store
 
 import (
 	"context"
@@ -31,7 +31,7 @@ type Arrival struct {
 // it.
 //
 // It is DynamoDbCoordinationStore on AWS and sqsadaptertest.CoordinationStore
-// in memory; both pass the conformance suite in internal/storetest. Every
+// in memory; both pass the conformance suite in package storetest. Every
 // method is safe for concurrent use and every read is strongly consistent.
 type CoordinationStore interface {
 	// Increment adds delta to the counter at key (created at 0) and returns

@@ -3,23 +3,22 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/flowcraft/sqsadapter"
 )
 
 // ttl is the TTL of records that must not expire during a test.
 const ttl = time.Hour
 
 // TestCoordinationStore runs the conformance suite of
-// sqsadapter.CoordinationStore. newStore is called once per subtest.
-func TestCoordinationStore(t *testing.T, newStore func(t *testing.T) sqsadapter.CoordinationStore) {
-	run(t, newStore, []subtest[sqsadapter.CoordinationStore]{
+// store.CoordinationStore. newStore is called once per subtest.
+func TestCoordinationStore(t *testing.T, newStore func(t *testing.T) store.CoordinationStore) {
+	run(t, newStore, []subtest[store.CoordinationStore]{
 		{name: "Expiry", parallel: true, fn: testCoordinationExpiry},
 		{name: "SetIfNotExist", fn: testSetIfNotExist},
 		{name: "SetIfNotExistRace", fn: testSetIfNotExistRace},
@@ -34,7 +33,7 @@ func TestCoordinationStore(t *testing.T, newStore func(t *testing.T) sqsadapter.
 	})
 }
 
-func testSetIfNotExist(t *testing.T, s sqsadapter.CoordinationStore) {
+func testSetIfNotExist(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	key := unique("lock")
 
@@ -77,7 +76,7 @@ func testSetIfNotExist(t *testing.T, s sqsadapter.CoordinationStore) {
 	assert.Equal(t, "v", got)
 }
 
-func testSetIfNotExistRace(t *testing.T, s sqsadapter.CoordinationStore) {
+func testSetIfNotExistRace(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	key := unique("lock")
 	set := make([]bool, racers)
@@ -100,7 +99,7 @@ func testSetIfNotExistRace(t *testing.T, s sqsadapter.CoordinationStore) {
 	assert.Equal(t, fmt.Sprint("owner-", won[0]), got)
 }
 
-func testExtendTTL(t *testing.T, s sqsadapter.CoordinationStore) {
+func testExtendTTL(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	key := unique("lease")
 	ok, err := s.ExtendTTL(ctx, key, ttl)
@@ -133,7 +132,7 @@ func testExtendTTL(t *testing.T, s sqsadapter.CoordinationStore) {
 	assert.Equal(t, int64(4), n, "the count is kept")
 
 	join := unique("join")
-	_, err = s.Arrive(ctx, join, sqsadapter.Arrival{Source: "a", Taken: true, Claim: true}, time.Minute)
+	_, err = s.Arrive(ctx, join, store.Arrival{Source: "a", Taken: true, Claim: true}, time.Minute)
 	require.NoError(t, err)
 	ok, err = s.ExtendTTL(ctx, join, ttl)
 	require.NoError(t, err)
@@ -150,7 +149,7 @@ func testExtendTTL(t *testing.T, s sqsadapter.CoordinationStore) {
 	assert.False(t, ok, "deleted key")
 }
 
-func testCoordinationDelete(t *testing.T, s sqsadapter.CoordinationStore) {
+func testCoordinationDelete(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	require.NoError(t, s.Delete(ctx, unique("absent")), "deleting an absent key")
 
@@ -176,20 +175,20 @@ func testCoordinationDelete(t *testing.T, s sqsadapter.CoordinationStore) {
 	assert.Equal(t, int64(1), n, "a deleted counter restarts at 0")
 
 	join := unique("join")
-	_, err = s.Arrive(ctx, join, sqsadapter.Arrival{Source: "a", Taken: true, Claim: true}, ttl)
+	_, err = s.Arrive(ctx, join, store.Arrival{Source: "a", Taken: true, Claim: true}, ttl)
 	require.NoError(t, err)
 	require.NoError(t, s.Delete(ctx, join))
 	joins, err := s.GetJoins(ctx, []string{join})
 	require.NoError(t, err)
 	assert.Empty(t, joins)
-	st, err := s.Arrive(ctx, join, sqsadapter.Arrival{Source: "b"}, ttl)
+	st, err := s.Arrive(ctx, join, store.Arrival{Source: "b"}, ttl)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"b"}, st.Arrived, "a deleted join restarts empty")
 	assert.Empty(t, st.Taken)
 	assert.Empty(t, st.FiredBy)
 }
 
-func testIncrement(t *testing.T, s sqsadapter.CoordinationStore) {
+func testIncrement(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	key := unique("counter")
 	for _, step := range []struct{ delta, want int64 }{
@@ -212,7 +211,7 @@ func testIncrement(t *testing.T, s sqsadapter.CoordinationStore) {
 	assert.Equal(t, int64(3), n, "a new counter starts at 0")
 }
 
-func testIncrementRace(t *testing.T, s sqsadapter.CoordinationStore) {
+func testIncrementRace(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	key := unique("counter")
 	const each = 4
@@ -243,35 +242,35 @@ func testIncrementRace(t *testing.T, s sqsadapter.CoordinationStore) {
 	assert.Equal(t, int64(racers*each), n)
 }
 
-func testArrive(t *testing.T, s sqsadapter.CoordinationStore) {
+func testArrive(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	key := unique("fanin")
 
-	st, err := s.Arrive(ctx, key, sqsadapter.Arrival{Source: "c"}, ttl)
+	st, err := s.Arrive(ctx, key, store.Arrival{Source: "c"}, ttl)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"c"}, st.Arrived)
 	assert.Empty(t, st.Taken)
 	assert.Empty(t, st.FiredBy)
 
-	st, err = s.Arrive(ctx, key, sqsadapter.Arrival{Source: "b", Taken: true}, ttl)
+	st, err = s.Arrive(ctx, key, store.Arrival{Source: "b", Taken: true}, ttl)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"b", "c"}, st.Arrived, "sorted")
 	assert.Equal(t, []string{"b"}, st.Taken)
 	assert.Empty(t, st.FiredBy, "no claim")
 
-	st, err = s.Arrive(ctx, key, sqsadapter.Arrival{Source: "a", Claim: true}, ttl)
+	st, err = s.Arrive(ctx, key, store.Arrival{Source: "a", Claim: true}, ttl)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a", "b", "c"}, st.Arrived)
 	assert.Equal(t, []string{"b"}, st.Taken)
 	assert.Empty(t, st.FiredBy, "only taken arrivals claim")
 
-	st, err = s.Arrive(ctx, key, sqsadapter.Arrival{Source: "e", Taken: true, Claim: true}, ttl)
+	st, err = s.Arrive(ctx, key, store.Arrival{Source: "e", Taken: true, Claim: true}, ttl)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a", "b", "c", "e"}, st.Arrived)
 	assert.Equal(t, []string{"b", "e"}, st.Taken)
 	assert.Equal(t, "e", st.FiredBy)
 
-	st, err = s.Arrive(ctx, key, sqsadapter.Arrival{Source: "d", Taken: true, Claim: true}, ttl)
+	st, err = s.Arrive(ctx, key, store.Arrival{Source: "d", Taken: true, Claim: true}, ttl)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a", "b", "c", "d", "e"}, st.Arrived)
 	assert.Equal(t, []string{"b", "d", "e"}, st.Taken)
@@ -279,7 +278,7 @@ func testArrive(t *testing.T, s sqsadapter.CoordinationStore) {
 	want := st
 
 	// Repeated arrivals change nothing.
-	for _, a := range []sqsadapter.Arrival{
+	for _, a := range []store.Arrival{
 		{Source: "d", Taken: true, Claim: true},
 		{Source: "e", Taken: true, Claim: true},
 		{Source: "b", Taken: true, Claim: true},
@@ -291,28 +290,28 @@ func testArrive(t *testing.T, s sqsadapter.CoordinationStore) {
 	}
 	joins, err := s.GetJoins(ctx, []string{key})
 	require.NoError(t, err)
-	assert.Equal(t, map[string]*sqsadapter.JoinState{key: want}, joins)
+	assert.Equal(t, map[string]*store.JoinState{key: want}, joins)
 
 	// The state returned is the caller's.
 	st.Arrived[0] = "changed"
 	st.Taken[0] = "changed"
-	again, err := s.Arrive(ctx, key, sqsadapter.Arrival{Source: "a"}, ttl)
+	again, err := s.Arrive(ctx, key, store.Arrival{Source: "a"}, ttl)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a", "b", "c", "d", "e"}, again.Arrived)
 	assert.Equal(t, []string{"b", "d", "e"}, again.Taken)
 }
 
-func testArriveRace(t *testing.T, s sqsadapter.CoordinationStore) {
+func testArriveRace(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	key := unique("fanin")
 	// racers/2 predecessors, each arriving twice (a duplicate delivery); the
 	// even ones took their edge and claim the firing.
 	const sources = racers / 2
-	states := make([]*sqsadapter.JoinState, racers)
-	arrival := func(i int) sqsadapter.Arrival {
+	states := make([]*store.JoinState, racers)
+	arrival := func(i int) store.Arrival {
 		src := i % sources
 		taken := src%2 == 0
-		return sqsadapter.Arrival{Source: fmt.Sprintf("p%02d", src), Taken: taken, Claim: taken}
+		return store.Arrival{Source: fmt.Sprintf("p%02d", src), Taken: taken, Claim: taken}
 	}
 	errs := race(racers, func(i int) error {
 		var err error
@@ -350,19 +349,19 @@ func testArriveRace(t *testing.T, s sqsadapter.CoordinationStore) {
 
 	// Late and repeated arrivals change nothing.
 	for src := range sources {
-		st, err := s.Arrive(ctx, key, sqsadapter.Arrival{Source: fmt.Sprintf("p%02d", src), Taken: true, Claim: true}, ttl)
+		st, err := s.Arrive(ctx, key, store.Arrival{Source: fmt.Sprintf("p%02d", src), Taken: true, Claim: true}, ttl)
 		require.NoError(t, err)
 		assert.Equal(t, final.FiredBy, st.FiredBy)
 		assert.Equal(t, wantArrived, st.Arrived)
 	}
 }
 
-func testGetJoins(t *testing.T, s sqsadapter.CoordinationStore) {
+func testGetJoins(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	k1, k2, absent := unique("fanin"), unique("fanin"), unique("fanin")
-	_, err := s.Arrive(ctx, k1, sqsadapter.Arrival{Source: "a", Taken: true, Claim: true}, ttl)
+	_, err := s.Arrive(ctx, k1, store.Arrival{Source: "a", Taken: true, Claim: true}, ttl)
 	require.NoError(t, err)
-	_, err = s.Arrive(ctx, k2, sqsadapter.Arrival{Source: "b"}, ttl)
+	_, err = s.Arrive(ctx, k2, store.Arrival{Source: "b"}, ttl)
 	require.NoError(t, err)
 
 	joins, err := s.GetJoins(ctx, []string{k1, k2, absent, k1})
@@ -380,7 +379,7 @@ func testGetJoins(t *testing.T, s sqsadapter.CoordinationStore) {
 	joins[k1].FiredBy = "changed"
 	again, err := s.GetJoins(ctx, []string{k1})
 	require.NoError(t, err)
-	assert.Equal(t, &sqsadapter.JoinState{Arrived: []string{"a"}, Taken: []string{"a"}, FiredBy: "a"}, again[k1])
+	assert.Equal(t, &store.JoinState{Arrived: []string{"a"}, Taken: []string{"a"}, FiredBy: "a"}, again[k1])
 
 	joins, err = s.GetJoins(ctx, nil)
 	require.NoError(t, err)
@@ -389,7 +388,7 @@ func testGetJoins(t *testing.T, s sqsadapter.CoordinationStore) {
 
 // testCoordinationExpiry writes records with a one-second TTL and checks that
 // every method treats them as absent once they expire.
-func testCoordinationExpiry(t *testing.T, s sqsadapter.CoordinationStore) {
+func testCoordinationExpiry(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	const short = time.Second
 	var (
@@ -416,7 +415,7 @@ func testCoordinationExpiry(t *testing.T, s sqsadapter.CoordinationStore) {
 	_, err = s.Increment(ctx, counted, 5, 0)
 	require.NoError(t, err)
 	for _, k := range []string{join, joinRead} {
-		_, err = s.Arrive(ctx, k, sqsadapter.Arrival{Source: "old", Taken: true, Claim: true}, short)
+		_, err = s.Arrive(ctx, k, store.Arrival{Source: "old", Taken: true, Claim: true}, short)
 		require.NoError(t, err)
 	}
 	ok, err := s.ExtendTTL(ctx, kept, time.Hour)
@@ -466,7 +465,7 @@ func testCoordinationExpiry(t *testing.T, s sqsadapter.CoordinationStore) {
 	joins, err = s.GetJoins(ctx, []string{joinRead, join})
 	require.NoError(t, err)
 	assert.Empty(t, joins, "GetJoins misses expired joins")
-	st, err := s.Arrive(ctx, join, sqsadapter.Arrival{Source: "new"}, ttl)
+	st, err := s.Arrive(ctx, join, store.Arrival{Source: "new"}, ttl)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"new"}, st.Arrived, "an expired join restarts empty")
 	assert.Empty(t, st.Taken)
@@ -485,7 +484,7 @@ func testCoordinationExpiry(t *testing.T, s sqsadapter.CoordinationStore) {
 	assert.Equal(t, int64(6), n, "a counter without TTL does not expire")
 }
 
-func testCoordinationStoreCanceled(t *testing.T, s sqsadapter.CoordinationStore) {
+func testCoordinationStoreCanceled(t *testing.T, s store.CoordinationStore) {
 	live := t.Context()
 	key, counter, join := unique("lock"), unique("counter"), unique("join")
 	_, err := s.SetIfNotExist(live, key, "v", ttl)
@@ -503,7 +502,7 @@ func testCoordinationStoreCanceled(t *testing.T, s sqsadapter.CoordinationStore)
 		"Delete":    func() error { return s.Delete(ctx, key) },
 		"Get":       func() error { _, _, err := s.Get(ctx, key); return err },
 		"Arrive": func() error {
-			_, err := s.Arrive(ctx, join, sqsadapter.Arrival{Source: "a", Taken: true, Claim: true}, ttl)
+			_, err := s.Arrive(ctx, join, store.Arrival{Source: "a", Taken: true, Claim: true}, ttl)
 			return err
 		},
 		"GetJoins": func() error { _, err := s.GetJoins(ctx, []string{join}); return err },

@@ -2,18 +2,17 @@ package storetest
 
 import (
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/flowcraft/sqsadapter"
 )
 
 // testFailNode fails an absent and a pending node.
-func testFailNode(t *testing.T, s sqsadapter.ContextStore) {
+func testFailNode(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
@@ -22,7 +21,7 @@ func testFailNode(t *testing.T, s sqsadapter.ContextStore) {
 	rec, err := s.FailNode(ctx, runID, "absent", "boom")
 	end := time.Now()
 	require.NoError(t, err)
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "absent", State: sqsadapter.NodeFailed}, rec)
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "absent", State: store.NodeFailed}, rec)
 	assert.Equal(t, "boom", rec.Error)
 	assert.False(t, rec.UpdatedAt.Before(start), "UpdatedAt %v is before the write began at %v", rec.UpdatedAt, start)
 	assert.False(t, rec.UpdatedAt.After(end), "UpdatedAt %v is after the write ended at %v", rec.UpdatedAt, end)
@@ -33,7 +32,7 @@ func testFailNode(t *testing.T, s sqsadapter.ContextStore) {
 	require.NoError(t, err)
 	rec, err = s.FailNode(ctx, runID, "pending", "attempts exhausted")
 	require.NoError(t, err)
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "pending", State: sqsadapter.NodeFailed, Attempts: 2}, rec)
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "pending", State: store.NodeFailed, Attempts: 2}, rec)
 	assert.Equal(t, "attempts exhausted", rec.Error)
 
 	// Released lease: still pending, still fails.
@@ -42,13 +41,13 @@ func testFailNode(t *testing.T, s sqsadapter.ContextStore) {
 	require.NoError(t, s.ReleaseLease(ctx, runID, "released", "w1"))
 	rec, err = s.FailNode(ctx, runID, "released", "later")
 	require.NoError(t, err)
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "released", State: sqsadapter.NodeFailed, Attempts: 1}, rec)
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "released", State: store.NodeFailed, Attempts: 1}, rec)
 
 	ids := []string{"absent", "pending", "released"}
-	want := map[string]*sqsadapter.NodeRecord{
-		"absent":   {NodeID: "absent", State: sqsadapter.NodeFailed, Error: "boom"},
-		"pending":  {NodeID: "pending", State: sqsadapter.NodeFailed, Attempts: 2, Error: "attempts exhausted"},
-		"released": {NodeID: "released", State: sqsadapter.NodeFailed, Attempts: 1, Error: "later"},
+	want := map[string]*store.NodeRecord{
+		"absent":   {NodeID: "absent", State: store.NodeFailed, Error: "boom"},
+		"pending":  {NodeID: "pending", State: store.NodeFailed, Attempts: 2, Error: "attempts exhausted"},
+		"released": {NodeID: "released", State: store.NodeFailed, Attempts: 1, Error: "later"},
 	}
 	recs, err := s.GetNodes(ctx, runID, ids)
 	require.NoError(t, err)
@@ -75,7 +74,7 @@ func testFailNode(t *testing.T, s sqsadapter.ContextStore) {
 }
 
 // testFailNodeOnce: failing a failed node returns it as it is.
-func testFailNodeOnce(t *testing.T, s sqsadapter.ContextStore) {
+func testFailNodeOnce(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
@@ -100,13 +99,13 @@ func testFailNodeOnce(t *testing.T, s sqsadapter.ContextStore) {
 }
 
 // testFailNodeResolved: a committed, skipped or closed node is not failed.
-func testFailNodeResolved(t *testing.T, s sqsadapter.ContextStore) {
+func testFailNodeResolved(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
 	_, err := s.AcquireNode(ctx, runID, "committed", "w1", now.Add(time.Minute), now)
 	require.NoError(t, err)
-	committed, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "committed", Output: "out", Action: "a", Taken: []string{"x"}})
+	committed, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "committed", Output: "out", Action: "a", Taken: []string{"x"}})
 	require.NoError(t, err)
 	require.NoError(t, s.SkipNodes(ctx, runID, []string{"skipped"}))
 	_, err = s.AcquireNode(ctx, runID, "closed", "w1", now.Add(time.Minute), now)
@@ -114,26 +113,26 @@ func testFailNodeResolved(t *testing.T, s sqsadapter.ContextStore) {
 	require.NoError(t, s.CloseNodes(ctx, runID, []string{"closed"}))
 
 	rec, err := s.FailNode(ctx, runID, "committed", "too late")
-	require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
 	assertNodeRecord(t, committed, rec)
 	assert.Empty(t, rec.Error)
 
 	rec, err = s.FailNode(ctx, runID, "skipped", "too late")
-	require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "skipped", State: sqsadapter.NodeSkipped}, rec)
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "skipped", State: store.NodeSkipped}, rec)
 	assert.Empty(t, rec.Error)
 
 	rec, err = s.FailNode(ctx, runID, "closed", "too late")
-	require.ErrorIs(t, err, sqsadapter.ErrNodeClosed)
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "closed", State: sqsadapter.NodeClosed, Attempts: 1}, rec)
+	require.ErrorIs(t, err, store.ErrNodeClosed)
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "closed", State: store.NodeClosed, Attempts: 1}, rec)
 	assert.Empty(t, rec.Error)
 
 	recs, err := s.GetNodes(ctx, runID, []string{"committed", "skipped", "closed"})
 	require.NoError(t, err)
 	require.Len(t, recs, 3)
 	assertNodeRecord(t, committed, recs["committed"])
-	assert.Equal(t, sqsadapter.NodeSkipped, recs["skipped"].State)
-	assert.Equal(t, sqsadapter.NodeClosed, recs["closed"].State)
+	assert.Equal(t, store.NodeSkipped, recs["skipped"].State)
+	assert.Equal(t, store.NodeClosed, recs["closed"].State)
 	for id, r := range recs {
 		assert.Empty(t, r.Error, id)
 	}
@@ -141,7 +140,7 @@ func testFailNodeResolved(t *testing.T, s sqsadapter.ContextStore) {
 
 // testFailedNodeRefused: a failed node is never acquired, committed, skipped
 // or closed, and its lease cannot be extended.
-func testFailedNodeRefused(t *testing.T, s sqsadapter.ContextStore) {
+func testFailedNodeRefused(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
@@ -150,26 +149,26 @@ func testFailedNodeRefused(t *testing.T, s sqsadapter.ContextStore) {
 	require.NoError(t, err)
 	failed, err := s.FailNode(ctx, runID, "n", "boom")
 	require.NoError(t, err)
-	want := &sqsadapter.NodeRecord{NodeID: "n", State: sqsadapter.NodeFailed, Attempts: 1}
+	want := &store.NodeRecord{NodeID: "n", State: store.NodeFailed, Attempts: 1}
 
 	rec, err := s.AcquireNode(ctx, runID, "n", "w1", now.Add(time.Minute), now)
-	require.ErrorIs(t, err, sqsadapter.ErrNodeFailed, "the former holder")
+	require.ErrorIs(t, err, store.ErrNodeFailed, "the former holder")
 	require.NotNil(t, rec, "the current record comes with the error")
 	assertNodeRecord(t, want, rec)
 	assert.Equal(t, "boom", rec.Error)
 	rec, err = s.AcquireNode(ctx, runID, "n", "w2", now.Add(time.Hour), now.Add(time.Hour))
-	require.ErrorIs(t, err, sqsadapter.ErrNodeFailed, "another owner")
+	require.ErrorIs(t, err, store.ErrNodeFailed, "another owner")
 	assertNodeRecord(t, want, rec)
 
-	require.ErrorIs(t, s.ExtendLease(ctx, runID, "n", "w1", now.Add(time.Hour)), sqsadapter.ErrLeaseLost)
+	require.ErrorIs(t, s.ExtendLease(ctx, runID, "n", "w1", now.Add(time.Hour)), store.ErrLeaseLost)
 	require.NoError(t, s.ReleaseLease(ctx, runID, "n", "w1"))
 
-	for _, c := range []sqsadapter.NodeCommit{
+	for _, c := range []store.NodeCommit{
 		{NodeID: "n", Output: "late"},
 		{NodeID: "n", Output: "late", Action: "a", Taken: []string{"x"}, Sets: map[string]any{"k2": "after"}, Deletes: []string{"k"}},
 	} {
 		rec, err = s.CommitNode(ctx, runID, c)
-		require.ErrorIs(t, err, sqsadapter.ErrNodeFailed)
+		require.ErrorIs(t, err, store.ErrNodeFailed)
 		require.NotNil(t, rec)
 		assertNodeRecord(t, want, rec)
 		assert.Equal(t, "boom", rec.Error)
@@ -194,7 +193,7 @@ func testFailedNodeRefused(t *testing.T, s sqsadapter.ContextStore) {
 // commit of the same node: either the commit wins and every FailNode is
 // refused, or one FailNode wins, the commit is refused and every FailNode
 // returns the winning reason.
-func testFailCommitRace(t *testing.T, s sqsadapter.ContextStore) {
+func testFailCommitRace(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
@@ -205,11 +204,11 @@ func testFailCommitRace(t *testing.T, s sqsadapter.ContextStore) {
 	for i := range reasons {
 		reasons[i] = fmt.Sprint("reason-", i)
 	}
-	recs := make([]*sqsadapter.NodeRecord, racers)
+	recs := make([]*store.NodeRecord, racers)
 	errs := race(racers, func(i int) error {
 		var err error
 		if i == committer {
-			recs[i], err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{
+			recs[i], err = s.CommitNode(ctx, runID, store.NodeCommit{
 				NodeID: "n", Output: "out", Action: "a", Taken: []string{"x"}, Sets: map[string]any{"k": true},
 			})
 			return err
@@ -225,7 +224,7 @@ func testFailCommitRace(t *testing.T, s sqsadapter.ContextStore) {
 	require.NoError(t, err)
 
 	if errs[committer] == nil {
-		assert.Equal(t, sqsadapter.NodeCommitted, stored["n"].State)
+		assert.Equal(t, store.NodeCommitted, stored["n"].State)
 		assert.Equal(t, "out", stored["n"].Output)
 		assert.Empty(t, stored["n"].Error)
 		assert.Equal(t, map[string]any{"k": true, "_outputs.n": "out"}, snap)
@@ -233,18 +232,18 @@ func testFailCommitRace(t *testing.T, s sqsadapter.ContextStore) {
 			if i == committer {
 				continue
 			}
-			require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted, "FailNode %d after the commit", i)
+			require.ErrorIs(t, err, store.ErrNodeCommitted, "FailNode %d after the commit", i)
 			require.NotNil(t, recs[i])
-			assert.Equal(t, sqsadapter.NodeCommitted, recs[i].State)
+			assert.Equal(t, store.NodeCommitted, recs[i].State)
 			assert.Equal(t, "out", recs[i].Output)
 		}
 		return
 	}
 
-	require.ErrorIs(t, errs[committer], sqsadapter.ErrNodeFailed, "the commit lost")
+	require.ErrorIs(t, errs[committer], store.ErrNodeFailed, "the commit lost")
 	require.NotNil(t, recs[committer])
-	assert.Equal(t, sqsadapter.NodeFailed, recs[committer].State)
-	assert.Equal(t, sqsadapter.NodeFailed, stored["n"].State)
+	assert.Equal(t, store.NodeFailed, recs[committer].State)
+	assert.Equal(t, store.NodeFailed, stored["n"].State)
 	assert.Equal(t, 1, stored["n"].Attempts)
 	assert.Nil(t, stored["n"].Output)
 	assert.Empty(t, stored["n"].LeaseOwner)
@@ -257,7 +256,7 @@ func testFailCommitRace(t *testing.T, s sqsadapter.ContextStore) {
 		}
 		require.NoError(t, err, "FailNode %d", i)
 		require.NotNil(t, recs[i])
-		assert.Equal(t, sqsadapter.NodeFailed, recs[i].State)
+		assert.Equal(t, store.NodeFailed, recs[i].State)
 		assert.Equal(t, win, recs[i].Error, "FailNode %d returns the winning reason", i)
 	}
 	assert.Empty(t, snap, "the refused commit wrote nothing")
@@ -266,22 +265,22 @@ func testFailCommitRace(t *testing.T, s sqsadapter.ContextStore) {
 // testCommitNodeIdentical: a commit identical to the committed one succeeds
 // (a retried commit whose first response was lost); a different one is
 // refused.
-func testCommitNodeIdentical(t *testing.T, s sqsadapter.ContextStore) {
+func testCommitNodeIdentical(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	for _, tc := range []struct {
 		name string
-		c    sqsadapter.NodeCommit
+		c    store.NodeCommit
 	}{
-		{"outcome only", sqsadapter.NodeCommit{
+		{"outcome only", store.NodeCommit{
 			NodeID: "plain", Output: map[string]any{"n": 2.0, "l": []any{"a", int64(1)}}, Action: "ok", Taken: []string{"x", "y"},
 			Staged: map[string]any{"x": map[string]any{"v": 1.5}}, Fallback: "fb",
 		}},
-		{"with context writes", sqsadapter.NodeCommit{
+		{"with context writes", store.NodeCommit{
 			NodeID: "writes", Output: "out", Action: "ok", Taken: []string{"x"},
 			Sets: map[string]any{"k-" + "writes": "v"}, Deletes: []string{"gone"},
 		}},
-		{"nil output", sqsadapter.NodeCommit{NodeID: "nil"}},
+		{"nil output", store.NodeCommit{NodeID: "nil"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			first, err := s.CommitNode(ctx, runID, tc.c)
@@ -295,18 +294,18 @@ func testCommitNodeIdentical(t *testing.T, s sqsadapter.ContextStore) {
 
 			for _, diff := range []struct {
 				name   string
-				change func(c *sqsadapter.NodeCommit)
+				change func(c *store.NodeCommit)
 			}{
-				{"output", func(c *sqsadapter.NodeCommit) { c.Output = "other" }},
-				{"action", func(c *sqsadapter.NodeCommit) { c.Action = "other" }},
-				{"taken", func(c *sqsadapter.NodeCommit) { c.Taken = append(slices.Clone(c.Taken), "z") }},
-				{"staged", func(c *sqsadapter.NodeCommit) { c.Staged = map[string]any{"z": "other"} }},
-				{"fallback", func(c *sqsadapter.NodeCommit) { c.Fallback = "other" }},
+				{"output", func(c *store.NodeCommit) { c.Output = "other" }},
+				{"action", func(c *store.NodeCommit) { c.Action = "other" }},
+				{"taken", func(c *store.NodeCommit) { c.Taken = append(slices.Clone(c.Taken), "z") }},
+				{"staged", func(c *store.NodeCommit) { c.Staged = map[string]any{"z": "other"} }},
+				{"fallback", func(c *store.NodeCommit) { c.Fallback = "other" }},
 			} {
 				c := tc.c
 				diff.change(&c)
 				rec, err := s.CommitNode(ctx, runID, c)
-				require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted, "a commit with another %s", diff.name)
+				require.ErrorIs(t, err, store.ErrNodeCommitted, "a commit with another %s", diff.name)
 				assertNodeRecord(t, first, rec)
 			}
 			recs, err := s.GetNodes(ctx, runID, []string{tc.c.NodeID})
@@ -318,9 +317,9 @@ func testCommitNodeIdentical(t *testing.T, s sqsadapter.ContextStore) {
 
 	// A skipped node is not committed: even an empty commit is refused.
 	require.NoError(t, s.SkipNodes(ctx, runID, []string{"skipped"}))
-	rec, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "skipped"})
-	require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
-	assert.Equal(t, sqsadapter.NodeSkipped, rec.State)
+	rec, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "skipped"})
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
+	assert.Equal(t, store.NodeSkipped, rec.State)
 
 	snap, err := s.Snapshot(ctx, runID)
 	require.NoError(t, err)

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"slices"
 	"strconv"
@@ -12,8 +13,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/flowcraft/sqsadapter"
 )
 
 // The reads of a reconciler, which looks for stalled runs: ListRunning and
@@ -29,13 +28,13 @@ const (
 
 // reconcileStore is the part of a context store a reconciler reads.
 type reconcileStore interface {
-	ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) (runs []sqsadapter.RunRecord, next string, err error)
-	ListNodes(ctx context.Context, runID string) (map[string]*sqsadapter.NodeRecord, error)
+	ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) (runs []store.RunRecord, next string, err error)
+	ListNodes(ctx context.Context, runID string) (map[string]*store.NodeRecord, error)
 }
 
 // reconcilerOf returns s as a reconcileStore, or skips the test when s does
 // not implement it.
-func reconcilerOf(t *testing.T, s sqsadapter.ContextStore) reconcileStore {
+func reconcilerOf(t *testing.T, s store.ContextStore) reconcileStore {
 	t.Helper()
 	r, ok := s.(reconcileStore)
 	if !ok {
@@ -46,9 +45,9 @@ func reconcilerOf(t *testing.T, s sqsadapter.ContextStore) reconcileStore {
 
 // listAll pages through ListRunning with limit until next is "" and returns
 // the runs, checking what holds for every page and for the whole listing.
-func listAll(c *assert.CollectT, ctx context.Context, r reconcileStore, createdBefore time.Time, limit int) ([]sqsadapter.RunRecord, bool) {
+func listAll(c *assert.CollectT, ctx context.Context, r reconcileStore, createdBefore time.Time, limit int) ([]store.RunRecord, bool) {
 	const maxPages = 500
-	var all []sqsadapter.RunRecord
+	var all []store.RunRecord
 	cursor := ""
 	for range maxPages {
 		runs, next, err := r.ListRunning(ctx, createdBefore, cursor, limit)
@@ -63,7 +62,7 @@ func listAll(c *assert.CollectT, ctx context.Context, r reconcileStore, createdB
 		all = append(all, runs...)
 		if next == "" {
 			for i, run := range all {
-				assert.Equal(c, sqsadapter.StatusRunning, run.Status, run.RunID)
+				assert.Equal(c, store.StatusRunning, run.Status, run.RunID)
 				assert.True(c, run.CreatedAt.Before(createdBefore), "%s created at %v, not before %v", run.RunID, run.CreatedAt, createdBefore)
 				if i > 0 {
 					assert.False(c, run.CreatedAt.Before(all[i-1].CreatedAt), "oldest first: %s after %s", run.RunID, all[i-1].RunID)
@@ -78,7 +77,7 @@ func listAll(c *assert.CollectT, ctx context.Context, r reconcileStore, createdB
 }
 
 // own returns the ids of the runs whose id starts with prefix, in order.
-func own(runs []sqsadapter.RunRecord, prefix string) []string {
+func own(runs []store.RunRecord, prefix string) []string {
 	var ids []string
 	for _, run := range runs {
 		if strings.HasPrefix(run.RunID, prefix) {
@@ -88,7 +87,7 @@ func own(runs []sqsadapter.RunRecord, prefix string) []string {
 	return ids
 }
 
-func testListRunning(t *testing.T, s sqsadapter.ContextStore) {
+func testListRunning(t *testing.T, s store.ContextStore) {
 	r := reconcilerOf(t, s)
 	ctx := t.Context()
 	prefix := unique("list") + "-"
@@ -107,11 +106,11 @@ func testListRunning(t *testing.T, s sqsadapter.ContextStore) {
 	}
 	id := func(i int) string { return fmt.Sprint(prefix, i) }
 	for _, i := range []int{3, 0, 6, 4, 1, 5, 2} { // not in creation order
-		require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{
+		require.NoError(t, s.CreateRun(ctx, store.RunRecord{
 			RunID: id(i), BlueprintID: "bp", BlueprintVersion: "v1", CreatedAt: base.Add(created[i]),
 		}, map[string]any{"i": i}))
 	}
-	require.NoError(t, s.FinishRun(ctx, id(2), sqsadapter.StatusCompleted, "", "", baseTime()))
+	require.NoError(t, s.FinishRun(ctx, id(2), store.StatusCompleted, "", "", baseTime()))
 	want := []string{id(0), id(1), id(3), id(4)}
 
 	for _, limit := range []int{1, 2, 3, 0, 1000} {
@@ -144,13 +143,13 @@ func testListRunning(t *testing.T, s sqsadapter.ContextStore) {
 		all, ok := listAll(c, ctx, r, createdBefore, 0)
 		if ok && assert.Contains(c, own(all, prefix), id(0)) {
 			for i := range all {
-				all[i].Status = sqsadapter.StatusFailed
+				all[i].Status = store.StatusFailed
 			}
 		}
 	}, eventually, eventuallyTick)
 	got, err := s.GetRun(ctx, id(0))
 	require.NoError(t, err)
-	assert.Equal(t, sqsadapter.StatusRunning, got.Status)
+	assert.Equal(t, store.StatusRunning, got.Status)
 
 	// Nothing created before the first run.
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
@@ -162,7 +161,7 @@ func testListRunning(t *testing.T, s sqsadapter.ContextStore) {
 
 	// Finishing every run empties the listing.
 	for _, i := range []int{0, 1, 3, 4, 5, 6} {
-		require.NoError(t, s.FinishRun(ctx, id(i), sqsadapter.StatusCancelled, "", "", baseTime()))
+		require.NoError(t, s.FinishRun(ctx, id(i), store.StatusCancelled, "", "", baseTime()))
 	}
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		all, ok := listAll(c, ctx, r, base.Add(time.Hour), 3)
@@ -174,7 +173,7 @@ func testListRunning(t *testing.T, s sqsadapter.ContextStore) {
 
 // testListRunningCursor continues a listing after the run its cursor stopped
 // at finished, and refuses cursors it did not make.
-func testListRunningCursor(t *testing.T, s sqsadapter.ContextStore) {
+func testListRunningCursor(t *testing.T, s store.ContextStore) {
 	r := reconcilerOf(t, s)
 	ctx := t.Context()
 	prefix := unique("cursor") + "-"
@@ -182,7 +181,7 @@ func testListRunningCursor(t *testing.T, s sqsadapter.ContextStore) {
 	createdBefore := base.Add(time.Hour)
 	id := func(i int) string { return fmt.Sprint(prefix, i) }
 	for i := range 5 {
-		require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{
+		require.NoError(t, s.CreateRun(ctx, store.RunRecord{
 			RunID: id(i), BlueprintID: "bp", CreatedAt: base.Add(time.Duration(i) * time.Minute),
 		}, nil))
 	}
@@ -208,8 +207,8 @@ func testListRunningCursor(t *testing.T, s sqsadapter.ContextStore) {
 		}
 		assert.Equal(c, []string{id(0), id(1)}, seen)
 	}, eventually, eventuallyTick)
-	require.NoError(t, s.FinishRun(ctx, id(1), sqsadapter.StatusCompleted, "", "", baseTime()))
-	require.NoError(t, s.FinishRun(ctx, id(3), sqsadapter.StatusFailed, "boom", "n", baseTime()))
+	require.NoError(t, s.FinishRun(ctx, id(1), store.StatusCompleted, "", "", baseTime()))
+	require.NoError(t, s.FinishRun(ctx, id(3), store.StatusFailed, "boom", "n", baseTime()))
 
 	// The cursor still continues after run 1, without run 3.
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
@@ -237,12 +236,12 @@ func testListRunningCursor(t *testing.T, s sqsadapter.ContextStore) {
 	}
 }
 
-func testListNodes(t *testing.T, s sqsadapter.ContextStore) {
+func testListNodes(t *testing.T, s store.ContextStore) {
 	r := reconcilerOf(t, s)
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
-	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: now},
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: now},
 		map[string]any{"input": "x", "_outputs": "not a node", "_outputsx": 1, "_outputr": 2, "zz": true}))
 	require.NoError(t, s.Patch(ctx, runID, map[string]any{"a": 1, "_outputt": 3}, nil))
 
@@ -255,7 +254,7 @@ func testListNodes(t *testing.T, s sqsadapter.ContextStore) {
 	require.NoError(t, s.ReleaseLease(ctx, runID, "released", "w1"))
 	_, err = s.AcquireNode(ctx, runID, "committed", "w2", now.Add(time.Hour), now)
 	require.NoError(t, err)
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{
 		NodeID: "committed", Output: map[string]any{"total": 3}, Action: "go", Taken: []string{"next"},
 		Staged: map[string]any{"next": "in"}, Fallback: "fb", Sets: map[string]any{"b": 2},
 	})
@@ -264,7 +263,7 @@ func testListNodes(t *testing.T, s sqsadapter.ContextStore) {
 	_, err = s.AcquireNode(ctx, runID, "closed", "w3", now.Add(time.Hour), now)
 	require.NoError(t, err)
 	require.NoError(t, s.CloseNodes(ctx, runID, []string{"closed", "closed-unstarted"}))
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "dotted.id", Output: nil})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "dotted.id", Output: nil})
 	require.NoError(t, err)
 	// Another run's node.
 	_, err = s.AcquireNode(ctx, unique("run"), "pending", "w1", now.Add(time.Hour), now)
@@ -284,16 +283,16 @@ func testListNodes(t *testing.T, s sqsadapter.ContextStore) {
 		assert.False(t, recs[id].UpdatedAt.IsZero(), "UpdatedAt of %s", id)
 	}
 
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "pending", State: sqsadapter.NodePending, Attempts: 2,
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "pending", State: store.NodePending, Attempts: 2,
 		LeaseOwner: "w1", LeaseUntil: now.Add(2 * time.Hour)}, recs["pending"])
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "released", State: sqsadapter.NodePending, Attempts: 1}, recs["released"])
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "committed", State: sqsadapter.NodeCommitted, Attempts: 1,
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "released", State: store.NodePending, Attempts: 1}, recs["released"])
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "committed", State: store.NodeCommitted, Attempts: 1,
 		Output: map[string]any{"total": int64(3)}, Action: "go", Taken: []string{"next"},
 		Staged: map[string]any{"next": "in"}, Fallback: "fb"}, recs["committed"])
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "skipped", State: sqsadapter.NodeSkipped}, recs["skipped"])
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "closed", State: sqsadapter.NodeClosed, Attempts: 1}, recs["closed"])
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "closed-unstarted", State: sqsadapter.NodeClosed}, recs["closed-unstarted"])
-	assertNodeRecord(t, &sqsadapter.NodeRecord{NodeID: "dotted.id", State: sqsadapter.NodeCommitted}, recs["dotted.id"])
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "skipped", State: store.NodeSkipped}, recs["skipped"])
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "closed", State: store.NodeClosed, Attempts: 1}, recs["closed"])
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "closed-unstarted", State: store.NodeClosed}, recs["closed-unstarted"])
+	assertNodeRecord(t, &store.NodeRecord{NodeID: "dotted.id", State: store.NodeCommitted}, recs["dotted.id"])
 
 	// The records are the caller's.
 	recs["committed"].Output.(map[string]any)["total"] = "changed"
@@ -305,7 +304,7 @@ func testListNodes(t *testing.T, s sqsadapter.ContextStore) {
 
 	// A run without node records, and an unknown run.
 	other := unique("run")
-	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: other, BlueprintID: "bp", CreatedAt: now}, map[string]any{"k": "v"}))
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: other, BlueprintID: "bp", CreatedAt: now}, map[string]any{"k": "v"}))
 	for _, runID := range []string{other, unique("missing")} {
 		recs, err := r.ListNodes(ctx, runID)
 		require.NoError(t, err)
@@ -314,7 +313,7 @@ func testListNodes(t *testing.T, s sqsadapter.ContextStore) {
 }
 
 // testListNodesMany lists more node records than one DynamoDB page holds.
-func testListNodesMany(t *testing.T, s sqsadapter.ContextStore) {
+func testListNodesMany(t *testing.T, s store.ContextStore) {
 	r := reconcilerOf(t, s)
 	ctx := t.Context()
 	runID := unique("run")
@@ -324,7 +323,7 @@ func testListNodesMany(t *testing.T, s sqsadapter.ContextStore) {
 	ids := make([]string, nodes)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("n%02d", i)
-		_, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: ids[i], Output: big})
+		_, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: ids[i], Output: big})
 		require.NoError(t, err)
 	}
 	recs, err := r.ListNodes(ctx, runID)
@@ -332,7 +331,7 @@ func testListNodesMany(t *testing.T, s sqsadapter.ContextStore) {
 	assert.ElementsMatch(t, ids, slices.Collect(maps.Keys(recs)))
 	for _, id := range ids {
 		if assert.Contains(t, recs, id) {
-			assert.Equal(t, sqsadapter.NodeCommitted, recs[id].State)
+			assert.Equal(t, store.NodeCommitted, recs[id].State)
 			assert.Len(t, recs[id].Output, len(big), id)
 		}
 	}
@@ -341,14 +340,14 @@ func testListNodesMany(t *testing.T, s sqsadapter.ContextStore) {
 // testUpdatedAt checks that every write of a node record sets UpdatedAt to
 // the time of the write, that it never goes backwards, and that a call that
 // changes nothing leaves it.
-func testUpdatedAt(t *testing.T, s sqsadapter.ContextStore) {
+func testUpdatedAt(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	now := baseTime()
 
 	// during runs fn and checks that the record of node was written during it.
 	var last time.Time
-	during := func(node string, fn func() *sqsadapter.NodeRecord) time.Time {
+	during := func(node string, fn func() *store.NodeRecord) time.Time {
 		t.Helper()
 		time.Sleep(2 * time.Millisecond) // a later millisecond than the last write
 		start := time.Now().Truncate(time.Millisecond)
@@ -368,30 +367,30 @@ func testUpdatedAt(t *testing.T, s sqsadapter.ContextStore) {
 	}
 
 	// Acquire → Extend → Commit: forward every time.
-	last = during("n", func() *sqsadapter.NodeRecord {
+	last = during("n", func() *store.NodeRecord {
 		rec, err := s.AcquireNode(ctx, runID, "n", "w1", now.Add(time.Minute), now)
 		require.NoError(t, err)
 		return rec
 	})
 	for _, step := range []struct {
 		name string
-		fn   func() *sqsadapter.NodeRecord
+		fn   func() *store.NodeRecord
 	}{
-		{"acquire again", func() *sqsadapter.NodeRecord {
+		{"acquire again", func() *store.NodeRecord {
 			rec, err := s.AcquireNode(ctx, runID, "n", "w1", now.Add(2*time.Minute), now)
 			require.NoError(t, err)
 			return rec
 		}},
-		{"extend", func() *sqsadapter.NodeRecord {
+		{"extend", func() *store.NodeRecord {
 			require.NoError(t, s.ExtendLease(ctx, runID, "n", "w1", now.Add(3*time.Minute)))
 			return nil
 		}},
-		{"extend again", func() *sqsadapter.NodeRecord {
+		{"extend again", func() *store.NodeRecord {
 			require.NoError(t, s.ExtendLease(ctx, runID, "n", "w1", now.Add(4*time.Minute)))
 			return nil
 		}},
-		{"commit", func() *sqsadapter.NodeRecord {
-			rec, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "out", Sets: map[string]any{"k": 1}})
+		{"commit", func() *store.NodeRecord {
+			rec, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: "out", Sets: map[string]any{"k": 1}})
 			require.NoError(t, err)
 			return rec
 		}},
@@ -404,15 +403,15 @@ func testUpdatedAt(t *testing.T, s sqsadapter.ContextStore) {
 	// Calls that change nothing leave it.
 	time.Sleep(2 * time.Millisecond)
 	rec, err := s.AcquireNode(ctx, runID, "n", "w2", now.Add(time.Hour), now.Add(time.Hour))
-	require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
 	require.NotNil(t, rec)
 	assertTime(t, last, rec.UpdatedAt, "the record returned with a refusal")
-	require.ErrorIs(t, s.ExtendLease(ctx, runID, "n", "w1", now.Add(time.Hour)), sqsadapter.ErrLeaseLost)
+	require.ErrorIs(t, s.ExtendLease(ctx, runID, "n", "w1", now.Add(time.Hour)), store.ErrLeaseLost)
 	require.NoError(t, s.ReleaseLease(ctx, runID, "n", "w1"))
 	require.NoError(t, s.SkipNodes(ctx, runID, []string{"n"}))
 	require.NoError(t, s.CloseNodes(ctx, runID, []string{"n"}))
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "again"})
-	require.ErrorIs(t, err, sqsadapter.ErrNodeCommitted)
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: "again"})
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
 	recs, err := s.GetNodes(ctx, runID, []string{"n"})
 	require.NoError(t, err)
 	assertTime(t, last, recs["n"].UpdatedAt, "refused writes change nothing")
@@ -420,26 +419,26 @@ func testUpdatedAt(t *testing.T, s sqsadapter.ContextStore) {
 	// Release, skip and close set it too.
 	_, err = s.AcquireNode(ctx, runID, "released", "w1", now.Add(time.Minute), now)
 	require.NoError(t, err)
-	during("released", func() *sqsadapter.NodeRecord {
+	during("released", func() *store.NodeRecord {
 		require.NoError(t, s.ReleaseLease(ctx, runID, "released", "w1"))
 		return nil
 	})
 	_, err = s.AcquireNode(ctx, runID, "skipped", "w1", now.Add(time.Minute), now)
 	require.NoError(t, err)
-	during("skipped", func() *sqsadapter.NodeRecord {
+	during("skipped", func() *store.NodeRecord {
 		require.NoError(t, s.SkipNodes(ctx, runID, []string{"skipped"}))
 		return nil
 	})
-	during("skipped-unstarted", func() *sqsadapter.NodeRecord {
+	during("skipped-unstarted", func() *store.NodeRecord {
 		require.NoError(t, s.SkipNodes(ctx, runID, []string{"skipped-unstarted"}))
 		return nil
 	})
-	during("closed", func() *sqsadapter.NodeRecord {
+	during("closed", func() *store.NodeRecord {
 		require.NoError(t, s.CloseNodes(ctx, runID, []string{"closed"}))
 		return nil
 	})
-	during("committed-unstarted", func() *sqsadapter.NodeRecord {
-		rec, err := s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "committed-unstarted", Output: 1})
+	during("committed-unstarted", func() *store.NodeRecord {
+		rec, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "committed-unstarted", Output: 1})
 		require.NoError(t, err)
 		return rec
 	})
@@ -447,7 +446,7 @@ func testUpdatedAt(t *testing.T, s sqsadapter.ContextStore) {
 
 // testReconcileCanceled checks that the reconciler's reads honour a
 // cancelled ctx.
-func testReconcileCanceled(t *testing.T, s sqsadapter.ContextStore) {
+func testReconcileCanceled(t *testing.T, s store.ContextStore) {
 	r := reconcilerOf(t, s)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()

@@ -1,16 +1,19 @@
-package sqsadapter
+package store
 
 import (
 	"context"
 	"time"
 )
 
+// RunState is a run's status.
+type RunState string
+
 // Run statuses.
 const (
-	StatusRunning   = "running"
-	StatusCompleted = "completed"
-	StatusFailed    = "failed"
-	StatusCancelled = "cancelled"
+	StatusRunning   RunState = "running"
+	StatusCompleted RunState = "completed"
+	StatusFailed    RunState = "failed"
+	StatusCancelled RunState = "cancelled"
 )
 
 // RunRecord is a run's status record (one item of the status table).
@@ -18,7 +21,7 @@ type RunRecord struct {
 	RunID            string
 	BlueprintID      string
 	BlueprintVersion string
-	Status           string // StatusRunning, StatusCompleted, StatusFailed or StatusCancelled
+	Status           RunState
 	Error            string // why the run failed: node id and message
 	FailedNode       string // the node that failed the run, if a node did
 	CreatedAt        time.Time
@@ -77,7 +80,7 @@ type NodeCommit struct {
 
 // ContextStore holds run contexts, node records and run records. It is
 // DynamoDbContext on AWS and sqsadaptertest.ContextStore in memory; both pass
-// the conformance suite in internal/storetest.
+// the conformance suite in package storetest.
 //
 // Every method is safe for concurrent use and every read is strongly
 // consistent. Values are JSON-like (see the package documentation); a value
@@ -98,7 +101,7 @@ type ContextStore interface {
 	// FinishRun moves a running run to status (completed, failed or
 	// cancelled) with reason and failedNode, once: if the run is not running it
 	// returns ErrRunFinished and changes nothing.
-	FinishRun(ctx context.Context, runID, status, reason, failedNode string, at time.Time) error
+	FinishRun(ctx context.Context, runID string, status RunState, reason, failedNode string, at time.Time) error
 
 	// AcquireNode takes the execution lease of a node for owner until the
 	// given time and counts one more attempt, then returns the record. The

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"reflect"
 	"slices"
@@ -17,7 +18,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/limits"
 )
 
@@ -83,10 +83,10 @@ func TestIDRule(t *testing.T, fromJSON bool, want error, check func(t *testing.T
 	}
 }
 
-// TestContextStoreLimits runs the limits suite of sqsadapter.ContextStore.
+// TestContextStoreLimits runs the limits suite of store.ContextStore.
 // newStore is called once per subtest.
-func TestContextStoreLimits(t *testing.T, newStore func(t *testing.T) sqsadapter.ContextStore) {
-	run(t, newStore, []subtest[sqsadapter.ContextStore]{
+func TestContextStoreLimits(t *testing.T, newStore func(t *testing.T) store.ContextStore) {
+	run(t, newStore, []subtest[store.ContextStore]{
 		{name: "RunID", fn: testLimitRunID},
 		{name: "NodeID", fn: testLimitNodeID},
 		{name: "ContextKey", fn: testLimitContextKey},
@@ -101,9 +101,9 @@ func TestContextStoreLimits(t *testing.T, newStore func(t *testing.T) sqsadapter
 }
 
 // TestCoordinationStoreLimits runs the limits suite of
-// sqsadapter.CoordinationStore. newStore is called once per subtest.
-func TestCoordinationStoreLimits(t *testing.T, newStore func(t *testing.T) sqsadapter.CoordinationStore) {
-	run(t, newStore, []subtest[sqsadapter.CoordinationStore]{
+// store.CoordinationStore. newStore is called once per subtest.
+func TestCoordinationStoreLimits(t *testing.T, newStore func(t *testing.T) store.CoordinationStore) {
+	run(t, newStore, []subtest[store.CoordinationStore]{
 		{name: "CoordinationKey", fn: testLimitCoordinationKey},
 		{name: "BatchGetKeys", fn: testLimitGetJoins},
 	})
@@ -112,14 +112,14 @@ func TestCoordinationStoreLimits(t *testing.T, newStore func(t *testing.T) sqsad
 // testLimitRunID: every method taking a run id refuses one that breaks the
 // id rule with ErrInvalidKey (GetRun and FinishRun: ErrRunNotFound, as no
 // run can have it) and writes nothing; a valid one is taken.
-func testLimitRunID(t *testing.T, s sqsadapter.ContextStore) {
+func testLimitRunID(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
-	TestIDRule(t, false, sqsadapter.ErrInvalidKey, func(t *testing.T, runID string) error {
+	TestIDRule(t, false, store.ErrInvalidKey, func(t *testing.T, runID string) error {
 		key := unique("key")
 		if err := s.Set(ctx, runID, key, "v"); err != nil {
 			// Refused: so is every other call, and nothing was written.
 			calls := map[string]error{
-				"CreateRun": s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{key: 1}),
+				"CreateRun": s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{key: 1}),
 				"Patch":     s.Patch(ctx, runID, map[string]any{key: "v"}, nil),
 				"SkipNodes": s.SkipNodes(ctx, runID, []string{"n"}),
 			}
@@ -130,22 +130,22 @@ func testLimitRunID(t *testing.T, s sqsadapter.ContextStore) {
 			calls["GetNodes"] = second(s.GetNodes(ctx, runID, []string{"n"}))
 			calls["Delete"] = second(s.Delete(ctx, runID, key))
 			calls["AcquireNode"] = second(s.AcquireNode(ctx, runID, "n", "w", baseTime().Add(ttl), baseTime()))
-			calls["CommitNode"] = second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: 1}))
+			calls["CommitNode"] = second(s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: 1}))
 			for name, e := range calls {
-				assert.ErrorIs(t, e, sqsadapter.ErrInvalidKey, name)
+				assert.ErrorIs(t, e, store.ErrInvalidKey, name)
 			}
 			_, gerr := s.GetRun(ctx, runID)
-			assert.ErrorIs(t, gerr, sqsadapter.ErrRunNotFound, "GetRun")
-			ferr := s.FinishRun(ctx, runID, sqsadapter.StatusCompleted, "", "", baseTime())
-			assert.ErrorIs(t, ferr, sqsadapter.ErrRunNotFound, "FinishRun")
+			assert.ErrorIs(t, gerr, store.ErrRunNotFound, "GetRun")
+			ferr := s.FinishRun(ctx, runID, store.StatusCompleted, "", "", baseTime())
+			assert.ErrorIs(t, ferr, store.ErrRunNotFound, "FinishRun")
 			return err
 		}
 		got, ok, err := s.Get(ctx, runID, key)
 		require.NoError(t, err)
 		assert.True(t, ok)
 		assert.Equal(t, "v", got)
-		err = s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil)
-		if errors.Is(err, sqsadapter.ErrRunExists) {
+		err = s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil)
+		if errors.Is(err, store.ErrRunExists) {
 			err = nil // a fixed id, created by an earlier test run on the same backing
 		}
 		return err
@@ -155,7 +155,7 @@ func testLimitRunID(t *testing.T, s sqsadapter.ContextStore) {
 // testLimitNodeID: a store takes a node id or an internal record name built
 // from one (limits.CheckNodeRecordID): not empty, valid UTF-8, its record key
 // at most limits.SortKeyBytes bytes; control characters are allowed.
-func testLimitNodeID(t *testing.T, s sqsadapter.ContextStore) {
+func testLimitNodeID(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	atLimit := strings.Repeat("n", limits.SortKeyBytes-len(limits.OutputsPrefix))
 	for _, c := range []struct {
@@ -183,11 +183,11 @@ func testLimitNodeID(t *testing.T, s sqsadapter.ContextStore) {
 				{"ExtendLease", func() error { return s.ExtendLease(ctx, runID, c.nodeID, "w", now.Add(2*ttl)) }},
 				{"ReleaseLease", func() error { return s.ReleaseLease(ctx, runID, c.nodeID, "w") }},
 				{"CommitNode", func() error {
-					return second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: c.nodeID, Output: "out"}))
+					return second(s.CommitNode(ctx, runID, store.NodeCommit{NodeID: c.nodeID, Output: "out"}))
 				}},
 				{"GetNodes", func() error { return second(s.GetNodes(ctx, runID, []string{c.nodeID})) }},
 				{"FailNode", func() error {
-					if _, err := s.FailNode(ctx, runID, c.nodeID, "failed"); !errors.Is(err, sqsadapter.ErrNodeCommitted) {
+					if _, err := s.FailNode(ctx, runID, c.nodeID, "failed"); !errors.Is(err, store.ErrNodeCommitted) {
 						return err
 					}
 					return nil
@@ -200,7 +200,7 @@ func testLimitNodeID(t *testing.T, s sqsadapter.ContextStore) {
 				if c.valid {
 					require.NoError(t, err, c2.name)
 				} else {
-					require.ErrorIs(t, err, sqsadapter.ErrInvalidKey, c2.name)
+					require.ErrorIs(t, err, store.ErrInvalidKey, c2.name)
 				}
 			}
 			recs, err := s.ListNodes(ctx, runID)
@@ -229,7 +229,7 @@ func padTo(t *testing.T, prefix string, n int) string {
 
 // testLimitContextKey: a context key is at most limits.ContextKeyBytes
 // bytes, not empty and not reserved; a read key may be a node record's.
-func testLimitContextKey(t *testing.T, s sqsadapter.ContextStore) {
+func testLimitContextKey(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	atLimit := padTo(t, "key", limits.ContextKeyBytes)
@@ -239,12 +239,12 @@ func testLimitContextKey(t *testing.T, s sqsadapter.ContextStore) {
 	assert.True(t, ok)
 	assert.Equal(t, "v", got)
 	require.NoError(t, s.Patch(ctx, runID, map[string]any{atLimit: "w"}, nil))
-	_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{atLimit: "x"}})
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{atLimit: "x"}})
 	require.NoError(t, err)
 	existed, err := s.Delete(ctx, runID, atLimit)
 	require.NoError(t, err)
 	assert.True(t, existed)
-	require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: unique("run"), BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{atLimit: 1}))
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: unique("run"), BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{atLimit: 1}))
 
 	// A node record's key, read: at most the same length.
 	nodeKey := limits.OutputsPrefix + strings.Repeat("n", limits.ContextKeyBytes-len(limits.OutputsPrefix))
@@ -262,23 +262,23 @@ func testLimitContextKey(t *testing.T, s sqsadapter.ContextStore) {
 				"Delete":         second(s.Delete(ctx, runID, key)),
 				"Patch set":      s.Patch(ctx, runID, map[string]any{key: "v"}, nil),
 				"Patch del":      s.Patch(ctx, runID, nil, []string{key}),
-				"CommitNode set": second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "m", Output: 1, Sets: map[string]any{key: "v"}})),
-				"CommitNode del": second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "m", Output: 1, Deletes: []string{key}})),
-				"CreateRun":      s.CreateRun(ctx, sqsadapter.RunRecord{RunID: other, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{key: 1}),
+				"CommitNode set": second(s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "m", Output: 1, Sets: map[string]any{key: "v"}})),
+				"CommitNode del": second(s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "m", Output: 1, Deletes: []string{key}})),
+				"CreateRun":      s.CreateRun(ctx, store.RunRecord{RunID: other, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{key: 1}),
 			}
 			if key != limits.OutputsPrefix+"n" {
 				calls["Get"] = third(s.Get(ctx, runID, key))
 				calls["GetMany"] = second(s.GetMany(ctx, runID, []string{key}))
 			}
 			for name, err := range calls {
-				assert.ErrorIs(t, err, sqsadapter.ErrInvalidKey, name)
+				assert.ErrorIs(t, err, store.ErrInvalidKey, name)
 			}
 			_, err := s.GetRun(ctx, other)
-			assert.ErrorIs(t, err, sqsadapter.ErrRunNotFound, "the refused CreateRun wrote nothing")
+			assert.ErrorIs(t, err, store.ErrRunNotFound, "the refused CreateRun wrote nothing")
 		})
 	}
 	_, _, err = s.Get(ctx, runID, nodeKey+"n")
-	assert.ErrorIs(t, err, sqsadapter.ErrInvalidKey, "a read key over the limit")
+	assert.ErrorIs(t, err, store.ErrInvalidKey, "a read key over the limit")
 	snap, err := s.Snapshot(ctx, runID)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]any{"_outputs.n": int64(1)}, snap, "the refused writes wrote nothing")
@@ -310,7 +310,7 @@ func sizedValues(t *testing.T, runID, key string, size int) map[string]any {
 // as limits.ItemSize of limits.ValueSize; over it a write is refused with a
 // *ValueTooLargeError naming the run, the key and the size, and writes
 // nothing.
-func testLimitItemSize(t *testing.T, s sqsadapter.ContextStore) {
+func testLimitItemSize(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	const key = "k"
 	writes := map[string]func(runID string, v any) error{
@@ -319,10 +319,10 @@ func testLimitItemSize(t *testing.T, s sqsadapter.ContextStore) {
 			return s.Patch(ctx, runID, map[string]any{key: v}, []string{"other"})
 		},
 		"CommitNode": func(runID string, v any) error {
-			return second(s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "o", Sets: map[string]any{key: v}}))
+			return second(s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: "o", Sets: map[string]any{key: v}}))
 		},
 		"CreateRun": func(runID string, v any) error {
-			return s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{key: v})
+			return s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, map[string]any{key: v})
 		},
 	}
 	// Every shape of value through Set (both stores size them alike), and
@@ -344,10 +344,10 @@ func testLimitItemSize(t *testing.T, s sqsadapter.ContextStore) {
 					assertLarge(t, normalize(t, v), got)
 					return
 				}
-				var vt *sqsadapter.ValueTooLargeError
+				var vt *store.ValueTooLargeError
 				require.ErrorAs(t, err, &vt)
-				assert.ErrorIs(t, err, sqsadapter.ErrValueTooLarge)
-				assert.Equal(t, sqsadapter.ValueTooLargeError{RunID: runID, Key: key, Size: limits.ItemBytes + 1, Limit: limits.ItemBytes}, *vt)
+				assert.ErrorIs(t, err, store.ErrValueTooLarge)
+				assert.Equal(t, store.ValueTooLargeError{RunID: runID, Key: key, Size: limits.ItemBytes + 1, Limit: limits.ItemBytes}, *vt)
 				snap, err := s.Snapshot(ctx, runID)
 				require.NoError(t, err)
 				assert.Empty(t, snap, "nothing written")
@@ -359,7 +359,7 @@ func testLimitItemSize(t *testing.T, s sqsadapter.ContextStore) {
 // testLimitNodeRecordSize: a committed node record (output, staged inputs,
 // action, fallback, taken targets) is at most limits.ItemBytes, estimated as
 // limits.NodeRecordSize.
-func testLimitNodeRecordSize(t *testing.T, s sqsadapter.ContextStore) {
+func testLimitNodeRecordSize(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	staged := map[string]any{"x": "staged", "y": []any{int64(1), 2.5}}
 	taken := []string{"x", "y"}
@@ -368,7 +368,7 @@ func testLimitNodeRecordSize(t *testing.T, s sqsadapter.ContextStore) {
 			runID := unique("run")
 			base := limits.NodeRecordSize(runID, "n", 0, limits.ValueSize(normalize(t, staged)), "go", "fb", taken)
 			out := strings.Repeat("o", limits.ItemBytes+over-base)
-			c := sqsadapter.NodeCommit{NodeID: "n", Output: out, Action: "go", Fallback: "fb", Taken: taken, Staged: staged, Sets: map[string]any{"k": "v"}}
+			c := store.NodeCommit{NodeID: "n", Output: out, Action: "go", Fallback: "fb", Taken: taken, Staged: staged, Sets: map[string]any{"k": "v"}}
 			rec, err := s.CommitNode(ctx, runID, c)
 			if over == 0 {
 				require.NoError(t, err)
@@ -376,9 +376,9 @@ func testLimitNodeRecordSize(t *testing.T, s sqsadapter.ContextStore) {
 				assert.Equal(t, normalize(t, staged), rec.Staged)
 				return
 			}
-			var vt *sqsadapter.ValueTooLargeError
+			var vt *store.ValueTooLargeError
 			require.ErrorAs(t, err, &vt)
-			assert.Equal(t, sqsadapter.ValueTooLargeError{RunID: runID, Key: "_outputs.n", Size: limits.ItemBytes + 1, Limit: limits.ItemBytes}, *vt)
+			assert.Equal(t, store.ValueTooLargeError{RunID: runID, Key: "_outputs.n", Size: limits.ItemBytes + 1, Limit: limits.ItemBytes}, *vt)
 			recs, err := s.ListNodes(ctx, runID)
 			require.NoError(t, err)
 			assert.Empty(t, recs, "no node record written")
@@ -391,13 +391,13 @@ func testLimitNodeRecordSize(t *testing.T, s sqsadapter.ContextStore) {
 
 // testLimitRunRecordSize: a run record is at most limits.ItemBytes,
 // estimated as limits.RunRecordSize.
-func testLimitRunRecordSize(t *testing.T, s sqsadapter.ContextStore) {
+func testLimitRunRecordSize(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	for _, over := range []int{0, 1} {
 		t.Run(fmt.Sprintf("over by %d", over), func(t *testing.T) {
 			runID := unique("run")
 			version := strings.Repeat("v", limits.ItemBytes+over-limits.RunRecordSize(runID, "bp", ""))
-			err := s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", BlueprintVersion: version, CreatedAt: baseTime()}, nil)
+			err := s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", BlueprintVersion: version, CreatedAt: baseTime()}, nil)
 			if over == 0 {
 				require.NoError(t, err)
 				got, err := s.GetRun(ctx, runID)
@@ -405,11 +405,11 @@ func testLimitRunRecordSize(t *testing.T, s sqsadapter.ContextStore) {
 				assertLarge(t, version, got.BlueprintVersion)
 				return
 			}
-			var vt *sqsadapter.ValueTooLargeError
+			var vt *store.ValueTooLargeError
 			require.ErrorAs(t, err, &vt)
-			assert.Equal(t, sqsadapter.ValueTooLargeError{RunID: runID, Key: "(run record)", Size: limits.ItemBytes + 1, Limit: limits.ItemBytes}, *vt)
+			assert.Equal(t, store.ValueTooLargeError{RunID: runID, Key: "(run record)", Size: limits.ItemBytes + 1, Limit: limits.ItemBytes}, *vt)
 			_, err = s.GetRun(ctx, runID)
-			assert.ErrorIs(t, err, sqsadapter.ErrRunNotFound)
+			assert.ErrorIs(t, err, store.ErrRunNotFound)
 		})
 	}
 }
@@ -435,7 +435,7 @@ func setsOf(ks []string, v any) map[string]any {
 // of at most limits.TransactItems items: CreateRun takes the run record and
 // 99 initial keys, CommitNode the node record and 99 context writes, Patch
 // 100 changes. One more is refused with ErrValueTooLarge, writing nothing.
-func testLimitTransactionItems(t *testing.T, s sqsadapter.ContextStore) {
+func testLimitTransactionItems(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	max := limits.TransactItems
 	for _, over := range []int{0, 1} {
@@ -443,7 +443,7 @@ func testLimitTransactionItems(t *testing.T, s sqsadapter.ContextStore) {
 			check := func(name, runID string, err error, want map[string]any) {
 				t.Helper()
 				if over == 1 {
-					require.ErrorIs(t, err, sqsadapter.ErrValueTooLarge, name)
+					require.ErrorIs(t, err, store.ErrValueTooLarge, name)
 					want = map[string]any{}
 				} else {
 					require.NoError(t, err, name)
@@ -455,16 +455,16 @@ func testLimitTransactionItems(t *testing.T, s sqsadapter.ContextStore) {
 
 			runID := unique("run")
 			initial := setsOf(keys("k", max-1+over), "v")
-			err := s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, initial)
+			err := s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, initial)
 			check("CreateRun", runID, err, initial)
 
 			runID = unique("run")
 			half := (max - 1 + over) / 2
 			require.NoError(t, s.Patch(ctx, runID, setsOf(keys("gone", half), true), nil))
 			sets := setsOf(keys("k", max-1+over-half), "v")
-			_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "o", Sets: sets, Deletes: keys("gone", half)})
+			_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: "o", Sets: sets, Deletes: keys("gone", half)})
 			if over == 1 {
-				require.ErrorIs(t, err, sqsadapter.ErrValueTooLarge, "CommitNode")
+				require.ErrorIs(t, err, store.ErrValueTooLarge, "CommitNode")
 				snap, err := s.Snapshot(ctx, runID)
 				require.NoError(t, err)
 				assert.Equal(t, setsOf(keys("gone", half), true), snap, "the refused commit wrote nothing")
@@ -502,7 +502,7 @@ func sizedSets(t *testing.T, runID string, n, total int) map[string]any {
 // at most limits.TransactBytes, estimated as limits.TransactionBytes (the
 // items written, and each key deleted). One byte more is refused with
 // ErrValueTooLarge, writing nothing.
-func testLimitTransactionBytes(t *testing.T, s sqsadapter.ContextStore) {
+func testLimitTransactionBytes(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	const n = 11 // items of about 380 KB
 	for _, over := range []int{0, 1} {
@@ -514,8 +514,8 @@ func testLimitTransactionBytes(t *testing.T, s sqsadapter.ContextStore) {
 			check := func(name, runID string, err error, want map[string]any) {
 				t.Helper()
 				if over == 1 {
-					require.ErrorIs(t, err, sqsadapter.ErrValueTooLarge, name)
-					var vt *sqsadapter.ValueTooLargeError
+					require.ErrorIs(t, err, store.ErrValueTooLarge, name)
+					var vt *store.ValueTooLargeError
 					assert.False(t, errors.As(err, &vt), "%s: no single item is too large", name)
 					snap, err := s.Snapshot(ctx, runID)
 					require.NoError(t, err)
@@ -533,14 +533,14 @@ func testLimitTransactionBytes(t *testing.T, s sqsadapter.ContextStore) {
 			runID := unique("run")
 			record := limits.RunRecordSize(runID, "bp", "")
 			initial := sizedSets(t, runID, n, total-record)
-			err := s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, initial)
+			err := s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, initial)
 			check("CreateRun", runID, err, initial)
 
 			runID = unique("run")
 			node := limits.NodeRecordSize(runID, "n", limits.ValueSize("o"), 0, "", "", nil)
 			deleted := limits.ItemSize(runID, "gone")
 			sets := sizedSets(t, runID, n, total-node-deleted)
-			_, err = s.CommitNode(ctx, runID, sqsadapter.NodeCommit{NodeID: "n", Output: "o", Sets: sets, Deletes: []string{"gone", "gone"}})
+			_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: "o", Sets: sets, Deletes: []string{"gone", "gone"}})
 			want := maps.Clone(sets)
 			want["_outputs.n"] = "o"
 			check("CommitNode", runID, err, want)
@@ -555,7 +555,7 @@ func testLimitTransactionBytes(t *testing.T, s sqsadapter.ContextStore) {
 
 // testLimitBatchGetKeys: reads of more than limits.BatchGetKeys keys are
 // served whole (the DynamoDB store pages them).
-func testLimitBatchGetKeys(t *testing.T, s sqsadapter.ContextStore) {
+func testLimitBatchGetKeys(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	for _, n := range []int{limits.BatchGetKeys, limits.BatchGetKeys + 1} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
@@ -578,7 +578,7 @@ func testLimitBatchGetKeys(t *testing.T, s sqsadapter.ContextStore) {
 
 // testLimitReasonBytes: a failure reason is kept up to limits.ReasonBytes
 // bytes; a longer one is truncated to it, with a mark.
-func testLimitReasonBytes(t *testing.T, s sqsadapter.ContextStore) {
+func testLimitReasonBytes(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	for _, over := range []int{0, 1} {
 		t.Run(fmt.Sprintf("over by %d", over), func(t *testing.T) {
@@ -594,8 +594,8 @@ func testLimitReasonBytes(t *testing.T, s sqsadapter.ContextStore) {
 			rec, err := s.FailNode(ctx, runID, "n", reason)
 			require.NoError(t, err)
 			assertLarge(t, want, rec.Error, "FailNode")
-			require.NoError(t, s.CreateRun(ctx, sqsadapter.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil))
-			require.NoError(t, s.FinishRun(ctx, runID, sqsadapter.StatusFailed, reason, "n", baseTime()))
+			require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil))
+			require.NoError(t, s.FinishRun(ctx, runID, store.StatusFailed, reason, "n", baseTime()))
 			run, err := s.GetRun(ctx, runID)
 			require.NoError(t, err)
 			assertLarge(t, want, run.Error, "FinishRun")
@@ -606,7 +606,7 @@ func testLimitReasonBytes(t *testing.T, s sqsadapter.ContextStore) {
 // testLimitCoordinationKey: a coordination key is 1 to
 // limits.CoordinationKeyBytes bytes; every method refuses another with
 // ErrInvalidKey.
-func testLimitCoordinationKey(t *testing.T, s sqsadapter.CoordinationStore) {
+func testLimitCoordinationKey(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	max := limits.CoordinationKeyBytes
 	lock, counter, join := padTo(t, "lock", max), padTo(t, "counter", max), padTo(t, "join", max)
@@ -624,7 +624,7 @@ func testLimitCoordinationKey(t *testing.T, s sqsadapter.CoordinationStore) {
 	n, err := s.Increment(ctx, counter, 2, ttl)
 	require.NoError(t, err)
 	assert.Equal(t, int64(2), n)
-	_, err = s.Arrive(ctx, join, sqsadapter.Arrival{Source: "a", Taken: true}, ttl)
+	_, err = s.Arrive(ctx, join, store.Arrival{Source: "a", Taken: true}, ttl)
 	require.NoError(t, err)
 	joins, err := s.GetJoins(ctx, []string{join})
 	require.NoError(t, err)
@@ -638,11 +638,11 @@ func testLimitCoordinationKey(t *testing.T, s sqsadapter.CoordinationStore) {
 				"ExtendTTL":     second(s.ExtendTTL(ctx, key, ttl)),
 				"Delete":        s.Delete(ctx, key),
 				"Increment":     second(s.Increment(ctx, key, 1, ttl)),
-				"Arrive":        second(s.Arrive(ctx, key, sqsadapter.Arrival{Source: "a"}, ttl)),
+				"Arrive":        second(s.Arrive(ctx, key, store.Arrival{Source: "a"}, ttl)),
 				"GetJoins":      second(s.GetJoins(ctx, []string{join, key})),
 			}
 			for name, err := range calls {
-				assert.ErrorIs(t, err, sqsadapter.ErrInvalidKey, name)
+				assert.ErrorIs(t, err, store.ErrInvalidKey, name)
 			}
 		})
 	}
@@ -650,13 +650,13 @@ func testLimitCoordinationKey(t *testing.T, s sqsadapter.CoordinationStore) {
 
 // testLimitGetJoins: GetJoins of more than limits.BatchGetKeys keys is
 // served whole.
-func testLimitGetJoins(t *testing.T, s sqsadapter.CoordinationStore) {
+func testLimitGetJoins(t *testing.T, s store.CoordinationStore) {
 	ctx := t.Context()
 	for _, n := range []int{limits.BatchGetKeys, limits.BatchGetKeys + 1} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			ks := keys(unique("join"), n)
 			for _, k := range ks {
-				_, err := s.Arrive(ctx, k, sqsadapter.Arrival{Source: "a"}, ttl)
+				_, err := s.Arrive(ctx, k, store.Arrival{Source: "a"}, ttl)
 				require.NoError(t, err)
 			}
 			joins, err := s.GetJoins(ctx, ks)

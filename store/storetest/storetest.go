@@ -1,9 +1,9 @@
 // Package storetest is the conformance suite of the storage interfaces
-// sqsadapter.ContextStore and sqsadapter.CoordinationStore. Every
+// store.ContextStore and store.CoordinationStore. Every
 // implementation runs it from its own tests:
 //
 //	func TestContextStore(t *testing.T) {
-//		storetest.TestContextStore(t, func(t *testing.T) sqsadapter.ContextStore {
+//		storetest.TestContextStore(t, func(t *testing.T) store.ContextStore {
 //			return sqsadaptertest.NewContextStore()
 //		})
 //	}

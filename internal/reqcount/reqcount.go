@@ -1,4 +1,7 @@
-package sqsadapter
+// Package reqcount counts the AWS API requests of SDK clients and the
+// DynamoDB capacity they consume: the measuring tool of examples/bench and
+// BENCHMARKS.md.
+package reqcount
 
 import (
 	"context"
@@ -17,7 +20,7 @@ import (
 // bills each — and the DynamoDB capacity units they consume. Add it to
 // clients with their APIOptions:
 //
-//	counter := sqsadapter.NewRequestCounter()
+//	counter := reqcount.NewRequestCounter()
 //	cfg.APIOptions = append(cfg.APIOptions, counter.AddTo)
 //
 // It asks DynamoDB for ReturnConsumedCapacity=TOTAL on every request that
