@@ -3,7 +3,6 @@ package sqsadapter_test
 import (
 	"context"
 	"errors"
-	"github.com/flowcraft/sqsadapter/store"
 	"log/slog"
 	"math"
 	"slices"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // ---------------------------------------------------------------------------

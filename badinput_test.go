@@ -2,7 +2,6 @@ package sqsadapter_test
 
 import (
 	"context"
-	"github.com/flowcraft/sqsadapter/store"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // badInputVisibility is short, so that messages left for the dead-letter

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"math"
 	"reflect"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 	"github.com/flowcraft/sqsadapter/internal/limits"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // DynamoDB storage layout. CreateTables creates exactly this.

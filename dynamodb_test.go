@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"math"
 	"net/http"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/store"
 	"github.com/flowcraft/sqsadapter/store/storetest"
 )
 

@@ -3,8 +3,9 @@ package sqsadapter
 import (
 	"errors"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"strings"
+
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // Sentinel errors. Implementations of the storage interfaces return them

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter/internal/expr"
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // This file is the per-job protocol. docs/protocol.md explains each step
@@ -993,7 +993,10 @@ var keyEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
 // fallbackRecord names the attempt record of node id's fallback: the node
 // id, U+001F and "fallback". Node ids cannot hold control characters, so
 // no node's own record has this name.
-func fallbackRecord(id string) string { return id + "\x1ffallback" }
+func fallbackRecord(id string) string { return id + fallbackSuffix }
+
+// fallbackSuffix ends the id of a fallback's attempt record.
+const fallbackSuffix = "\x1ffallback"
 
 // retryDelay is the delay before the attempt after attempt n.
 func (a *SqsAdapter) retryDelay(n *planNode, attempt int) time.Duration {

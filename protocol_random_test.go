@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"hash/fnv"
 	"maps"
 	"math/rand/v2"
@@ -26,6 +25,7 @@ import (
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/interp"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // The randomized protocol test generates random DAG blueprints, runs each

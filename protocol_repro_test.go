@@ -3,7 +3,6 @@ package sqsadapter_test
 import (
 	"context"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // Minimal reproductions of what the randomized classes found beyond the

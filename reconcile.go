@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"time"
+
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // ReconcileStats counts what one reconciliation pass did.

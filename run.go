@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // RunStatus is a run's status as GetRun and WaitForRun report it. It
@@ -24,6 +27,32 @@ type RunStatus struct {
 	FailedNode       string         `json:"failedNode,omitempty"` // the node that failed the run
 	CreatedAt        time.Time      `json:"createdAt"`
 	FinishedAt       time.Time      `json:"finishedAt,omitzero"` // zero while running
+	// Nodes gives the state of every node that has a record: those that
+	// ran, run or wait to run again, and those resolved without running.
+	// A node not yet reached is absent. GetRun and WaitForRun fill it;
+	// ListRuns does not.
+	Nodes map[string]NodeStatus `json:"nodes,omitempty"`
+}
+
+// NodeStatus is one node of a run, as RunStatus.Nodes reports it.
+type NodeStatus struct {
+	// State is "running" (an attempt holds the node's lease), "retrying"
+	// (attempted, not finished, no live lease: its job is waiting to be
+	// received again), "completed", "skipped" (every edge into it was
+	// dead), "failed" (failed for good), or "closed" (its run finished
+	// before it ran).
+	State string `json:"state"`
+	// Attempts counts the attempts started, a crashed one included.
+	Attempts int `json:"attempts"`
+	// LeaseOwner and LeaseUntil name the worker running it ("running").
+	LeaseOwner string    `json:"leaseOwner,omitempty"`
+	LeaseUntil time.Time `json:"leaseUntil,omitzero"`
+	// Fallback is the fallback node whose output it committed, if one ran.
+	Fallback string `json:"fallback,omitempty"`
+	// Error is why it failed ("failed").
+	Error string `json:"error,omitempty"`
+	// UpdatedAt is when its record last changed.
+	UpdatedAt time.Time `json:"updatedAt,omitzero"`
 }
 
 // Finished reports whether the run reached a final status.
@@ -149,19 +178,26 @@ func (a *SqsAdapter) unstarted(ctx context.Context, runID string, p *plan) ([]*p
 	return out, nil
 }
 
-// GetRun reports a run's status, with its whole context once it has
-// finished. It does not block beyond the reads and is safe for concurrent
-// use. An unknown run is an error matching ErrRunNotFound.
+// GetRun reports a run's status and the state of each of its nodes, with
+// its whole context once it has finished. It does not block beyond the
+// reads (the run record, the node records, and the context when finished)
+// and is safe for concurrent use. An unknown run is an error matching
+// ErrRunNotFound.
 func (a *SqsAdapter) GetRun(ctx context.Context, runID string) (*RunStatus, error) {
+	st, err := a.getRun(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	return st, a.addNodes(ctx, st)
+}
+
+// getRun reads the run record, and the context of a finished run.
+func (a *SqsAdapter) getRun(ctx context.Context, runID string) (*RunStatus, error) {
 	rec, err := a.cfg.contexts.GetRun(ctx, runID)
 	if err != nil {
 		return nil, fmt.Errorf("sqsadapter: get run %q: %w", runID, err)
 	}
-	st := &RunStatus{
-		RunID: rec.RunID, BlueprintID: rec.BlueprintID, BlueprintVersion: rec.BlueprintVersion,
-		Status: rec.Status, Error: rec.Error, FailedNode: rec.FailedNode,
-		CreatedAt: rec.CreatedAt, FinishedAt: rec.FinishedAt,
-	}
+	st := runStatus(rec)
 	if st.Finished() {
 		if st.Context, err = a.cfg.contexts.Snapshot(ctx, runID); err != nil {
 			return nil, fmt.Errorf("sqsadapter: read context of run %q: %w", runID, err)
@@ -170,27 +206,116 @@ func (a *SqsAdapter) GetRun(ctx context.Context, runID string) (*RunStatus, erro
 	return st, nil
 }
 
+func runStatus(rec *store.RunRecord) *RunStatus {
+	return &RunStatus{
+		RunID: rec.RunID, BlueprintID: rec.BlueprintID, BlueprintVersion: rec.BlueprintVersion,
+		Status: rec.Status, Error: rec.Error, FailedNode: rec.FailedNode,
+		CreatedAt: rec.CreatedAt, FinishedAt: rec.FinishedAt,
+	}
+}
+
+// addNodes fills st.Nodes from the run's node records. A fallback's own
+// attempt record is not a node of the blueprint: it is left out.
+func (a *SqsAdapter) addNodes(ctx context.Context, st *RunStatus) error {
+	recs, err := a.cfg.contexts.ListNodes(ctx, st.RunID)
+	if err != nil {
+		return fmt.Errorf("sqsadapter: read nodes of run %q: %w", st.RunID, err)
+	}
+	now := time.Now()
+	st.Nodes = make(map[string]NodeStatus, len(recs))
+	for id, r := range recs {
+		if strings.HasSuffix(id, fallbackSuffix) {
+			continue
+		}
+		ns := NodeStatus{Attempts: r.Attempts, Fallback: r.Fallback, Error: r.Error, UpdatedAt: r.UpdatedAt}
+		switch r.State {
+		case store.NodeCommitted:
+			ns.State = "completed"
+		case store.NodePending:
+			ns.State = "retrying"
+			if r.LeaseOwner != "" && r.LeaseUntil.After(now) {
+				ns.State, ns.LeaseOwner, ns.LeaseUntil = "running", r.LeaseOwner, r.LeaseUntil
+			}
+		default:
+			ns.State = r.State
+		}
+		st.Nodes[id] = ns
+	}
+	return nil
+}
+
 // WaitForRun blocks until the run is completed, failed or cancelled, or ctx
-// is done, polling its status with a growing interval (10ms to 1s). It is
-// safe for concurrent use.
+// is done, polling its status with a growing interval (10ms to 1s), and
+// returns it as GetRun does. It is safe for concurrent use.
 func (a *SqsAdapter) WaitForRun(ctx context.Context, runID string) (*RunStatus, error) {
 	interval := 10 * time.Millisecond
 	for {
-		st, err := a.GetRun(ctx, runID)
+		st, err := a.getRun(ctx, runID)
 		if err != nil {
 			return nil, err
 		}
 		if st.Finished() {
-			return st, nil
+			return st, a.addNodes(ctx, st)
 		}
 		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return st, context.Cause(ctx)
+			// Say where the run stands: which nodes run or wait.
+			if err := a.addNodes(context.WithoutCancel(ctx), st); err != nil {
+				return st, context.Cause(ctx)
+			}
+			return st, fmt.Errorf("sqsadapter: wait for run %q: %w (%s)", runID, context.Cause(ctx), st.pending())
 		case <-t.C:
 		}
 		interval = min(interval*2, time.Second)
+	}
+}
+
+// pending describes the nodes of an unfinished run that are running or
+// waiting to run again, for errors.
+func (s *RunStatus) pending() string {
+	var parts []string
+	for _, id := range slices.Sorted(maps.Keys(s.Nodes)) {
+		n := s.Nodes[id]
+		switch n.State {
+		case "running":
+			parts = append(parts, fmt.Sprintf("node %q running attempt %d on %s", id, n.Attempts, n.LeaseOwner))
+		case "retrying":
+			parts = append(parts, fmt.Sprintf("node %q waiting to retry after %d attempt(s)", id, n.Attempts))
+		}
+	}
+	if len(parts) == 0 {
+		return "no node running: its jobs are queued"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// ListRuns lists running runs, oldest first: of blueprintID, or of every
+// blueprint when it is "". It returns at most limit runs (100 when limit <=
+// 0) and a cursor to pass back for the next page, "" after the last. It
+// reads an index of running runs (no table scan), so its cost follows their
+// number; a run that finishes meanwhile may still be listed. Listed runs
+// have no Context and no Nodes: call GetRun for those.
+func (a *SqsAdapter) ListRuns(ctx context.Context, blueprintID, cursor string, limit int) ([]*RunStatus, string, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var out []*RunStatus
+	for {
+		recs, next, err := a.cfg.contexts.ListRunning(ctx, time.Now(), cursor, limit-len(out))
+		if err != nil {
+			return nil, "", fmt.Errorf("sqsadapter: list runs: %w", err)
+		}
+		for i := range recs {
+			if blueprintID == "" || recs[i].BlueprintID == blueprintID {
+				out = append(out, runStatus(&recs[i]))
+			}
+		}
+		cursor = next
+		if next == "" || len(out) >= limit {
+			return out, next, nil
+		}
 	}
 }
 

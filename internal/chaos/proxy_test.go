@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"errors"
-	"github.com/flowcraft/sqsadapter/store"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // upstream is a stand-in emulator: it answers every request with 200 and

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"math"
 	"slices"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // TestContextStore runs the conformance suite of store.ContextStore.

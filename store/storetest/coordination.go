@@ -3,13 +3,14 @@ package storetest
 import (
 	"context"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // ttl is the TTL of records that must not expire during a test.

@@ -2,13 +2,14 @@ package storetest
 
 import (
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // testFailNode fails an absent and a pending node.

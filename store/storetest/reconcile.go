@@ -3,7 +3,6 @@ package storetest
 import (
 	"context"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/store"
 	"maps"
 	"slices"
 	"strconv"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // The reads of a reconciler, which looks for stalled runs: ListRunning and
