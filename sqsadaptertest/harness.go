@@ -125,7 +125,7 @@ func New(t testing.TB, cfg Config) *Harness {
 	}
 	h.Adapter = newAdapter("client")
 	for i := range cmp.Or(cfg.Workers, 2) {
-		h.Workers = append(h.Workers, newAdapter("worker-"+strconv.Itoa(i+1)))
+		h.Workers = append(h.Workers, newAdapter(workerName(i)))
 	}
 	if cfg.Setup != nil {
 		cfg.Setup(h)
@@ -154,7 +154,7 @@ func (h *Harness) stop(errs []chan error) {
 	wg.Wait()
 	_ = h.Adapter.Shutdown(ctx) // never ran: this only marks it closed
 	for i := range h.Workers {
-		name := "worker-" + strconv.Itoa(i+1)
+		name := workerName(i)
 		if err := shutdown[i]; err != nil {
 			h.t.Errorf("sqsadaptertest: shut down %s: %v (its running jobs were cancelled)", name, err)
 		}
@@ -163,6 +163,9 @@ func (h *Harness) stop(errs []chan error) {
 		}
 	}
 }
+
+// workerName is the worker id of h.Workers[i], in its logs and leases.
+func workerName(i int) string { return "worker-" + strconv.Itoa(i+1) }
 
 // Start starts a run of the blueprint with the initial context and
 // returns its id; it fails the test if the run cannot be started.
