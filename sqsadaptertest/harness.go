@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,11 +229,24 @@ func (h *Harness) RequireCompleted(st *sqsadapter.RunStatus) {
 }
 
 // statusCompleted is RunStatus.Status of a completed run.
-const statusCompleted = "completed"
+const statusCompleted = sqsadapter.StatusCompleted
 
-// Per-node assertions — which nodes of a run ran, were skipped or failed,
-// and with what output — belong here, built on the adapter's run
-// inspection API rather than on the stores' records.
+// RequireNodeStates fails the test unless each listed node of the run is in
+// the given state ("completed", "skipped", "failed", "running",
+// "retrying", "closed", or "" for a node never reached), as GetRun reports
+// it; nodes not listed are not checked.
+func (h *Harness) RequireNodeStates(st *sqsadapter.RunStatus, want map[string]string) {
+	h.t.Helper()
+	var wrong []string
+	for _, id := range slices.Sorted(maps.Keys(want)) {
+		if got := st.Nodes[id].State; got != want[id] {
+			wrong = append(wrong, fmt.Sprintf("%s is %q, want %q", id, got, want[id]))
+		}
+	}
+	if len(wrong) > 0 {
+		h.t.Fatalf("sqsadaptertest: run %s: %s", st.RunID, strings.Join(wrong, "; "))
+	}
+}
 
 // testLog writes each log record to t.Log, until close: logging through a
 // test that has completed panics, and a goroutine may log late.

@@ -102,8 +102,27 @@ func TestHarnessRunCompletes(t *testing.T) {
 	if got := st.Context["_outputs.inc"]; got != int64(41) {
 		t.Errorf("output of inc = %v, want 41", got)
 	}
-	if got, want := h.Wait(st.RunID).Status, "completed"; got != want {
+	if got, want := h.Wait(st.RunID).Status, sqsadapter.StatusCompleted; got != want {
 		t.Errorf("Wait on a finished run: status %q, want %q", got, want)
+	}
+	h.RequireNodeStates(st, map[string]string{"double": "completed", "inc": "completed"})
+}
+
+// RequireNodeStates names each node whose state differs, and only those.
+func TestHarnessRequireNodeStates(t *testing.T) {
+	bps, reg := chain(t)
+	rec := &recordingTB{TB: t}
+	h := sqsadaptertest.New(rec, sqsadaptertest.Config{Registry: reg, Blueprints: bps})
+	st := h.Run("chain", map[string]any{"n": 1})
+	onTestGoroutine(func() {
+		h.RequireNodeStates(st, map[string]string{"double": "completed", "inc": "skipped", "absent": ""})
+	})
+	_, _, fatals := rec.snapshot()
+	if len(fatals) != 1 {
+		t.Fatalf("fatals %q, want one", fatals)
+	}
+	if want := `inc is "completed", want "skipped"`; !strings.Contains(fatals[0], want) || strings.Contains(fatals[0], "double") {
+		t.Errorf("failure %q should name only inc: %q", fatals[0], want)
 	}
 }
 
@@ -185,7 +204,7 @@ func TestHarnessRequireCompletedReportsFailure(t *testing.T) {
 	rec := &recordingTB{TB: t}
 	h := sqsadaptertest.New(rec, sqsadaptertest.Config{Registry: reg, Blueprints: []*sqsadapter.Blueprint{bp}})
 	st := h.Run("fails", nil)
-	if st.Status != "failed" {
+	if st.Status != sqsadapter.StatusFailed {
 		t.Fatalf("status %q, want failed", st.Status)
 	}
 	onTestGoroutine(func() { h.RequireCompleted(st) })
