@@ -3,7 +3,6 @@ package sqsadapter_test
 import (
 	"cmp"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -61,50 +60,35 @@ func newEnv(t *testing.T, c envConfig) *env {
 	if c.visibility == 0 {
 		c.visibility = 10 * unit
 	}
-	e := &env{t: t, sqs: sqsadaptertest.NewSQS(), contexts: sqsadaptertest.NewContextStore(), coord: sqsadaptertest.NewCoordinationStore()}
-	e.dlq = e.sqs.CreateQueue("jobs-dlq", sqsadaptertest.QueueOptions{VisibilityUnit: unit})
-	e.queue = e.sqs.CreateQueue("jobs", sqsadaptertest.QueueOptions{
-		VisibilityTimeout: c.visibility, VisibilityUnit: unit,
-		MaxReceiveCount: cmp.Or(c.maxReceiveCount, 50), DeadLetterQueueURL: e.dlq,
-	})
-	if c.setup != nil {
-		c.setup(e)
+	e := &env{t: t}
+	workers := c.workers
+	if workers == 0 {
+		workers = -1 // none: the test drives jobs itself
 	}
-	mk := func(extra ...sqsadapter.Option) *sqsadapter.SqsAdapter {
-		opts := []sqsadapter.Option{
-			sqsadapter.WithSQSClient(e.sqs),
-			sqsadapter.WithQueueURL(e.queue),
-			sqsadapter.WithContextStore(e.contexts),
-			sqsadapter.WithCoordinationStore(e.coord),
-			sqsadapter.WithRegistry(c.registry),
-			sqsadapter.WithBlueprints(c.blueprints...),
+	sqsadaptertest.New(t, sqsadaptertest.Config{
+		Registry:   c.registry,
+		Blueprints: c.blueprints,
+		Workers:    workers,
+		Queue: sqsadaptertest.QueueOptions{
+			VisibilityTimeout: c.visibility, VisibilityUnit: unit, MaxReceiveCount: cmp.Or(c.maxReceiveCount, 50),
+		},
+		Options: append([]sqsadapter.Option{
 			sqsadapter.WithLogger(testLogger()),
 			sqsadapter.WithSQSTimeUnit(unit),
 			sqsadapter.WithVisibilityTimeout(c.visibility),
 			sqsadapter.WithWaitTime(5 * unit),
 			sqsadapter.WithPollBackoff(unit, 5*unit),
-		}
-		a, err := sqsadapter.NewSqsAdapter(append(append(opts, c.opts...), extra...)...)
-		require.NoError(t, err)
-		return a
-	}
-	e.client = mk()
-	for range c.workers {
-		a := mk()
-		e.workers = append(e.workers, a)
-		errc := make(chan error, 1)
-		go func() { errc <- a.Run(context.Background()) }()
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			require.NoError(t, a.Shutdown(ctx))
-			// A worker whose goroutine had not yet called Run when the
-			// test ended reports ErrAdapterClosed: it never ran.
-			if err := <-errc; !errors.Is(err, sqsadapter.ErrAdapterClosed) {
-				require.NoError(t, err)
+			sqsadapter.WithBatching(50*time.Millisecond, 50*time.Millisecond),
+		}, c.opts...),
+		Setup: func(h *sqsadaptertest.Harness) {
+			e.sqs, e.queue, e.dlq = h.SQS, h.QueueURL, h.DLQURL
+			e.contexts, e.coord = h.ContextStore, h.CoordinationStore
+			e.workers, e.client = h.Workers, h.Adapter
+			if c.setup != nil {
+				c.setup(e)
 			}
-		})
-	}
+		},
+	})
 	return e
 }
 

@@ -35,8 +35,17 @@ type Config struct {
 	Blueprints []*sqsadapter.Blueprint
 
 	// Workers is how many adapters run jobs, each in its own goroutine
-	// (default 2: enough to exercise jobs moving between workers).
+	// (default 2: enough to exercise jobs moving between workers); a
+	// negative count starts none, for a test that drives jobs itself with
+	// HandleJob.
 	Workers int
+
+	// Queue, if set, configures the job queue instead of the harness's
+	// defaults (a 2 s visibility timeout, a message moved to the
+	// dead-letter queue on its 10th receive); an unset DeadLetterQueueURL
+	// is the harness's dead-letter queue. Pair a VisibilityTimeout here with
+	// sqsadapter.WithVisibilityTimeout in Options.
+	Queue QueueOptions
 
 	// Options are given to every adapter after the harness's own, so they
 	// override them (WithConcurrency, WithLogger, WithRetryBackoff, ...).
@@ -94,11 +103,14 @@ func New(t testing.TB, cfg Config) *Harness {
 		timeout:           cmp.Or(cfg.Timeout, 30*time.Second),
 	}
 	h.DLQURL = h.SQS.CreateQueue("jobs-dlq", QueueOptions{})
-	h.QueueURL = h.SQS.CreateQueue("jobs", QueueOptions{
-		VisibilityTimeout:  harnessVisibility,
-		MaxReceiveCount:    harnessMaxReceiveCount,
-		DeadLetterQueueURL: h.DLQURL,
-	})
+	queue := cfg.Queue
+	if queue == (QueueOptions{}) {
+		queue = QueueOptions{VisibilityTimeout: harnessVisibility, MaxReceiveCount: harnessMaxReceiveCount}
+	}
+	if queue.DeadLetterQueueURL == "" && queue.MaxReceiveCount > 0 {
+		queue.DeadLetterQueueURL = h.DLQURL
+	}
+	h.QueueURL = h.SQS.CreateQueue("jobs", queue)
 	level := cfg.LogLevel
 	if level == nil {
 		level = slog.LevelInfo
@@ -126,7 +138,7 @@ func New(t testing.TB, cfg Config) *Harness {
 		return a
 	}
 	h.Adapter = newAdapter("client")
-	for i := range cmp.Or(cfg.Workers, 2) {
+	for i := range max(cmp.Or(cfg.Workers, 2), 0) {
 		h.Workers = append(h.Workers, newAdapter(workerName(i)))
 	}
 	if cfg.Setup != nil {

@@ -1,9 +1,7 @@
 package chaos
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -96,35 +94,15 @@ func TestModelBranches(t *testing.T) {
 func TestFlowOnEngine(t *testing.T) {
 	bp, err := Blueprint()
 	require.NoError(t, err)
-	q := sqsadaptertest.NewSQS()
-	url := q.CreateQueue("jobs", sqsadaptertest.QueueOptions{})
-	a, err := sqsadapter.NewSqsAdapter(
-		sqsadapter.WithSQSClient(q), sqsadapter.WithQueueURL(url),
-		sqsadapter.WithContextStore(sqsadaptertest.NewContextStore()),
-		sqsadapter.WithCoordinationStore(sqsadaptertest.NewCoordinationStore()),
-		sqsadapter.WithRegistry(Registry(bp, 10*time.Millisecond)), sqsadapter.WithBlueprints(bp),
-		sqsadapter.WithWaitTime(0), sqsadapter.WithVisibilityTimeout(5*time.Second), sqsadapter.WithConcurrency(20),
-		sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
-	)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		assert.NoError(t, a.Shutdown(sctx))
-		assert.NoError(t, <-done)
-	}()
+	h := sqsadaptertest.New(t, sqsadaptertest.Config{
+		Registry: Registry(bp, 10*time.Millisecond), Blueprints: []*sqsadapter.Blueprint{bp}, Workers: 1,
+		Options: []sqsadapter.Option{sqsadapter.WithConcurrency(20)}, Timeout: time.Minute, LogLevel: slog.LevelWarn,
+	})
 	for i := range 20 {
 		initial := Initial(11, i)
 		want, err := interp.Run(bp, initial, Model)
 		require.NoError(t, err)
-		id, err := a.StartRun(ctx, bp.ID, initial, sqsadapter.WithRunID(fmt.Sprintf("run-%d", i)))
-		require.NoError(t, err)
-		st, err := a.WaitForRun(ctx, id)
-		require.NoError(t, err)
+		st := h.Run(bp.ID, initial, sqsadapter.WithRunID(fmt.Sprintf("run-%d", i)))
 		assert.Empty(t, want.Check(st), "run %d: %v", i, initial)
 	}
 }

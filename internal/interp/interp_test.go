@@ -1,13 +1,10 @@
 package interp_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -225,32 +222,10 @@ func TestRunAgreesWithEngine(t *testing.T) {
 
 func runOnEngine(t *testing.T, bp *sqsadapter.Blueprint, initial map[string]any) *sqsadapter.RunStatus {
 	t.Helper()
-	q := sqsadaptertest.NewSQS()
-	url := q.CreateQueue("jobs", sqsadaptertest.QueueOptions{})
-	a, err := sqsadapter.NewSqsAdapter(
-		sqsadapter.WithSQSClient(q), sqsadapter.WithQueueURL(url),
-		sqsadapter.WithContextStore(sqsadaptertest.NewContextStore()),
-		sqsadapter.WithCoordinationStore(sqsadaptertest.NewCoordinationStore()),
-		sqsadapter.WithRegistry(interp.Registry(model, bp)), sqsadapter.WithBlueprints(bp),
-		sqsadapter.WithWaitTime(0), sqsadapter.WithVisibilityTimeout(5*time.Second),
-		sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
-	)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		assert.NoError(t, a.Shutdown(sctx))
-		assert.NoError(t, <-done)
-	}()
-	id, err := a.StartRun(ctx, bp.ID, initial)
-	require.NoError(t, err)
-	st, err := a.WaitForRun(ctx, id)
-	require.NoError(t, err)
-	return st
+	h := sqsadaptertest.New(t, sqsadaptertest.Config{
+		Registry: interp.Registry(model, bp), Blueprints: []*sqsadapter.Blueprint{bp}, Workers: 1, LogLevel: slog.LevelWarn,
+	})
+	return h.Run(bp.ID, initial)
 }
 
 func TestCheck(t *testing.T) {
