@@ -380,7 +380,7 @@ func TestJobForUnknownNodeFailsRun(t *testing.T) {
 			st := r.wait(id)
 			requireStatus(t, sqsadapter.StatusFailed, st)
 			assert.Equal(t, node, st.FailedNode)
-			assert.Contains(t, st.Error, sqsadapter.ErrUnknownNode.Error())
+			assert.Contains(t, st.Error, "unknown node")
 			assert.Contains(t, st.Error, `"`+node+`"`)
 			release.open()
 			eventually(t, r.queueEmpty, "the run's messages are dropped")

@@ -15,9 +15,8 @@ var (
 	ErrInvalidBlueprint = errors.New("sqsadapter: invalid blueprint")
 	// ErrUnknownBlueprint: no blueprint (or blueprint version) with that id is registered.
 	ErrUnknownBlueprint = errors.New("sqsadapter: unknown blueprint")
-	// ErrUnknownNode: the blueprint has no node with that id.
-	ErrUnknownNode = errors.New("sqsadapter: unknown node")
-	// ErrInvalidJob: a job message that cannot be decoded or lacks required fields.
+	// ErrInvalidJob: a job message that cannot be decoded, lacks required
+	// fields, or names a node its blueprint does not have.
 	ErrInvalidJob = errors.New("sqsadapter: invalid job")
 	// ErrInvalidOption: NewSqsAdapter was given an invalid option.
 	ErrInvalidOption = errors.New("sqsadapter: invalid option")

@@ -24,3 +24,6 @@ func WithSQSTimeUnit(unit time.Duration) Option {
 		return nil
 	}
 }
+
+// DecodeJob decodes a message body as the poller does.
+func DecodeJob(body []byte) (Job, error) { return decodeJob(body) }

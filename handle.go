@@ -113,7 +113,7 @@ func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease
 	x := &jobRun{a: a, p: p, job: job, owner: owner, setLease: setLease, log: log}
 	n := p.nodes[job.NodeID]
 	if n == nil || n.fallbackOnly {
-		err := fmt.Errorf("%w: %q is not a schedulable node of blueprint %q version %q", ErrUnknownNode, job.NodeID, p.id, p.version)
+		err := fmt.Errorf("%w: unknown node: %q is not a schedulable node of blueprint %q version %q", ErrInvalidJob, job.NodeID, p.id, p.version)
 		log.ErrorContext(ctx, "sqsadapter: job for an unknown node; failing the run", "err", err)
 		return x.failRun(ctx, job.NodeID, err.Error())
 	}

@@ -2,6 +2,7 @@ package sqsadapter
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -30,15 +31,35 @@ const maxIDLength = limits.IDBytes
 // names it in the error.
 func checkID(what, id string) error { return limits.CheckID(what, id) }
 
-// DecodeJob parses and validates a job message body. Unknown fields are
-// ignored; a missing required field, an invalid id (see Blueprint.Validate) or
-// a malformed field is an error matching ErrInvalidJob.
-func DecodeJob(body []byte) (Job, error) {
+// UnmarshalJSON decodes a job message body and validates it. Unknown fields
+// are ignored; a missing required field, an invalid id (see
+// Blueprint.Validate) or a malformed field is an error matching
+// ErrInvalidJob. (json.Unmarshal reports a body that is not JSON at all as
+// a *json.SyntaxError before calling it.)
+func (j *Job) UnmarshalJSON(body []byte) error {
+	type plain Job // without this method
+	var p plain
+	if err := json.Unmarshal(body, &p); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidJob, err)
+	}
+	if err := Job(p).validate(); err != nil {
+		return err
+	}
+	*j = Job(p)
+	return nil
+}
+
+// decodeJob decodes and validates a message body; every problem, malformed
+// JSON included, matches ErrInvalidJob.
+func decodeJob(body []byte) (Job, error) {
 	var j Job
 	if err := json.Unmarshal(body, &j); err != nil {
+		if errors.Is(err, ErrInvalidJob) {
+			return Job{}, err
+		}
 		return Job{}, fmt.Errorf("%w: %v", ErrInvalidJob, err)
 	}
-	return j, j.validate()
+	return j, nil
 }
 
 func (j Job) validate() error {

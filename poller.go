@@ -209,7 +209,7 @@ func (a *SqsAdapter) processMessage(m types.Message, release func()) {
 	ctx := a.jobsCtx
 	body := aws.ToString(m.Body)
 	log := a.log.With("msg_id", aws.ToString(m.MessageId))
-	job, err := DecodeJob([]byte(body))
+	job, err := decodeJob([]byte(body))
 	if err != nil {
 		// Poison: nothing names a run to fail. Leave it to the queue's
 		// redrive policy (dead-letter queue after maxReceiveCount).

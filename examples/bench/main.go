@@ -397,7 +397,8 @@ func (c *recordingSQS) SendMessageBatch(ctx context.Context, in *sqs.SendMessage
 			continue
 		}
 		c.stats.sentEntries.Add(1)
-		if j, err := sqsadapter.DecodeJob([]byte(aws.ToString(e.MessageBody))); err == nil && r != nil {
+		var j sqsadapter.Job
+		if err := json.Unmarshal([]byte(aws.ToString(e.MessageBody)), &j); err == nil && r != nil {
 			r.sent(j.RunID, j.NodeID, at)
 		}
 	}
@@ -410,7 +411,8 @@ func (c *recordingSQS) SendMessage(ctx context.Context, in *sqs.SendMessageInput
 	if err == nil {
 		c.stats.sendBatches.Add(1)
 		c.stats.sentEntries.Add(1)
-		if j, derr := sqsadapter.DecodeJob([]byte(aws.ToString(in.MessageBody))); derr == nil {
+		var j sqsadapter.Job
+		if derr := json.Unmarshal([]byte(aws.ToString(in.MessageBody)), &j); derr == nil {
 			if r := current.Load(); r != nil {
 				r.sent(j.RunID, j.NodeID, at)
 			}
