@@ -24,7 +24,7 @@ import (
 // count a second attempt, failing a run that should complete.
 const badInputVisibility = 25 * unit
 
-// TestBadInput gives each kind of bad input its defined outcome (the README's
+// TestBadInput gives each kind of bad input its defined outcome (docs/semantics.md's
 // "Bad input" table): the worker never crashes, no run is left running, and
 // nothing is lost — an input that names no run ends in the dead-letter
 // queue, one that names a run fails it with the reason.

@@ -35,7 +35,7 @@
 //
 // # Execution semantics
 //
-// They follow Flowcraft (see the README for the deliberate differences):
+// They follow Flowcraft (docs/semantics.md lists the deliberate differences):
 //
 //   - maxRetries is the total number of attempts (at least 1); retryDelay
 //     (ms) separates attempts, optionally growing (WithRetryBackoff); timeout

@@ -53,7 +53,7 @@ func TestProtocolRandomLifecycle(t *testing.T) {
 // each node of its blueprint (run, skipped or never reached), for its
 // fallback-only nodes, for nodes of other blueprints, and with wrong
 // blueprint ids and versions (protocol_strays_test.go): none may run a
-// node function, panic, or change the run, and each ends as the README's
+// node function, panic, or change the run, and each ends as docs/semantics.md's
 // bad-input table says.
 func TestProtocolRandomStrays(t *testing.T) {
 	runProtoSession(t, protocolSeed(t), protoStraysClass(protoRuns(30, 10)), newProtoEnv)

@@ -178,7 +178,7 @@ func (s *protoLoseAcquire) AcquireNode(ctx context.Context, runID, nodeID, owner
 }
 
 // A job naming another registered blueprint than its run's is trusted by
-// default (README, bad input: the library's own jobs never do), and
+// default (docs/semantics.md, bad input: the library's own jobs never do), and
 // refused with WithRunCheck. Here run R of blueprint "p" completed; a job
 // {R, "q", "x"} names q's node x. With WithRunCheck it is refused and runs
 // nothing. Trusted, it runs x on R; a job {R, "p", "x"} then names a node p

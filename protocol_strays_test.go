@@ -20,7 +20,7 @@ import (
 // Stray and forged jobs. Once a run has finished, every job that names it
 // is stray: a late duplicate, a job for a node that was skipped or never
 // reached, a job naming a node its blueprint lacks, another blueprint, or
-// a version the worker lacks. The README's bad-input table gives each its
+// a version the worker lacks. The bad-input table of docs/semantics.md gives each its
 // outcome:
 //
 //   - a node of the run's blueprint, or a node id it lacks (a fallback-only
@@ -160,7 +160,7 @@ func (p *protoStrays) jobs(r *protoRun, rng *rand.Rand, checked bool) []protoStr
 
 	// Another blueprint's nodes under that blueprint's id (first, so that
 	// a node they commit in this run is there for the jobs below). Only
-	// with WithRunCheck: without it such jobs are trusted (README, bad
+	// with WithRunCheck: without it such jobs are trusted (docs/semantics.md, bad
 	// input), and may run on the run.
 	for _, q := range others {
 		if !checked {
