@@ -19,15 +19,17 @@ func testGreet(t testing.TB) {
 	if err != nil {
 		t.Fatalf("parse blueprint: %v", err)
 	}
-	h := sqsadaptertest.New(t, sqsadaptertest.Config{
-		Blueprints: []*sqsadapter.Blueprint{bp},
-		Registry: sqsadapter.NodeRegistry{
-			"name":  sqsadapter.Typed(func(ctx context.Context, who string) (string, error) { return who, nil }),
-			"hello": sqsadapter.Typed(func(ctx context.Context, name string) (string, error) { return "hello, " + name, nil }),
-		},
-	})
+	blueprints := []*sqsadapter.Blueprint{bp}
+	registry := sqsadapter.NodeRegistry{
+		"name":  sqsadapter.Typed(func(ctx context.Context, who string) (string, error) { return who, nil }),
+		"hello": sqsadapter.Typed(func(ctx context.Context, name string) (string, error) { return "hello, " + name, nil }),
+	}
+	// readme:harness
+	h := sqsadaptertest.New(t, sqsadaptertest.Config{Blueprints: blueprints, Registry: registry})
 	st := h.Run("greet", map[string]any{"who": "Ada"}) // starts the run and waits for it
 	h.RequireCompleted(st)
+	h.RequireNodeStates(st, map[string]string{"name": "completed", "hello": "completed"})
+	// readme:end
 	if got := st.Context["_outputs.hello"]; got != "hello, Ada" {
 		t.Errorf("hello's output = %v, want hello, Ada", got)
 	}
