@@ -1,0 +1,240 @@
+package sqsadapter_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowcraft/sqsadapter"
+)
+
+// logRecord is one record captured by logRecorder.
+type logRecord struct {
+	At    time.Time
+	Level slog.Level
+	Msg   string
+	Attrs map[string]any
+}
+
+// logRecorder is a slog.Handler that keeps every record, with the
+// attributes of its logger.
+type logRecorder struct {
+	mu    *sync.Mutex
+	recs  *[]logRecord
+	attrs []slog.Attr
+}
+
+func newLogRecorder() *logRecorder {
+	return &logRecorder{mu: &sync.Mutex{}, recs: &[]logRecord{}}
+}
+
+func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	rec := logRecord{At: r.Time, Level: r.Level, Msg: r.Message, Attrs: map[string]any{}}
+	for _, a := range h.attrs {
+		rec.Attrs[a.Key] = a.Value.Any()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.Attrs[a.Key] = a.Value.Any()
+		return true
+	})
+	h.mu.Lock()
+	*h.recs = append(*h.recs, rec)
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *h
+	c.attrs = append(slices.Clip(h.attrs), as...)
+	return &c
+}
+
+func (h *logRecorder) WithGroup(string) slog.Handler { return h }
+
+// find returns the records with message msg.
+func (h *logRecorder) find(msg string) []logRecord {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []logRecord
+	for _, r := range *h.recs {
+		if r.Msg == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// timedOutAfter extracts the elapsed time from an attempt's timeout error.
+func timedOutAfter(t *testing.T, node string, attempt int, msg string) time.Duration {
+	t.Helper()
+	m := regexp.MustCompile(fmt.Sprintf(`node %q attempt %d timed out after ([0-9.]+[µm]?s) `, node, attempt)).FindStringSubmatch(msg)
+	require.NotNil(t, m, "no timeout of node %q attempt %d in %q", node, attempt, msg)
+	d, err := time.ParseDuration(m[1])
+	require.NoError(t, err)
+	return d
+}
+
+// timeoutSlack is the CI-safe bound asserted on how late a timed-out
+// attempt ends; NodeConfig.Timeout states 50 ms, measured ~20 ms.
+const timeoutSlack = 200 * time.Millisecond
+
+// TestTimeoutEndsAttemptWithinBound checks that an attempt whose function
+// ignores its ctx ends within its timeout plus the stated bound, not after
+// waiting for the function, and that the error and the log give the real
+// elapsed time.
+func TestTimeoutEndsAttemptWithinBound(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	t.Run("next attempt starts in time", func(t *testing.T) {
+		t.Parallel()
+		bp := flow(t, "tbound", ids(fnode("slow", `"config":{"maxRetries":2,"timeout":300}`)))
+		stuck := newGate()
+		r := newRig(t, rigConfig{nodes: map[string]sqsadapter.NodeFunc{"slow": func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+			if nc.Attempt == 1 {
+				<-stuck.done() // ignores ctx
+				return sqsadapter.NodeResult{Output: "too late"}, nil
+			}
+			return sqsadapter.NodeResult{Output: "in time"}, nil
+		}}}, bp)
+		openAtEnd(t, stuck)
+		st := r.wait(r.start("tbound", nil))
+		requireStatus(t, sqsadapter.StatusCompleted, st)
+		assert.Equal(t, "in time", st.Context["_outputs.slow"], "the abandoned attempt's late result must be discarded")
+		calls := r.log.get("slow")
+		require.Len(t, calls, 2)
+		gap := calls[1].At.Sub(calls[0].At)
+		t.Logf("timeout %v: attempt 2 started %v after attempt 1", timeout, gap)
+		assert.GreaterOrEqual(t, gap, timeout)
+		assert.Less(t, gap, timeout+timeoutSlack, "the attempt outlived its timeout by more than the bound")
+	})
+	t.Run("error and log name the node and the real elapsed time", func(t *testing.T) {
+		t.Parallel()
+		bp := flow(t, "tbound", ids(fnode("slow", `"config":{"maxRetries":1,"timeout":300}`)))
+		rec := newLogRecorder()
+		stuck := newGate()
+		r := newRig(t, rigConfig{opts: []sqsadapter.Option{sqsadapter.WithLogger(slog.New(rec))},
+			nodes: map[string]sqsadapter.NodeFunc{"slow": func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+				<-stuck.done() // ignores ctx
+				return sqsadapter.NodeResult{}, nil
+			}}}, bp)
+		openAtEnd(t, stuck)
+		id := r.start("tbound", nil)
+		st := r.wait(id)
+		requireStatus(t, sqsadapter.StatusFailed, st)
+		assert.Equal(t, "slow", st.FailedNode)
+		assert.Contains(t, st.Error, "(timeout 300ms)")
+		elapsed := timedOutAfter(t, "slow", 1, st.Error)
+		t.Logf("timeout %v: error says %v", timeout, elapsed)
+		// The function, ignoring its ctx, is given a grace to return: the
+		// real elapsed time exceeds the timeout.
+		assert.Greater(t, elapsed, timeout, "the error must give the real elapsed time, not the timeout")
+		assert.Less(t, elapsed, timeout+timeoutSlack)
+
+		warns := rec.find("sqsadapter: node attempt timed out")
+		require.Len(t, warns, 1)
+		w := warns[0]
+		assert.Equal(t, slog.LevelWarn, w.Level)
+		assert.Equal(t, id, w.Attrs["run_id"])
+		assert.Equal(t, "slow", w.Attrs["node_id"])
+		assert.EqualValues(t, 1, w.Attrs["attempt"])
+		assert.Equal(t, false, w.Attrs["returned"], "the function ignored its ctx")
+		assert.GreaterOrEqual(t, w.Attrs["elapsed"], timeout)
+		start := r.log.get("slow")[0].At
+		t.Logf("timeout %v: logged %v after the attempt started", timeout, w.At.Sub(start))
+		assert.Less(t, w.At.Sub(start), timeout+timeoutSlack)
+	})
+	t.Run("node honouring its ctx ends at the timeout", func(t *testing.T) {
+		t.Parallel()
+		bp := flow(t, "tbound", ids(fnode("slow", `"config":{"maxRetries":1,"timeout":100}`)))
+		r := newRig(t, rigConfig{nodes: map[string]sqsadapter.NodeFunc{"slow": func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+			<-ctx.Done()
+			return sqsadapter.NodeResult{}, ctx.Err()
+		}}}, bp)
+		st := r.wait(r.start("tbound", nil))
+		requireStatus(t, sqsadapter.StatusFailed, st)
+		elapsed := timedOutAfter(t, "slow", 1, st.Error)
+		t.Logf("timeout 100ms, honoured: error says %v", elapsed)
+		assert.Less(t, elapsed, 100*time.Millisecond+timeoutSlack)
+		assert.Contains(t, st.Error, "(timeout 100ms) (context deadline exceeded)", "the node's own error is kept")
+	})
+}
+
+// TestNodeTimeoutOption checks WithNodeTimeout: it bounds nodes without
+// config.timeout, config.timeout overrides it, and 0 means no bound.
+func TestNodeTimeoutOption(t *testing.T) {
+	t.Parallel()
+	sleepy := func(d time.Duration) sqsadapter.NodeFunc {
+		return func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+			select {
+			case <-time.After(d):
+				return sqsadapter.NodeResult{Output: "slept"}, nil
+			case <-ctx.Done():
+				return sqsadapter.NodeResult{}, ctx.Err()
+			}
+		}
+	}
+	cases := []struct {
+		name   string
+		config string // the node's config JSON
+		opt    time.Duration
+		want   string // run status
+		reason string
+	}{
+		{name: "applies to a node without timeout", config: `{"maxRetries":2}`, opt: 50 * time.Millisecond,
+			want: sqsadapter.StatusFailed, reason: `node "s" attempt 2 timed out after`},
+		{name: "error says it is the default", config: `{}`, opt: 50 * time.Millisecond,
+			want: sqsadapter.StatusFailed, reason: "(default timeout 50ms: set config.timeout or WithNodeTimeout)"},
+		{name: "config.timeout overrides it", config: `{"timeout":2000}`, opt: 50 * time.Millisecond, want: sqsadapter.StatusCompleted},
+		{name: "zero means none", config: `{}`, opt: 0, want: sqsadapter.StatusCompleted},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			bp := flow(t, "nt", ids(fnode("s", `"config":`+tc.config)))
+			r := newRig(t, rigConfig{opts: []sqsadapter.Option{sqsadapter.WithNodeTimeout(tc.opt)},
+				nodes: map[string]sqsadapter.NodeFunc{"s": sleepy(300 * time.Millisecond)}}, bp)
+			st := r.wait(r.start("nt", nil))
+			requireStatus(t, tc.want, st)
+			if tc.reason != "" {
+				assert.Contains(t, st.Error, tc.reason)
+			}
+		})
+	}
+	t.Run("negative is refused", func(t *testing.T) {
+		t.Parallel()
+		_, err := sqsadapter.NewSqsAdapter(sqsadapter.WithNodeTimeout(-time.Second))
+		assert.ErrorIs(t, err, sqsadapter.ErrInvalidOption)
+	})
+}
+
+// TestStuckNodeIsNamedInLog checks that a node running past the visibility
+// timeout, without any timeout, is logged at WARN while it runs.
+func TestStuckNodeIsNamedInLog(t *testing.T) {
+	t.Parallel()
+	bp := flow(t, "stuck", ids(fnode("hang", "")))
+	rec := newLogRecorder()
+	release := newGate()
+	r := newRig(t, rigConfig{opts: []sqsadapter.Option{sqsadapter.WithLogger(slog.New(rec)), sqsadapter.WithNodeTimeout(0)},
+		nodes: map[string]sqsadapter.NodeFunc{"hang": blockUntil(release, nil)}}, bp)
+	openAtEnd(t, release)
+	id := r.start("stuck", nil)
+	eventually(t, func() bool { return len(rec.find("sqsadapter: node still running")) > 0 }, "no WARN names the running node")
+	w := rec.find("sqsadapter: node still running")[0]
+	assert.Equal(t, slog.LevelWarn, w.Level)
+	assert.Equal(t, id, w.Attrs["run_id"])
+	assert.Equal(t, "hang", w.Attrs["node_id"])
+	assert.EqualValues(t, 1, w.Attrs["attempt"])
+	assert.GreaterOrEqual(t, w.Attrs["elapsed"], rigVisibility-10*time.Millisecond)
+	release.open()
+	requireStatus(t, sqsadapter.StatusCompleted, r.wait(id))
+}
