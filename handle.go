@@ -354,7 +354,11 @@ func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) 
 			}
 			ch <- r
 		}()
-		r.res, r.err = n.fn(actx, nc)
+		fn := n.fn
+		for i := len(x.a.cfg.middleware) - 1; i >= 0; i-- {
+			fn = x.a.cfg.middleware[i](fn)
+		}
+		r.res, r.err = fn(actx, nc)
 	}()
 	// A node still running is named in the log at least every minute, so
 	// that one stuck without a timeout is found.

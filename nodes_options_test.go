@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,4 +238,90 @@ func TestStuckNodeIsNamedInLog(t *testing.T) {
 	assert.GreaterOrEqual(t, w.Attrs["elapsed"], rigVisibility-10*time.Millisecond)
 	release.open()
 	requireStatus(t, sqsadapter.StatusCompleted, r.wait(id))
+}
+
+// TestMiddleware checks WithMiddleware: the first given is outermost, it
+// wraps fallbacks too, it runs under the attempt's timeout, and its panics
+// fail the attempt.
+func TestMiddleware(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	trace := func(name string, got *[]string) func(sqsadapter.NodeFunc) sqsadapter.NodeFunc {
+		return func(next sqsadapter.NodeFunc) sqsadapter.NodeFunc {
+			return func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+				mu.Lock()
+				*got = append(*got, name+">"+nc.NodeID)
+				mu.Unlock()
+				res, err := next(ctx, nc)
+				mu.Lock()
+				*got = append(*got, name+"<"+nc.NodeID)
+				mu.Unlock()
+				return res, err
+			}
+		}
+	}
+	t.Run("order and fallbacks", func(t *testing.T) {
+		t.Parallel()
+		var got []string
+		bp := flow(t, "mw", ids(fnode("a", `"config":{"fallback":"fb"}`), "fb"))
+		r := newRig(t, rigConfig{
+			opts:  []sqsadapter.Option{sqsadapter.WithMiddleware(trace("m1", &got), trace("m2", &got)), sqsadapter.WithMiddleware(trace("m3", &got))},
+			nodes: map[string]sqsadapter.NodeFunc{"a": failWith("nope")}}, bp)
+		st := r.wait(r.start("mw", nil))
+		requireStatus(t, sqsadapter.StatusCompleted, st)
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Equal(t, []string{"m1>a", "m2>a", "m3>a", "m3<a", "m2<a", "m1<a", "m1>fb", "m2>fb", "m3>fb", "m3<fb", "m2<fb", "m1<fb"}, got)
+	})
+	t.Run("sees the attempt's deadline and can change the result", func(t *testing.T) {
+		t.Parallel()
+		var deadline atomic.Bool
+		mw := func(next sqsadapter.NodeFunc) sqsadapter.NodeFunc {
+			return func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+				_, ok := ctx.Deadline()
+				deadline.Store(ok)
+				res, err := next(ctx, nc)
+				res.Output = map[string]any{"wrapped": res.Output}
+				return res, err
+			}
+		}
+		bp := flow(t, "mw", ids(fnode("a", `"config":{"timeout":5000}`)))
+		r := newRig(t, rigConfig{opts: []sqsadapter.Option{sqsadapter.WithMiddleware(mw)},
+			nodes: map[string]sqsadapter.NodeFunc{"a": output("x", "")}}, bp)
+		st := r.wait(r.start("mw", nil))
+		requireStatus(t, sqsadapter.StatusCompleted, st)
+		assert.True(t, deadline.Load())
+		assert.Equal(t, map[string]any{"wrapped": "x"}, st.Context["_outputs.a"])
+	})
+	t.Run("panic fails the attempt", func(t *testing.T) {
+		t.Parallel()
+		var calls atomic.Int32
+		mw := func(next sqsadapter.NodeFunc) sqsadapter.NodeFunc {
+			return func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+				if calls.Add(1) == 1 {
+					panic("middleware-boom")
+				}
+				return next(ctx, nc)
+			}
+		}
+		bp := flow(t, "mw", ids(fnode("a", `"config":{"maxRetries":2}`)))
+		r := newRig(t, rigConfig{opts: []sqsadapter.Option{sqsadapter.WithMiddleware(mw)}}, bp)
+		st := r.wait(r.start("mw", nil))
+		requireStatus(t, sqsadapter.StatusCompleted, st)
+		assert.Equal(t, []int{2}, r.log.attempts("a"), "attempt 1 panicked in the middleware")
+	})
+	t.Run("panic while wrapping fails the run naming it", func(t *testing.T) {
+		t.Parallel()
+		mw := func(next sqsadapter.NodeFunc) sqsadapter.NodeFunc { panic("wrap-boom") }
+		bp := flow(t, "mw", ids("a"))
+		r := newRig(t, rigConfig{opts: []sqsadapter.Option{sqsadapter.WithMiddleware(mw)}}, bp)
+		st := r.wait(r.start("mw", nil))
+		requireStatus(t, sqsadapter.StatusFailed, st)
+		assert.Contains(t, st.Error, `node "a" panicked: wrap-boom`)
+	})
+	t.Run("nil is refused", func(t *testing.T) {
+		t.Parallel()
+		_, err := sqsadapter.NewSqsAdapter(sqsadapter.WithMiddleware(nil))
+		assert.ErrorIs(t, err, sqsadapter.ErrInvalidOption)
+	})
 }

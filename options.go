@@ -42,6 +42,8 @@ type config struct {
 
 	// nodeTimeout bounds the attempts of nodes without config.timeout (0: none).
 	nodeTimeout time.Duration
+	// middleware wraps every node attempt, first outermost.
+	middleware []func(NodeFunc) NodeFunc
 
 	// sqsTimeUnit is the duration of SQS's "seconds" (a test seam: the
 	// in-memory SQS can count in shorter units).
@@ -316,6 +318,22 @@ func WithNodeTimeout(d time.Duration) Option {
 			return fmt.Errorf("%w: negative node timeout %v", ErrInvalidOption, d)
 		}
 		cfg.nodeTimeout = d
+		return nil
+	}
+}
+
+// WithMiddleware wraps every node attempt, fallbacks included, in mw: the
+// first given is the outermost, and later calls wrap inside earlier ones.
+// Middleware runs under the attempt's timeout with the attempt's ctx and
+// NodeContext; a panic in it fails the attempt like a node's panic.
+func WithMiddleware(mw ...func(next NodeFunc) NodeFunc) Option {
+	return func(cfg *config) error {
+		for i, m := range mw {
+			if m == nil {
+				return fmt.Errorf("%w: middleware #%d is nil", ErrInvalidOption, i)
+			}
+		}
+		cfg.middleware = append(cfg.middleware, mw...)
 		return nil
 	}
 }
