@@ -2,6 +2,7 @@ package sqsadapter_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -324,4 +325,136 @@ func TestMiddleware(t *testing.T) {
 		_, err := sqsadapter.NewSqsAdapter(sqsadapter.WithMiddleware(nil))
 		assert.ErrorIs(t, err, sqsadapter.ErrInvalidOption)
 	})
+}
+
+// TestContextValueConverts checks ContextValue's conversions on values as
+// a node's context holds them.
+func TestContextValueConverts(t *testing.T) {
+	t.Parallel()
+	type prio int
+	type item struct {
+		Name string  `json:"name"`
+		N    float64 `json:"n"`
+	}
+	nc := &sqsadapter.NodeContext{NodeID: "n1"}
+	for k, v := range map[string]any{
+		"int": int64(3), "whole": 3.0, "frac": 2.5, "big": int64(1<<60 + 1), "neg": int64(-1), "wide": int64(300),
+		"str": "hi", "bool": true, "null": nil, "tenth": 0.1, "when": "2024-05-01T10:00:00Z",
+		"obj":  map[string]any{"name": "x", "n": int64(2)},
+		"list": []any{int64(1), 2.0}, "fracs": []any{1.5},
+	} {
+		require.NoError(t, nc.Set(k, v))
+	}
+	ctx := t.Context()
+	check := func(t *testing.T, want, got any, ok bool, err error) {
+		t.Helper()
+		require.NoError(t, err)
+		assert.True(t, ok)
+		assert.Equal(t, want, got)
+	}
+	t.Run("numbers convert when lossless", func(t *testing.T) {
+		f, ok, err := sqsadapter.ContextValue[float64](ctx, nc, "int")
+		check(t, 3.0, f, ok, err)
+		i, ok, err := sqsadapter.ContextValue[int](ctx, nc, "whole")
+		check(t, 3, i, ok, err)
+		i64, ok, err := sqsadapter.ContextValue[int64](ctx, nc, "int")
+		check(t, int64(3), i64, ok, err)
+		u8, ok, err := sqsadapter.ContextValue[uint8](ctx, nc, "whole")
+		check(t, uint8(3), u8, ok, err)
+		p, ok, err := sqsadapter.ContextValue[prio](ctx, nc, "int")
+		check(t, prio(3), p, ok, err)
+		f32, ok, err := sqsadapter.ContextValue[float32](ctx, nc, "tenth")
+		check(t, float32(0.1), f32, ok, err)
+	})
+	t.Run("other kinds", func(t *testing.T) {
+		s, ok, err := sqsadapter.ContextValue[string](ctx, nc, "str")
+		check(t, "hi", s, ok, err)
+		b, ok, err := sqsadapter.ContextValue[bool](ctx, nc, "bool")
+		check(t, true, b, ok, err)
+		it, ok, err := sqsadapter.ContextValue[item](ctx, nc, "obj")
+		check(t, item{Name: "x", N: 2}, it, ok, err)
+		ip, ok, err := sqsadapter.ContextValue[*item](ctx, nc, "obj")
+		check(t, &item{Name: "x", N: 2}, ip, ok, err)
+		l, ok, err := sqsadapter.ContextValue[[]int](ctx, nc, "list")
+		check(t, []int{1, 2}, l, ok, err)
+		m, ok, err := sqsadapter.ContextValue[map[string]any](ctx, nc, "obj")
+		check(t, map[string]any{"name": "x", "n": int64(2)}, m, ok, err)
+		a, ok, err := sqsadapter.ContextValue[any](ctx, nc, "int")
+		check(t, int64(3), a, ok, err)
+		when, ok, err := sqsadapter.ContextValue[time.Time](ctx, nc, "when")
+		check(t, time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC), when, ok, err)
+		np, ok, err := sqsadapter.ContextValue[*item](ctx, nc, "null")
+		check(t, (*item)(nil), np, ok, err)
+	})
+	t.Run("missing key", func(t *testing.T) {
+		i, ok, err := sqsadapter.ContextValue[int](ctx, nc, "absent")
+		assert.NoError(t, err)
+		assert.False(t, ok)
+		assert.Zero(t, i)
+	})
+	t.Run("refusals name the key, the stored type and T", func(t *testing.T) {
+		for _, c := range []struct {
+			key, want string
+			get       func(string) error
+		}{
+			{"frac", `context key "frac" holds float64 2.5, which does not convert to int: has a fraction`, errOf[int](ctx, nc)},
+			{"wide", `holds int64 300, which does not convert to int8: out of range`, errOf[int8](ctx, nc)},
+			{"neg", `holds int64 -1, which does not convert to uint: out of range`, errOf[uint](ctx, nc)},
+			{"big", `holds int64 1152921504606846977, which does not convert to float64: not exact`, errOf[float64](ctx, nc)},
+			{"int", `holds int64 3, which does not convert to string`, errOf[string](ctx, nc)},
+			{"str", `holds string hi, which does not convert to bool`, errOf[bool](ctx, nc)},
+			{"str", `holds string hi, which does not convert to float64`, errOf[float64](ctx, nc)},
+			{"null", `holds null, which does not convert to int`, errOf[int](ctx, nc)},
+			{"fracs", `holds []interface {} [1.5], which does not convert to []int`, errOf[[]int](ctx, nc)},
+		} {
+			err := c.get(c.key)
+			require.Error(t, err, c.key)
+			assert.Contains(t, err.Error(), `node "n1"`)
+			assert.Contains(t, err.Error(), c.want)
+		}
+	})
+}
+
+// errOf reads a key as T and returns only the error.
+func errOf[T any](ctx context.Context, nc *sqsadapter.NodeContext) func(string) error {
+	return func(key string) error {
+		_, _, err := sqsadapter.ContextValue[T](ctx, nc, key)
+		return err
+	}
+}
+
+// TestContextValueAfterCommit checks the case that motivates ContextValue:
+// a whole float64 written by one node reads back as an int64 in the next,
+// and ContextValue gives the float64.
+func TestContextValueAfterCommit(t *testing.T) {
+	t.Parallel()
+	type seen struct {
+		raw      any
+		price    float64
+		ratioErr error
+	}
+	var got atomic.Value
+	bp := flow(t, "cv", nil, "a>b")
+	r := newRig(t, rigConfig{nodes: map[string]sqsadapter.NodeFunc{
+		"a": func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+			return sqsadapter.NodeResult{}, errors.Join(nc.Set("price", 3.0), nc.Set("ratio", 2.5))
+		},
+		"b": func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+			var s seen
+			s.raw, _, _ = nc.Get(ctx, "price")
+			var err error
+			if s.price, _, err = sqsadapter.ContextValue[float64](ctx, nc, "price"); err != nil {
+				return sqsadapter.NodeResult{}, err
+			}
+			_, _, s.ratioErr = sqsadapter.ContextValue[int](ctx, nc, "ratio")
+			got.Store(s)
+			return sqsadapter.NodeResult{}, nil
+		},
+	}}, bp)
+	requireStatus(t, sqsadapter.StatusCompleted, r.wait(r.start("cv", nil)))
+	s := got.Load().(seen)
+	assert.Equal(t, int64(3), s.raw, "the store gives whole numbers back as int64")
+	assert.Equal(t, 3.0, s.price)
+	require.Error(t, s.ratioErr)
+	assert.Contains(t, s.ratioErr.Error(), `"ratio"`)
 }
