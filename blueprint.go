@@ -44,7 +44,11 @@ type NodeConfig struct {
 	MaxRetries int `json:"maxRetries,omitempty"`
 	// RetryDelay is the delay before a retry, in milliseconds.
 	RetryDelay int64 `json:"retryDelay,omitempty"`
-	// Timeout bounds each attempt, in milliseconds; 0 means no timeout.
+	// Timeout bounds each attempt, in milliseconds; 0 means the adapter's
+	// default (WithNodeTimeout: 5 minutes unless set). At the timeout the
+	// attempt's ctx is cancelled and the attempt ends within 50 ms, even if
+	// the function ignores its ctx: it gets 20 ms to return, then it is
+	// abandoned and its late result discarded.
 	Timeout int64 `json:"timeout,omitempty"`
 	// Fallback is the id of a node run in this node's place when it fails for good.
 	Fallback string `json:"fallback,omitempty"`

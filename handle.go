@@ -305,7 +305,20 @@ func (x *jobRun) attempts(ctx context.Context, n *planNode, id string, rec *stor
 	}
 }
 
-// attempt runs one attempt of n with its timeout, recovering panics.
+// timeoutGrace is how long a timed-out attempt waits for its node function
+// to return before abandoning it: long enough for a function that honours
+// its ctx, so that its error is reported and it does not overlap the next
+// attempt; short, so that a timeout fires within its stated bound (see
+// NodeConfig.Timeout).
+const timeoutGrace = 20 * time.Millisecond
+
+// cancelGrace is that wait when the job itself is cancelled (shutdown, lost
+// message): longer, so that functions can clean up before the worker stops.
+const cancelGrace = 250 * time.Millisecond
+
+// attempt runs one attempt of n with its timeout, recovering panics. A
+// function still running at the timeout is abandoned after timeoutGrace;
+// its late result is discarded.
 func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) (NodeResult, *NodeContext, error) {
 	nc := &NodeContext{
 		RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: n.id,
@@ -314,9 +327,18 @@ func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) 
 			return x.a.cfg.contexts.Get(ctx, x.job.RunID, key)
 		},
 	}
+	log := x.log
+	if n.id != x.job.NodeID {
+		log = log.With("fallback", n.id)
+	}
+	timeout, byDefault := n.timeout, false
+	if timeout == 0 {
+		timeout, byDefault = x.a.cfg.nodeTimeout, true
+	}
+	start := time.Now()
 	actx, cancel := ctx, context.CancelFunc(func() {})
-	if n.timeout > 0 {
-		actx, cancel = context.WithTimeoutCause(ctx, n.timeout, fmt.Errorf("node %q: attempt %d timed out after %v", n.id, attempt, n.timeout))
+	if timeout > 0 {
+		actx, cancel = context.WithTimeout(ctx, timeout)
 	}
 	defer cancel()
 	type result struct {
@@ -328,39 +350,83 @@ func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) 
 		var r result
 		defer func() {
 			if p := recover(); p != nil {
-				x.log.ErrorContext(ctx, "sqsadapter: node panicked", "attempt", attempt, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				log.ErrorContext(ctx, "sqsadapter: node panicked", "attempt", attempt, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 				r = result{err: fmt.Errorf("node %q panicked: %v", n.id, p)}
 			}
 			ch <- r
 		}()
-		r.res, r.err = n.fn(actx, nc)
+		fn := n.fn
+		for i := len(x.a.cfg.middleware) - 1; i >= 0; i-- {
+			fn = x.a.cfg.middleware[i](fn)
+		}
+		r.res, r.err = fn(actx, nc)
 	}()
-	select {
-	case r := <-ch:
-		if r.err == nil && actx.Err() != nil && ctx.Err() == nil {
-			r.err = context.Cause(actx) // finished, but past its deadline
+	// A node still running is named in the log at least every minute, so
+	// that one stuck without a timeout is found.
+	still := time.NewTicker(min(x.a.cfg.visibilityTimeout, time.Minute))
+	defer still.Stop()
+	var r result
+	returned := false
+wait:
+	for {
+		select {
+		case r = <-ch:
+			returned = true
+			break wait
+		case <-actx.Done():
+			break wait
+		case <-still.C:
+			log.WarnContext(ctx, "sqsadapter: node still running", "attempt", attempt, "elapsed", time.Since(start).Round(time.Millisecond), "timeout", timeout)
 		}
-		if r.err != nil && actx.Err() != nil && ctx.Err() == nil {
-			r.err = fmt.Errorf("%w (%v)", context.Cause(actx), r.err)
-		}
-		return r.res, nc, r.err
-	case <-actx.Done():
 	}
-	// Cancelled or timed out: a node that honours its ctx returns at once.
-	grace := time.NewTimer(250 * time.Millisecond)
-	defer grace.Stop()
-	select {
-	case r := <-ch:
+	cut := !returned // the ctx ended first
+	if cut {
+		// Cancelled or timed out: a node that honours its ctx returns at once.
+		grace := time.NewTimer(cancelGrace)
+		if ctx.Err() == nil {
+			grace.Reset(timeoutGrace)
+		}
+		defer grace.Stop()
+		select {
+		case r = <-ch:
+			returned = true
+		case <-grace.C:
+			// The node ignores its ctx: stop waiting for it. Its result, if
+			// it ever returns, is discarded.
+		}
+	}
+	switch {
+	case actx.Err() != nil && ctx.Err() == nil:
+		// Timed out, or finished past its deadline.
+		elapsed := time.Since(start)
+		log.WarnContext(ctx, "sqsadapter: node attempt timed out", "attempt", attempt, "elapsed", elapsed.Round(time.Millisecond), "timeout", timeout, "returned", returned)
+		limit := fmt.Sprintf("timeout %v", timeout)
+		if byDefault {
+			limit = fmt.Sprintf("default timeout %v: set config.timeout or WithNodeTimeout", timeout)
+		}
+		err := fmt.Errorf("node %q attempt %d timed out after %v (%s)", n.id, attempt, roundElapsed(elapsed), limit)
+		if r.err != nil {
+			err = fmt.Errorf("%w (%v)", err, r.err)
+		}
+		return NodeResult{}, nil, err
+	case cut:
+		// The job was cancelled.
 		err := context.Cause(actx)
 		if r.err != nil {
 			err = fmt.Errorf("%w (%v)", err, r.err)
 		}
 		return NodeResult{}, nil, err
-	case <-grace.C:
-		// The node ignores its ctx: stop waiting for it. Its result, if it
-		// ever returns, is discarded.
-		return NodeResult{}, nil, context.Cause(actx)
 	}
+	return r.res, nc, r.err
+}
+
+// roundElapsed rounds d for messages: to the millisecond, or the
+// microsecond below one.
+func roundElapsed(d time.Duration) time.Duration {
+	if d < time.Millisecond {
+		return d.Round(time.Microsecond)
+	}
+	return d.Round(time.Millisecond)
 }
 
 // load resolves the node's input and reads the context keys its outgoing

@@ -63,7 +63,9 @@ func (nc *NodeContext) IdempotencyKey() string { return nc.RunID + "/" + nc.Node
 
 // Get reads a key of the run context with a consistent read. The node's own
 // buffered writes are visible to it. Node outputs are readable as
-// "_outputs.<nodeId>".
+// "_outputs.<nodeId>". Values are JSON-like: a float64 without a fraction
+// written with Set comes back as an int64 once committed, so a
+// .(float64) assertion can fail; use ContextValue for typed reads.
 func (nc *NodeContext) Get(ctx context.Context, key string) (any, bool, error) {
 	nc.mu.Lock()
 	w, ok := nc.writes[key]

@@ -40,6 +40,11 @@ type config struct {
 	maxInlineInput  int
 	checkRuns       bool
 
+	// nodeTimeout bounds the attempts of nodes without config.timeout (0: none).
+	nodeTimeout time.Duration
+	// middleware wraps every node attempt, first outermost.
+	middleware []func(NodeFunc) NodeFunc
+
 	// sqsTimeUnit is the duration of SQS's "seconds" (a test seam: the
 	// in-memory SQS can count in shorter units).
 	sqsTimeUnit time.Duration
@@ -64,6 +69,7 @@ func defaultConfig() config {
 		retryMaxDelay:      5 * time.Minute,
 		coordinationTTL:    7 * 24 * time.Hour,
 		maxInlineInput:     64 << 10,
+		nodeTimeout:        defaultNodeTimeout,
 		sqsTimeUnit:        time.Second,
 	}
 }
@@ -289,6 +295,45 @@ func WithBatching(receiveWindow, deleteLinger time.Duration) Option {
 func WithRunCheck() Option {
 	return func(cfg *config) error {
 		cfg.checkRuns = true
+		return nil
+	}
+}
+
+// defaultNodeTimeout: see WithNodeTimeout.
+const defaultNodeTimeout = 5 * time.Minute
+
+// WithNodeTimeout bounds each attempt of the nodes whose config.timeout is
+// 0, fallbacks included (default 5m; 0: no bound). The heartbeat extends a
+// running node's message and lease for as long as it runs, so nothing else
+// ends a node that never returns: it would hold a worker slot, and its run,
+// forever. With the default, such a run fails within 5m per attempt with
+// an error naming the node. Raise it, or set config.timeout, for nodes that
+// legitimately run longer. The bound is enforced as NodeConfig.Timeout
+// says. Whatever the timeout, a node running for longer than the visibility
+// timeout is logged at WARN ("node still running") every visibility
+// timeout, at most a minute apart.
+func WithNodeTimeout(d time.Duration) Option {
+	return func(cfg *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: negative node timeout %v", ErrInvalidOption, d)
+		}
+		cfg.nodeTimeout = d
+		return nil
+	}
+}
+
+// WithMiddleware wraps every node attempt, fallbacks included, in mw: the
+// first given is the outermost, and later calls wrap inside earlier ones.
+// Middleware runs under the attempt's timeout with the attempt's ctx and
+// NodeContext; a panic in it fails the attempt like a node's panic.
+func WithMiddleware(mw ...func(next NodeFunc) NodeFunc) Option {
+	return func(cfg *config) error {
+		for i, m := range mw {
+			if m == nil {
+				return fmt.Errorf("%w: middleware #%d is nil", ErrInvalidOption, i)
+			}
+		}
+		cfg.middleware = append(cfg.middleware, mw...)
 		return nil
 	}
 }
