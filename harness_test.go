@@ -77,8 +77,8 @@ func newEnv(t *testing.T, c envConfig) *env {
 			sqsadapter.WithSQSTimeUnit(unit),
 			sqsadapter.WithVisibilityTimeout(c.visibility),
 			sqsadapter.WithWaitTime(5 * unit),
-			sqsadapter.WithPollBackoff(unit, 5*unit),
-			sqsadapter.WithBatching(50*time.Millisecond, 50*time.Millisecond),
+			sqsadapter.WithTuning(sqsadapter.Tuning{PollBackoffMin: unit, PollBackoffMax: 5 * unit}),
+			sqsadapter.WithTuning(sqsadapter.Tuning{ReceiveWindow: 50 * time.Millisecond, DeleteLinger: 50 * time.Millisecond}),
 		}, c.opts...),
 		Setup: func(h *sqsadaptertest.Harness) {
 			e.sqs, e.queue, e.dlq = h.SQS, h.QueueURL, h.DLQURL

@@ -364,7 +364,7 @@ func newItEnv(t *testing.T, c itConfig) *itEnv {
 		sqsadapter.WithLogger(testLogger()),
 		sqsadapter.WithVisibilityTimeout(c.visibility),
 		sqsadapter.WithWaitTime(time.Second),
-		sqsadapter.WithPollBackoff(100*time.Millisecond, time.Second),
+		sqsadapter.WithTuning(sqsadapter.Tuning{PollBackoffMin: 100 * time.Millisecond, PollBackoffMax: time.Second}),
 	}
 	var err error
 	e.client, err = sqsadapter.NewSqsAdapter(append(slices.Clone(common), append([]sqsadapter.Option{

@@ -1,6 +1,8 @@
 package sqsadapter
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -206,18 +208,6 @@ func WithVisibilityTimeout(d time.Duration) Option {
 	}
 }
 
-// WithPollBackoff sets the jittered backoff between failed polls (default
-// 100ms doubling to 10s).
-func WithPollBackoff(min, max time.Duration) Option {
-	return func(cfg *config) error {
-		if min <= 0 || max < min {
-			return fmt.Errorf("%w: poll backoff [%v, %v]", ErrInvalidOption, min, max)
-		}
-		cfg.pollBackoffMin, cfg.pollBackoffMax = min, max
-		return nil
-	}
-}
-
 // WithDrainTimeout bounds how long Run waits for in-flight jobs when its
 // ctx is cancelled (default 30s). Shutdown uses its own ctx instead.
 func WithDrainTimeout(d time.Duration) Option {
@@ -243,44 +233,66 @@ func WithRetryBackoff(multiplier float64, max time.Duration, jitter float64) Opt
 	}
 }
 
-// WithCoordinationTTL sets how long join records are kept (default 7 days):
-// it must outlive the longest run.
-func WithCoordinationTTL(d time.Duration) Option {
-	return func(cfg *config) error {
-		if d < time.Minute {
-			return fmt.Errorf("%w: coordination TTL %v < 1m", ErrInvalidOption, d)
-		}
-		cfg.coordinationTTL = d
-		return nil
-	}
+// Tuning holds a worker's performance settings, for WithTuning. A zero
+// field keeps its default; BENCHMARKS.md measures what they save.
+type Tuning struct {
+	// ReceiveWindow is how long a busy worker, with fewer than half of its
+	// slots free, waits for more to free up before it receives, so that a
+	// receive fetches several messages (default 50ms, at most 1s; negative:
+	// no wait).
+	ReceiveWindow time.Duration
+	// DeleteLinger is how long a finished job's delete waits for others to
+	// share its DeleteMessageBatch (default 50ms, at most 1s; negative: no
+	// wait). The job's worker slot is already free by then.
+	DeleteLinger time.Duration
+	// PollBackoffMin and PollBackoffMax bound the jittered, doubling backoff
+	// between failed polls (default 100ms to 10s).
+	PollBackoffMin, PollBackoffMax time.Duration
+	// MaxInlineInput is the largest input, in JSON bytes, carried inside a
+	// job message (default 64 KiB, at most 200 KiB); a larger one is read
+	// from the store by the node. Negative: inputs are never carried.
+	MaxInlineInput int
+	// CoordinationTTL is how long join records are kept (default 7 days, at
+	// least a minute): it must outlive the longest run.
+	CoordinationTTL time.Duration
 }
 
-// WithMaxInlineInput sets the largest input (JSON bytes) carried inside a
-// job message (default 64 KiB); larger inputs are read from the store by the
-// receiving node. 0 never carries inputs.
-func WithMaxInlineInput(n int) Option {
+// WithTuning sets the performance settings of Tuning that are not zero.
+func WithTuning(t Tuning) Option {
 	return func(cfg *config) error {
-		if n < 0 || n > 200<<10 {
-			return fmt.Errorf("%w: max inline input %d not in [0, 200 KiB]", ErrInvalidOption, n)
+		var errs []error
+		bad := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOption}, args...)...))
 		}
-		cfg.maxInlineInput = n
-		return nil
-	}
-}
-
-// WithBatching tunes request batching. receiveWindow is how long a busy
-// worker, with fewer than half of its slots free, waits for more to free up
-// before it receives (default 50ms): receives then fetch several messages
-// per request. deleteLinger is how long a finished job's delete waits for
-// others to share its DeleteMessageBatch (default 50ms); the job's worker
-// slot is already free by then. Zero turns either off. BENCHMARKS.md has
-// the requests per node they save.
-func WithBatching(receiveWindow, deleteLinger time.Duration) Option {
-	return func(cfg *config) error {
-		if receiveWindow < 0 || deleteLinger < 0 || receiveWindow > time.Second || deleteLinger > time.Second {
-			return fmt.Errorf("%w: batching windows %v, %v not in [0, 1s]", ErrInvalidOption, receiveWindow, deleteLinger)
+		if t.ReceiveWindow > time.Second || t.DeleteLinger > time.Second {
+			bad("batching windows %v, %v over 1s", t.ReceiveWindow, t.DeleteLinger)
 		}
-		cfg.receiveBatchWindow, cfg.deleteLinger = receiveWindow, deleteLinger
+		minB, maxB := cmp.Or(t.PollBackoffMin, cfg.pollBackoffMin), cmp.Or(t.PollBackoffMax, cfg.pollBackoffMax)
+		if minB < 0 || maxB < minB {
+			bad("poll backoff [%v, %v]", minB, maxB)
+		}
+		if t.MaxInlineInput > 200<<10 {
+			bad("max inline input %d over 200 KiB", t.MaxInlineInput)
+		}
+		if t.CoordinationTTL != 0 && t.CoordinationTTL < time.Minute {
+			bad("coordination TTL %v < 1m", t.CoordinationTTL)
+		}
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		if t.ReceiveWindow != 0 {
+			cfg.receiveBatchWindow = max(t.ReceiveWindow, 0)
+		}
+		if t.DeleteLinger != 0 {
+			cfg.deleteLinger = max(t.DeleteLinger, 0)
+		}
+		cfg.pollBackoffMin, cfg.pollBackoffMax = minB, maxB
+		if t.MaxInlineInput != 0 {
+			cfg.maxInlineInput = max(t.MaxInlineInput, 0)
+		}
+		if t.CoordinationTTL != 0 {
+			cfg.coordinationTTL = t.CoordinationTTL
+		}
 		return nil
 	}
 }

@@ -1251,7 +1251,7 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 		sqsadapter.WithSQSTimeUnit(unit),
 		sqsadapter.WithVisibilityTimeout(visibility),
 		sqsadapter.WithWaitTime(5 * unit),
-		sqsadapter.WithPollBackoff(unit, 5*unit),
+		sqsadapter.WithTuning(sqsadapter.Tuning{PollBackoffMin: unit, PollBackoffMax: 5 * unit}),
 	}
 	var err error
 	// The client's status writes (CancelRun) are observed too; its calls

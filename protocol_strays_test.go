@@ -96,7 +96,7 @@ func newProtoStrays(s *protoSession, bps []*sqsadapter.Blueprint) *protoStrays {
 			sqsadapter.WithCoordinationStore(e.coordinations),
 			sqsadapter.WithRegistry(p.calls.registry()), sqsadapter.WithBlueprints(bps...),
 			sqsadapter.WithLogger(testLogger()), sqsadapter.WithSQSTimeUnit(unit),
-			sqsadapter.WithVisibilityTimeout(protoStrayVisibility), sqsadapter.WithWaitTime(2 * unit), sqsadapter.WithPollBackoff(unit, 5*unit),
+			sqsadapter.WithVisibilityTimeout(protoStrayVisibility), sqsadapter.WithWaitTime(2 * unit), sqsadapter.WithTuning(sqsadapter.Tuning{PollBackoffMin: unit, PollBackoffMax: 5 * unit}),
 		}
 		if checked {
 			opts = append(opts, sqsadapter.WithRunCheck())

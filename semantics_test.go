@@ -464,7 +464,7 @@ func TestInputResolution(t *testing.T) {
 		opts []sqsadapter.Option
 	}{
 		{"inline", nil},
-		{"from store", []sqsadapter.Option{sqsadapter.WithMaxInlineInput(0)}},
+		{"from store", []sqsadapter.Option{sqsadapter.WithTuning(sqsadapter.Tuning{MaxInlineInput: -1})}},
 	}
 	for _, c := range cases {
 		for _, m := range modes {

@@ -128,8 +128,8 @@ func New(t testing.TB, cfg Config) *Harness {
 			sqsadapter.WithLogger(logger),
 			sqsadapter.WithVisibilityTimeout(harnessVisibility),
 			sqsadapter.WithWaitTime(harnessWaitTime),
-			sqsadapter.WithPollBackoff(10*time.Millisecond, 200*time.Millisecond),
-			sqsadapter.WithBatching(5*time.Millisecond, 5*time.Millisecond),
+			sqsadapter.WithTuning(sqsadapter.Tuning{PollBackoffMin: 10 * time.Millisecond, PollBackoffMax: 200 * time.Millisecond}),
+			sqsadapter.WithTuning(sqsadapter.Tuning{ReceiveWindow: 5 * time.Millisecond, DeleteLinger: 5 * time.Millisecond}),
 		}, cfg.Options...)
 		a, err := sqsadapter.NewSqsAdapter(opts...)
 		if err != nil {

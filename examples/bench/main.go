@@ -149,8 +149,8 @@ func parseFlags(args []string) (options, error) {
 		"comma list of chain10, chain100, fanout10 (a start node, 10 nodes, an all join), diamond (a → b, c → d, an all join); name:N sets that blueprint's runs")
 	ctxBytes := fs.String("context-bytes", "0", "comma list of sizes (bytes) of an unrelated initial context key; each size repeats every blueprint")
 	fs.DurationVar(&o.waitTime, "wait-time", 20*time.Second, "ReceiveMessage long-poll wait (WithWaitTime)")
-	fs.DurationVar(&o.receiveWindow, "receive-window", 50*time.Millisecond, "WithBatching receive window")
-	fs.DurationVar(&o.deleteLinger, "delete-linger", 50*time.Millisecond, "WithBatching delete linger")
+	fs.DurationVar(&o.receiveWindow, "receive-window", 50*time.Millisecond, "Tuning.ReceiveWindow (0: none)")
+	fs.DurationVar(&o.deleteLinger, "delete-linger", 50*time.Millisecond, "Tuning.DeleteLinger (0: none)")
 	fs.DurationVar(&o.runTimeout, "run-timeout", 5*time.Minute, "how long one run may take")
 	fs.IntVar(&o.warmup, "warmup", 100, "runs of chain10 before the measured phases, not reported (0: none)")
 	fs.StringVar(&o.sqsEndpoint, "sqs-endpoint", "", "SQS endpoint URL (default: from the environment)")
@@ -864,7 +864,7 @@ func (e *env) phase(ctx context.Context, queue string, s shape, contextBytes, ru
 		w, err := e.adapter(e.workers, fmt.Sprintf("bench-w%d", i),
 			sqsadapter.WithConcurrency(o.concurrency),
 			sqsadapter.WithWaitTime(o.waitTime),
-			sqsadapter.WithBatching(o.receiveWindow, o.deleteLinger),
+			sqsadapter.WithTuning(sqsadapter.Tuning{ReceiveWindow: cmp.Or(o.receiveWindow, -1), DeleteLinger: cmp.Or(o.deleteLinger, -1)}),
 		)
 		if err != nil {
 			return nil, err
