@@ -26,6 +26,9 @@ type RunRecord struct {
 	FailedNode       string // the node that failed the run, if a node did
 	CreatedAt        time.Time
 	FinishedAt       time.Time // zero while running
+	// Waiting lists the nodes of the run that wait now (NodeWaiting),
+	// sorted: SuspendNode adds a node, ResumeNode removes it.
+	Waiting []string
 }
 
 // Node record states.
@@ -35,6 +38,7 @@ const (
 	NodeSkipped   = "skipped"   // resolved without running: every incoming edge dead
 	NodeClosed    = "closed"    // the run finished before the node committed
 	NodeFailed    = "failed"    // the node failed for good; its run is being or has been failed
+	NodeWaiting   = "waiting"   // suspended without an output until resumed (wait, webhook, sleep)
 )
 
 // NodeRecord is the durable record of one node of one run: the context item
@@ -56,6 +60,11 @@ type NodeRecord struct {
 	Taken    []string       // targets of the edges taken, in blueprint order, without duplicates
 	Staged   map[string]any // transform results, by target id
 	Fallback string         // the fallback node that produced Output, if one did
+	// Wait is why the node waits (State == NodeWaiting); it is kept once
+	// the node is resumed, as its history.
+	Wait *Wait
+	// Token is the NodeCommit's Token (a resume's).
+	Token string
 	// UpdatedAt is when the record last changed: every write of the record
 	// (AcquireNode, ExtendLease, ReleaseLease, CommitNode, FailNode,
 	// SkipNodes, CloseNodes) sets it to the writer's clock, to the millisecond on
@@ -76,6 +85,18 @@ type NodeCommit struct {
 	Fallback string
 	Sets     map[string]any // context keys written by the node
 	Deletes  []string       // context keys deleted by the node
+	// Token identifies one ResumeNode call, so that its retry is told
+	// apart from another resume: commits are identical only with equal
+	// tokens. Empty for CommitNode.
+	Token string
+}
+
+// Wait is why a node waits, as SuspendNode records it.
+type Wait struct {
+	Reason    string         `json:"reason"`              // "external_event", "timer" or "webhook"
+	Details   map[string]any `json:"details,omitempty"`   // e.g. {"eventName": "order-review"}; JSON-like values
+	WakeAt    time.Time      `json:"wakeAt,omitzero"`     // timer: when the node wakes
+	WebhookID string         `json:"webhookId,omitempty"` // webhook: the id that resumes it
 }
 
 // ContextStore holds run contexts, node records and run records. It is
@@ -107,8 +128,8 @@ type ContextStore interface {
 	// given time and counts one more attempt, then returns the record. The
 	// lease is free when absent, expired at now, or held by owner.
 	// Otherwise it returns the current record with ErrNodeCommitted (the node
-	// was committed or skipped), ErrNodeClosed, ErrNodeFailed, or a
-	// *LeaseHeldError.
+	// was committed or skipped), ErrNodeClosed, ErrNodeFailed, ErrNodeWaiting,
+	// or a *LeaseHeldError.
 	AcquireNode(ctx context.Context, runID, nodeID, owner string, until, now time.Time) (*NodeRecord, error)
 	// ExtendLease moves the lease expiry of a node held by owner; ErrLeaseLost
 	// if owner does not hold it (or the node is no longer pending).
@@ -125,6 +146,22 @@ type ContextStore interface {
 	// writes nothing. If the node is closed it returns the record with
 	// ErrNodeClosed; if it failed, with ErrNodeFailed, and writes nothing.
 	CommitNode(ctx context.Context, runID string, c NodeCommit) (*NodeRecord, error)
+	// SuspendNode makes a pending node whose lease owner holds wait: the
+	// record becomes NodeWaiting with w, its lease is dropped (its attempt
+	// count kept), and the node joins its run's Waiting set, atomically. A
+	// node already waiting is returned as it is, with no error (its first
+	// Wait kept). Otherwise the record comes back with ErrNodeCommitted
+	// (committed or skipped), ErrNodeClosed, ErrNodeFailed, or ErrLeaseLost
+	// (pending, absent, or leased by another owner) and nothing is written.
+	SuspendNode(ctx context.Context, runID, nodeID, owner string, w Wait) (*NodeRecord, error)
+	// ResumeNode commits the outcome of a waiting node, as CommitNode does,
+	// and removes the node from its run's Waiting set, atomically, once: it
+	// is conditional on the node waiting. A commit identical to the
+	// existing one (Token included) succeeds and writes nothing, so that a
+	// retried call whose response was lost is not refused; any other call on
+	// a node that is not waiting returns its record with ErrNodeCommitted,
+	// ErrNodeClosed or ErrNodeFailed, or ErrNotWaiting (pending or absent).
+	ResumeNode(ctx context.Context, runID string, c NodeCommit) (*NodeRecord, error)
 	// FailNode marks a node failed for good with reason, once: a pending or
 	// absent node becomes failed (its lease is dropped, its attempt count
 	// kept) and the record is returned. A node already failed is returned as
@@ -133,10 +170,11 @@ type ContextStore interface {
 	// its record with ErrNodeClosed.
 	FailNode(ctx context.Context, runID, nodeID, reason string) (*NodeRecord, error)
 	// SkipNodes marks nodes resolved without running. Idempotent; a
-	// committed, closed or failed node is left as it is.
+	// committed, closed, failed or waiting node is left as it is.
 	SkipNodes(ctx context.Context, runID string, nodeIDs []string) error
 	// CloseNodes marks every listed node that is not committed, skipped or
-	// failed as closed, so that it never runs. Idempotent.
+	// failed as closed, so that it never runs (a waiting node too: it can no
+	// longer be resumed). Idempotent.
 	CloseNodes(ctx context.Context, runID string, nodeIDs []string) error
 	// GetNodes reads node records; absent nodes are absent from the map.
 	GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*NodeRecord, error)

@@ -29,6 +29,12 @@ var (
 	ErrLeaseHeld = errors.New("sqsadapter: node lease held by another worker")
 	// ErrLeaseLost: the caller no longer holds the node's execution lease.
 	ErrLeaseLost = errors.New("sqsadapter: node lease lost")
+	// ErrNodeWaiting: the node waits (NodeWaiting) to be resumed; it must
+	// not run again.
+	ErrNodeWaiting = errors.New("sqsadapter: node is waiting")
+	// ErrNotWaiting: a resume of a node that does not wait (not reached
+	// yet, running, or already resumed).
+	ErrNotWaiting = errors.New("sqsadapter: node is not waiting")
 	// ErrInvalidKey: an empty, reserved or too long context key or
 	// coordination key, or a run or node id that no stored item can be
 	// keyed by (see Blueprint.Validate for the id rule).
