@@ -33,7 +33,7 @@ type SqsAdapter struct {
 	jobsCtx  context.Context
 
 	// expressionErrors counts conditions and transforms that failed to
-	// evaluate (Stats).
+	// evaluate (ExpressionErrors).
 	expressionErrors atomic.Int64
 
 	mu      sync.Mutex
@@ -185,16 +185,9 @@ func (a *SqsAdapter) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// Stats are counters of what an adapter saw since it was created.
-type Stats struct {
-	// ExpressionErrors counts edge conditions and transforms that failed to
-	// evaluate (a type error, an index out of range, ...). A failed
-	// condition counts as false and a failed transform as nil, as in
-	// Flowcraft; the first failure of each edge is also logged at WARN.
-	ExpressionErrors int64
-}
-
-// Stats returns the adapter's counters. It is safe for concurrent use.
-func (a *SqsAdapter) Stats() Stats {
-	return Stats{ExpressionErrors: a.expressionErrors.Load()}
-}
+// ExpressionErrors counts the edge conditions and transforms that failed to
+// evaluate (a type error, an index out of range, ...) since the adapter was
+// created. A failed condition counts as false and a failed transform as
+// nil, as in Flowcraft; the first failure of each edge is also logged at
+// WARN. It is safe for concurrent use.
+func (a *SqsAdapter) ExpressionErrors() int64 { return a.expressionErrors.Load() }

@@ -154,7 +154,7 @@ func TestBadInput(t *testing.T) {
 				assert.Zero(t, bCalls.Load(), "b ran though its edge's condition failed")
 				var counted int64
 				for _, w := range e.workers {
-					counted += w.Stats().ExpressionErrors
+					counted += w.ExpressionErrors()
 				}
 				assert.EqualValues(t, 1, counted, "the failed condition was not counted once")
 			}

@@ -291,6 +291,11 @@ func (b *Blueprint) Validate() error {
 		if c.Timeout < 0 {
 			add("%s: timeout is negative (%d)", name, c.Timeout)
 		}
+		if n.Uses == builtinSleep {
+			if _, err := sleepDuration(n.Params); err != nil {
+				add("%s: sleep: %v", name, err)
+			}
+		}
 	}
 	nodeIDs := expr.NodeIDs(slices.Collect(maps.Keys(ids))...)
 	for i, e := range b.Edges {

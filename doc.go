@@ -58,7 +58,7 @@
 //     transform's result is the target's input, even when the target has
 //     "inputs". A condition that fails to evaluate is false and a transform
 //     that fails gives nil, as in Flowcraft: a run is never failed by an
-//     expression (see SqsAdapter.Stats).
+//     expression (see SqsAdapter.ExpressionErrors).
 //   - Joins: a node with several distinct predecessors waits for all of
 //     their edges to be resolved — taken, or dead because the source took
 //     another branch or was skipped ("all", the default), or runs once on the

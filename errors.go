@@ -31,6 +31,9 @@ var (
 	ErrRunFinished   = store.ErrRunFinished
 	ErrInvalidKey    = store.ErrInvalidKey
 	ErrValueTooLarge = store.ErrValueTooLarge
+	// ErrNotWaiting: ResumeRun or a webhook delivery for a node that does
+	// not wait (not reached yet, running, or already resumed).
+	ErrNotWaiting = store.ErrNotWaiting
 )
 
 // BlueprintError lists every problem found in a blueprint. It matches

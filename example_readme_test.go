@@ -235,7 +235,7 @@ func evalReadmeExpressions() (gives []string, expressionErrors int64) {
 			gives = append(gives, "not taken")
 		}
 	}
-	return gives, a.Stats().ExpressionErrors
+	return gives, a.ExpressionErrors()
 }
 
 // Every row of the README's expression cheat-sheet, evaluated on a real
@@ -246,7 +246,7 @@ func Example_readmeExpressions() {
 	for i, row := range readmeExpressions {
 		fmt.Printf("%-40s %s\n", row.expr, gives[i])
 	}
-	fmt.Println("Stats().ExpressionErrors:", errs)
+	fmt.Println("ExpressionErrors():", errs)
 	// Output:
 	// result.output.ok                         taken
 	// result.output.customer.vip               not taken
@@ -268,7 +268,7 @@ func Example_readmeExpressions() {
 	// ({id: input.id, total: input.total})     {"id":"o-1","total":120}
 	// fetch-order.items[5] == 1                not taken
 	// fetch-order.items[5]                     null
-	// Stats().ExpressionErrors: 2
+	// ExpressionErrors(): 2
 }
 
 // TestReadmeSnippets checks that the README shows the code of this file as
@@ -349,7 +349,7 @@ func TestReadmeSnippets(t *testing.T) {
 			t.Errorf("the README's cheat-sheet lacks %s", row.expr)
 		}
 	}
-	if !strings.Contains(string(readme), fmt.Sprintf("`Stats().ExpressionErrors` (%d here)", errs)) {
-		t.Errorf("the cheat-sheet should say Stats().ExpressionErrors is %d", errs)
+	if !strings.Contains(string(readme), fmt.Sprintf("`ExpressionErrors()` (%d here)", errs)) {
+		t.Errorf("the cheat-sheet should say ExpressionErrors() is %d", errs)
 	}
 }

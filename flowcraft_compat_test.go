@@ -26,7 +26,7 @@ type compatRig interface {
 	start(bp string, initial map[string]any, opts ...sqsadapter.RunOption) string
 	wait(id string) *sqsadapter.RunStatus
 	calls() *callLog
-	// expressionErrors sums the workers' Stats().ExpressionErrors.
+	// expressionErrors sums the workers' ExpressionErrors().
 	expressionErrors() int64
 }
 
@@ -39,7 +39,7 @@ func (r *itRig) expressionErrors() int64 { return sumExpressionErrors(r.workers)
 func sumExpressionErrors(workers []*sqsadapter.SqsAdapter) int64 {
 	var n int64
 	for _, w := range workers {
-		n += w.Stats().ExpressionErrors
+		n += w.ExpressionErrors()
 	}
 	return n
 }

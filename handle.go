@@ -76,6 +76,7 @@ type jobRun struct {
 	skipping   map[string]bool   // nodes skipped by this handling: each is propagated once
 	skipped    []string          // nodes skipped by this handling
 	committed  *store.NodeRecord // the record being advanced
+	waiting    *store.NodeRecord // the node's record, when acquire found it waiting
 	sends      []Job
 }
 
@@ -138,6 +139,9 @@ func (x *jobRun) run(ctx context.Context) outcome {
 	if x.crash("receive") {
 		return abandon
 	}
+	if wake := time.UnixMilli(x.job.WakeAt); x.job.WakeAt != 0 && time.Until(wake) > 0 {
+		return x.delay(ctx, wake) // a sleep's timer, early: delay it again
+	}
 	// The input is read before the lease is taken, so that a failed read
 	// costs no attempt: an attempt is counted only right before the node
 	// function is entered. The input cannot change meanwhile: it is what
@@ -153,10 +157,16 @@ func (x *jobRun) run(ctx context.Context) outcome {
 	}
 	rec, o, ok := x.acquire(ctx, x.n.id, 0)
 	if !ok {
+		if x.waiting != nil {
+			return x.onWaiting(ctx, x.waiting, in, vals)
+		}
 		return o
 	}
 	if x.crash("acquired") {
 		return abandon
+	}
+	if x.n.builtin != "" {
+		return x.suspend(ctx, rec, in, vals)
 	}
 	res, nc, attempt, o, ok := x.attempts(ctx, x.n, x.n.id, rec, in)
 	if !ok {
@@ -224,6 +234,9 @@ func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*store.NodeR
 	case errors.Is(err, store.ErrNodeClosed):
 		x.log.DebugContext(ctx, "sqsadapter: job of a finished run dropped")
 		return nil, done, false
+	case errors.Is(err, store.ErrNodeWaiting):
+		x.waiting = rec // run goes on in onWaiting
+		return nil, done, false
 	case errors.As(err, &held):
 		// A duplicate of a job that is running elsewhere: look again once
 		// the lease expires; by then the node has usually committed.
@@ -237,7 +250,8 @@ func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*store.NodeR
 // (committed, failed, closed, leased elsewhere) rather than a failed call.
 func isDecision(err error) bool {
 	return errors.Is(err, store.ErrNodeCommitted) || errors.Is(err, store.ErrNodeFailed) || errors.Is(err, store.ErrNodeClosed) ||
-		errors.Is(err, store.ErrLeaseHeld) || errors.Is(err, ErrValueTooLarge) || errors.Is(err, ErrInvalidKey)
+		errors.Is(err, store.ErrLeaseHeld) || errors.Is(err, ErrValueTooLarge) || errors.Is(err, ErrInvalidKey) ||
+		errors.Is(err, store.ErrNodeWaiting) || errors.Is(err, store.ErrNotWaiting) || errors.Is(err, store.ErrLeaseLost)
 }
 
 func (x *jobRun) nodeRecord(ctx context.Context, id string) (*store.NodeRecord, error) {
@@ -622,7 +636,7 @@ func overlay(vals, sets map[string]any, deletes []string) map[string]any {
 // As in Flowcraft, whose evaluators return undefined on any error, an
 // expression that fails to evaluate never fails the run: a condition that
 // fails is false (the edge is not taken) and a transform that fails stages
-// nil. Each failure is counted (Stats.ExpressionErrors) and logged at WARN
+// nil. Each failure is counted (ExpressionErrors) and logged at WARN
 // once per blueprint version and edge.
 func (x *jobRun) route(ctx context.Context, c *store.NodeCommit, in any, vals map[string]any) {
 	if len(x.n.out) == 0 {
@@ -710,7 +724,7 @@ func (x *jobRun) expressionFailed(ctx context.Context, e *planEdge, what string,
 		prog, as = e.transform, "nil: the target's input is nil"
 	}
 	x.log.WarnContext(ctx, "sqsadapter: an edge "+what+" failed to evaluate and counts as "+as+
-		"; later failures of this edge are counted (Stats), not logged",
+		"; later failures of this edge are counted (ExpressionErrors), not logged",
 		"edge", fmt.Sprintf("#%d %s -> %s", e.index, x.n.id, e.target.id),
 		"blueprint_version", x.p.version, "expression", prog.String(), "err", err)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/flowcraft/sqsadapter/internal/limits"
@@ -22,6 +23,12 @@ type Job struct {
 	// Input is the node's input carried in the message (JSON). When absent
 	// the node's input is resolved from the run context.
 	Input json.RawMessage `json:"input,omitempty"`
+	// WakeAt is when a sleep node wakes, in Unix milliseconds, on the
+	// delayed jobs of its timer: a job that arrives early is delayed again
+	// without reading the store.
+	WakeAt int64 `json:"wakeAt,omitempty"`
+
+	delay time.Duration // how long SQS keeps the message before delivering it
 }
 
 // maxIDLength is the longest run, blueprint or node id.

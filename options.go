@@ -208,18 +208,6 @@ func WithVisibilityTimeout(d time.Duration) Option {
 	}
 }
 
-// WithDrainTimeout bounds how long Run waits for in-flight jobs when its
-// ctx is cancelled (default 30s). Shutdown uses its own ctx instead.
-func WithDrainTimeout(d time.Duration) Option {
-	return func(cfg *config) error {
-		if d < 0 {
-			return fmt.Errorf("%w: negative drain timeout", ErrInvalidOption)
-		}
-		cfg.drainTimeout = d
-		return nil
-	}
-}
-
 // WithRetryBackoff makes node retry delays grow: the delay before attempt
 // n+1 is retryDelay × multiplier^(n-1), capped at max, then spread by ±jitter
 // (a fraction in [0, 1]). The default is a fixed retryDelay.
@@ -255,6 +243,10 @@ type Tuning struct {
 	// CoordinationTTL is how long join records are kept (default 7 days, at
 	// least a minute): it must outlive the longest run.
 	CoordinationTTL time.Duration
+	// DrainTimeout bounds how long Run waits for in-flight jobs when its
+	// ctx is cancelled (default 30s; negative: no wait). Shutdown uses its
+	// own ctx instead.
+	DrainTimeout time.Duration
 }
 
 // WithTuning sets the performance settings of Tuning that are not zero.
@@ -292,6 +284,9 @@ func WithTuning(t Tuning) Option {
 		}
 		if t.CoordinationTTL != 0 {
 			cfg.coordinationTTL = t.CoordinationTTL
+		}
+		if t.DrainTimeout != 0 {
+			cfg.drainTimeout = max(t.DrainTimeout, 0)
 		}
 		return nil
 	}

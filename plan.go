@@ -37,6 +37,7 @@ type planNode struct {
 	def          *NodeDefinition
 	id           string
 	fn           NodeFunc
+	builtin      string   // "wait", "webhook" or "sleep": run by the engine (waiting.go)
 	preds        []string // distinct sources of incoming edges, blueprint order
 	out          []*planEdge
 	targets      []*planNode // distinct targets of out, blueprint order
@@ -95,6 +96,9 @@ func transformKey(target *planNode, source string) string {
 
 func (n *planNode) isJoin() bool { return n.join != "" }
 
+// isPred reports whether the node id is a predecessor of n.
+func (p *plan) isPred(id string, n *planNode) bool { return slices.Contains(n.preds, id) }
+
 // compilePlan validates bp and compiles it against reg (nil reg: functions
 // are not resolved, for tests of the graph alone).
 func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
@@ -116,10 +120,14 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 		}
 		if reg != nil {
 			fn, ok := reg[def.Uses]
-			if !ok || fn == nil {
+			switch {
+			case ok && fn != nil:
+				n.fn = fn
+			case def.Uses == builtinWait || def.Uses == builtinWebhook || def.Uses == builtinSleep:
+				n.builtin = def.Uses // a registered function of that name overrides it
+			default:
 				problems = append(problems, fmt.Sprintf("node %q uses %q, which is not in the registry", def.ID, def.Uses))
 			}
-			n.fn = fn
 		}
 		p.nodes[def.ID] = n
 		p.order = append(p.order, n)

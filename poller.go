@@ -32,7 +32,7 @@ var errShutdown = errors.New("sqsadapter: shutdown deadline passed")
 // many messages as there are free slots (at most 10), extends the
 // visibility of messages while their jobs run, and deletes messages in
 // batches. When ctx is done it stops receiving at once and drains: running
-// jobs get the drain timeout (WithDrainTimeout) to finish, then they are
+// jobs get the drain timeout (Tuning.DrainTimeout) to finish, then they are
 // cancelled and their messages made visible again.
 //
 // Run returns nil after a clean stop, ErrAdapterClosed if it was already
@@ -393,7 +393,13 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 		var entries []types.SendMessageBatchRequestEntry
 		for i := start; i < end; i++ {
 			if errs[i] == nil {
-				entries = append(entries, types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(bodies[i])})
+				e := types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(bodies[i])}
+				if d := jobs[i].delay; d > 0 {
+					// SQS delays in whole seconds, at most 900: round up, so
+					// that a timer never fires early.
+					e.DelaySeconds = int32(min((d+a.cfg.sqsTimeUnit-1)/a.cfg.sqsTimeUnit, 900))
+				}
+				entries = append(entries, e)
 			}
 		}
 		if len(entries) > 0 {

@@ -121,7 +121,10 @@ func (a *SqsAdapter) reconcileRun(ctx context.Context, run *store.RunRecord, now
 	if fresh.Status != StatusRunning {
 		return 0, false, nil
 	}
-	jobs := frontier(p, recs, run.RunID)
+	jobs := frontier(p, recs, run.RunID, now.Add(-a.cfg.visibilityTimeout))
+	if len(jobs) == 0 && len(fresh.Waiting) > 0 {
+		return 0, false, nil // awaiting: idle by design, not stalled
+	}
 	if len(jobs) == 0 {
 		// Nothing is left to run: the job that resolved the last leaf
 		// stopped before it completed the run (its message lost). Complete
@@ -135,8 +138,10 @@ func (a *SqsAdapter) reconcileRun(ctx context.Context, run *store.RunRecord, now
 	return len(jobs), true, nil
 }
 
-// frontier lists the jobs that make a stalled run progress again.
-func frontier(p *plan, recs map[string]*store.NodeRecord, runID string) []Job {
+// frontier lists the jobs that make a stalled run progress again. A node
+// that waits needs none — it is resumed from outside — except a sleep whose
+// wake-up time passed before overdue: its timer's message was lost.
+func frontier(p *plan, recs map[string]*store.NodeRecord, runID string, overdue time.Time) []Job {
 	job := func(n *planNode) Job {
 		return Job{RunID: runID, BlueprintID: p.id, NodeID: n.id, BlueprintVersion: p.version}
 	}
@@ -159,6 +164,10 @@ func frontier(p *plan, recs map[string]*store.NodeRecord, runID string) []Job {
 			jobs = append(jobs, job(n)) // started, then abandoned
 		case r.State == store.NodeFailed:
 			jobs = append(jobs, job(n)) // failed for good; the run was not marked failed yet
+		case r.State == store.NodeWaiting:
+			if r.Wait != nil && r.Wait.Reason == reasonTimer && r.Wait.WakeAt.Before(overdue) {
+				jobs = append(jobs, job(n)) // wakes it
+			}
 		case r.State == store.NodeCommitted:
 			replay := n.leaf // the completion check may not have run
 			for _, t := range n.targets {

@@ -32,6 +32,8 @@ type RunStatus struct {
 	// A node not yet reached is absent. GetRun and WaitForRun fill it;
 	// ListRuns does not.
 	Nodes map[string]NodeStatus `json:"nodes,omitempty"`
+
+	waiting []string // the run record's waiting nodes
 }
 
 // NodeStatus is one node of a run, as RunStatus.Nodes reports it.
@@ -51,20 +53,32 @@ type NodeStatus struct {
 	Fallback string `json:"fallback,omitempty"`
 	// Error is why it failed ("failed").
 	Error string `json:"error,omitempty"`
+	// Wait is why it waits ("waiting": for ResumeRun, a webhook delivery or
+	// its timer) or waited: the reason, the wake-up time of a sleep, the
+	// id of a webhook.
+	Wait *store.Wait `json:"wait,omitempty"`
 	// UpdatedAt is when its record last changed.
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
 }
 
 // Finished reports whether the run reached a final status.
-func (s *RunStatus) Finished() bool { return s.Status != StatusRunning }
+func (s *RunStatus) Finished() bool {
+	return s.Status == StatusCompleted || s.Status == StatusFailed || s.Status == StatusCancelled
+}
 
 // RunOption configures StartRun.
 type RunOption func(*runOptions)
 
 type runOptions struct {
-	runID   string
-	version *string
+	runID         string
+	version       *string
+	untilAwaiting bool
 }
+
+// UntilAwaiting makes WaitForRun return also when the run is awaiting: its
+// only remaining work is nodes that wait for ResumeRun, a webhook or a
+// timer. Without it WaitForRun waits through that.
+func UntilAwaiting() RunOption { return func(o *runOptions) { o.untilAwaiting = true } }
 
 // WithRunID sets the run id, which makes StartRun idempotent: starting a run
 // with an id that exists returns (id, nil) and starts nothing new.
@@ -210,7 +224,7 @@ func runStatus(rec *store.RunRecord) *RunStatus {
 	return &RunStatus{
 		RunID: rec.RunID, BlueprintID: rec.BlueprintID, BlueprintVersion: rec.BlueprintVersion,
 		Status: rec.Status, Error: rec.Error, FailedNode: rec.FailedNode,
-		CreatedAt: rec.CreatedAt, FinishedAt: rec.FinishedAt,
+		CreatedAt: rec.CreatedAt, FinishedAt: rec.FinishedAt, waiting: rec.Waiting,
 	}
 }
 
@@ -227,7 +241,7 @@ func (a *SqsAdapter) addNodes(ctx context.Context, st *RunStatus) error {
 		if strings.HasSuffix(id, fallbackSuffix) {
 			continue
 		}
-		ns := NodeStatus{Attempts: r.Attempts, Fallback: r.Fallback, Error: r.Error, UpdatedAt: r.UpdatedAt}
+		ns := NodeStatus{Attempts: r.Attempts, Fallback: r.Fallback, Error: r.Error, UpdatedAt: r.UpdatedAt, Wait: r.Wait}
 		switch r.State {
 		case store.NodeCommitted:
 			ns.State = "completed"
@@ -241,13 +255,25 @@ func (a *SqsAdapter) addNodes(ctx context.Context, st *RunStatus) error {
 		}
 		st.Nodes[id] = ns
 	}
+	if st.Status == StatusRunning && slices.ContainsFunc(slices.Collect(maps.Values(recs)), func(r *store.NodeRecord) bool { return r.State == store.NodeWaiting }) {
+		if p := a.plans[planKey{st.BlueprintID, st.BlueprintVersion}]; p != nil && !runnable(p, recs) {
+			st.Status = StatusAwaiting
+		}
+	}
 	return nil
 }
 
-// WaitForRun blocks until the run is completed, failed or cancelled, or ctx
-// is done, polling its status with a growing interval (10ms to 1s), and
-// returns it as GetRun does. It is safe for concurrent use.
-func (a *SqsAdapter) WaitForRun(ctx context.Context, runID string) (*RunStatus, error) {
+// WaitForRun blocks until the run is completed, failed or cancelled (or,
+// with UntilAwaiting, awaiting), or ctx is done, polling its status with a
+// growing interval (10ms to 1s), and returns it as GetRun does. It is safe
+// for concurrent use.
+func (a *SqsAdapter) WaitForRun(ctx context.Context, runID string, opts ...RunOption) (*RunStatus, error) {
+	var o runOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
 	interval := 10 * time.Millisecond
 	for {
 		st, err := a.getRun(ctx, runID)
@@ -256,6 +282,14 @@ func (a *SqsAdapter) WaitForRun(ctx context.Context, runID string) (*RunStatus, 
 		}
 		if st.Finished() {
 			return st, a.addNodes(ctx, st)
+		}
+		if o.untilAwaiting && len(st.waiting) > 0 {
+			if err := a.addNodes(ctx, st); err != nil {
+				return nil, err
+			}
+			if st.Status == StatusAwaiting {
+				return st, nil
+			}
 		}
 		t := time.NewTimer(interval)
 		select {

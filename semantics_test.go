@@ -885,7 +885,7 @@ func TestExpressionEvaluationErrorIsNotTaken(t *testing.T) {
 	assert.Nil(t, r.log.input(t, "c"), "c's failed transform must give nil")
 	var counted int64
 	for _, w := range r.workers {
-		counted += w.Stats().ExpressionErrors
+		counted += w.ExpressionErrors()
 	}
 	assert.EqualValues(t, 2, counted, "a failed condition and a failed transform")
 }
@@ -903,7 +903,7 @@ func TestComparisonWithMissingValueIsFalse(t *testing.T) {
 	assert.Zero(t, r.log.count("a"))
 	assert.Equal(t, 1, r.log.count("b"))
 	for _, w := range r.workers {
-		assert.Zero(t, w.Stats().ExpressionErrors)
+		assert.Zero(t, w.ExpressionErrors())
 	}
 }
 

@@ -21,4 +21,7 @@ const (
 	StatusCompleted = store.StatusCompleted
 	StatusFailed    = store.StatusFailed
 	StatusCancelled = store.StatusCancelled
+	// StatusAwaiting is reported by GetRun for a running run whose only
+	// remaining work is nodes that wait (ResumeRun, a webhook, a timer).
+	StatusAwaiting = store.StatusAwaiting
 )

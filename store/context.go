@@ -14,6 +14,9 @@ const (
 	StatusCompleted RunState = "completed"
 	StatusFailed    RunState = "failed"
 	StatusCancelled RunState = "cancelled"
+	// StatusAwaiting is never stored: GetRun reports it for a running run
+	// whose only remaining work is waiting nodes.
+	StatusAwaiting RunState = "awaiting"
 )
 
 // RunRecord is a run's status record (one item of the status table).
