@@ -1631,3 +1631,13 @@ func (s *DynamoDbContext) updateNode(ctx context.Context, runID, nodeID string, 
 	}
 	return out.Attributes, false, nil, nil
 }
+
+// SuspendNode implements ContextStore.
+func (s *DynamoDbContext) SuspendNode(ctx context.Context, runID, nodeID, owner string, w store.Wait) (*store.NodeRecord, error) {
+	return nil, fmt.Errorf("sqsadapter: suspend node %q of run %q: %w", nodeID, runID, errors.ErrUnsupported)
+}
+
+// ResumeNode implements ContextStore.
+func (s *DynamoDbContext) ResumeNode(ctx context.Context, runID string, c store.NodeCommit) (*store.NodeRecord, error) {
+	return nil, fmt.Errorf("sqsadapter: resume node %q of run %q: %w", c.NodeID, runID, errors.ErrUnsupported)
+}

@@ -859,6 +859,18 @@ func (s *protoContexts) countCommit(key string, rec *store.NodeRecord) bool {
 	return true
 }
 
+// SuspendNode and ResumeNode pass through with faults; the engine does not
+// call them yet, so no commit is counted.
+func (s *protoContexts) SuspendNode(ctx context.Context, runID, nodeID, owner string, w store.Wait) (*store.NodeRecord, error) {
+	return protoCall(s.f, protoOp("SuspendNode", runID, nodeID), func() (*store.NodeRecord, error) {
+		return s.inner.SuspendNode(ctx, runID, nodeID, owner, w)
+	})
+}
+
+func (s *protoContexts) ResumeNode(ctx context.Context, runID string, c store.NodeCommit) (*store.NodeRecord, error) {
+	return protoCall(s.f, protoOp("ResumeNode", runID, c.NodeID), func() (*store.NodeRecord, error) { return s.inner.ResumeNode(ctx, runID, c) })
+}
+
 func (s *protoContexts) FailNode(ctx context.Context, runID, nodeID, reason string) (*store.NodeRecord, error) {
 	return protoCall(s.f, protoOp("FailNode", runID, nodeID), func() (*store.NodeRecord, error) { return s.inner.FailNode(ctx, runID, nodeID, reason) })
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 	"github.com/flowcraft/sqsadapter/internal/limits"
+	"github.com/flowcraft/sqsadapter/internal/waitvalue"
 	"github.com/flowcraft/sqsadapter/store"
 )
 
@@ -71,6 +72,9 @@ type nodeItem struct {
 	staged     []byte // encoded Staged, nil when there is none
 	fallback   string
 	errMsg     string // failure reason, when failed
+	wait       []byte // encoded Wait (waitvalue.Encode), once suspended
+	waitSize   int    // what wait adds to the record's size (limits.WaitSize)
+	token      string // the commit's Token
 	updatedAt  time.Time
 }
 
@@ -173,6 +177,7 @@ func (s *ContextStore) CreateRun(ctx context.Context, run store.RunRecord, initi
 	}
 	run.Status = sqsadapter.StatusRunning
 	run.Error, run.FailedNode = "", ""
+	run.Waiting = nil
 	run.FinishedAt = time.Time{}
 	if run.CreatedAt.IsZero() {
 		run.CreatedAt = time.Now()
@@ -210,6 +215,7 @@ func (s *ContextStore) GetRun(ctx context.Context, runID string) (*store.RunReco
 	if err := s.end(op); err != nil {
 		return nil, err
 	}
+	run.Waiting = slices.Clone(run.Waiting)
 	return &run, nil
 }
 
@@ -274,6 +280,8 @@ func (s *ContextStore) AcquireNode(ctx context.Context, runID, nodeID, owner str
 		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: %w", nodeID, runID, store.ErrNodeClosed)
 	case it.state == store.NodeFailed:
 		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: %w", nodeID, runID, store.ErrNodeFailed)
+	case it.state == store.NodeWaiting:
+		failure = fmt.Errorf("sqsadaptertest: acquire node %q of run %q: %w", nodeID, runID, store.ErrNodeWaiting)
 	case it.leaseOwner != "" && it.leaseOwner != owner && it.leaseUntil.After(now):
 		failure = &store.LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: it.leaseOwner, Until: it.leaseUntil}
 	default:
@@ -359,41 +367,9 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c store.Nod
 	wrap := func(err error) error {
 		return fmt.Errorf("sqsadaptertest: commit node %q of run %q: %w", c.NodeID, runID, err)
 	}
-	if n := len(c.Sets) + len(c.Deletes); n > limits.TransactItems-1 {
-		return nil, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", sqsadapter.ErrValueTooLarge, n, limits.TransactItems-1))
-	}
-	out, outSize, err := storeEncode(c.Output)
+	next, sets, _, err := storeEncodeCommit(runID, c, nil, wrap)
 	if err != nil {
-		return nil, wrap(fmt.Errorf("output: %w", err))
-	}
-	var staged []byte
-	stagedSize := 0
-	if c.Staged != nil {
-		if staged, stagedSize, err = storeEncode(c.Staged); err != nil {
-			return nil, wrap(fmt.Errorf("staged inputs: %w", err))
-		}
-	}
-	nodeSize := limits.NodeRecordSize(runID, c.NodeID, outSize, stagedSize, c.Action, c.Fallback, c.Taken)
-	if nodeSize > limits.ItemBytes {
-		return nil, &store.ValueTooLargeError{RunID: runID, Key: limits.OutputsPrefix + c.NodeID, Size: nodeSize, Limit: limits.ItemBytes}
-	}
-	sets, sizes, err := storeEncodeSets(runID, c.Sets)
-	if err != nil {
-		return nil, wrap(err)
-	}
-	if err := storeCheckDeletes(c.Sets, c.Deletes); err != nil {
-		return nil, wrap(err)
-	}
-	if err := storeCheckTransaction(runID, append(sizes, nodeSize), c.Deletes); err != nil {
-		return nil, wrap(err)
-	}
-	next := nodeItem{
-		state:    store.NodeCommitted,
-		output:   out,
-		action:   c.Action,
-		taken:    slices.Clone(c.Taken),
-		staged:   staged,
-		fallback: c.Fallback,
+		return nil, err
 	}
 
 	s.lock()
@@ -408,20 +384,14 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c store.Nod
 		failure = wrap(store.ErrNodeClosed)
 	case ok && it.state == store.NodeFailed:
 		failure = wrap(store.ErrNodeFailed)
+	case ok && it.state == store.NodeWaiting:
+		failure = wrap(store.ErrNodeWaiting) // only ResumeNode commits it
 	default:
 		next.attempts = it.attempts
 		next.updatedAt = storeNow()
 		it = next
 		s.runNodes(runID)[c.NodeID] = it
-		if len(sets) > 0 || len(c.Deletes) > 0 {
-			vals := s.runValues(runID)
-			for k, b := range sets {
-				vals[k] = b
-			}
-			for _, k := range c.Deletes {
-				delete(vals, k)
-			}
-		}
+		s.applyWrites(runID, sets, c.Deletes)
 	}
 	s.mu.Unlock()
 	rec, err := it.record(c.NodeID)
@@ -437,8 +407,54 @@ func (s *ContextStore) CommitNode(ctx context.Context, runID string, c store.Nod
 	return rec, nil
 }
 
+// storeEncodeCommit checks and encodes a commit: the committed item, the
+// encoded context writes and the item's estimated size. others are the
+// sizes of the other items written with it (the run record of a resume),
+// each of which takes one of the transaction's items. Errors other than a
+// *store.ValueTooLargeError for the node record come wrapped with wrap.
+func storeEncodeCommit(runID string, c store.NodeCommit, others []int, wrap func(error) error) (nodeItem, map[string][]byte, int, error) {
+	if n, most := len(c.Sets)+len(c.Deletes), limits.TransactItems-1-len(others); n > most {
+		return nodeItem{}, nil, 0, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", sqsadapter.ErrValueTooLarge, n, most))
+	}
+	out, outSize, err := storeEncode(c.Output)
+	if err != nil {
+		return nodeItem{}, nil, 0, wrap(fmt.Errorf("output: %w", err))
+	}
+	var staged []byte
+	stagedSize := 0
+	if c.Staged != nil {
+		if staged, stagedSize, err = storeEncode(c.Staged); err != nil {
+			return nodeItem{}, nil, 0, wrap(fmt.Errorf("staged inputs: %w", err))
+		}
+	}
+	nodeSize := limits.NodeRecordSize(runID, c.NodeID, outSize, stagedSize, c.Action, c.Fallback, c.Taken) + limits.WaitSize(nil, c.Token)
+	if nodeSize > limits.ItemBytes {
+		return nodeItem{}, nil, 0, &store.ValueTooLargeError{RunID: runID, Key: limits.OutputsPrefix + c.NodeID, Size: nodeSize, Limit: limits.ItemBytes}
+	}
+	sets, sizes, err := storeEncodeSets(runID, c.Sets)
+	if err != nil {
+		return nodeItem{}, nil, 0, wrap(err)
+	}
+	if err := storeCheckDeletes(c.Sets, c.Deletes); err != nil {
+		return nodeItem{}, nil, 0, wrap(err)
+	}
+	if err := storeCheckTransaction(runID, append(append(sizes, nodeSize), others...), c.Deletes); err != nil {
+		return nodeItem{}, nil, 0, wrap(err)
+	}
+	return nodeItem{
+		state:    store.NodeCommitted,
+		output:   out,
+		action:   c.Action,
+		taken:    slices.Clone(c.Taken),
+		staged:   staged,
+		fallback: c.Fallback,
+		token:    c.Token,
+	}, sets, nodeSize, nil
+}
+
 // sameCommit reports whether two committed items hold the same outcome:
-// Output, Action, Taken, Staged and Fallback, compared decoded.
+// Output, Action, Taken, Staged and Fallback, compared decoded, and the same
+// Token.
 func sameCommit(a, b nodeItem) bool {
 	ra, err := a.record("")
 	if err != nil {
@@ -452,7 +468,8 @@ func sameCommit(a, b nodeItem) bool {
 		ra.Action == rb.Action &&
 		reflect.DeepEqual(ra.Taken, rb.Taken) &&
 		reflect.DeepEqual(ra.Staged, rb.Staged) &&
-		ra.Fallback == rb.Fallback
+		ra.Fallback == rb.Fallback &&
+		a.token == b.token
 }
 
 // FailNode implements sqsadapter.ContextStore. A reason longer than 32 KiB
@@ -475,6 +492,8 @@ func (s *ContextStore) FailNode(ctx context.Context, runID, nodeID, reason strin
 		failure = fmt.Errorf("sqsadaptertest: fail node %q of run %q: %w", nodeID, runID, store.ErrNodeClosed)
 	case ok && it.state == store.NodeFailed:
 		// Failed already: the first reason stays.
+	case ok && it.state == store.NodeWaiting:
+		failure = fmt.Errorf("sqsadaptertest: fail node %q of run %q: %w", nodeID, runID, store.ErrNodeWaiting)
 	default:
 		it.state = store.NodeFailed
 		it.errMsg = limits.TruncateReason(reason)
@@ -503,8 +522,9 @@ func (s *ContextStore) SkipNodes(ctx context.Context, runID string, nodeIDs []st
 	return s.resolveNodes(ctx, "SkipNodes", runID, nodeIDs, store.NodeSkipped)
 }
 
-// CloseNodes implements sqsadapter.ContextStore: absent and pending nodes
-// become closed (a pending node's lease is dropped).
+// CloseNodes implements sqsadapter.ContextStore: absent, pending and waiting
+// nodes become closed (a pending node's lease is dropped, a waiting node
+// leaves its run's Waiting set).
 func (s *ContextStore) CloseNodes(ctx context.Context, runID string, nodeIDs []string) error {
 	return s.resolveNodes(ctx, "CloseNodes", runID, nodeIDs, store.NodeClosed)
 }
@@ -526,8 +546,12 @@ func (s *ContextStore) resolveNodes(ctx context.Context, op, runID string, nodeI
 		nodes := s.runNodes(runID)
 		for _, id := range nodeIDs {
 			it, ok := nodes[id]
-			if ok && it.state != store.NodePending {
+			waiting := ok && it.state == store.NodeWaiting && state == store.NodeClosed
+			if ok && it.state != store.NodePending && !waiting {
 				continue
+			}
+			if waiting {
+				s.unwait(runID, id)
 			}
 			it.state = state
 			it.leaseOwner = ""
@@ -614,6 +638,7 @@ func (s *ContextStore) ListRunning(ctx context.Context, createdBefore time.Time,
 		if after != nil && storeCompareRun(run, after.createdAt(), after.RunID) <= 0 {
 			continue
 		}
+		run.Waiting = slices.Clone(run.Waiting)
 		runs = append(runs, run)
 	}
 	s.mu.Unlock()
@@ -902,7 +927,17 @@ func (it nodeItem) record(nodeID string) (*store.NodeRecord, error) {
 		Taken:      slices.Clone(it.taken),
 		Fallback:   it.fallback,
 		Error:      it.errMsg,
+		Token:      it.token,
 		UpdatedAt:  it.updatedAt,
+	}
+	if it.wait != nil {
+		v, err := storeDecode(it.wait)
+		if err == nil {
+			rec.Wait, err = waitvalue.Decode(v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("sqsadaptertest: node %q: wait: %w", nodeID, err)
+		}
 	}
 	if it.output != nil {
 		v, err := storeDecode(it.output)

@@ -50,7 +50,7 @@ const (
 // redelivered job replays exactly the decision that was made.
 type NodeRecord struct {
 	NodeID   string
-	State    string // NodePending, NodeCommitted, NodeSkipped, NodeClosed or NodeFailed
+	State    string // NodePending, NodeCommitted, NodeSkipped, NodeClosed, NodeFailed or NodeWaiting
 	Attempts int    // attempts started, counted durably
 	// Error is the failure reason, set when State is NodeFailed.
 	Error string
@@ -69,8 +69,8 @@ type NodeRecord struct {
 	// Token is the NodeCommit's Token (a resume's).
 	Token string
 	// UpdatedAt is when the record last changed: every write of the record
-	// (AcquireNode, ExtendLease, ReleaseLease, CommitNode, FailNode,
-	// SkipNodes, CloseNodes) sets it to the writer's clock, to the millisecond on
+	// (AcquireNode, ExtendLease, ReleaseLease, CommitNode, SuspendNode,
+	// ResumeNode, FailNode, SkipNodes, CloseNodes) sets it to the writer's clock, to the millisecond on
 	// DynamoDB. A call that changes nothing (a refused acquisition, a release
 	// of a lease not held, a skip of a committed node) leaves it. It is zero
 	// on a record last written by a store that did not keep it.
@@ -147,7 +147,9 @@ type ContextStore interface {
 	// succeeds, so that a retried commit whose first response was lost is
 	// not reported as a conflict; it then returns the existing record and
 	// writes nothing. If the node is closed it returns the record with
-	// ErrNodeClosed; if it failed, with ErrNodeFailed, and writes nothing.
+	// ErrNodeClosed; if it failed, with ErrNodeFailed; if it waits, with
+	// ErrNodeWaiting (only ResumeNode commits a waiting node), and writes
+	// nothing.
 	CommitNode(ctx context.Context, runID string, c NodeCommit) (*NodeRecord, error)
 	// SuspendNode makes a pending node whose lease owner holds wait: the
 	// record becomes NodeWaiting with w, its lease is dropped (its attempt
@@ -155,7 +157,9 @@ type ContextStore interface {
 	// node already waiting is returned as it is, with no error (its first
 	// Wait kept). Otherwise the record comes back with ErrNodeCommitted
 	// (committed or skipped), ErrNodeClosed, ErrNodeFailed, or ErrLeaseLost
-	// (pending, absent, or leased by another owner) and nothing is written.
+	// (pending, absent, or leased by another owner) and nothing is written;
+	// ErrRunNotFound if the run has no record. An absent node has no record
+	// (nil).
 	SuspendNode(ctx context.Context, runID, nodeID, owner string, w Wait) (*NodeRecord, error)
 	// ResumeNode commits the outcome of a waiting node, as CommitNode does,
 	// and removes the node from its run's Waiting set, atomically, once: it
@@ -163,21 +167,24 @@ type ContextStore interface {
 	// existing one (Token included) succeeds and writes nothing, so that a
 	// retried call whose response was lost is not refused; any other call on
 	// a node that is not waiting returns its record with ErrNodeCommitted,
-	// ErrNodeClosed or ErrNodeFailed, or ErrNotWaiting (pending or absent).
+	// ErrNodeClosed or ErrNodeFailed, or ErrNotWaiting (pending or absent,
+	// with a nil record). A node committed by CommitNode was never resumed:
+	// ErrNodeCommitted, whatever the commit.
 	ResumeNode(ctx context.Context, runID string, c NodeCommit) (*NodeRecord, error)
 	// FailNode marks a node failed for good with reason, once: a pending or
 	// absent node becomes failed (its lease is dropped, its attempt count
 	// kept) and the record is returned. A node already failed is returned as
 	// it is, with no error (its first reason kept). A committed or skipped
 	// node returns its record with ErrNodeCommitted; a closed node returns
-	// its record with ErrNodeClosed.
+	// its record with ErrNodeClosed; a waiting node returns its record with
+	// ErrNodeWaiting (it is not running: its suspension stands).
 	FailNode(ctx context.Context, runID, nodeID, reason string) (*NodeRecord, error)
 	// SkipNodes marks nodes resolved without running. Idempotent; a
 	// committed, closed, failed or waiting node is left as it is.
 	SkipNodes(ctx context.Context, runID string, nodeIDs []string) error
 	// CloseNodes marks every listed node that is not committed, skipped or
 	// failed as closed, so that it never runs (a waiting node too: it can no
-	// longer be resumed). Idempotent.
+	// longer be resumed, and it leaves its run's Waiting set). Idempotent.
 	CloseNodes(ctx context.Context, runID string, nodeIDs []string) error
 	// GetNodes reads node records; absent nodes are absent from the map.
 	GetNodes(ctx context.Context, runID string, nodeIDs []string) (map[string]*NodeRecord, error)

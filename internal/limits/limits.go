@@ -190,6 +190,27 @@ func NodeRecordSize(runID, nodeID string, outputSize, stagedSize int, action, fa
 	return ItemSize(runID, OutputsPrefix+nodeID, outputSize, stagedSize, len(action), len(fallback), takenSize)
 }
 
+// WaitSize estimates what a node record's wait and resume token add to its
+// size (see NodeRecordSize): the wait, a JSON-like value sized with
+// ValueSize (nil when there is none), and the token, with their attribute
+// names.
+func WaitSize(wait any, token string) int {
+	n := 0
+	if wait != nil {
+		n += len("wait") + ValueSize(wait)
+	}
+	if token != "" {
+		n += len("token") + len(token)
+	}
+	return n
+}
+
+// WaitingUpdateSize estimates the update of a run record's Waiting set by
+// one node, one item of the transaction that suspends or resumes it.
+func WaitingUpdateSize(runID, nodeID string) int {
+	return ItemSize(runID, "", len(nodeID))
+}
+
 // RunRecordSize estimates the size of a run record (status table) as it is
 // created.
 func RunRecordSize(runID, blueprintID, version string) int {

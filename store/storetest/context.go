@@ -20,7 +20,7 @@ import (
 // TestContextStore runs the conformance suite of store.ContextStore.
 // newStore is called once per subtest.
 func TestContextStore(t *testing.T, newStore func(t *testing.T) store.ContextStore) {
-	run(t, newStore, []subtest[store.ContextStore]{
+	run(t, newStore, append([]subtest[store.ContextStore]{
 		{name: "CreateRunAndGetRun", fn: testCreateRunAndGetRun},
 		{name: "CreateRunExists", fn: testCreateRunExists},
 		{name: "CreateRunInvalidInitial", fn: testCreateRunInvalidInitial},
@@ -66,7 +66,7 @@ func TestContextStore(t *testing.T, newStore func(t *testing.T) store.ContextSto
 		{name: "UpdatedAt", fn: testUpdatedAt},
 		{name: "ReconcileCanceledContext", fn: testReconcileCanceled},
 		{name: "CanceledContext", fn: testContextStoreCanceled},
-	})
+	}, waitingTests()...))
 }
 
 // --- runs ---
@@ -1379,6 +1379,14 @@ func testContextStoreCanceled(t *testing.T, s store.ContextStore) {
 			_, err := s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "n", Output: 1, Sets: map[string]any{"k": "changed"}})
 			return err
 		},
+		"SuspendNode": func() error {
+			_, err := s.SuspendNode(ctx, runID, "leased", "w1", store.Wait{Reason: "timer"})
+			return err
+		},
+		"ResumeNode": func() error {
+			_, err := s.ResumeNode(ctx, runID, store.NodeCommit{NodeID: "leased", Output: 1, Token: "t", Sets: map[string]any{"k": "changed"}})
+			return err
+		},
 		"SkipNodes":  func() error { return s.SkipNodes(ctx, runID, []string{"s"}) },
 		"CloseNodes": func() error { return s.CloseNodes(ctx, runID, []string{"c"}) },
 		"GetNodes":   func() error { _, err := s.GetNodes(ctx, runID, []string{"leased"}); return err },
@@ -1397,6 +1405,7 @@ func testContextStoreCanceled(t *testing.T, s store.ContextStore) {
 	got, err := s.GetRun(live, runID)
 	require.NoError(t, err)
 	assert.Equal(t, store.StatusRunning, got.Status)
+	assert.Empty(t, got.Waiting)
 	_, err = s.GetRun(live, other)
 	require.ErrorIs(t, err, store.ErrRunNotFound)
 	snap, err := s.Snapshot(live, runID)
