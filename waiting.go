@@ -235,6 +235,12 @@ func (a *SqsAdapter) ResumeRun(ctx context.Context, runID, nodeID string, output
 		return fmt.Errorf("sqsadapter: resume run %q: %w", runID, err)
 	}
 	if run.Status != StatusRunning {
+		// A node that was resumed (by a racing call, say) answers as such.
+		if recs, err := a.cfg.contexts.GetNodes(ctx, runID, []string{nodeID}); err == nil {
+			if r := recs[nodeID]; r != nil && r.State == store.NodeCommitted && r.Wait != nil {
+				return fmt.Errorf("sqsadapter: resume run %q node %q: %w: resumed already, and %w", runID, nodeID, ErrNotWaiting, ErrRunFinished)
+			}
+		}
 		return fmt.Errorf("sqsadapter: resume run %q: %w (%s)", runID, ErrRunFinished, run.Status)
 	}
 	p := a.plans[planKey{run.BlueprintID, run.BlueprintVersion}]
@@ -325,6 +331,8 @@ func (a *SqsAdapter) DeliverWebhook(ctx context.Context, id string, payload any)
 	}
 	if r := recs[nodeID]; r == nil || r.Wait == nil || r.Wait.WebhookID != id {
 		return fmt.Errorf("sqsadapter: webhook %q: %w: unknown webhook", id, ErrNotWaiting)
+	} else if r.State != store.NodeWaiting {
+		return fmt.Errorf("sqsadapter: webhook %q: %w: delivered already", id, ErrNotWaiting)
 	}
 	return a.ResumeRun(ctx, runID, nodeID, payload, "")
 }
