@@ -23,6 +23,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 	"github.com/flowcraft/sqsadapter/internal/limits"
+	"github.com/flowcraft/sqsadapter/internal/waitvalue"
 	"github.com/flowcraft/sqsadapter/store"
 )
 
@@ -33,12 +34,15 @@ import (
 //   - A node record is the item at key "_outputs.<nodeId>": state, attempts (N),
 //     leaseOwner, leaseUntil (N, unix milliseconds), updatedAt (N, unix
 //     milliseconds of the last write), and once committed value (the output),
-//     action, taken (L of S), staged (M) and fallback; once failed, error
-//     (the failure reason).
+//     action, taken (L of S), staged (M), fallback and token (a resume's);
+//     once failed, error (the failure reason); once suspended, wait (the
+//     Wait as a value, see internal/waitvalue), kept after the resume.
 //
 // Status table: partition key "runId" (S): blueprintId, blueprintVersion,
 // status, error, failedNode, createdAt and finishedAt (N, unix milliseconds),
-// and, only while the run is running, gsiRunning (S, always "running") and
+// waiting (SS, the waiting nodes; absent when none: SuspendNode ADDs a node,
+// ResumeNode and CloseNodes DELETE it, in the transaction that changes the
+// node record), and, only while the run is running, gsiRunning (S, always "running") and
 // runningSince (N, unix milliseconds): the keys of the sparse index
 // runningRunsIndex, so a reconciler finds running runs, oldest first, with a
 // paginated Query whose cost follows the number of running runs.
@@ -74,6 +78,9 @@ const (
 	attrStaged           = "staged"
 	attrFallback         = "fallback"
 	attrUpdatedAt        = "updatedAt"
+	attrWait             = "wait"
+	attrToken            = "token"
+	attrWaiting          = "waiting"
 	attrBlueprintID      = "blueprintId"
 	attrBlueprintVersion = "blueprintVersion"
 	attrStatus           = "status"
@@ -98,9 +105,10 @@ var _ ContextStore = (*DynamoDbContext)(nil)
 // Limits, from DynamoDB: an item holds at most 400 KB, so a context value or a
 // node record (output, staged inputs and routing) larger than that fails with
 // a *store.ValueTooLargeError; context writes that go together (CreateRun, Patch,
-// CommitNode) are one transaction of at most 100 items and 4 MB, so CreateRun
-// takes at most 99 initial keys, CommitNode at most 99 context writes and
-// Patch at most 100 changes. Sizes are checked before anything is sent, on an
+// CommitNode, ResumeNode) are one transaction of at most 100 items and 4 MB, so
+// CreateRun takes at most 99 initial keys, CommitNode at most 99 context
+// writes, ResumeNode (which also updates the run record) at most 98 and Patch
+// at most 100 changes. Sizes are checked before anything is sent, on an
 // estimate that errs on the large side: the item's keys, its values as
 // DynamoDB counts them (a string its bytes, a number its digits plus one, a
 // list or map 3 bytes plus 1 per element...) and 100 bytes for attribute names
@@ -316,6 +324,8 @@ func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner 
 			return rec, wrap(translated(store.ErrNodeClosed, err))
 		case store.NodeFailed:
 			return rec, wrap(translated(store.ErrNodeFailed, err))
+		case store.NodeWaiting:
+			return rec, wrap(translated(store.ErrNodeWaiting, err))
 		}
 		return rec, translated(&store.LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: rec.LeaseOwner, Until: rec.LeaseUntil}, err)
 	}
@@ -400,13 +410,14 @@ func (s *DynamoDbContext) ReleaseLease(ctx context.Context, runID, nodeID, owner
 
 // CommitNode implements ContextStore. Without context writes it is one
 // UpdateItem of the node record, conditional on the node being absent or
-// pending; with context writes, one TransactWriteItems of that update and a
-// Put or Delete per key (at most 99 context writes; a key both set and
-// deleted is refused with ErrInvalidKey). The caller's lease is not checked:
-// the first commit wins. If a lost response makes the SDK retry a commit that
-// succeeded, the retry finds the node committed with an identical outcome
-// (Output, Action, Taken, Staged and Fallback, compared decoded) and returns
-// the record with no error.
+// pending (a waiting node is refused with ErrNodeWaiting); with context
+// writes, one TransactWriteItems of that update and a Put or Delete per key
+// (at most 99 context writes; a key both set and deleted is refused with
+// ErrInvalidKey). The caller's lease is not checked: the first commit wins.
+// If a lost response makes the SDK retry a commit that succeeded, the retry
+// finds the node committed with an identical outcome (Output, Action, Taken,
+// Staged, Fallback and Token, compared decoded) and returns the record with
+// no error.
 func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c store.NodeCommit) (*store.NodeRecord, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("sqsadapter: commit output of node %q of run %q: %w", c.NodeID, runID, err)
@@ -415,61 +426,11 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c store.
 		return nil, err
 	}
 	nodeKey := outputsPrefix + c.NodeID
-	if n := len(c.Sets) + len(c.Deletes); n > limits.TransactItems-1 {
-		return nil, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", ErrValueTooLarge, n, limits.TransactItems-1))
-	}
-	out, outSize, err := encodeValue(c.Output)
+	cw, err := s.encodeCommit(runID, c, 0, wrap)
 	if err != nil {
-		return nil, wrap(fmt.Errorf("output: %w", err))
+		return nil, err
 	}
-	written := map[string]types.AttributeValue{
-		attrRunID: avS(runID),
-		attrKey:   avS(nodeKey),
-		attrState: avS(store.NodeCommitted),
-		attrValue: out,
-	}
-	upd := expression.Set(expression.Name(attrState), expression.Value(avS(store.NodeCommitted))).
-		Set(expression.Name(attrValue), expression.Value(out)).
-		Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli()))).
-		Remove(expression.Name(attrLeaseOwner)).
-		Remove(expression.Name(attrLeaseUntil))
-	set := func(name string, av types.AttributeValue) {
-		written[name] = av
-		upd = upd.Set(expression.Name(name), expression.Value(av))
-	}
-	if c.Action != "" {
-		set(attrAction, avS(c.Action))
-	}
-	if c.Fallback != "" {
-		set(attrFallback, avS(c.Fallback))
-	}
-	if c.Taken != nil {
-		taken := &types.AttributeValueMemberL{Value: make([]types.AttributeValue, len(c.Taken))}
-		for i, t := range c.Taken {
-			taken.Value[i] = avS(t)
-		}
-		set(attrTaken, taken)
-	}
-	stagedSize := 0
-	if c.Staged != nil {
-		staged, size, err := encodeValue(c.Staged)
-		if err != nil {
-			return nil, wrap(fmt.Errorf("staged inputs: %w", err))
-		}
-		set(attrStaged, staged)
-		stagedSize = size
-	}
-	nodeSize := limits.NodeRecordSize(runID, c.NodeID, outSize, stagedSize, c.Action, c.Fallback, c.Taken)
-	if nodeSize > limits.ItemBytes {
-		return nil, &store.ValueTooLargeError{RunID: runID, Key: nodeKey, Size: nodeSize, Limit: limits.ItemBytes}
-	}
-	sets, err := s.encodeSets(runID, c.Sets)
-	if err != nil {
-		return nil, wrap(err)
-	}
-	if err := checkDeletes(c.Sets, c.Deletes); err != nil {
-		return nil, wrap(err)
-	}
+	written, upd, nodeSize, sets := cw.written, cw.upd, cw.nodeSize, cw.sets
 	expr, err := expression.NewBuilder().WithCondition(nodeOpen()).WithUpdate(upd).Build()
 	if err != nil {
 		return nil, wrap(err)
@@ -496,6 +457,9 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c store.
 			return rec, wrap(translated(store.ErrNodeClosed, cause))
 		case store.NodeFailed:
 			return rec, wrap(translated(store.ErrNodeFailed, cause))
+		case store.NodeWaiting:
+			// Only ResumeNode commits a waiting node.
+			return rec, wrap(translated(store.ErrNodeWaiting, cause))
 		case store.NodeCommitted:
 			mine, err := decodeNode(c.NodeID, written)
 			if err == nil && sameOutcome(rec, mine) {
@@ -563,13 +527,89 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c store.
 }
 
 // sameOutcome reports whether two committed records hold the same outcome:
-// Output, Action, Taken, Staged and Fallback.
+// Output, Action, Taken, Staged and Fallback, and the same Token.
 func sameOutcome(a, b *store.NodeRecord) bool {
 	return reflect.DeepEqual(a.Output, b.Output) &&
 		a.Action == b.Action &&
 		reflect.DeepEqual(a.Taken, b.Taken) &&
 		reflect.DeepEqual(a.Staged, b.Staged) &&
-		a.Fallback == b.Fallback
+		a.Fallback == b.Fallback &&
+		a.Token == b.Token
+}
+
+// commitWrite is a node commit encoded for DynamoDB.
+type commitWrite struct {
+	written  map[string]types.AttributeValue // the attributes the commit writes, keys included
+	upd      expression.UpdateBuilder        // the update of the node record
+	nodeSize int                             // the record's estimated size
+	sets     map[string]sizedItem            // the context keys set
+}
+
+// encodeCommit checks and encodes a commit (CommitNode, ResumeNode). others
+// is the number of other items of the transaction (the run record of a
+// resume), which leaves fewer to the context writes. Errors other than a
+// *store.ValueTooLargeError for the node record come wrapped with wrap.
+func (s *DynamoDbContext) encodeCommit(runID string, c store.NodeCommit, others int, wrap func(error) error) (*commitWrite, error) {
+	nodeKey := outputsPrefix + c.NodeID
+	if n, most := len(c.Sets)+len(c.Deletes), limits.TransactItems-1-others; n > most {
+		return nil, wrap(fmt.Errorf("%w: %d context writes: a node commits at most %d", ErrValueTooLarge, n, most))
+	}
+	out, outSize, err := encodeValue(c.Output)
+	if err != nil {
+		return nil, wrap(fmt.Errorf("output: %w", err))
+	}
+	written := map[string]types.AttributeValue{
+		attrRunID: avS(runID),
+		attrKey:   avS(nodeKey),
+		attrState: avS(store.NodeCommitted),
+		attrValue: out,
+	}
+	upd := expression.Set(expression.Name(attrState), expression.Value(avS(store.NodeCommitted))).
+		Set(expression.Name(attrValue), expression.Value(out)).
+		Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli()))).
+		Remove(expression.Name(attrLeaseOwner)).
+		Remove(expression.Name(attrLeaseUntil))
+	set := func(name string, av types.AttributeValue) {
+		written[name] = av
+		upd = upd.Set(expression.Name(name), expression.Value(av))
+	}
+	if c.Action != "" {
+		set(attrAction, avS(c.Action))
+	}
+	if c.Fallback != "" {
+		set(attrFallback, avS(c.Fallback))
+	}
+	if c.Token != "" {
+		set(attrToken, avS(c.Token))
+	}
+	if c.Taken != nil {
+		taken := &types.AttributeValueMemberL{Value: make([]types.AttributeValue, len(c.Taken))}
+		for i, t := range c.Taken {
+			taken.Value[i] = avS(t)
+		}
+		set(attrTaken, taken)
+	}
+	stagedSize := 0
+	if c.Staged != nil {
+		staged, size, err := encodeValue(c.Staged)
+		if err != nil {
+			return nil, wrap(fmt.Errorf("staged inputs: %w", err))
+		}
+		set(attrStaged, staged)
+		stagedSize = size
+	}
+	nodeSize := limits.NodeRecordSize(runID, c.NodeID, outSize, stagedSize, c.Action, c.Fallback, c.Taken) + limits.WaitSize(nil, c.Token)
+	if nodeSize > limits.ItemBytes {
+		return nil, &store.ValueTooLargeError{RunID: runID, Key: nodeKey, Size: nodeSize, Limit: limits.ItemBytes}
+	}
+	sets, err := s.encodeSets(runID, c.Sets)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if err := checkDeletes(c.Sets, c.Deletes); err != nil {
+		return nil, wrap(err)
+	}
+	return &commitWrite{written: written, upd: upd, nodeSize: nodeSize, sets: sets}, nil
 }
 
 // FailNode implements ContextStore with one UpdateItem conditional on the
@@ -614,6 +654,8 @@ func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason st
 			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, store.ErrNodeCommitted), err))
 		case store.NodeClosed:
 			return rec, wrap(translated(store.ErrNodeClosed, err))
+		case store.NodeWaiting:
+			return rec, wrap(translated(store.ErrNodeWaiting, err))
 		}
 		return rec, wrap(fmt.Errorf("node in unexpected state %q: %w", rec.State, err))
 	}
@@ -631,7 +673,9 @@ func (s *DynamoDbContext) SkipNodes(ctx context.Context, runID string, nodeIDs [
 }
 
 // CloseNodes implements ContextStore: one conditional UpdateItem per node
-// turns an absent or pending node into closed (dropping its lease).
+// turns an absent or pending node into closed (dropping its lease); a
+// waiting node, which that condition refuses, is closed and removed from
+// its run's waiting set by one TransactWriteItems more.
 func (s *DynamoDbContext) CloseNodes(ctx context.Context, runID string, nodeIDs []string) error {
 	return s.resolveNodes(ctx, "close", runID, nodeIDs, store.NodeClosed)
 }
@@ -661,16 +705,34 @@ func (s *DynamoDbContext) resolveNodes(ctx context.Context, verb, runID string, 
 			continue
 		}
 		seen[id] = true
-		_, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		in := &dynamodb.UpdateItemInput{
 			TableName:                 aws.String(s.contextTable),
 			Key:                       ctxItemKey(runID, outputsPrefix+id),
 			UpdateExpression:          expr.Update(),
 			ConditionExpression:       expr.Condition(),
 			ExpressionAttributeNames:  expr.Names(),
 			ExpressionAttributeValues: expr.Values(),
-		})
-		if err != nil && !isConditionFailed(err) {
+		}
+		if state == store.NodeClosed {
+			in.ReturnValuesOnConditionCheckFailure = types.ReturnValuesOnConditionCheckFailureAllOld
+		}
+		_, err := s.client.UpdateItem(ctx, in)
+		old, refused := conditionFailedItem(err)
+		if err != nil && !refused {
 			return fmt.Errorf("sqsadapter: %s node %q of run %q: %w", verb, id, runID, err)
+		}
+		if !refused || state != store.NodeClosed {
+			continue
+		}
+		if len(old) == 0 {
+			if old, err = s.getItem(ctx, runID, outputsPrefix+id); err != nil {
+				return fmt.Errorf("sqsadapter: %s node %q of run %q: %w", verb, id, runID, err)
+			}
+		}
+		if attrString(old, attrState) == store.NodeWaiting {
+			if err := s.closeWaiting(ctx, runID, id); err != nil {
+				return fmt.Errorf("sqsadapter: %s waiting node %q of run %q: %w", verb, id, runID, err)
+			}
 		}
 	}
 	return nil
@@ -767,17 +829,25 @@ func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Ti
 		return nil, "", wrap(err)
 	}
 	runs = make([]store.RunRecord, 0, len(out.Items))
+	partial := map[string]bool{} // runs the index does not hold whole
 	for _, item := range out.Items {
 		run := decodeRun(item)
 		// An index that projects only its keys (CreateTables projects
-		// every attribute) holds no createdAt and no status.
+		// every attribute) holds no createdAt, no status and no waiting
+		// set: such runs are read from the table.
 		if ms, ok := attrInt(item, attrRunningSince); ok && run.CreatedAt.IsZero() {
 			run.CreatedAt = time.UnixMilli(ms).UTC()
 		}
 		if run.Status == "" {
 			run.Status = StatusRunning
+			partial[run.RunID] = true
 		}
 		runs = append(runs, *run)
+	}
+	if len(partial) > 0 {
+		if runs, err = s.completeRuns(ctx, runs, partial); err != nil {
+			return nil, "", wrap(err)
+		}
 	}
 	slices.SortStableFunc(runs, func(a, b store.RunRecord) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
@@ -791,6 +861,38 @@ func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Ti
 		}
 	}
 	return runs, next, nil
+}
+
+// completeRuns replaces the runs read from an index that does not project
+// every attribute (partial, by run id) by their records in the status
+// table, read consistently; a run finished since it was listed is dropped.
+func (s *DynamoDbContext) completeRuns(ctx context.Context, runs []store.RunRecord, partial map[string]bool) ([]store.RunRecord, error) {
+	keys := make([]map[string]types.AttributeValue, 0, len(partial))
+	for id := range partial {
+		keys = append(keys, map[string]types.AttributeValue{attrRunID: avS(id)})
+	}
+	items, err := batchGetItems(ctx, s.client, s.statusTable, keys)
+	if err != nil {
+		return nil, fmt.Errorf("read run records: %w", err)
+	}
+	whole := make(map[string]*store.RunRecord, len(items))
+	for _, item := range items {
+		run := decodeRun(item)
+		whole[run.RunID] = run
+	}
+	kept := runs[:0]
+	for _, run := range runs {
+		if partial[run.RunID] {
+			if w, ok := whole[run.RunID]; ok {
+				if w.Status != StatusRunning {
+					continue
+				}
+				run = *w
+			}
+		}
+		kept = append(kept, run)
+	}
+	return kept, nil
 }
 
 // defaultListLimit is the page size of ListRunning when its limit is 0 or
@@ -1243,6 +1345,9 @@ func decodeRun(item map[string]types.AttributeValue) *store.RunRecord {
 	if ms, ok := attrInt(item, attrFinishedAt); ok {
 		run.FinishedAt = time.UnixMilli(ms).UTC()
 	}
+	if ss, ok := item[attrWaiting].(*types.AttributeValueMemberSS); ok && len(ss.Value) > 0 {
+		run.Waiting = slices.Sorted(slices.Values(ss.Value))
+	}
 	return run
 }
 
@@ -1254,6 +1359,7 @@ func decodeNode(nodeID string, item map[string]types.AttributeValue) (*store.Nod
 		LeaseOwner: attrString(item, attrLeaseOwner),
 		Action:     attrString(item, attrAction),
 		Fallback:   attrString(item, attrFallback),
+		Token:      attrString(item, attrToken),
 	}
 	if n, ok := attrInt(item, attrAttempts); ok {
 		rec.Attempts = int(n)
@@ -1294,6 +1400,15 @@ func decodeNode(nodeID string, item map[string]types.AttributeValue) (*store.Nod
 			return nil, fmt.Errorf("node %q: staged inputs are a %T, not an object", nodeID, v)
 		}
 		rec.Staged = m
+	}
+	if av, ok := item[attrWait]; ok {
+		v, err := decodeValue(av)
+		if err == nil {
+			rec.Wait, err = waitvalue.Decode(v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("node %q: wait: %w", nodeID, err)
+		}
 	}
 	return rec, nil
 }
@@ -1630,14 +1745,4 @@ func (s *DynamoDbContext) updateNode(ctx context.Context, runID, nodeID string, 
 		return nil, false, nil, err
 	}
 	return out.Attributes, false, nil, nil
-}
-
-// SuspendNode implements ContextStore.
-func (s *DynamoDbContext) SuspendNode(ctx context.Context, runID, nodeID, owner string, w store.Wait) (*store.NodeRecord, error) {
-	return nil, fmt.Errorf("sqsadapter: suspend node %q of run %q: %w", nodeID, runID, errors.ErrUnsupported)
-}
-
-// ResumeNode implements ContextStore.
-func (s *DynamoDbContext) ResumeNode(ctx context.Context, runID string, c store.NodeCommit) (*store.NodeRecord, error) {
-	return nil, fmt.Errorf("sqsadapter: resume node %q of run %q: %w", c.NodeID, runID, errors.ErrUnsupported)
 }
