@@ -15,6 +15,61 @@ import (
 	"github.com/flowcraft/sqsadapter"
 )
 
+// waitRig is what the waiting scenarios need of a rig; they run on the
+// in-memory parts (rig) and on the emulators (itRig).
+type waitRig interface {
+	start(bp string, initial map[string]any, opts ...sqsadapter.RunOption) string
+	wait(id string) *sqsadapter.RunStatus
+	status(id string) *sqsadapter.RunStatus
+	calls() *callLog
+	adapter() *sqsadapter.SqsAdapter
+}
+
+func (r *rig) adapter() *sqsadapter.SqsAdapter   { return r.client }
+func (r *itRig) adapter() *sqsadapter.SqsAdapter { return r.client }
+
+type waitRigMaker func(t *testing.T, nodes map[string]sqsadapter.NodeFunc, bp *sqsadapter.Blueprint) waitRig
+
+func memoryWaitRig(t *testing.T, nodes map[string]sqsadapter.NodeFunc, bp *sqsadapter.Blueprint) waitRig {
+	return newRig(t, rigConfig{nodes: nodes}, bp)
+}
+
+func emulatorWaitRig(t *testing.T, nodes map[string]sqsadapter.NodeFunc, bp *sqsadapter.Blueprint) waitRig {
+	return newItRig(t, itRigConfig{nodes: nodes}, bp)
+}
+
+// The scenarios that run on both.
+var waitScenarios = []struct {
+	name string
+	run  func(t *testing.T, mk waitRigMaker)
+}{
+	{"wait and resume", scenarioWaitAndResume},
+	{"concurrent resumes", scenarioConcurrentResumes},
+	{"webhook", scenarioWebhook},
+	{"webhook paired with wait", scenarioWebhookPairedWithWait},
+	{"sleep", scenarioSleep},
+}
+
+func TestWaiting(t *testing.T) {
+	t.Parallel()
+	for _, sc := range waitScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			sc.run(t, memoryWaitRig)
+		})
+	}
+}
+
+func TestIntegrationWaiting(t *testing.T) {
+	integrationEndpoints(t)
+	for _, sc := range waitScenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			sc.run(t, emulatorWaitRig)
+		})
+	}
+}
+
 // awaitRun waits until the run is awaiting (or finished) and returns it.
 func awaitRun(t *testing.T, client *sqsadapter.SqsAdapter, id string) *sqsadapter.RunStatus {
 	t.Helper()
@@ -27,8 +82,7 @@ func awaitRun(t *testing.T, client *sqsadapter.SqsAdapter, id string) *sqsadapte
 
 // A wait node suspends its run; ResumeRun commits its output and action
 // once and the run goes on along the action's edge.
-func TestWaitAndResume(t *testing.T) {
-	t.Parallel()
+func scenarioWaitAndResume(t *testing.T, mk waitRigMaker) {
 	bp := mustParse(t, `{"id": "approval", "nodes": [
 		{"id": "submit", "uses": "n"},
 		{"id": "review", "uses": "wait", "params": {"eventName": "order-review"}},
@@ -36,49 +90,48 @@ func TestWaitAndResume(t *testing.T) {
 	  "edges": [{"source": "submit", "target": "review"},
 		{"source": "review", "target": "ship", "action": "approve"},
 		{"source": "review", "target": "refund", "action": "reject"}]}`)
-	r := newRig(t, rigConfig{}, bp)
+	r := mk(t, nil, bp)
 	id := r.start("approval", nil)
-	st := awaitRun(t, r.client, id)
+	st := awaitRun(t, r.adapter(), id)
 	require.Equal(t, sqsadapter.StatusAwaiting, st.Status)
 	review := st.Nodes["review"]
 	assert.Equal(t, "waiting", review.State)
 	require.NotNil(t, review.Wait)
 	assert.Equal(t, "external_event", review.Wait.Reason)
 	assert.Equal(t, map[string]any{"eventName": "order-review"}, review.Wait.Details)
-	assert.Zero(t, r.log.count("ship"))
+	assert.Zero(t, r.calls().count("ship"))
 
 	ctx := t.Context()
-	require.NoError(t, r.client.ResumeRun(ctx, id, "review", map[string]any{"by": "ann"}, "approve"))
+	require.NoError(t, r.adapter().ResumeRun(ctx, id, "review", map[string]any{"by": "ann"}, "approve"))
 	st = r.wait(id)
 	requireStatus(t, sqsadapter.StatusCompleted, st)
 	assert.Equal(t, map[string]any{"by": "ann"}, st.Context["_outputs.review"])
-	assert.Equal(t, []string{"ship"}, r.log.ran("ship", "refund"), "routed by the resume's action")
-	assert.Equal(t, map[string]any{"by": "ann"}, r.log.input(t, "ship"))
+	assert.Equal(t, []string{"ship"}, r.calls().ran("ship", "refund"), "routed by the resume's action")
+	assert.Equal(t, map[string]any{"by": "ann"}, r.calls().input(t, "ship"))
 
-	err := r.client.ResumeRun(ctx, id, "review", "again", "reject")
+	err := r.adapter().ResumeRun(ctx, id, "review", "again", "reject")
 	require.ErrorIs(t, err, sqsadapter.ErrRunFinished, "the run is completed")
-	require.ErrorIs(t, r.client.ResumeRun(ctx, "no-such-run", "review", nil, ""), sqsadapter.ErrRunNotFound)
+	require.ErrorIs(t, r.adapter().ResumeRun(ctx, "no-such-run", "review", nil, ""), sqsadapter.ErrRunNotFound)
 }
 
 // Of concurrent resumes of one node exactly one wins; the others change
 // nothing. A node not waiting yet cannot be resumed.
-func TestConcurrentResumes(t *testing.T) {
-	t.Parallel()
+func scenarioConcurrentResumes(t *testing.T, mk waitRigMaker) {
 	bp := mustParse(t, `{"id": "race", "nodes": [{"id": "gate", "uses": "wait"}, {"id": "after", "uses": "n"},
 		{"id": "late", "uses": "n"}],
 	  "edges": [{"source": "gate", "target": "after"}]}`)
-	r := newRig(t, rigConfig{}, bp)
+	r := mk(t, nil, bp)
 	id := r.start("race", nil)
-	st := awaitRun(t, r.client, id)
+	st := awaitRun(t, r.adapter(), id)
 	require.Equal(t, sqsadapter.StatusAwaiting, st.Status, "late ran; only the wait is left")
-	require.ErrorIs(t, r.client.ResumeRun(t.Context(), id, "after", 1, ""), sqsadapter.ErrNotWaiting, "not reached")
-	require.ErrorIs(t, r.client.ResumeRun(t.Context(), id, "nope", 1, ""), sqsadapter.ErrNotWaiting, "not a node")
+	require.ErrorIs(t, r.adapter().ResumeRun(t.Context(), id, "after", 1, ""), sqsadapter.ErrNotWaiting, "not reached")
+	require.ErrorIs(t, r.adapter().ResumeRun(t.Context(), id, "nope", 1, ""), sqsadapter.ErrNotWaiting, "not a node")
 
 	const racers = 12
 	errs := make([]error, racers)
 	var wg sync.WaitGroup
 	for i := range racers {
-		wg.Go(func() { errs[i] = r.client.ResumeRun(t.Context(), id, "gate", i, "") })
+		wg.Go(func() { errs[i] = r.adapter().ResumeRun(t.Context(), id, "gate", i, "") })
 	}
 	wg.Wait()
 	winner := -1
@@ -94,7 +147,7 @@ func TestConcurrentResumes(t *testing.T) {
 	st = r.wait(id)
 	requireStatus(t, sqsadapter.StatusCompleted, st)
 	assert.EqualValues(t, winner, st.Context["_outputs.gate"])
-	assert.Equal(t, 1, r.log.count("after"))
+	assert.Equal(t, 1, r.calls().count("after"))
 }
 
 // Branches that do not wait keep running; the run is awaiting only once
@@ -124,15 +177,14 @@ func TestAwaitingAndCancel(t *testing.T) {
 
 // A webhook node waits with an unguessable id; a POST of JSON to the
 // handler resumes it once with the body as its output.
-func TestWebhook(t *testing.T) {
-	t.Parallel()
+func scenarioWebhook(t *testing.T, mk waitRigMaker) {
 	bp := mustParse(t, `{"id": "hook", "nodes": [{"id": "pay", "uses": "webhook"}, {"id": "done", "uses": "n"}],
 	  "edges": [{"source": "pay", "target": "done", "condition": "result.output.status === 'paid'"}]}`)
-	r := newRig(t, rigConfig{}, bp)
-	srv := httptest.NewServer(r.client.WebhookHandler())
+	r := mk(t, nil, bp)
+	srv := httptest.NewServer(r.adapter().WebhookHandler())
 	t.Cleanup(srv.Close)
 	id := r.start("hook", nil)
-	st := awaitRun(t, r.client, id)
+	st := awaitRun(t, r.adapter(), id)
 	require.Equal(t, sqsadapter.StatusAwaiting, st.Status)
 	w := st.Nodes["pay"].Wait
 	require.NotNil(t, w)
@@ -160,36 +212,34 @@ func TestWebhook(t *testing.T) {
 	st = r.wait(id)
 	requireStatus(t, sqsadapter.StatusCompleted, st)
 	assert.Equal(t, map[string]any{"status": "paid", "amount": int64(12)}, st.Context["_outputs.pay"])
-	assert.Equal(t, 1, r.log.count("done"))
-	require.ErrorIs(t, r.client.DeliverWebhook(t.Context(), w.WebhookID, nil), sqsadapter.ErrNotWaiting)
+	assert.Equal(t, 1, r.calls().count("done"))
+	require.ErrorIs(t, r.adapter().DeliverWebhook(t.Context(), w.WebhookID, nil), sqsadapter.ErrNotWaiting)
 }
 
 // Flowcraft pairs a webhook node with a wait node on "webhook:<id>": the
 // delivery resumes the webhook, and the paired wait passes it on.
-func TestWebhookPairedWithWait(t *testing.T) {
-	t.Parallel()
+func scenarioWebhookPairedWithWait(t *testing.T, mk waitRigMaker) {
 	bp := mustParse(t, `{"id": "paired", "nodes": [{"id": "hook", "uses": "webhook"},
 		{"id": "hook_wait", "uses": "wait", "params": {"eventName": "webhook:hook"}}, {"id": "after", "uses": "n"}],
 	  "edges": [{"source": "hook", "target": "hook_wait"}, {"source": "hook_wait", "target": "after"}]}`)
-	r := newRig(t, rigConfig{}, bp)
+	r := mk(t, nil, bp)
 	id := r.start("paired", nil)
-	st := awaitRun(t, r.client, id)
+	st := awaitRun(t, r.adapter(), id)
 	hook := st.Nodes["hook"].Wait
 	require.NotNil(t, hook)
-	require.NoError(t, r.client.DeliverWebhook(t.Context(), hook.WebhookID, map[string]any{"ok": true}))
+	require.NoError(t, r.adapter().DeliverWebhook(t.Context(), hook.WebhookID, map[string]any{"ok": true}))
 	st = r.wait(id)
 	requireStatus(t, sqsadapter.StatusCompleted, st)
-	assert.Equal(t, map[string]any{"ok": true}, r.log.input(t, "after"))
+	assert.Equal(t, map[string]any{"ok": true}, r.calls().input(t, "after"))
 }
 
 // A sleep waits at least its duration, durably, and passes its input on.
-func TestSleep(t *testing.T) {
-	t.Parallel()
+func scenarioSleep(t *testing.T, mk waitRigMaker) {
 	bp := mustParse(t, `{"id": "nap", "nodes": [{"id": "a", "uses": "n"},
 		{"id": "nap", "uses": "sleep", "params": {"duration": "1s"}}, {"id": "quick", "uses": "sleep", "params": {"duration": 0}},
 		{"id": "b", "uses": "n"}],
 	  "edges": [{"source": "a", "target": "nap"}, {"source": "nap", "target": "quick"}, {"source": "quick", "target": "b"}]}`)
-	r := newRig(t, rigConfig{nodes: map[string]sqsadapter.NodeFunc{"a": output(map[string]any{"v": 1}, "")}}, bp)
+	r := mk(t, map[string]sqsadapter.NodeFunc{"a": output(map[string]any{"v": 1}, "")}, bp)
 	start := time.Now()
 	id := r.start("nap", nil)
 	eventually(t, func() bool { return r.status(id).Nodes["nap"].State == "waiting" }, "nap sleeps")
@@ -200,11 +250,11 @@ func TestSleep(t *testing.T) {
 	assert.WithinDuration(t, start.Add(time.Second), wake, 500*time.Millisecond)
 	st = r.wait(id)
 	requireStatus(t, sqsadapter.StatusCompleted, st)
-	bAt := r.log.get("b")[0].At
+	bAt := r.calls().get("b")[0].At
 	assert.False(t, bAt.Before(wake), "b ran at %v, before the sleep's wake-up time %v", bAt, wake)
 	assert.Less(t, bAt.Sub(wake), 2*time.Second, "woke late")
 	assert.Equal(t, map[string]any{"v": int64(1)}, st.Context["_outputs.nap"], "a sleep passes its input on")
-	assert.Equal(t, map[string]any{"v": int64(1)}, r.log.input(t, "b"))
+	assert.Equal(t, map[string]any{"v": int64(1)}, r.calls().input(t, "b"))
 }
 
 // Bad sleep durations fail when the blueprint is parsed; blueprints using
