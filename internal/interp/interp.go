@@ -43,6 +43,19 @@
 //     taken and is skipped when none was; an "any" join runs once if any
 //     edge was taken. Dead paths are eliminated: a skipped node's edges are
 //     all dead.
+//   - Built-in nodes (docs/protocol.md, "Waiting"): a node whose "uses" is
+//     "wait", "webhook" or "sleep" is run by the engine, not by the model
+//     (the interpreter treats these names as built-ins always; Registry
+//     leaves them out). A sleep outputs its input. A wait node whose
+//     params.eventName is "webhook:<id>" of a webhook predecessor (the
+//     engine's pairing) outputs its input: the webhook already waited.
+//     Any other wait or webhook node is resumed from outside: the model
+//     is called once for it with Call.Resume set, and answers with the
+//     resume's output and action (a webhook's action must be empty: a
+//     delivery carries none), without context writes or an error; routing
+//     then follows as for any node. Result.Resumes lists those answers,
+//     for a test to resume the engine's nodes with. Built-in nodes never
+//     fail, so their fallbacks never run.
 //   - Failure (§4.7): a node that fails for good (without a fallback that
 //     succeeds) fails the run. The interpreter keeps going past it, blocking
 //     only what depends on it, so that Result.Failed is the set of every
@@ -96,6 +109,9 @@ type Call struct {
 	Input any
 	// Attempt is 1 on the first attempt.
 	Attempt int
+	// Resume marks the call for a wait or webhook node: the model answers
+	// with the output and action the node is resumed with.
+	Resume bool
 }
 
 // Outcome is what one attempt of a node function does.
@@ -162,6 +178,10 @@ type Result struct {
 	ExpressionErrors map[string][]string
 	// Attempts counts the model calls per node definition id.
 	Attempts map[string]int
+	// Resumes gives, for every wait and webhook node that ran and was
+	// resumed from outside (paired wait nodes are not), the output and
+	// action the model resumed it with.
+	Resumes map[string]Outcome
 	// Order is the execution order (topological, blueprint order among
 	// ready nodes).
 	Order []string
@@ -226,6 +246,7 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 		Errors:           map[string]string{},
 		ExpressionErrors: map[string][]string{},
 		Attempts:         map[string]int{},
+		Resumes:          map[string]Outcome{},
 		Order:            g.order,
 		values:           map[string][]any{},
 	}
@@ -295,6 +316,14 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 			return nil, fmt.Errorf("interp: input of node %s: %w", id, err)
 		}
 
+		if Builtin(def.Uses) != "" {
+			res, err := x.builtin(model, bp.ID, g, def, in)
+			if err != nil {
+				return nil, err
+			}
+			x.commit(g, id, res, in, view, taken, staged, writers)
+			continue
+		}
 		res, err := x.execute(model, bp.ID, def, in)
 		if err != nil && def.Config.Fallback != "" && !sqsadapter.IsPermanent(err) {
 			fb := g.defs[def.Config.Fallback]
@@ -325,53 +354,7 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 			continue
 		}
 
-		// Routing, in the context as the node sees it: what precedes it
-		// and its own writes.
-		ctxView := maps.Clone(view)
-		ctxView["_outputs."+id] = res.Output // expressions may name the node itself
-		maps.Copy(ctxView, res.Sets)
-		for _, k := range res.Deletes {
-			delete(ctxView, k)
-		}
-		transformInput := func(e sqsadapter.EdgeDefinition) any {
-			ref, ok := g.defs[e.Target].Inputs.(string)
-			if !ok || ref == id {
-				return res.Output
-			}
-			key := ref
-			if !strings.HasPrefix(ref, "_") {
-				key = "_outputs." + ref
-			}
-			if v, ok := ctxView[key]; ok && key != "_outputs."+id {
-				return v
-			}
-			return res.Output
-		}
-		took, stagedHere, exprErrs := route(g.out[id], g.ids, res, in, ctxView, transformInput)
-		if len(exprErrs) > 0 {
-			x.ExpressionErrors[id] = exprErrs
-		}
-		taken[id] = took
-		staged[id] = stagedHere
-		x.States[id] = Ran
-		x.Outputs[id] = res.Output
-		view["_outputs."+id] = res.Output
-		for k, v := range res.Sets {
-			view[k] = v
-			x.values[k] = append(x.values[k], v)
-			if k != CatchErrorKey {
-				x.Writes[k] = v
-				delete(x.Deleted, k)
-				writers[k] = append(writers[k], write{id, v})
-			}
-		}
-		for _, k := range res.Deletes {
-			delete(view, k)
-			x.values[k] = append(x.values[k], Absent)
-			x.Writes[k] = nil
-			x.Deleted[k] = true
-			writers[k] = append(writers[k], write{id, Absent})
-		}
+		x.commit(g, id, res, in, view, taken, staged, writers)
 	}
 
 	// Keys written by nodes that may commit in either order.
@@ -392,6 +375,60 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 		delete(x.Context, CatchErrorKey)
 	}
 	return x, nil
+}
+
+// commit routes from node id's successful outcome res, in the context as
+// the node sees it (what precedes it and its own writes), and applies it:
+// the node's output, its writes, and the edges it takes.
+func (x *Result) commit(g *graph, id string, res Outcome, in any, view map[string]any,
+	taken map[string]map[string]bool, staged map[string]map[string]any, writers map[string][]write) {
+	// Routing, in the context as the node sees it: what precedes it
+	// and its own writes.
+	ctxView := maps.Clone(view)
+	ctxView["_outputs."+id] = res.Output // expressions may name the node itself
+	maps.Copy(ctxView, res.Sets)
+	for _, k := range res.Deletes {
+		delete(ctxView, k)
+	}
+	transformInput := func(e sqsadapter.EdgeDefinition) any {
+		ref, ok := g.defs[e.Target].Inputs.(string)
+		if !ok || ref == id {
+			return res.Output
+		}
+		key := ref
+		if !strings.HasPrefix(ref, "_") {
+			key = "_outputs." + ref
+		}
+		if v, ok := ctxView[key]; ok && key != "_outputs."+id {
+			return v
+		}
+		return res.Output
+	}
+	took, stagedHere, exprErrs := route(g.out[id], g.ids, res, in, ctxView, transformInput)
+	if len(exprErrs) > 0 {
+		x.ExpressionErrors[id] = exprErrs
+	}
+	taken[id] = took
+	staged[id] = stagedHere
+	x.States[id] = Ran
+	x.Outputs[id] = res.Output
+	view["_outputs."+id] = res.Output
+	for k, v := range res.Sets {
+		view[k] = v
+		x.values[k] = append(x.values[k], v)
+		if k != CatchErrorKey {
+			x.Writes[k] = v
+			delete(x.Deleted, k)
+			writers[k] = append(writers[k], write{id, v})
+		}
+	}
+	for _, k := range res.Deletes {
+		delete(view, k)
+		x.values[k] = append(x.values[k], Absent)
+		x.Writes[k] = nil
+		x.Deleted[k] = true
+		writers[k] = append(writers[k], write{id, Absent})
+	}
 }
 
 // write is one node's write to a context key (Absent for a delete).

@@ -12,7 +12,8 @@ import (
 // by blueprint and node id, calls the model with the node's input and
 // attempt, and applies the outcome (context writes, output, action, error).
 // The engine and the interpreter then execute the very same functions. The
-// model is called from several goroutines at once.
+// model is called from several goroutines at once. The built-in kinds
+// (wait, webhook, sleep) are left out: the engine runs them.
 func Registry(model Model, bps ...*sqsadapter.Blueprint) sqsadapter.NodeRegistry {
 	defs := map[[2]string]*sqsadapter.NodeDefinition{}
 	reg := sqsadapter.NodeRegistry{}
@@ -28,7 +29,9 @@ func Registry(model Model, bps ...*sqsadapter.Blueprint) sqsadapter.NodeRegistry
 		for i := range bp.Nodes {
 			d := &bp.Nodes[i]
 			defs[[2]string{bp.ID, d.ID}] = d
-			reg[d.Uses] = fn
+			if Builtin(d.Uses) == "" {
+				reg[d.Uses] = fn
+			}
 		}
 	}
 	return reg
