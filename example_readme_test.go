@@ -9,6 +9,7 @@ package sqsadapter_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -130,6 +131,58 @@ func Example_readmeOrder() {
 	// o-1 completed charge: charged 42.50 for o-1
 	// o-2 completed review: queued for review
 	// o-3 completed cancel: cancelled
+}
+
+// Example_readmeWaiting is the README's human approval: a wait node
+// resumed with an action that routes.
+func Example_readmeWaiting() {
+	// readme:refundBlueprint
+	const refundBlueprint = `{"id": "refund", "nodes": [
+  {"id": "request", "uses": "prepare"},
+  {"id": "approval", "uses": "wait", "params": {"eventName": "refund-review"}},
+  {"id": "pay", "uses": "pay"}, {"id": "decline", "uses": "notify"}],
+ "edges": [{"source": "request", "target": "approval"},
+  {"source": "approval", "target": "pay", "action": "approve"},
+  {"source": "approval", "target": "decline", "action": "reject"}]}`
+	// readme:end
+	ctx := context.Background()
+	bp, perr := sqsadapter.ParseBlueprint([]byte(refundBlueprint))
+	if perr != nil {
+		log.Fatal(perr)
+	}
+	echo := func(_ context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		return sqsadapter.NodeResult{Output: fmt.Sprint(nc.NodeID, " ", nc.Input)}, nil
+	}
+	fake := sqsadaptertest.NewSQS()
+	a, aerr := sqsadapter.NewSqsAdapter(
+		sqsadapter.WithSQSClient(fake),
+		sqsadapter.WithQueueURL(fake.CreateQueue("jobs", sqsadaptertest.QueueOptions{})),
+		sqsadapter.WithContextStore(sqsadaptertest.NewContextStore()),
+		sqsadapter.WithCoordinationStore(sqsadaptertest.NewCoordinationStore()),
+		sqsadapter.WithRegistry(sqsadapter.NodeRegistry{"prepare": echo, "pay": echo, "notify": echo}),
+		sqsadapter.WithBlueprints(bp),
+		sqsadapter.WithLogger(testLogger()),
+	)
+	if aerr != nil {
+		log.Fatal(aerr)
+	}
+	go a.Run(ctx)
+	order := "o-7"
+	// readme:waiting
+	id, _ := a.StartRun(ctx, "refund", map[string]any{"_inputs.request": order})
+	st, _ := a.WaitForRun(ctx, id, sqsadapter.UntilAwaiting()) // st.Status == StatusAwaiting
+	runs, next, _ := a.ListRuns(ctx, "refund", "", 50)         // running runs; GetRun says which await
+	err := a.ResumeRun(ctx, id, "approval", map[string]any{"by": "ann"}, "approve")
+	// readme:end
+	fmt.Println(st.Status, st.Nodes["approval"].Wait.Reason, len(runs), next == "", err)
+	st, _ = a.WaitForRun(ctx, id)
+	fmt.Println(st.Status, st.Context["_outputs.pay"])
+	fmt.Println(errors.Is(a.ResumeRun(ctx, id, "approval", nil, "reject"), sqsadapter.ErrNotWaiting))
+	_ = a.Shutdown(ctx)
+	// Output:
+	// awaiting external_event 1 true <nil>
+	// completed pay map[by:ann]
+	// true
 }
 
 // readmeExpressions are the rows of the README's cheat-sheet. Each is a
@@ -297,13 +350,13 @@ func TestReadmeSnippets(t *testing.T) {
 		t.Fatal(err)
 	}
 	regions := regexp.MustCompile(`(?s)// readme:(\w+)\n(.*?)\n\s*// readme:end`).FindAllStringSubmatch(string(src)+"\n"+string(harness), -1)
-	if len(regions) != 4 {
-		t.Fatalf("found %d readme regions in example_readme_test.go and sqsadaptertest/example_test.go, want 4", len(regions))
+	if len(regions) != 6 {
+		t.Fatalf("found %d readme regions in example_readme_test.go and sqsadaptertest/example_test.go, want 6", len(regions))
 	}
 	for _, r := range regions {
 		body := strings.TrimSpace(r[2])
-		if r[1] == "blueprint" { // the README shows the JSON alone
-			body = strings.TrimSuffix(strings.TrimPrefix(body, "const orderBlueprint = `"), "`")
+		if c := regexp.MustCompile("^const \\w+ = `").FindString(body); c != "" { // the README shows the JSON alone
+			body = strings.TrimSuffix(strings.TrimPrefix(body, c), "`")
 		}
 		if !strings.Contains(doc, norm(body)) {
 			t.Errorf("README.md does not show the %q code of example_readme_test.go as it is there:\n%s", r[1], body)
