@@ -251,6 +251,10 @@ func (a *SqsAdapter) ResumeRun(ctx context.Context, runID, nodeID string, output
 	if n == nil || n.fallbackOnly {
 		return fmt.Errorf("sqsadapter: resume run %q: %w: %q is not a node of blueprint %q", runID, ErrNotWaiting, nodeID, p.id)
 	}
+	// A sleep wakes by its timer only, and other nodes never wait.
+	if n.builtin != builtinWait && n.builtin != builtinWebhook {
+		return fmt.Errorf("sqsadapter: resume run %q: %w: node %q is not a wait or webhook node", runID, ErrNotWaiting, nodeID)
+	}
 	out, err := jsonvalue.Normalize(output)
 	if err != nil {
 		return fmt.Errorf("sqsadapter: resume run %q node %q: output: %w", runID, nodeID, err)
