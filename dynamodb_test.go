@@ -221,6 +221,75 @@ func TestDynamoDbRunningIndex(t *testing.T) {
 	assert.Equal(t, []string{"r1", "r3"}, running, "running runs, oldest first")
 }
 
+// TestDynamoDbListRunningKeysOnlyIndex: on a status table whose running
+// runs index projects only its keys (not made by CreateTables, which keeps
+// it), ListRunning still returns whole run records, Waiting included, by
+// reading them from the table.
+func TestDynamoDbListRunningKeysOnlyIndex(t *testing.T) {
+	client := dynamoDBClient(t)
+	ctx := t.Context()
+	base := "sqsadapter-keysonly-" + strings.ToLower(rand.Text()[:8])
+	names := sqsadapter.TableNames{Context: base + "-context", Status: base + "-status", Coordination: base + "-coordination"}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := deleteTables(ctx, client, names); err != nil {
+			t.Errorf("delete tables: %v", err)
+		}
+	})
+	_, err := client.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:   aws.String(names.Status),
+		BillingMode: types.BillingModePayPerRequest,
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String("runId"), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String("gsiRunning"), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String("runningSince"), AttributeType: types.ScalarAttributeTypeN},
+		},
+		KeySchema: []types.KeySchemaElement{{AttributeName: aws.String("runId"), KeyType: types.KeyTypeHash}},
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{
+			IndexName: aws.String("running-runs"),
+			KeySchema: []types.KeySchemaElement{
+				{AttributeName: aws.String("gsiRunning"), KeyType: types.KeyTypeHash},
+				{AttributeName: aws.String("runningSince"), KeyType: types.KeyTypeRange},
+			},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeKeysOnly},
+		}},
+	})
+	require.NoError(t, err)
+	require.NoError(t, sqsadapter.CreateTables(ctx, client, names))
+	s := sqsadapter.NewDynamoDbContext(client, names.Context, names.Status)
+
+	created := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	for i, id := range []string{"r1", "r2"} {
+		require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: id, BlueprintID: "bp", BlueprintVersion: "v1", CreatedAt: created.Add(time.Duration(i) * time.Second)}, nil))
+	}
+	for _, node := range []string{"b", "a"} {
+		_, err := s.AcquireNode(ctx, "r1", node, "w", time.Now().Add(time.Minute), time.Now())
+		require.NoError(t, err)
+		_, err = s.SuspendNode(ctx, "r1", node, "w", store.Wait{Reason: "timer"})
+		require.NoError(t, err)
+	}
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		runs, next, err := s.ListRunning(ctx, time.Now(), "", 0)
+		if !assert.NoError(c, err) {
+			return
+		}
+		assert.Empty(c, next)
+		if !assert.Len(c, runs, 2) {
+			return
+		}
+		assert.Equal(c, "r1", runs[0].RunID)
+		assert.Equal(c, []string{"a", "b"}, runs[0].Waiting)
+		assert.Empty(c, runs[1].Waiting)
+		for _, run := range runs {
+			assert.Equal(c, "bp", run.BlueprintID, run.RunID)
+			assert.Equal(c, "v1", run.BlueprintVersion, run.RunID)
+			assert.Equal(c, sqsadapter.StatusRunning, run.Status, run.RunID)
+		}
+		assert.WithinDuration(c, created, runs[0].CreatedAt, time.Millisecond)
+	}, 10*time.Second, 50*time.Millisecond)
+}
+
 // sizeInflatingClient adds a large attribute to every item written, so that
 // DynamoDB itself refuses the write for its size.
 type sizeInflatingClient struct {
