@@ -27,3 +27,12 @@ func WithSQSTimeUnit(unit time.Duration) Option {
 
 // DecodeJob decodes a message body as the poller does.
 func DecodeJob(body []byte) (Job, error) { return decodeJob(body) }
+
+// WithClock makes sleeps measure time with now, which runs speed times as
+// fast as real time; the queue's delays are scaled to match.
+func WithClock(now func() time.Time, speed float64) Option {
+	return func(c *config) error {
+		c.clock, c.clockSpeed = now, speed
+		return nil
+	}
+}

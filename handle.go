@@ -139,7 +139,7 @@ func (x *jobRun) run(ctx context.Context) outcome {
 	if x.crash("receive") {
 		return abandon
 	}
-	if wake := time.UnixMilli(x.job.WakeAt); x.job.WakeAt != 0 && time.Until(wake) > 0 {
+	if wake := time.UnixMilli(x.job.WakeAt); x.job.WakeAt != 0 && wake.After(x.a.cfg.clock()) {
 		return x.delay(ctx, wake) // a sleep's timer, early: delay it again
 	}
 	// The input is read before the lease is taken, so that a failed read

@@ -51,6 +51,12 @@ type config struct {
 	// in-memory SQS can count in shorter units).
 	sqsTimeUnit time.Duration
 
+	// clock and clockSpeed are a test seam for sleeps: the time a sleep's
+	// wake-up is measured against, and how many of its seconds pass per
+	// real second (a virtual clock runs faster; the queue's delays follow).
+	clock      func() time.Time
+	clockSpeed float64
+
 	// crashHook is a test seam: returning true at a step makes the job stop
 	// there as if the worker died (see export_test.go).
 	crashHook func(step string, job Job) bool
@@ -73,6 +79,8 @@ func defaultConfig() config {
 		maxInlineInput:     64 << 10,
 		nodeTimeout:        defaultNodeTimeout,
 		sqsTimeUnit:        time.Second,
+		clock:              time.Now,
+		clockSpeed:         1,
 	}
 }
 

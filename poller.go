@@ -397,7 +397,8 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 				if d := jobs[i].delay; d > 0 {
 					// SQS delays in whole seconds, at most 900: round up, so
 					// that a timer never fires early.
-					e.DelaySeconds = int32(min((d+a.cfg.sqsTimeUnit-1)/a.cfg.sqsTimeUnit, 900))
+					second := time.Duration(float64(a.cfg.sqsTimeUnit) * a.cfg.clockSpeed) // in the clock's time
+					e.DelaySeconds = int32(min((d+second-1)/second, 900))
 				}
 				entries = append(entries, e)
 			}

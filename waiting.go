@@ -124,7 +124,7 @@ func (x *jobRun) suspend(ctx context.Context, rec *store.NodeRecord, in any, val
 		w = store.Wait{Reason: reasonWebhook, WebhookID: id, Details: map[string]any{"event": "webhook:" + x.n.id}}
 	case builtinSleep:
 		d, _ := sleepDuration(x.n.def.Params) // valid: checked when the blueprint was loaded
-		w = store.Wait{Reason: reasonTimer, WakeAt: time.Now().Add(d).Truncate(time.Millisecond)}
+		w = store.Wait{Reason: reasonTimer, WakeAt: x.a.cfg.clock().Add(d).Truncate(time.Millisecond)}
 	}
 	if x.crash("suspend") {
 		return abandon
@@ -163,7 +163,7 @@ func (x *jobRun) onWaiting(ctx context.Context, rec *store.NodeRecord, in any, v
 		x.log.DebugContext(ctx, "sqsadapter: job of a waiting node dropped")
 		return done
 	}
-	if left := time.Until(rec.Wait.WakeAt); left > 0 {
+	if left := rec.Wait.WakeAt.Sub(x.a.cfg.clock()); left > 0 {
 		return x.delay(ctx, rec.Wait.WakeAt)
 	}
 	out, err := jsonvalue.Normalize(in)
@@ -177,7 +177,7 @@ func (x *jobRun) onWaiting(ctx context.Context, rec *store.NodeRecord, in any, v
 // maxDelay, and drops this one.
 func (x *jobRun) delay(ctx context.Context, wakeAt time.Time) outcome {
 	j := Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: x.n.id, BlueprintVersion: x.p.version,
-		WakeAt: wakeAt.UnixMilli(), delay: min(time.Until(wakeAt), maxDelay)}
+		WakeAt: wakeAt.UnixMilli(), delay: min(wakeAt.Sub(x.a.cfg.clock()), maxDelay)}
 	if err := x.a.send(ctx, j); err != nil {
 		return retryAfter(0, fmt.Errorf("sqsadapter: schedule the timer of node %q: %w", x.n.id, err))
 	}
