@@ -151,9 +151,10 @@ func protoReconcileClass(n int) protoClass {
 // source, so the structure is that of genProtoCase's for the same seed.
 func genProtoCaseShaped(seed uint64, index int, shape protoShape) (*protoCase, error) {
 	c, err := genProtoCase(seed, index)
-	if err != nil || shape == (protoShape{}) {
+	if err != nil {
 		return c, err
 	}
+	protoWaiting(c, rand.New(rand.NewPCG(seed^0x3a17, uint64(index))), shape.waitShare(), shape.sleepBound())
 	if shape.failHeavy {
 		protoFailHeavy(c, rand.New(rand.NewPCG(seed^0xfa11, uint64(index))))
 	}

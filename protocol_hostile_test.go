@@ -313,6 +313,13 @@ func protoHostile(c *protoCase, r *rand.Rand) {
 				p["echo"] = h.value()
 			}
 		}
+		if ev, ok := p["eventName"].(string); ok {
+			if hook, paired := strings.CutPrefix(ev, "webhook:"); paired && names[hook] != "" {
+				p["eventName"] = "webhook:" + names[hook] // the pairing follows the renaming
+			} else {
+				p["eventName"] = h.text()
+			}
+		}
 		d.Params = p
 		d.ID = names[old]
 		if d.Config.Fallback != "" {

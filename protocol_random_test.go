@@ -197,8 +197,12 @@ func protoBehave(id string, params map[string]any, input any, attempt int) (outp
 }
 
 // protoModel is protoBehave as the interpreter's model of the node
-// functions.
+// functions, and the resume oracle of wait and webhook nodes
+// (protoResume).
 func protoModel(c interp.Call) interp.Outcome {
+	if c.Resume {
+		return protoResume(c)
+	}
 	out, action, writes, err := protoBehave(c.NodeID, c.Def.Params, c.Input, c.Attempt)
 	if err != nil {
 		return interp.Outcome{Err: err}
@@ -859,16 +863,37 @@ func (s *protoContexts) countCommit(key string, rec *store.NodeRecord) bool {
 	return true
 }
 
-// SuspendNode and ResumeNode pass through with faults; the engine does not
-// call them yet, so no commit is counted.
+// SuspendNode passes through with faults.
 func (s *protoContexts) SuspendNode(ctx context.Context, runID, nodeID, owner string, w store.Wait) (*store.NodeRecord, error) {
 	return protoCall(s.f, protoOp("SuspendNode", runID, nodeID), func() (*store.NodeRecord, error) {
 		return s.inner.SuspendNode(ctx, runID, nodeID, owner, w)
 	})
 }
 
+// ResumeNode counts the resumes that took effect as commits, as
+// CommitNode does: a waiting node's output is committed once, by its
+// resume. A repeated identical resume (a retry, a sleep's duplicate timer
+// job) returns the record already counted.
 func (s *protoContexts) ResumeNode(ctx context.Context, runID string, c store.NodeCommit) (*store.NodeRecord, error) {
-	return protoCall(s.f, protoOp("ResumeNode", runID, c.NodeID), func() (*store.NodeRecord, error) { return s.inner.ResumeNode(ctx, runID, c) })
+	return protoCall(s.f, protoOp("ResumeNode", runID, c.NodeID), func() (*store.NodeRecord, error) {
+		start := s.obs.tick()
+		rec, err := s.inner.ResumeNode(ctx, runID, c)
+		s.mu.Lock()
+		switch {
+		case err == nil:
+			if s.countCommit(runID+"/"+c.NodeID, rec) {
+				s.obs.committed(runID, c.NodeID, start)
+			}
+		case !errors.Is(err, store.ErrNotWaiting) && !errors.Is(err, store.ErrNodeCommitted) && !errors.Is(err, store.ErrNodeClosed) &&
+			!errors.Is(err, store.ErrNodeFailed) && !errors.Is(err, sqsadapter.ErrValueTooLarge) && !errors.Is(err, sqsadapter.ErrInvalidKey):
+			if s.unknown == nil {
+				s.unknown = map[string]int{}
+			}
+			s.unknown[runID+"/"+c.NodeID]++
+		}
+		s.mu.Unlock()
+		return rec, err
+	})
 }
 
 func (s *protoContexts) FailNode(ctx context.Context, runID, nodeID, reason string) (*store.NodeRecord, error) {
@@ -1035,6 +1060,7 @@ func (c *protoCrasher) unforce() {
 var protoCrashWeights = map[string]int{
 	"receive": 4, "acquired": 3, "retry-wait": 1, "commit": 3, "committed": 3, "arrived": 2,
 	"advanced": 5, "complete": 1, "failing": 1, "closed": 1, "failed": 1,
+	"suspend": 2, "resume": 2, // waiting nodes only: before SuspendNode, before a sleep's ResumeNode
 }
 
 // protoOutsideAttempts are the crash steps at which no attempt is under
@@ -1042,6 +1068,7 @@ var protoCrashWeights = map[string]int{
 // failure is recorded): a crash there must not cost the node an attempt.
 var protoOutsideAttempts = map[string]int{
 	"receive": 4, "committed": 3, "arrived": 2, "advanced": 5, "complete": 2, "failing": 1, "closed": 1, "failed": 1,
+	"suspend": 2, "resume": 2, // a built-in node has no attempts to lose
 }
 
 // protoSteps returns the crash steps of weights and their weights, in a
@@ -1129,6 +1156,11 @@ type protoEnv struct {
 	coordinations sqsadapter.CoordinationStore
 	// visibility is the workers' visibility timeout.
 	visibility time.Duration
+	// resumer resumes waiting nodes and delivers webhooks: an adapter on
+	// the workers' faulty stores and queue, which dies now and then at
+	// "resume" (protoResumer). Nil: the client does, and its resumes are
+	// not counted as commits.
+	resumer *sqsadapter.SqsAdapter
 }
 
 // protoEnvFunc builds the environment of a randomized run: workers that
@@ -1274,6 +1306,31 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 		sqsadapter.WithCoordinationStore(coord),
 	)...)
 	require.NoError(t, err)
+	resumeCrashes := rand.New(rand.NewPCG(chaosRand.Uint64(), 4))
+	var resumeMu sync.Mutex
+	e.resumer, err = sqsadapter.NewSqsAdapter(append(slices.Clone(common),
+		sqsadapter.WithWorkerID("resumer"),
+		sqsadapter.WithSQSClient(&protoSQS{inner: memSQS, f: e.faults}),
+		sqsadapter.WithContextStore(e.counted),
+		sqsadapter.WithCoordinationStore(&protoCoord{inner: coord, f: e.faults}),
+		// ResumeRun dies now and then: before its commit (the caller sees
+		// an error, and must resume again) or after it.
+		sqsadapter.WithCrashHook(func(step string, job sqsadapter.Job) bool {
+			switch {
+			case chaos.crashRate == 0:
+				return false
+			case step == "resume":
+			case step == "committed" || step == "advanced":
+				// After the commit: ResumeRun hands the rest to the node's job.
+			default:
+				return false
+			}
+			resumeMu.Lock()
+			defer resumeMu.Unlock()
+			return resumeCrashes.Float64() < chaos.crashRate
+		}),
+	)...)
+	require.NoError(t, err)
 	var (
 		mu      sync.Mutex
 		running []func()
@@ -1365,7 +1422,11 @@ func (e *protoEnv) diagnose(r *protoRun) string {
 	if recs, err := e.contexts.GetNodes(ctx, r.runID, ids); err == nil {
 		for _, id := range ids {
 			if rec := recs[id]; rec != nil {
-				fmt.Fprintf(&b, "  node %s: %s attempts=%d taken=%v fallback=%q lease=%q\n", id, rec.State, rec.Attempts, rec.Taken, rec.Fallback, rec.LeaseOwner)
+				fmt.Fprintf(&b, "  node %s: %s attempts=%d taken=%v fallback=%q lease=%q", id, rec.State, rec.Attempts, rec.Taken, rec.Fallback, rec.LeaseOwner)
+				if rec.Wait != nil {
+					fmt.Fprintf(&b, " wait=%+v token=%q", *rec.Wait, rec.Token)
+				}
+				b.WriteString("\n")
 			}
 		}
 	}

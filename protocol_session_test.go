@@ -59,6 +59,11 @@ type protoShape struct {
 	// hostile: ids and values from the hostile alphabet, plus crafted
 	// cases whose ids collide with internal names (protocol_hostile_test.go).
 	hostile bool
+	// waits is the share of main nodes made wait, webhook or sleep nodes
+	// (protoWaiting); zero means protoWaitShare, negative none.
+	waits float64
+	// sleepMax bounds sleep durations; zero means protoSleepMax.
+	sleepMax time.Duration
 }
 
 // protoStats counts what a session did, for its summary line.
@@ -66,6 +71,7 @@ type protoStats struct {
 	runs, completed, failed, cancelled, stalled int
 	deliveries, duplicates, crashes, faults     int
 	strays, purges, violations                  int
+	resumed, webhooks, waitVisits               int
 }
 
 func (s *protoStats) add(o protoStats) {
@@ -81,6 +87,9 @@ func (s *protoStats) add(o protoStats) {
 	s.strays += o.strays
 	s.purges += o.purges
 	s.violations += o.violations
+	s.resumed += o.resumed
+	s.webhooks += o.webhooks
+	s.waitVisits += o.waitVisits
 }
 
 // protoRun is one run's expectation and result.
@@ -97,6 +106,11 @@ type protoRun struct {
 	cancelled bool
 	st        *sqsadapter.RunStatus
 	stalled   bool
+	// waits is what the resumer did for the run's waiting nodes
+	// (protocol_wait_test.go); raceCancel, when not nil, is closed by the
+	// resumer to cancel the run while it resumes a node.
+	waits      *protoWaits
+	raceCancel chan struct{}
 }
 
 // protoSession is one running session.
@@ -172,9 +186,12 @@ func runProtoSession(t *testing.T, seed uint64, cls protoClass, newEnv protoEnvF
 		// node with "inputs" transforms what "inputs" names — which the
 		// interpreter models: not taken, or nil.)
 		require.Empty(t, exp.Racy, "seed %d blueprint #%d: interpreter: %s", seed, c.index, c.json)
-		r := &protoRun{c: c, exp: exp, runID: c.runID, done: make(chan struct{}), cancelAt: -1}
+		r := &protoRun{c: c, exp: exp, runID: c.runID, done: make(chan struct{}), cancelAt: -1, waits: newProtoWaits()}
 		if cls.cancel > 0 && cancels.Float64() < cls.cancel {
 			r.cancelAt = cancels.IntN(len(exp.Nodes(interp.Ran)) + 1)
+			if len(exp.Resumes) > 0 && cancels.IntN(2) == 0 {
+				r.raceCancel = make(chan struct{})
+			}
 		}
 		byIndex[c.index] = r
 		s.runs = append(s.runs, r)
@@ -289,7 +306,7 @@ func (s *protoSession) drive(r *protoRun, started func()) {
 	}
 
 	// A planned cancellation runs beside the wait, as soon as the run has
-	// cancelAt commits.
+	// cancelAt commits, or (raceCancel) as the resumer resumes a node.
 	stop := make(chan struct{})
 	cancelled := make(chan error, 1)
 	if r.cancelAt >= 0 {
@@ -298,13 +315,21 @@ func (s *protoSession) drive(r *protoRun, started func()) {
 			select {
 			case <-trigger:
 				cancelled <- e.client.CancelRun(ctx, r.runID, "cancelled by the randomized test")
+			case <-r.raceCancel:
+				cancelled <- e.client.CancelRun(ctx, r.runID, "cancelled by the randomized test, racing a resume")
 			case <-stop:
 				cancelled <- errProtoNotTried
 			}
 		}()
 	}
+	resumerDone := make(chan struct{})
+	go func() {
+		defer close(resumerDone)
+		s.resumer(ctx, r, stop)
+	}()
 	st, err := s.await(r)
 	close(stop)
+	<-resumerDone
 	if r.cancelAt >= 0 {
 		cerr := <-cancelled
 		if errors.Is(cerr, errProtoNotTried) && err == nil {
@@ -332,6 +357,7 @@ func (s *protoSession) drive(r *protoRun, started func()) {
 	}
 	r.st = st
 	s.checkRun(r)
+	s.checkWaits(ctx, r)
 	if s.strays != nil {
 		s.strays.inject(r)
 	}
@@ -496,8 +522,10 @@ func (s *protoSession) purgeAndReconcile(k int, runs []*protoRun, allDone <-chan
 	// No worker runs now: leases and records stay as they are. Wait out
 	// the longest lease and the threshold, so that one pass sees every
 	// stalled run as stalled.
+	// A sleep whose timer message was purged is found once its wake-up
+	// time is a visibility timeout past: wait out the longest sleep too.
 	threshold := 2 * unit
-	time.Sleep(e.visibility + threshold + 2*unit)
+	time.Sleep(e.visibility + threshold + 2*unit + s.cls.shape.sleepBound())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := e.client.Reconcile(ctx, threshold)
@@ -618,6 +646,9 @@ func (s *protoSession) summary(elapsed time.Duration) {
 		for _, k := range e.counted.commitsOf(r.runID) {
 			commits += k
 		}
+		st.resumed += int(r.waits.resumed.Load())
+		st.webhooks += int(r.waits.delivered.Load())
+		st.waitVisits += int(r.waits.visits.Load())
 	}
 	received, duplicated := e.queues.deliveries()
 	deliveries, crashes, byStep := e.crasher.stats()
@@ -639,11 +670,11 @@ func (s *protoSession) summary(elapsed time.Duration) {
 	}
 	s.t.Logf("protocol %s: seed=%d runs=%d completed=%d failed=%d cancelled=%d stalled=%d | nodes ran=%d skipped=%d commits=%d invocations=%d | "+
 		"deliveries=%d (handled %d) duplicates=%d crashes=%d (%.1f%% of deliveries; by step %s) | faults=%d before + %d after of %d calls (%.1f%%) | "+
-		"strays=%d purges=%d | violations=%d | %v",
+		"strays=%d purges=%d | waits: %d resumed, %d delivered, %d visits | violations=%d | %v",
 		s.cls.name, s.seed, st.runs, st.completed, st.failed, st.cancelled, st.stalled, ran, skipped, commits, e.calls.total(),
 		received, deliveries, duplicated, crashes, crashShare, strings.Join(stepList, " "),
 		e.faults.before.Load(), e.faults.after.Load(), e.faults.calls.Load(), faultShare,
-		st.strays, st.purges, st.violations, elapsed.Round(time.Millisecond))
+		st.strays, st.purges, st.resumed, st.webhooks, st.waitVisits, st.violations, elapsed.Round(time.Millisecond))
 }
 
 // protoSameStatus describes how a run's status or context changed between
