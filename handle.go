@@ -993,6 +993,10 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 		return x.advance(ctx, rec, true)
 	case errors.Is(err, store.ErrNodeClosed):
 		return done // the run was failed or cancelled by another node
+	case errors.Is(err, store.ErrNodeWaiting):
+		// Another execution made the node wait (this one's lease had
+		// expired): the node did not fail.
+		return done
 	default:
 		return retryAfter(0, fmt.Errorf("sqsadapter: mark node %q failed: %w", nodeID, err))
 	}

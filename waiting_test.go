@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -272,4 +273,60 @@ func TestBuiltinsLoad(t *testing.T) {
 		sqsadapter.WithRegistry(sqsadapter.NodeRegistry{}), sqsadapter.WithBlueprints(bp))
 	require.Error(t, err) // no SQS client and stores: but no complaint about the built-ins
 	assert.NotContains(t, err.Error(), "registry")
+}
+
+// The reference's order blueprint, loaded unchanged: its manual review is a
+// Flowcraft wait node, resumed with an action, after which the "any" join
+// notifies the customer.
+func orderReviewRegistry() sqsadapter.NodeRegistry {
+	out := func(v any, action string) sqsadapter.NodeFunc {
+		return func(context.Context, *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+			return sqsadapter.NodeResult{Output: v, Action: action}, nil
+		}
+	}
+	return sqsadapter.NodeRegistry{
+		"orders.fetch":      out(map[string]any{"id": "o-9", "lineItems": []any{"A"}}, ""),
+		"inventory.check":   out(true, ""),
+		"fraud.score":       out(map[string]any{"score": 0.7}, ""),
+		"pricing.quote":     out(42, ""),
+		"pricing.listPrice": out(40, ""),
+		"orders.decide":     out("needs a person", "review"),
+		"payments.charge":   out(map[string]any{"customer": map[string]any{"isVip": false}}, ""),
+		"orders.reject":     out("rejected", ""),
+		"crm.gift":          out("gift", ""),
+		"notify.email": func(_ context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+			return sqsadapter.NodeResult{Output: map[string]any{"told": nc.Input}}, nil
+		},
+	}
+}
+
+func checkOrderReview(t *testing.T, client *sqsadapter.SqsAdapter, wait func(id string) *sqsadapter.RunStatus) {
+	t.Helper()
+	id, err := client.StartRun(t.Context(), "order-fulfilment", nil)
+	require.NoError(t, err)
+	st := awaitRun(t, client, id)
+	require.Equal(t, sqsadapter.StatusAwaiting, st.Status)
+	assert.Equal(t, "waiting", st.Nodes["manual-review"].State)
+	assert.Equal(t, map[string]any{"eventName": "order-review"}, st.Nodes["manual-review"].Wait.Details)
+	require.NoError(t, client.ResumeRun(t.Context(), id, "manual-review", map[string]any{"approved": true}, ""))
+	st = wait(id)
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	assert.Equal(t, map[string]any{"told": map[string]any{"approved": true}}, st.Context["_outputs.notify-customer"])
+	assert.NotContains(t, st.Context, "_outputs.charge-card")
+}
+
+func TestFlowcraftWaitBlueprintRuns(t *testing.T) {
+	t.Parallel()
+	bp, err := sqsadapter.LoadBlueprints(os.DirFS("testdata"), "order-fulfilment.json")
+	require.NoError(t, err)
+	e := newEnv(t, envConfig{workers: 2, registry: orderReviewRegistry(), blueprints: bp})
+	checkOrderReview(t, e.client, func(id string) *sqsadapter.RunStatus { return waitRun(t, e.client, id, 15*time.Second) })
+}
+
+func TestIntegrationFlowcraftWaitBlueprintRuns(t *testing.T) {
+	integrationEndpoints(t)
+	bp, err := sqsadapter.LoadBlueprints(os.DirFS("testdata"), "order-fulfilment.json")
+	require.NoError(t, err)
+	e := newItEnv(t, itConfig{registry: orderReviewRegistry(), blueprints: bp})
+	checkOrderReview(t, e.client, func(id string) *sqsadapter.RunStatus { return waitRun(t, e.client, id, 45*time.Second) })
 }
