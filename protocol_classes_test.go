@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -80,10 +81,14 @@ func TestProtocolLong(t *testing.T) {
 	seed := protocolSeed(t)
 	hostileDefaults := protoHostileClass(n)
 	hostileDefaults.name, hostileDefaults.shape.defaults, hostileDefaults.chaos = "hostile-defaults", true, protoDefaultsClass(n).chaos
+	// Sleeps of up to 5 s, under crashes and faults.
+	longSleeps := protoWaitingClass(n, 5*time.Second)
+	longSleeps.name = "waiting-sleeps"
 	classes := []protoClass{
 		{name: "random", runs: n, chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10}},
 		protoDefaultsClass(n), protoHostileClass(n), hostileDefaults,
 		protoLifecycleClass(n), protoStraysClass(n), protoReconcileClass(n),
+		protoWaitingClass(n, protoSleepMax), longSleeps,
 	}
 	var total protoStats
 	for _, cls := range classes {

@@ -1326,8 +1326,14 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 				return false
 			}
 			resumeMu.Lock()
-			defer resumeMu.Unlock()
-			return resumeCrashes.Float64() < chaos.crashRate
+			crash := resumeCrashes.Float64() < chaos.crashRate
+			resumeMu.Unlock()
+			if crash {
+				e.crasher.mu.Lock()
+				e.crasher.crashes["ResumeRun:"+step]++
+				e.crasher.mu.Unlock()
+			}
+			return crash
 		}),
 	)...)
 	require.NoError(t, err)

@@ -69,9 +69,13 @@ func TestProtocolRandomWaiting(t *testing.T) {
 	runProtoSession(t, protocolSeed(t), protoWaitingClass(protoRuns(60, 20), protoSleepMax), newProtoEnv)
 }
 
+// protoWaitingClass is TestProtocolRandomWaiting's class: its workers die
+// more often right before a node suspends and before a sleep's resume.
 func protoWaitingClass(n int, sleepMax time.Duration) protoClass {
+	weights := maps.Clone(protoCrashWeights)
+	weights["suspend"], weights["resume"] = 10, 10
 	return protoClass{name: "waiting", runs: n, cancel: 0.3, shape: protoShape{waits: 0.35, sleepMax: sleepMax},
-		chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10}}
+		chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10, crashWeights: weights}}
 }
 
 // protoResume is the resume oracle: a wait or webhook node is resumed with
