@@ -1157,8 +1157,7 @@ type protoEnv struct {
 	// visibility is the workers' visibility timeout.
 	visibility time.Duration
 	// resumer resumes waiting nodes and delivers webhooks: an adapter on
-	// the workers' faulty stores and queue, which dies now and then at
-	// "resume" (protoResumer). Nil: the client does, and its resumes are
+	// the workers' faulty stores, which dies now and then in ResumeRun. Nil: the client does, and its resumes are
 	// not counted as commits.
 	resumer *sqsadapter.SqsAdapter
 }
@@ -1310,7 +1309,10 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 	var resumeMu sync.Mutex
 	e.resumer, err = sqsadapter.NewSqsAdapter(append(slices.Clone(common),
 		sqsadapter.WithWorkerID("resumer"),
-		sqsadapter.WithSQSClient(&protoSQS{inner: memSQS, f: e.faults}),
+		// Its sends do not fail: a resume whose sends all fail leaves the
+		// run to the reconciler, which most sessions do not run
+		// (TestProtocolWaitResumeWithoutSendsLeftToReconciler).
+		sqsadapter.WithSQSClient(memSQS),
 		sqsadapter.WithContextStore(e.counted),
 		sqsadapter.WithCoordinationStore(&protoCoord{inner: coord, f: e.faults}),
 		// ResumeRun dies now and then: before its commit (the caller sees
