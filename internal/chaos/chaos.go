@@ -67,6 +67,9 @@ type Config struct {
 	// DuplicateRate is the share of received messages the SQS proxy sends
 	// again (default 0: none).
 	DuplicateRate float64
+	// CancelRate is the share of the runs whose first resume of a waiting
+	// node races a CancelRun of the run (default 0: none).
+	CancelRate float64
 
 	// RunTimeout bounds the time from the first StartRun until every run
 	// has finished (default 3m); a run unfinished by then is lost.
@@ -131,8 +134,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.KillMax < c.KillMin {
 		return c, errors.New("chaos: KillMax < KillMin")
 	}
-	if c.FaultRate < 0 || c.FaultRate > 0.5 || c.DuplicateRate < 0 || c.DuplicateRate > 1 {
-		return c, errors.New("chaos: FaultRate must be in [0, 0.5] and DuplicateRate in [0, 1]")
+	if c.FaultRate < 0 || c.FaultRate > 0.5 || c.DuplicateRate < 0 || c.DuplicateRate > 1 || c.CancelRate < 0 || c.CancelRate > 1 {
+		return c, errors.New("chaos: FaultRate must be in [0, 0.5], DuplicateRate and CancelRate in [0, 1]")
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "warn"
@@ -145,19 +148,28 @@ func (c Config) withDefaults() (Config, error) {
 
 // Summary is the outcome of a chaos session.
 type Summary struct {
-	Seed                                   uint64
-	Runs, Completed, Failed, Correct, Lost int
-	Workers, Kills                         int
-	Crashes                                []string // workers that exited on their own
-	Faults                                 FaultCounts
-	HiddenWrites                           int64 // commits and final statuses applied while the client saw a fault
-	Duplicates                             int64 // job copies sent
-	Commits, DuplicateCommits              int   // applied node commits; those beyond the first of a node
-	MissingCommits, UnexpectedCommits      int   // nodes that ran without a commit; commits of nodes that should not run
-	DoubleFinishes, MissingFinishes        int   // runs whose final status was written more than once; not at all
-	Queue, DLQ, Running                    int   // messages left in the queue and the dead-letter queue; runs left running
-	WorkerStops                            []string
-	Elapsed                                time.Duration
+	Seed                                              uint64
+	Runs, Completed, Failed, Cancelled, Correct, Lost int
+	Workers, Kills                                    int
+	Crashes                                           []string // workers that exited on their own
+	Faults                                            FaultCounts
+	HiddenWrites                                      int64 // commits and final statuses applied while the client saw a fault
+	Duplicates                                        int64 // job copies sent
+	Commits, DuplicateCommits                         int   // applied node commits; those beyond the first of a node
+	MissingCommits, UnexpectedCommits                 int   // nodes that ran without a commit; commits of nodes that should not run
+	DoubleFinishes, MissingFinishes                   int   // runs whose final status was written more than once; not at all
+	// The waiting nodes: those the driver resumed (by a call it saw
+	// succeed, or HiddenResumes: by a call whose answer a fault replaced),
+	// its calls and how many were refused (ErrNotWaiting, ErrRunFinished)
+	// as they must be, webhook deliveries among the calls, and the
+	// failures: a node resumed twice, a completed run's node never
+	// resumed, a finished run with a node still waiting.
+	Resumed, HiddenResumes, ResumeCalls, Refused, Deliveries int
+	DoubleResumes, MissedResumes, WaitingAtEnd               int
+	Sleeps                                                   int // sleep nodes woken by their timers in completed runs
+	Queue, DLQ, Running                                      int // messages left in the queue and the dead-letter queue; runs left running
+	WorkerStops                                              []string
+	Elapsed                                                  time.Duration
 	// Problems lists every failed check, with diagnostics; empty means
 	// the session passed.
 	Problems []string
@@ -182,13 +194,16 @@ func (s Summary) String() string {
 	for _, k := range FaultKinds {
 		kinds = append(kinds, fmt.Sprintf("%s=%d", k, s.Faults.ByKind[k]))
 	}
-	return fmt.Sprintf("chaos: seed=%d runs=%d (completed=%d failed=%d) correct=%d/%d lost=%d | workers=%d kills=%d crashes=%d | "+
+	return fmt.Sprintf("chaos: seed=%d runs=%d (completed=%d failed=%d cancelled=%d) correct=%d/%d lost=%d | workers=%d kills=%d crashes=%d | "+
 		"requests=%d faulted=%d (%.1f%%: %s; before=%d after=%d; hidden-writes=%d) duplicates=%d | "+
-		"commits=%d duplicate-commits=%d missing-commits=%d double-finishes=%d | queue=%d dlq=%d running=%d | %s | verdict=%s",
-		s.Seed, s.Runs, s.Completed, s.Failed, s.Correct, s.Runs, s.Lost, s.Workers, s.Kills, len(s.Crashes),
+		"commits=%d duplicate-commits=%d missing-commits=%d double-finishes=%d | "+
+		"waits: resumed=%d (hidden=%d) calls=%d (webhook=%d) refused=%d sleeps=%d double-resumes=%d missed-resumes=%d waiting-at-end=%d | "+
+		"queue=%d dlq=%d running=%d | %s | verdict=%s",
+		s.Seed, s.Runs, s.Completed, s.Failed, s.Cancelled, s.Correct, s.Runs, s.Lost, s.Workers, s.Kills, len(s.Crashes),
 		s.Faults.Requests, s.Faults.Faulted(), share, strings.Join(kinds, " "), s.Faults.Before, s.Faults.After, s.HiddenWrites, s.Duplicates,
-		s.Commits, s.DuplicateCommits, s.MissingCommits, s.DoubleFinishes, s.Queue, s.DLQ, s.Running,
-		s.Elapsed.Round(time.Second), verdict)
+		s.Commits, s.DuplicateCommits, s.MissingCommits, s.DoubleFinishes,
+		s.Resumed, s.HiddenResumes, s.ResumeCalls, s.Deliveries, s.Refused, s.Sleeps, s.DoubleResumes, s.MissedResumes, s.WaitingAtEnd,
+		s.Queue, s.DLQ, s.Running, s.Elapsed.Round(time.Second), verdict)
 }
 
 // run is one workflow run of a session.
@@ -197,6 +212,7 @@ type run struct {
 	id      string
 	initial map[string]any
 	exp     *interp.Result
+	resumes map[string]interp.Outcome // the model's resume of each wait and webhook node the run reaches
 	started bool
 	st      *sqsadapter.RunStatus
 }
@@ -309,10 +325,32 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		return sum, err
 	}
 
+	// The driver's resumer: its own adapter, through the proxies.
+	resAdapter, err := sqsadapter.NewSqsAdapter(
+		sqsadapter.WithSQSClient(sqs.New(sqs.Options{Region: "us-east-1", Credentials: creds, BaseEndpoint: aws.String(sqsProxy.URL())})),
+		sqsadapter.WithQueueURL(queueURL),
+		sqsadapter.WithContextStore(sqsadapter.NewDynamoDbContext(dynamodb.New(dynamodb.Options{Region: "us-east-1", Credentials: creds,
+			BaseEndpoint: aws.String(ddbProxy.URL()), DisableValidateResponseChecksum: true}), tables.Context, tables.Status)),
+		sqsadapter.WithCoordinationStore(sqsadapter.NewDynamoDbCoordinationStore(dynamodb.New(dynamodb.Options{Region: "us-east-1", Credentials: creds,
+			BaseEndpoint: aws.String(ddbProxy.URL()), DisableValidateResponseChecksum: true}), tables.Coordination)),
+		sqsadapter.WithRegistry(Registry(bp, 0)),
+		sqsadapter.WithBlueprints(bp),
+		sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+	)
+	if err != nil {
+		return sum, err
+	}
+	resCtx, stopResuming := context.WithCancel(ctx)
+	res := newResumer(resAdapter, cfg.Seed, cfg.CancelRate)
+	defer func() {
+		stopResuming()
+		res.stop()
+	}()
+
 	runs := make([]*run, cfg.Runs)
 	for i := range runs {
 		r := &run{i: i, id: fmt.Sprintf("run-%04d", i), initial: Initial(cfg.Seed, i)}
-		if r.exp, err = interp.Run(bp, r.initial, Model); err != nil {
+		if r.exp, r.resumes, err = Expect(bp, r.initial); err != nil {
 			return sum, err
 		}
 		runs[i] = r
@@ -350,6 +388,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 				killerDone.Wait()
 				return sum, err
 			}
+			res.follow(resCtx, r, r.resumes)
 			next++
 			inFlight++
 		}
@@ -376,6 +415,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	stopKilling()
 	killerDone.Wait()
+	stopResuming()
+	res.stop()
 	if killErr != nil {
 		sum.Problems = append(sum.Problems, killErr.Error())
 	}
@@ -403,7 +444,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	store := sqsadapter.NewDynamoDbContext(ddbDirect, tables.Context, tables.Status)
 	detailed := 0
 	for _, r := range runs {
-		problems := verifyRun(r, ledger, &sum)
+		problems := verifyRun(r, ledger, res, &sum)
 		if len(problems) == 0 {
 			sum.Correct++
 			continue
@@ -411,7 +452,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		msg := fmt.Sprintf("run %s (%s): %s", r.id, compact(r.initial), strings.Join(problems, "; "))
 		if detailed < 5 {
 			detailed++
-			msg += "\n" + diagnose(vctx, store, r, ledger, workers)
+			msg += "\n" + diagnose(vctx, store, r, ledger, res, workers)
 		}
 		sum.Problems = append(sum.Problems, msg)
 	}
@@ -428,6 +469,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	} else if sum.Running = n; n > 0 {
 		sum.Problems = append(sum.Problems, fmt.Sprintf("%d run(s) left running in the status table's running-runs index", n))
 	}
+	sum.Problems = append(sum.Problems, res.problems()...)
 	if sum.Lost > 0 {
 		sum.Problems = append(sum.Problems, fmt.Sprintf("%d run(s) lost: not finished within %v", sum.Lost, cfg.RunTimeout))
 	}
@@ -435,20 +477,34 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	return sum, nil
 }
 
-// verifyRun checks one run against the interpreter and the ledger.
-func verifyRun(r *run, ledger *Ledger, sum *Summary) []string {
+// verifyRun checks one run against the interpreter, the ledger and the
+// driver's resumes.
+func verifyRun(r *run, ledger *Ledger, res *resumer, sum *Summary) []string {
 	if r.st == nil {
 		sum.Lost++
 		return []string{"lost: not finished"}
 	}
 	var problems []string
+	cancel := res.cancelled(r.id)
 	switch r.st.Status {
 	case sqsadapter.StatusCompleted:
 		sum.Completed++
 	case sqsadapter.StatusFailed:
 		sum.Failed++
+	case sqsadapter.StatusCancelled:
+		sum.Cancelled++
 	}
-	problems = append(problems, r.exp.Check(r.st)...)
+	if r.st.Status == sqsadapter.StatusCancelled {
+		// Only the driver cancels, and the interpreter does not model it.
+		if cancel == nil {
+			problems = append(problems, "cancelled, but the driver did not cancel it")
+		}
+	} else {
+		problems = append(problems, r.exp.Check(r.st)...)
+		if cancel != nil && cancel.Succeeded > 0 {
+			problems = append(problems, fmt.Sprintf("CancelRun succeeded, but the run ended %s", r.st.Status))
+		}
+	}
 
 	commits := ledger.Commits(r.id)
 	for _, node := range sortedKeys(commits) {
@@ -471,6 +527,7 @@ func verifyRun(r *run, ledger *Ledger, sum *Summary) []string {
 			}
 		}
 	}
+	problems = append(problems, verifyWaits(r, commits, res.Tallies(r.id), sum)...)
 	f := ledger.Finishes(r.id)
 	switch {
 	case f.Writes == 0:
@@ -485,9 +542,80 @@ func verifyRun(r *run, ledger *Ledger, sum *Summary) []string {
 	return problems
 }
 
+// verifyWaits checks the waiting nodes of a finished run: none waits any
+// more; each wait and webhook node was resumed exactly once (in a
+// completed run) or at most once, by the driver's calls — at most one of
+// which succeeded, and one that succeeded took effect — and not at all if
+// every call was told the run was finished; each sleep of a completed run
+// was woken by its timer, not before its wake-up time.
+func verifyWaits(r *run, commits map[string]CommitCount, tallies map[string]ResumeTally, sum *Summary) []string {
+	var problems []string
+	for _, id := range sortedKeys(r.st.Nodes) {
+		if ns := r.st.Nodes[id]; ns.State == "waiting" {
+			sum.WaitingAtEnd++
+			problems = append(problems, fmt.Sprintf("the run is %s while node %s waits (%+v)", r.st.Status, id, ns.Wait))
+		}
+	}
+	for _, id := range sortedKeys(tallies) {
+		t := tallies[id]
+		sum.ResumeCalls += t.Calls
+		sum.Refused += t.NotWaiting + t.Finished
+		if t.Kind == "webhook" {
+			sum.Deliveries += t.Calls
+		}
+		if _, ok := r.resumes[id]; !ok {
+			problems = append(problems, fmt.Sprintf("the driver resumed node %s, which the interpreter does not resume", id))
+		}
+		n := commits[id].Commits
+		switch {
+		case t.Succeeded > 1:
+			sum.DoubleResumes++
+			problems = append(problems, fmt.Sprintf("node %s resumed by %d calls (%s: %+v)", id, t.Succeeded, t.Mode, t))
+		case t.Succeeded == 1 && n == 0:
+			problems = append(problems, fmt.Sprintf("a resume of node %s succeeded, but no commit of it was applied", id))
+		case t.Succeeded == 0 && n > 0 && t.Failed == 0 && t.NotWaiting == 0:
+			problems = append(problems, fmt.Sprintf("node %s was resumed, but every call was told the run was finished (%+v)", id, t))
+		}
+		if n > 1 {
+			sum.DoubleResumes++
+		}
+		if n > 0 {
+			sum.Resumed++
+			if t.Succeeded == 0 {
+				sum.HiddenResumes++
+			}
+		}
+	}
+	if r.st.Status != sqsadapter.StatusCompleted {
+		return problems
+	}
+	for _, id := range sortedKeys(r.resumes) {
+		if commits[id].Commits == 0 || r.st.Nodes[id].State != "completed" {
+			sum.MissedResumes++
+			problems = append(problems, fmt.Sprintf("node %s of the completed run was never resumed (state %q)", id, r.st.Nodes[id].State))
+		}
+	}
+	bp, _ := Blueprint()
+	for _, d := range bp.Nodes {
+		if d.Uses != "sleep" || !r.exp.Is(d.ID, interp.Ran) {
+			continue
+		}
+		ns := r.st.Nodes[d.ID]
+		switch {
+		case ns.Wait == nil || ns.Wait.Reason != "timer":
+			problems = append(problems, fmt.Sprintf("sleep node %s did not sleep (%+v)", d.ID, ns))
+		case ns.UpdatedAt.Before(ns.Wait.WakeAt):
+			problems = append(problems, fmt.Sprintf("sleep node %s woke at %v, before its wake-up time %v", d.ID, ns.UpdatedAt, ns.Wait.WakeAt))
+		default:
+			sum.Sleeps++
+		}
+	}
+	return problems
+}
+
 // diagnose describes a run for a failure report: the interpreter's view,
 // the node records, the ledger and the workers' log lines about it.
-func diagnose(ctx context.Context, store *sqsadapter.DynamoDbContext, r *run, ledger *Ledger, workers *pool) string {
+func diagnose(ctx context.Context, store *sqsadapter.DynamoDbContext, r *run, ledger *Ledger, res *resumer, workers *pool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "    interpreter: status %s; ran %v; skipped %v; failed %v; blocked %v\n", r.exp.Status,
 		r.exp.Nodes(interp.Ran), r.exp.Nodes(interp.Skipped), r.exp.Nodes(interp.Failed), r.exp.Nodes(interp.Blocked))
@@ -502,12 +630,13 @@ func diagnose(ctx context.Context, store *sqsadapter.DynamoDbContext, r *run, le
 	if recs, err := store.GetNodes(ctx, r.id, ids); err == nil {
 		for _, id := range sortedKeys(recs) {
 			rec := recs[id]
-			fmt.Fprintf(&b, "    node %s: %s attempts=%d taken=%v fallback=%q lease=%q\n", id, rec.State, rec.Attempts, rec.Taken, rec.Fallback, rec.LeaseOwner)
+			fmt.Fprintf(&b, "    node %s: %s attempts=%d taken=%v fallback=%q lease=%q wait=%+v\n", id, rec.State, rec.Attempts, rec.Taken, rec.Fallback, rec.LeaseOwner, rec.Wait)
 		}
 	} else {
 		fmt.Fprintf(&b, "    node records: %v\n", err)
 	}
 	fmt.Fprintf(&b, "    ledger: commits %v; finishes %+v\n", ledger.Commits(r.id), ledger.Finishes(r.id))
+	fmt.Fprintf(&b, "    resumes: %+v; cancel: %+v\n", res.Tallies(r.id), res.cancelled(r.id))
 	for _, line := range workers.grep(`"`+r.id+`"`, 20) {
 		fmt.Fprintf(&b, "    %s\n", line)
 	}

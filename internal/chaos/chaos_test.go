@@ -12,8 +12,9 @@ import (
 
 // TestChaosBounded runs a bounded chaos session against the emulators: 30
 // runs (15 at a time) on 3 worker processes, a worker killed every 3–6 s,
-// 5% of the requests faulted and 5% of the received jobs duplicated. Every
-// check of Run must pass. SQSADAPTER_SEED replays a seed.
+// 5% of the requests faulted, 5% of the received jobs duplicated, the
+// waiting nodes resumed by the driver and 10% of the runs cancelled while
+// one waits. Every check of Run must pass. SQSADAPTER_SEED replays a seed.
 func TestChaosBounded(t *testing.T) {
 	sqsEndpoint, ddbEndpoint := os.Getenv("SQSADAPTER_SQS_ENDPOINT"), os.Getenv("SQSADAPTER_DYNAMODB_ENDPOINT")
 	if sqsEndpoint == "" || ddbEndpoint == "" {
@@ -33,7 +34,7 @@ func TestChaosBounded(t *testing.T) {
 		Runs: 30, InFlight: 15,
 		Workers: 3, Concurrency: 8, VisibilityTimeout: 3 * time.Second,
 		KillMin: 3 * time.Second, KillMax: 6 * time.Second,
-		FaultRate: 0.05, DuplicateRate: 0.05,
+		FaultRate: 0.05, DuplicateRate: 0.05, CancelRate: 0.1,
 		RunTimeout: 150 * time.Second, DrainTimeout: 45 * time.Second,
 		LogLevel: "info",
 		Logf:     t.Logf,
@@ -53,4 +54,6 @@ func TestChaosBounded(t *testing.T) {
 	assert.Positive(t, sum.Faults.Faulted(), "no fault was injected")
 	assert.Positive(t, sum.Duplicates, "no job was duplicated")
 	assert.Positive(t, sum.Completed, "no run completed")
+	assert.Positive(t, sum.Resumed, "no waiting node was resumed")
+	assert.Positive(t, sum.Sleeps, "no sleep woke")
 }

@@ -29,7 +29,16 @@
 //  5. Meanwhile a killer SIGKILLs a random worker at random intervals
 //     (Config.KillMin–KillMax) and restarts it, and the SQS proxy sends a
 //     copy of a share of the received jobs (Config.DuplicateRate) back to
-//     the queue after a random delay (Duplicator).
+//     the queue after a random delay (Duplicator). The driver's resumer,
+//     an adapter of its own whose requests pass the proxies (so they see
+//     faults; it is not killed), polls each run's GetRun and resumes its
+//     waiting nodes as a host would, with the output and action the model
+//     gives (Expect): ResumeRun for the wait node, DeliverWebhook with the
+//     node's webhook id for the webhook node. Half of the nodes get one
+//     call, a fifth two in a row, the rest 2–4 at once; for a share of
+//     the runs (Config.CancelRate) the first resume races a CancelRun of
+//     the run. It also probes what must be refused: ResumeRun of a
+//     sleeping node, a delivery to an unknown webhook id.
 //  6. Once every run finished (or Config.RunTimeout passed), the workers
 //     drain the queue, then stop with SIGTERM.
 //  7. The checks, per run: final status and context equal the
@@ -37,9 +46,18 @@
 //     exactly once — for a completed run, each node the interpreter runs
 //     has exactly one applied commit and no other node has one; for a
 //     failed run, no node has more than one — and the final status was
-//     written exactly once. Then, for the session: the queue and the
-//     dead-letter queue are empty, the status table's running-runs index
-//     is empty, and no worker exited on its own.
+//     written exactly once. A run the driver cancelled is not compared
+//     with the interpreter, but its commits must be of nodes the
+//     interpreter runs, once each. The waiting nodes: no node of a
+//     finished run still waits; at most one of the driver's calls for a
+//     node succeeded, and one that did was applied; each wait and webhook
+//     node of a completed run was resumed exactly once (one applied
+//     commit), one of a failed or cancelled run at most once, and not at
+//     all when every call was told the run was finished; each sleep of a
+//     completed run was woken by its timer, not before its wake-up time.
+//     Then, for the session: the queue and the dead-letter queue are
+//     empty, the status table's running-runs index is empty, every probe
+//     was refused, and no worker exited on its own.
 //
 // Commits and final status writes are counted by a Ledger from the
 // DynamoDB requests the emulator answered with 200, as they pass through
@@ -50,24 +68,33 @@
 // uncounted.
 //
 // The summary (Summary.String) is one line: runs, kills, faults injected
-// by kind, duplicates, commits, what was left behind, and the verdict.
+// by kind, duplicates, commits, the waiting nodes resumed (hidden: by a
+// call whose answer a fault replaced), the driver's calls and how many
+// were refused, what was left behind, and the verdict.
 // Every failed check is listed in Summary.Problems, the first few with
 // diagnostics (node records, ledger, the workers' log lines).
 //
 // # The chaos blueprint
 //
-// blueprint.json, 14 nodes: "intake" fans out to "scoreA" (flaky: fails
+// blueprint.json, 20 nodes: "intake" fans out to "scoreA" (flaky: fails
 // its first 2 attempts, 25 allowed), "scoreB" (slow: sleeps 2.5 visibility
 // timeouts, so its worker must extend the message's visibility; its input
 // is an edge transform), "scoreC" (always fails; its fallback
 // "scoreCFallback" runs in its place) and, on a conditional edge taken for
 // amounts of 500 and more (written as Flowcraft blueprints are: the node's
-// own id names its output, with JavaScript's ===), "audit" → "archive". "decide" is an "all" join
-// of the three scores whose "inputs" read dotted paths; it routes by
-// action to "approve" and "ledger", or to "review", or by the default edge
-// to "reject". "review" fails the run (a permanent error) for some inputs.
-// "notify" is an "any" join of the three branches, and "finish" an "all"
-// join of "notify", "ledger" and "archive", two of which are often dead.
+// own id names its output, with JavaScript's ===), "audit" → "settle" (a
+// sleep of 4500 ms) → "archive". "decide" is an "all" join of the three
+// scores whose "inputs" read dotted paths; it routes by action to
+// "approve" → "hold" (a sleep of 0) and to "payment" (a webhook: the
+// payment callback, "declined" for some amounts, which a conditional edge
+// to "ledger" reads), or to "review", or by the default edge to "reject"
+// → "cooldown" (a sleep of "2s"). "review" fails the run (a permanent
+// error) for some inputs; otherwise "manualReview" (a wait node) is
+// resumed with the action "accept" (→ "notify") or "escalate" (→
+// "escalate" → "notify"). "notify" is an "any" join of the branches, and
+// "finish" an "all" join of "notify", "ledger" and "archive", two of which
+// are often dead. Every run that completes waits for a sleep and for a
+// webhook or a person.
 //
 // Every node allows 25 attempts (the always-failing node 3): a crash
 // during an attempt counts as an attempt (§4.3), and so does an acquire
@@ -82,15 +109,19 @@
 // # Running it
 //
 // TestChaosBounded runs a bounded session (30 runs, 3 workers, a kill
-// every 3–6 s, 5% faults, 5% duplicates) when SQSADAPTER_SQS_ENDPOINT and
+// every 3–6 s, 5% faults, 5% duplicates, 10% of the runs cancelled while
+// one of their nodes is resumed) when SQSADAPTER_SQS_ENDPOINT and
 // SQSADAPTER_DYNAMODB_ENDPOINT are set, as `make test` does; it skips
 // itself otherwise. The chaos command (internal/chaos/cmd/chaos) runs a
 // long one:
 //
 //	state=$(scripts/emulators.sh start) && . $state/env
-//	go run ./internal/chaos/cmd/chaos     # 400 runs, a kill every 2-5 s, 6% faults, 5% duplicates
+//	go run ./internal/chaos/cmd/chaos     # 400 runs, a kill every 2-5 s, 6% faults, 5% duplicates, 5% cancels
 //	SQSADAPTER_EMULATOR_STATE=$state scripts/emulators.sh stop
 //
 // The seed is printed; -seed replays the same runs and the same sequence
-// of fault, kill and duplicate decisions (not the same interleaving).
+// of fault, kill and duplicate decisions (not the same interleaving). A
+// session of 250 runs with a kill every 1.5–4 s passed:
+//
+//	chaos: seed=735143065 runs=250 (completed=230 failed=12 cancelled=8) correct=250/250 lost=0 | workers=3 kills=90 crashes=0 | requests=56866 faulted=3413 (6.0%: ...) duplicates=232 | commits=2806 duplicate-commits=0 missing-commits=0 double-finishes=0 | waits: resumed=206 (hidden=0) calls=351 (webhook=230) refused=145 sleeps=268 double-resumes=0 missed-resumes=0 waiting-at-end=0 | queue=0 dlq=0 running=0 | 4m17s | verdict=PASS
 package chaos

@@ -64,10 +64,34 @@ func Initial(seed uint64, i int) map[string]any {
 //	review   fails permanently for a bronze case with an odd amount
 //	notify   reports which branch reached the "any" join
 //	finish   lists the branches that reached the final "all" join
+//
+// The built-in nodes are run by the engine, not by Registry; for a wait or
+// webhook node the model is the resume the harness's driver sends (the
+// interpreter calls it with Call.Resume; a sleep it models itself):
+//
+//	wait     a manual review: {reviewer, verdict}, with the action "accept"
+//	         or "escalate", by a hash of the input
+//	webhook  a payment callback: {status, ref, amount}, status "declined"
+//	         for amounts that are multiples of 5, else "paid"; no action
 func Model(c interp.Call) interp.Outcome {
 	p := c.Def.Params
 	part, _ := p["part"].(string)
 	switch c.Def.Uses {
+	case "wait":
+		h := hash("manual", c.Input)
+		verdict := "accept"
+		if h%3 == 0 {
+			verdict = "escalate"
+		}
+		return interp.Outcome{Output: map[string]any{"reviewer": fmt.Sprintf("r-%d", h%7), "verdict": verdict}, Action: verdict}
+	case "webhook":
+		m, _ := c.Input.(map[string]any)
+		amount, _ := m["amount"].(int64)
+		status := "paid"
+		if amount%5 == 0 {
+			status = "declined"
+		}
+		return interp.Outcome{Output: map[string]any{"status": status, "ref": fmt.Sprintf("pay-%d", hash("payment", c.Input)%100000), "amount": amount}}
 	case "intake":
 		m, _ := c.Input.(map[string]any)
 		id, _ := m["id"].(string)
@@ -149,14 +173,33 @@ func hash(label string, v any) uint64 {
 	return h.Sum64()
 }
 
+// Builtin reports whether a node kind is one the engine runs itself: a
+// registered function of that name would replace it.
+func Builtin(uses string) bool { return uses == "wait" || uses == "webhook" || uses == "sleep" }
+
+// Expect interprets one run of the chaos blueprint and returns, besides
+// the interpreter's result, the resume of every wait and webhook node the
+// run reaches (interp.Result.Resumes): the output and action the driver
+// resumes it with, as the model gives them.
+func Expect(bp *sqsadapter.Blueprint, initial map[string]any) (*interp.Result, map[string]interp.Outcome, error) {
+	res, err := interp.Run(bp, initial, Model)
+	if err != nil {
+		return nil, nil, err
+	}
+	return res, res.Resumes, nil
+}
+
 // Registry returns the node registry of the chaos workers: Model for every
-// node, and for "slow" nodes a sleep of slow first, which honours ctx (a
-// lost message or a hard shutdown cancels it).
+// node but the built-ins, and for "slow" nodes a sleep of slow first, which
+// honours ctx (a lost message or a hard shutdown cancels it).
 func Registry(bp *sqsadapter.Blueprint, slow time.Duration) sqsadapter.NodeRegistry {
 	defs := map[string]*sqsadapter.NodeDefinition{}
 	reg := sqsadapter.NodeRegistry{}
 	for i := range bp.Nodes {
 		d := &bp.Nodes[i]
+		if Builtin(d.Uses) {
+			continue
+		}
 		defs[d.ID] = d
 		reg[d.Uses] = func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
 			def := defs[nc.NodeID]

@@ -1,8 +1,11 @@
 package chaos
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,8 +19,8 @@ import (
 
 // TestBlueprintShape checks that the chaos blueprint has what the harness
 // promises: 12+ nodes, fan-out, "all" and "any" joins, action routing, a
-// conditional edge, a flaky node, a failing node with a fallback and a slow
-// node.
+// conditional edge, a flaky node, a failing node with a fallback, a slow
+// node, and the waiting nodes: a wait, a webhook and sleeps of 0-5 s.
 func TestBlueprintShape(t *testing.T) {
 	bp, err := Blueprint()
 	require.NoError(t, err)
@@ -57,6 +60,23 @@ func TestBlueprintShape(t *testing.T) {
 	require.Contains(t, uses, "fail")
 	assert.NotEmpty(t, uses["fail"].Config.Fallback)
 	assert.Contains(t, uses, "slow")
+	assert.Contains(t, uses, "wait")
+	assert.Contains(t, uses, "webhook")
+	var sleeps []string
+	for _, d := range bp.Nodes {
+		if d.Uses == "sleep" {
+			sleeps = append(sleeps, fmt.Sprint(d.Params["duration"]))
+		}
+	}
+	assert.ElementsMatch(t, []string{"0", "2s", "4500"}, sleeps)
+	reg := Registry(bp, 0)
+	for u := range uses {
+		if Builtin(u) {
+			assert.NotContains(t, reg, u, "a registered function would replace the built-in")
+		} else {
+			assert.Contains(t, reg, u)
+		}
+	}
 }
 
 // TestModelBranches checks that the runs of a seed take every branch.
@@ -68,7 +88,7 @@ func TestModelBranches(t *testing.T) {
 		r, err := interp.Run(bp, Initial(7, i), Model)
 		require.NoError(t, err)
 		seen[string(r.Status)]++
-		for _, id := range []string{"approve", "review", "reject", "audit", "ledger", "finish"} {
+		for _, id := range []string{"approve", "review", "reject", "audit", "ledger", "finish", "payment", "manualReview", "escalate", "cooldown", "settle"} {
 			if r.Is(id, interp.Ran) {
 				seen[id]++
 			}
@@ -83,14 +103,19 @@ func TestModelBranches(t *testing.T) {
 		assert.Empty(t, r.Racy)
 	}
 	t.Logf("branches over 200 runs: %v", seen)
-	for _, k := range []string{string(sqsadapter.StatusCompleted), string(sqsadapter.StatusFailed), "approve", "review", "reject", "audit", "ledger", "finish"} {
+	for _, k := range []string{string(sqsadapter.StatusCompleted), string(sqsadapter.StatusFailed), "approve", "review", "reject", "audit", "ledger", "finish",
+		"payment", "manualReview", "escalate", "cooldown", "settle"} {
 		assert.Positive(t, seen[k], "no run takes %s", k)
 	}
+	assert.Less(t, seen["ledger"], seen["payment"], "every payment is paid")
+	assert.Less(t, seen["escalate"], seen["manualReview"], "every review escalates")
 	assert.Less(t, seen["audit"], 200, "every run audits")
 }
 
 // TestFlowOnEngine runs chaos runs on the engine over the in-memory SQS and
-// stores, without faults, and checks them against the interpreter.
+// stores, without faults, resuming their waiting nodes as the driver does,
+// and checks them against the interpreter. A sleeping node refuses
+// ResumeRun: only its timer wakes it.
 func TestFlowOnEngine(t *testing.T) {
 	bp, err := Blueprint()
 	require.NoError(t, err)
@@ -98,11 +123,48 @@ func TestFlowOnEngine(t *testing.T) {
 		Registry: Registry(bp, 10*time.Millisecond), Blueprints: []*sqsadapter.Blueprint{bp}, Workers: 1,
 		Options: []sqsadapter.Option{sqsadapter.WithConcurrency(20)}, Timeout: time.Minute, LogLevel: slog.LevelWarn,
 	})
+	var wg sync.WaitGroup
+	probed := atomic.Int32{}
 	for i := range 20 {
 		initial := Initial(11, i)
-		want, err := interp.Run(bp, initial, Model)
+		want, resumes, err := Expect(bp, initial)
 		require.NoError(t, err)
-		st := h.Run(bp.ID, initial, sqsadapter.WithRunID(fmt.Sprintf("run-%d", i)))
-		assert.Empty(t, want.Check(st), "run %d: %v", i, initial)
+		id := h.Start(bp.ID, initial, sqsadapter.WithRunID(fmt.Sprintf("run-%d", i)))
+		wg.Go(func() {
+			ctx := t.Context()
+			for {
+				st, err := h.Adapter.GetRun(ctx, id)
+				if !assert.NoError(t, err) {
+					return
+				}
+				if st.Finished() {
+					assert.Empty(t, want.Check(st), "run %d: %v", i, initial)
+					return
+				}
+				for nid, ns := range st.Nodes {
+					if ns.State != "waiting" {
+						continue
+					}
+					switch ns.Wait.Reason {
+					case "timer":
+						err := h.Adapter.ResumeRun(ctx, id, nid, "not the timer", "")
+						if !errors.Is(err, sqsadapter.ErrRunFinished) {
+							assert.ErrorIs(t, err, sqsadapter.ErrNotWaiting, "run %d: sleeping node %s", i, nid)
+						}
+						probed.Add(1)
+					case "webhook":
+						assert.NoError(t, h.Adapter.DeliverWebhook(ctx, ns.Wait.WebhookID, resumes[nid].Output), "run %d: %s", i, nid)
+						assert.ErrorIs(t, h.Adapter.DeliverWebhook(ctx, ns.Wait.WebhookID, resumes[nid].Output), sqsadapter.ErrNotWaiting)
+					default:
+						o := resumes[nid]
+						assert.NoError(t, h.Adapter.ResumeRun(ctx, id, nid, o.Output, o.Action), "run %d: %s", i, nid)
+						assert.ErrorIs(t, h.Adapter.ResumeRun(ctx, id, nid, o.Output, o.Action), sqsadapter.ErrNotWaiting)
+					}
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
 	}
+	wg.Wait()
+	assert.Positive(t, probed.Load(), "no sleeping node was seen")
 }

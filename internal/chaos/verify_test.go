@@ -3,14 +3,17 @@ package chaos
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/interp"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // commitExchange is the DynamoDB request of a node commit, as the store
@@ -45,10 +48,11 @@ func TestVerifyRun(t *testing.T) {
 	require.NoError(t, err)
 	var r *run
 	for i := 0; r == nil; i++ {
-		x, err := interp.Run(bp, Initial(3, i), Model)
+		x, resumes, err := Expect(bp, Initial(3, i))
 		require.NoError(t, err)
-		if x.Status == sqsadapter.StatusCompleted {
-			r = &run{id: "run-x", initial: Initial(3, i), exp: x}
+		// A completed run that waits for a person and sleeps.
+		if x.Status == sqsadapter.StatusCompleted && x.Is("manualReview", interp.Ran) && x.Is("settle", interp.Ran) {
+			r = &run{id: "run-x", initial: Initial(3, i), exp: x, resumes: resumes}
 		}
 	}
 	ctx := map[string]any{}
@@ -56,7 +60,24 @@ func TestVerifyRun(t *testing.T) {
 		ctx[k] = v
 	}
 	ctx[interp.CatchErrorKey] = r.exp.Catches[0]
-	r.st = &sqsadapter.RunStatus{RunID: r.id, Status: sqsadapter.StatusCompleted, Context: ctx}
+	nodes := map[string]sqsadapter.NodeStatus{}
+	wake := time.Now()
+	for _, id := range r.exp.Nodes(interp.Ran) {
+		ns := sqsadapter.NodeStatus{State: "completed", UpdatedAt: wake.Add(time.Millisecond)}
+		switch id {
+		case "manualReview":
+			ns.Wait = &store.Wait{Reason: "external_event"}
+		case "settle", "cooldown", "hold":
+			ns.Wait = &store.Wait{Reason: "timer", WakeAt: wake}
+		}
+		nodes[id] = ns
+	}
+	r.st = &sqsadapter.RunStatus{RunID: r.id, Status: sqsadapter.StatusCompleted, Context: ctx, Nodes: nodes}
+	driver := func(succeeded int) *resumer {
+		rs := newResumer(nil, 0, 0)
+		rs.tallies[RunNode{r.id, "manualReview"}] = &ResumeTally{Kind: "wait", Mode: ModeConcurrent, Calls: 3, Succeeded: succeeded, NotWaiting: 3 - succeeded}
+		return rs
+	}
 
 	honest := func() *Ledger {
 		l := NewLedger("ctx", "status")
@@ -67,8 +88,12 @@ func TestVerifyRun(t *testing.T) {
 		return l
 	}
 	var sum Summary
-	assert.Empty(t, verifyRun(r, honest(), &sum))
+	assert.Empty(t, verifyRun(r, honest(), driver(1), &sum))
 	assert.Equal(t, len(r.exp.Nodes(interp.Ran)), sum.Commits)
+	assert.Equal(t, 1, sum.Resumed)
+	assert.Equal(t, 3, sum.ResumeCalls)
+	assert.Equal(t, 2, sum.Refused)
+	assert.Positive(t, sum.Sleeps)
 
 	for name, tc := range map[string]struct {
 		tamper func(*Ledger)
@@ -82,7 +107,7 @@ func TestVerifyRun(t *testing.T) {
 			l := honest()
 			tc.tamper(l)
 			var sum Summary
-			problems := verifyRun(r, l, &sum)
+			problems := verifyRun(r, l, driver(1), &sum)
 			require.Len(t, problems, 1)
 			assert.Contains(t, problems[0], tc.want)
 		})
@@ -90,8 +115,10 @@ func TestVerifyRun(t *testing.T) {
 
 	t.Run("missing commit and finish", func(t *testing.T) {
 		var sum Summary
-		problems := verifyRun(r, NewLedger("ctx", "status"), &sum)
-		assert.Len(t, problems, len(r.exp.Nodes(interp.Ran))+1)
+		problems := verifyRun(r, NewLedger("ctx", "status"), driver(0), &sum)
+		// Every node's commit, the final status and the resume of the
+		// wait node (twice: no commit, and never resumed).
+		assert.Len(t, problems, len(r.exp.Nodes(interp.Ran))+1+1)
 		assert.Equal(t, 1, sum.MissingFinishes)
 	})
 
@@ -105,16 +132,52 @@ func TestVerifyRun(t *testing.T) {
 		st.Context["_outputs.finish"] = "something else"
 		bad.st = &st
 		var sum Summary
-		problems := verifyRun(&bad, honest(), &sum)
+		problems := verifyRun(&bad, honest(), driver(1), &sum)
 		require.Len(t, problems, 1)
 		assert.Contains(t, problems[0], "differs _outputs.finish")
+	})
+
+	t.Run("resumed twice", func(t *testing.T) {
+		var sum Summary
+		problems := verifyRun(r, honest(), driver(2), &sum)
+		require.Len(t, problems, 1)
+		assert.Contains(t, problems[0], "node manualReview resumed by 2 calls")
+		assert.Equal(t, 1, sum.DoubleResumes)
+	})
+
+	t.Run("completed while a node waits", func(t *testing.T) {
+		bad := *r
+		st := *r.st
+		st.Nodes = maps.Clone(r.st.Nodes)
+		st.Nodes["manualReview"] = sqsadapter.NodeStatus{State: "waiting", Wait: &store.Wait{Reason: "external_event"}}
+		bad.st = &st
+		var sum Summary
+		problems := verifyRun(&bad, honest(), driver(1), &sum)
+		require.Len(t, problems, 2)
+		assert.Contains(t, problems[0], "the run is completed while node manualReview waits")
+		assert.Contains(t, problems[1], "node manualReview of the completed run was never resumed")
+		assert.Equal(t, 1, sum.WaitingAtEnd)
+	})
+
+	t.Run("sleep woke early", func(t *testing.T) {
+		bad := *r
+		st := *r.st
+		st.Nodes = maps.Clone(r.st.Nodes)
+		ns := st.Nodes["settle"]
+		ns.UpdatedAt = wake.Add(-time.Second)
+		st.Nodes["settle"] = ns
+		bad.st = &st
+		var sum Summary
+		problems := verifyRun(&bad, honest(), driver(1), &sum)
+		require.Len(t, problems, 1)
+		assert.Contains(t, problems[0], "sleep node settle woke at")
 	})
 
 	t.Run("lost", func(t *testing.T) {
 		lost := *r
 		lost.st = nil
 		var sum Summary
-		assert.Equal(t, []string{"lost: not finished"}, verifyRun(&lost, honest(), &sum))
+		assert.Equal(t, []string{"lost: not finished"}, verifyRun(&lost, honest(), driver(1), &sum))
 		assert.Equal(t, 1, sum.Lost)
 	})
 }

@@ -8,7 +8,7 @@
 // Start the emulators first and run it from the module:
 //
 //	state=$(scripts/emulators.sh start) && . $state/env
-//	go run ./internal/chaos/cmd/chaos     # 400 runs, a kill every 2-5 s, 6% faults, 5% duplicates
+//	go run ./internal/chaos/cmd/chaos     # 400 runs, a kill every 2-5 s, 6% faults, 5% duplicates, 5% cancels
 //	SQSADAPTER_EMULATOR_STATE=$state scripts/emulators.sh stop
 package main
 
@@ -45,6 +45,7 @@ func run() int {
 	flag.Float64Var(&cfg.FaultRate, "faults", 0.06, "share of proxied requests that get a fault")
 	flag.DurationVar(&cfg.MaxLatency, "max-latency", 800*time.Millisecond, "longest latency fault")
 	flag.Float64Var(&cfg.DuplicateRate, "duplicates", 0.05, "share of received messages sent again")
+	flag.Float64Var(&cfg.CancelRate, "cancels", 0.05, "share of runs cancelled while the driver resumes one of their waiting nodes")
 	flag.DurationVar(&cfg.RunTimeout, "run-timeout", 30*time.Minute, "how long the runs may take in all")
 	flag.DurationVar(&cfg.DrainTimeout, "drain-timeout", 2*time.Minute, "how long the queue may take to drain once the runs are done")
 	flag.StringVar(&cfg.WorkDir, "work-dir", "", "folder for the worker binary and logs (default: a temporary folder, kept on failure)")
