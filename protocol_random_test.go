@@ -33,6 +33,8 @@ import (
 // the queue duplicates deliveries, workers "crash" at random protocol steps
 // and store and queue calls fail, and compares every run with the
 // sequential interpreter of the blueprint semantics, internal/interp.
+// A share of the nodes are wait, webhook or sleep nodes, which a resumer
+// per run resumes (protocol_wait_test.go).
 //
 // Every session also checks the life-cycle rules (protocol_observe_test.go:
 // the final status is written once; nothing of a run is acquired, committed
