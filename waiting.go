@@ -286,7 +286,7 @@ func (a *SqsAdapter) ResumeRun(ctx context.Context, runID, nodeID string, output
 	// node's own job replays it (a worker finds the node committed and
 	// advances), and failing that the reconciler does.
 	if o := x.advance(ctx, rec, false); o.kind != outcomeDone {
-		if err := a.send(ctx, job); err != nil {
+		if err := x.idempotent(ctx, func() error { return a.send(ctx, job) }); err != nil {
 			a.log.WarnContext(ctx, "sqsadapter: resumed node's successors not scheduled; the reconciler will", "run_id", runID, "node_id", nodeID, "err", o.err)
 		}
 	}
