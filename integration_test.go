@@ -1042,6 +1042,16 @@ func newIntegrationProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*
 		workerOpts: func(int) []sqsadapter.Option { return []sqsadapter.Option{sqsadapter.WithCrashHook(e.crasher.hook)} },
 	})
 	e.contexts, e.client = env.contexts, env.client
+	// The resumer's commits go through the counting store, as the
+	// workers' do: each waiting node's resume counts as its commit.
+	var err error
+	e.resumer, err = sqsadapter.NewSqsAdapter(
+		sqsadapter.WithSQSClient(env.sqs), sqsadapter.WithQueueURL(env.queue),
+		sqsadapter.WithContextStore(e.counted), sqsadapter.WithCoordinationStore(env.coord),
+		sqsadapter.WithRegistry(e.calls.registry()), sqsadapter.WithBlueprints(bps...),
+		sqsadapter.WithLogger(testLogger()), sqsadapter.WithWorkerID("resumer"),
+	)
+	require.NoError(t, err)
 	e.queues = itProtoQueues{env}
 	e.lostResponses = true
 	return e
