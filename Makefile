@@ -34,7 +34,9 @@ bench:
 
 # A long chaos session (internal/chaos) against freshly started emulators:
 # 400 runs on 3 worker processes, a worker SIGKILLed every 2-5 s, 6% of
-# requests faulted, 5% of jobs duplicated; prints one summary line.
+# requests faulted, 5% of jobs duplicated, waiting nodes resumed (some
+# twice, some racing a cancel) and slept; about 7 minutes here; prints one
+# summary line.
 # CHAOSFLAGS adds flags, e.g. CHAOSFLAGS='-seed 124724982 -runs 1000'.
 CHAOSFLAGS ?=
 chaos:
