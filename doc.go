@@ -66,6 +66,11 @@
 //     and so are the nodes after it that nothing else reaches.
 //   - A run completes when every node has run or been skipped, whatever
 //     leaves its branches end in.
+//   - The built-in nodes wait, webhook and sleep suspend their node without
+//     an output: ResumeRun, a webhook delivery (DeliverWebhook,
+//     WebhookHandler) or the sleep's timer commits it later, exactly once,
+//     and the run goes on from it. GetRun reports a run whose only
+//     remaining work is waiting as StatusAwaiting.
 //
 // # Delivery guarantees
 //
