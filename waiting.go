@@ -271,14 +271,32 @@ func (a *SqsAdapter) ResumeRun(ctx context.Context, runID, nodeID string, output
 		return fmt.Errorf("sqsadapter: resume run %q node %q: read input: %w", runID, nodeID, err)
 	}
 	c := store.NodeCommit{NodeID: nodeID, Output: out, Action: action, Token: "resume-" + randomID()}
+	// replay hands what follows a commit to the node's own job: a worker
+	// that finds the node committed advances from it (or, if it still
+	// waits, drops the job). It is how a resume whose outcome this call
+	// could not learn, or that another call made, still goes on.
+	replay := func() {
+		if err := x.idempotent(ctx, func() error { return a.send(ctx, job) }); err != nil {
+			a.log.WarnContext(ctx, "sqsadapter: resumed node's successors not scheduled; the reconciler will", "run_id", runID, "node_id", nodeID, "err", err)
+		}
+	}
 	rec, err := x.commitResume(ctx, c, in, vals)
 	switch {
 	case err == nil:
 	case errors.Is(err, store.ErrNodeClosed):
 		return fmt.Errorf("sqsadapter: resume run %q node %q: %w", runID, nodeID, ErrRunFinished)
-	case errors.Is(err, store.ErrNodeCommitted), errors.Is(err, store.ErrNodeFailed), errors.Is(err, store.ErrNotWaiting):
+	case errors.Is(err, store.ErrNodeCommitted):
+		// Resumed by another call, which may have stopped before it
+		// advanced (its commit's answer lost, say).
+		replay()
+		return fmt.Errorf("sqsadapter: resume run %q node %q: %w", runID, nodeID, ErrNotWaiting)
+	case errors.Is(err, store.ErrNodeFailed), errors.Is(err, store.ErrNotWaiting):
 		return fmt.Errorf("sqsadapter: resume run %q node %q: %w", runID, nodeID, ErrNotWaiting)
 	default:
+		// The commit may have taken effect with its answer lost.
+		if !errors.Is(err, errCrashed) {
+			replay()
+		}
 		return fmt.Errorf("sqsadapter: resume run %q node %q: %w", runID, nodeID, err)
 	}
 	a.log.InfoContext(ctx, "sqsadapter: node resumed", "run_id", runID, "node_id", nodeID, "action", action)
@@ -286,9 +304,7 @@ func (a *SqsAdapter) ResumeRun(ctx context.Context, runID, nodeID string, output
 	// node's own job replays it (a worker finds the node committed and
 	// advances), and failing that the reconciler does.
 	if o := x.advance(ctx, rec, false); o.kind != outcomeDone {
-		if err := x.idempotent(ctx, func() error { return a.send(ctx, job) }); err != nil {
-			a.log.WarnContext(ctx, "sqsadapter: resumed node's successors not scheduled; the reconciler will", "run_id", runID, "node_id", nodeID, "err", o.err)
-		}
+		replay()
 	}
 	return nil
 }
