@@ -336,7 +336,7 @@ func TestDeclarativeBlueprintsRun(t *testing.T) {
 	t.Parallel()
 	bps, err := sqsadapter.LoadBlueprints(os.DirFS("testdata/flowcraft"), "*.json")
 	require.NoError(t, err)
-	e := newEnv(t, envConfig{workers: 2, registry: declarativeRegistry(), blueprints: bps})
+	e := newEnv(t, envConfig{workers: 2, registry: declarativeRegistry(), blueprints: bps, visibility: rigVisibility})
 	checkDeclarativeRuns(t, e.run)
 }
 

@@ -321,7 +321,7 @@ func TestFlowcraftWaitBlueprintRuns(t *testing.T) {
 	t.Parallel()
 	bp, err := sqsadapter.LoadBlueprints(os.DirFS("testdata"), "order-fulfilment.json")
 	require.NoError(t, err)
-	e := newEnv(t, envConfig{workers: 2, registry: orderReviewRegistry(), blueprints: bp})
+	e := newEnv(t, envConfig{workers: 2, registry: orderReviewRegistry(), blueprints: bp, visibility: rigVisibility})
 	checkOrderReview(t, e.client, func(id string) *sqsadapter.RunStatus { return waitRun(t, e.client, id, 15*time.Second) })
 }
 
