@@ -317,15 +317,8 @@ func (s *DynamoDbContext) AcquireNode(ctx context.Context, runID, nodeID, owner 
 		if derr != nil {
 			return nil, wrap(derr)
 		}
-		switch rec.State {
-		case store.NodeCommitted, store.NodeSkipped:
-			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, store.ErrNodeCommitted), err))
-		case store.NodeClosed:
-			return rec, wrap(translated(store.ErrNodeClosed, err))
-		case store.NodeFailed:
-			return rec, wrap(translated(store.ErrNodeFailed, err))
-		case store.NodeWaiting:
-			return rec, wrap(translated(store.ErrNodeWaiting, err))
+		if rerr := refusal(rec); rerr != nil {
+			return rec, wrap(translated(rerr, err))
 		}
 		return rec, translated(&store.LeaseHeldError{RunID: runID, NodeID: nodeID, Owner: rec.LeaseOwner, Until: rec.LeaseUntil}, err)
 	}
@@ -502,12 +495,9 @@ func (s *DynamoDbContext) CommitNode(ctx context.Context, runID string, c store.
 	reasons, err := s.transact(ctx, items)
 	if err != nil {
 		if reasons != nil && reasonCode(reasons, 0) == conditionFailedCode {
-			old := reasons[0].Item
-			if len(old) == 0 {
-				var gerr error
-				if old, gerr = s.getItem(ctx, runID, nodeKey); gerr != nil {
-					return nil, wrap(gerr)
-				}
+			old, gerr := s.refusedItem(ctx, runID, nodeKey, reasons)
+			if gerr != nil {
+				return nil, wrap(gerr)
 			}
 			return refused(old, err)
 		}
@@ -647,15 +637,11 @@ func (s *DynamoDbContext) FailNode(ctx context.Context, runID, nodeID, reason st
 		if derr != nil {
 			return nil, wrap(derr)
 		}
-		switch rec.State {
-		case store.NodeFailed:
+		if rec.State == store.NodeFailed {
 			return rec, nil
-		case store.NodeCommitted, store.NodeSkipped:
-			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, store.ErrNodeCommitted), err))
-		case store.NodeClosed:
-			return rec, wrap(translated(store.ErrNodeClosed, err))
-		case store.NodeWaiting:
-			return rec, wrap(translated(store.ErrNodeWaiting, err))
+		}
+		if rerr := refusal(rec); rerr != nil {
+			return rec, wrap(translated(rerr, err))
 		}
 		return rec, wrap(fmt.Errorf("node in unexpected state %q: %w", rec.State, err))
 	}
@@ -1634,6 +1620,34 @@ func translated(outcome, cause error) error {
 }
 
 const conditionFailedCode = "ConditionalCheckFailed"
+
+// refusal is the error a node record in a resolved or suspended state
+// answers a write with: committed or skipped, closed, failed, waiting; nil
+// for a pending record. Each write decides which states it accepts first.
+func refusal(rec *store.NodeRecord) error {
+	switch rec.State {
+	case store.NodeCommitted, store.NodeSkipped:
+		return fmt.Errorf("node is %s: %w", rec.State, store.ErrNodeCommitted)
+	case store.NodeClosed:
+		return store.ErrNodeClosed
+	case store.NodeFailed:
+		return store.ErrNodeFailed
+	case store.NodeWaiting:
+		return store.ErrNodeWaiting
+	}
+	return nil
+}
+
+// refusedItem is the node item as it was when a transaction's first item,
+// its conditional update of the node, was refused: what the refusal
+// returned, or, when it returned nothing (the item was absent, or an
+// emulator returns no old item), a consistent read.
+func (s *DynamoDbContext) refusedItem(ctx context.Context, runID, nodeKey string, reasons []types.CancellationReason) (map[string]types.AttributeValue, error) {
+	if old := reasons[0].Item; len(old) > 0 {
+		return old, nil
+	}
+	return s.getItem(ctx, runID, nodeKey)
+}
 
 // conditionFailedItem reports whether err is a failed condition, with the
 // item as it was when the request asked for it.

@@ -52,15 +52,11 @@ func (s *DynamoDbContext) SuspendNode(ctx context.Context, runID, nodeID, owner 
 		if err != nil {
 			return nil, wrap(err)
 		}
-		switch rec.State {
-		case store.NodeWaiting:
+		if rec.State == store.NodeWaiting {
 			return rec, nil
-		case store.NodeCommitted, store.NodeSkipped:
-			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, store.ErrNodeCommitted), cause))
-		case store.NodeClosed:
-			return rec, wrap(translated(store.ErrNodeClosed, cause))
-		case store.NodeFailed:
-			return rec, wrap(translated(store.ErrNodeFailed, cause))
+		}
+		if rerr := refusal(rec); rerr != nil {
+			return rec, wrap(translated(rerr, cause))
 		}
 		return rec, wrap(translated(fmt.Errorf("lease held by %q: %w", rec.LeaseOwner, store.ErrLeaseLost), cause))
 	}
@@ -98,12 +94,9 @@ func (s *DynamoDbContext) SuspendNode(ctx context.Context, runID, nodeID, owner 
 	if err != nil {
 		switch {
 		case reasonCode(reasons, 0) == conditionFailedCode:
-			old := reasons[0].Item
-			if len(old) == 0 {
-				var gerr error
-				if old, gerr = s.getItem(ctx, runID, nodeKey); gerr != nil {
-					return nil, wrap(gerr)
-				}
+			old, gerr := s.refusedItem(ctx, runID, nodeKey, reasons)
+			if gerr != nil {
+				return nil, wrap(gerr)
 			}
 			return refused(old, err)
 		case reasonCode(reasons, 1) == conditionFailedCode:
@@ -165,19 +158,14 @@ func (s *DynamoDbContext) ResumeNode(ctx context.Context, runID string, c store.
 		if err != nil {
 			return nil, wrap(err)
 		}
-		switch rec.State {
-		case store.NodeCommitted:
+		if rec.State == store.NodeCommitted {
 			mine, err := decodeNode(c.NodeID, cw.written)
 			if err == nil && rec.Wait != nil && sameOutcome(rec, mine) {
 				return rec, nil
 			}
-			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, store.ErrNodeCommitted), cause))
-		case store.NodeSkipped:
-			return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, store.ErrNodeCommitted), cause))
-		case store.NodeClosed:
-			return rec, wrap(translated(store.ErrNodeClosed, cause))
-		case store.NodeFailed:
-			return rec, wrap(translated(store.ErrNodeFailed, cause))
+		}
+		if rerr := refusal(rec); rerr != nil && rec.State != store.NodeWaiting {
+			return rec, wrap(translated(rerr, cause))
 		}
 		return rec, wrap(translated(fmt.Errorf("node is %s: %w", rec.State, store.ErrNotWaiting), cause))
 	}
@@ -194,12 +182,9 @@ func (s *DynamoDbContext) ResumeNode(ctx context.Context, runID string, c store.
 	reasons, err := s.transact(ctx, items)
 	if err != nil {
 		if reasonCode(reasons, 0) == conditionFailedCode {
-			old := reasons[0].Item
-			if len(old) == 0 {
-				var gerr error
-				if old, gerr = s.getItem(ctx, runID, nodeKey); gerr != nil {
-					return nil, wrap(gerr)
-				}
+			old, gerr := s.refusedItem(ctx, runID, nodeKey, reasons)
+			if gerr != nil {
+				return nil, wrap(gerr)
 			}
 			return refused(old, err)
 		}
