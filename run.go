@@ -255,9 +255,7 @@ func (a *SqsAdapter) addNodes(ctx context.Context, st *RunStatus) error {
 		}
 		st.Nodes[id] = ns
 	}
-	// The run record's waiting set says whether a node waits; the records
-	// say whether anything else can still move.
-	if st.Status == StatusRunning && len(st.waiting) > 0 {
+	if st.Status == StatusRunning && slices.ContainsFunc(slices.Collect(maps.Values(recs)), func(r *store.NodeRecord) bool { return r.State == store.NodeWaiting }) {
 		if p := a.plans[planKey{st.BlueprintID, st.BlueprintVersion}]; p != nil && !runnable(p, recs) {
 			st.Status = StatusAwaiting
 		}
