@@ -255,6 +255,8 @@ func (a *SqsAdapter) addNodes(ctx context.Context, st *RunStatus) error {
 		}
 		st.Nodes[id] = ns
 	}
+	// Decided from the node records, read after the run record: the run
+	// record's waiting set may name a node resumed in between.
 	if st.Status == StatusRunning && slices.ContainsFunc(slices.Collect(maps.Values(recs)), func(r *store.NodeRecord) bool { return r.State == store.NodeWaiting }) {
 		if p := a.plans[planKey{st.BlueprintID, st.BlueprintVersion}]; p != nil && !runnable(p, recs) {
 			st.Status = StatusAwaiting
