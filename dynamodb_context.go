@@ -90,6 +90,11 @@ const (
 	attrFinishedAt       = "finishedAt"
 	attrGSIRunning       = "gsiRunning"
 	attrRunningSince     = "runningSince"
+	// A child run's parent (store.ParentRef).
+	attrParentRunID       = "parentRunId"
+	attrParentNodeID      = "parentNodeId"
+	attrParentBlueprintID = "parentBlueprintId"
+	attrParentVersion     = "parentBlueprintVersion"
 )
 
 var _ ContextStore = (*DynamoDbContext)(nil)
@@ -156,7 +161,15 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run store.RunRecord, in
 	}
 	putNonEmpty(item, attrBlueprintID, run.BlueprintID)
 	putNonEmpty(item, attrBlueprintVersion, run.BlueprintVersion)
-	recordSize := limits.RunRecordSize(run.RunID, run.BlueprintID, run.BlueprintVersion)
+	var parent []string
+	if pr := run.Parent; pr != nil {
+		parent = []string{pr.RunID, pr.NodeID, pr.BlueprintID, pr.BlueprintVersion}
+		putNonEmpty(item, attrParentRunID, pr.RunID)
+		putNonEmpty(item, attrParentNodeID, pr.NodeID)
+		putNonEmpty(item, attrParentBlueprintID, pr.BlueprintID)
+		putNonEmpty(item, attrParentVersion, pr.BlueprintVersion)
+	}
+	recordSize := limits.RunRecordSize(run.RunID, run.BlueprintID, run.BlueprintVersion, parent...)
 	if recordSize > limits.ItemBytes {
 		return &store.ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: recordSize, Limit: limits.ItemBytes}
 	}
@@ -1333,6 +1346,14 @@ func decodeRun(item map[string]types.AttributeValue) *store.RunRecord {
 	}
 	if ss, ok := item[attrWaiting].(*types.AttributeValueMemberSS); ok && len(ss.Value) > 0 {
 		run.Waiting = slices.Sorted(slices.Values(ss.Value))
+	}
+	if id := attrString(item, attrParentRunID); id != "" {
+		run.Parent = &store.ParentRef{
+			RunID:            id,
+			NodeID:           attrString(item, attrParentNodeID),
+			BlueprintID:      attrString(item, attrParentBlueprintID),
+			BlueprintVersion: attrString(item, attrParentVersion),
+		}
 	}
 	return run
 }

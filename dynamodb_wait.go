@@ -208,6 +208,79 @@ func (s *DynamoDbContext) ResumeNode(ctx context.Context, runID string, c store.
 	return rec, nil
 }
 
+// WakeNode implements ContextStore with one TransactWriteItems: the update
+// of the node record to pending, leased by owner, conditional on the node
+// waiting after attempts attempts, and the DELETE of the node from the run
+// record's waiting set. On a failed condition the node record as it was
+// decides the outcome. An absent node comes back as a nil record.
+func (s *DynamoDbContext) WakeNode(ctx context.Context, runID, nodeID, owner string, attempts int, until time.Time) (*store.NodeRecord, error) {
+	wrap := func(err error) error {
+		return fmt.Errorf("sqsadapter: wake node %q of run %q for %q: %w", nodeID, runID, owner, err)
+	}
+	if err := checkNode(runID, nodeID); err != nil {
+		return nil, err
+	}
+	nodeKey := outputsPrefix + nodeID
+	refused := func(old map[string]types.AttributeValue, cause error) (*store.NodeRecord, error) {
+		if len(old) == 0 {
+			return nil, wrap(translated(fmt.Errorf("no node record: %w", store.ErrNotWaiting), cause))
+		}
+		rec, err := decodeNode(nodeID, old)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		if rec.State == store.NodePending && owner != "" && rec.LeaseOwner == owner && rec.Attempts == attempts {
+			return rec, nil // woken by this owner already
+		}
+		if rerr := refusal(rec); rerr != nil && rec.State != store.NodeWaiting {
+			return rec, wrap(translated(rerr, cause))
+		}
+		return rec, wrap(translated(fmt.Errorf("node is %s after %d attempts: %w", rec.State, rec.Attempts, store.ErrNotWaiting), cause))
+	}
+	if owner == "" {
+		old, err := s.getItem(ctx, runID, nodeKey)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		return refused(old, nil)
+	}
+	nodeExpr, err := expression.NewBuilder().
+		WithCondition(nodeWaiting().And(expression.Name(attrAttempts).Equal(expression.Value(avN(int64(attempts)))))).
+		WithUpdate(expression.Set(expression.Name(attrState), expression.Value(avS(store.NodePending))).
+			Set(expression.Name(attrLeaseOwner), expression.Value(avS(owner))).
+			Set(expression.Name(attrLeaseUntil), expression.Value(avN(until.UnixMilli()))).
+			Set(expression.Name(attrUpdatedAt), expression.Value(avN(time.Now().UnixMilli())))).
+		Build()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	runExpr, err := expression.NewBuilder().
+		WithUpdate(expression.Delete(expression.Name(attrWaiting), expression.Value(avSS(nodeID)))).
+		Build()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	reasons, err := s.transact(ctx, []types.TransactWriteItem{
+		{Update: s.nodeUpdate(runID, nodeKey, nodeExpr)},
+		{Update: s.waitingUpdate(runID, runExpr)},
+	})
+	if err != nil {
+		if reasonCode(reasons, 0) == conditionFailedCode {
+			old, gerr := s.refusedItem(ctx, runID, nodeKey, reasons)
+			if gerr != nil {
+				return nil, wrap(gerr)
+			}
+			return refused(old, err)
+		}
+		return nil, wrap(err)
+	}
+	item, err := s.getItem(ctx, runID, nodeKey)
+	if err != nil {
+		return nil, wrap(fmt.Errorf("woken, but reading the record back: %w", err))
+	}
+	return decodeNode(nodeID, item)
+}
+
 // closeWaiting closes a waiting node and removes it from its run's waiting
 // set, in one TransactWriteItems conditional on the node waiting. A node
 // that no longer waits (resumed, or closed by a concurrent call) is left as

@@ -872,6 +872,13 @@ func (s *protoContexts) SuspendNode(ctx context.Context, runID, nodeID, owner st
 	})
 }
 
+// WakeNode passes through with faults.
+func (s *protoContexts) WakeNode(ctx context.Context, runID, nodeID, owner string, attempts int, until time.Time) (*store.NodeRecord, error) {
+	return protoCall(s.f, protoOp("WakeNode", runID, nodeID), func() (*store.NodeRecord, error) {
+		return s.inner.WakeNode(ctx, runID, nodeID, owner, attempts, until)
+	})
+}
+
 // ResumeNode counts the resumes that took effect as commits, as
 // CommitNode does: a waiting node's output is committed once, by its
 // resume. A repeated identical resume (a retry, a sleep's duplicate timer

@@ -168,7 +168,13 @@ func (s *ContextStore) CreateRun(ctx context.Context, run store.RunRecord, initi
 	if err != nil {
 		return wrap(err)
 	}
-	recordSize := limits.RunRecordSize(run.RunID, run.BlueprintID, run.BlueprintVersion)
+	var parent []string
+	if pr := run.Parent; pr != nil {
+		parent = []string{pr.RunID, pr.NodeID, pr.BlueprintID, pr.BlueprintVersion}
+		cp := *pr
+		run.Parent = &cp // the caller's struct is not shared
+	}
+	recordSize := limits.RunRecordSize(run.RunID, run.BlueprintID, run.BlueprintVersion, parent...)
 	if recordSize > limits.ItemBytes {
 		return &store.ValueTooLargeError{RunID: run.RunID, Key: "(run record)", Size: recordSize, Limit: limits.ItemBytes}
 	}
@@ -216,6 +222,10 @@ func (s *ContextStore) GetRun(ctx context.Context, runID string) (*store.RunReco
 		return nil, err
 	}
 	run.Waiting = slices.Clone(run.Waiting)
+	if run.Parent != nil {
+		pr := *run.Parent
+		run.Parent = &pr
+	}
 	return &run, nil
 }
 

@@ -156,6 +156,59 @@ func (s *ContextStore) ResumeNode(ctx context.Context, runID string, c store.Nod
 	return rec, nil
 }
 
+// WakeNode implements sqsadapter.ContextStore.
+func (s *ContextStore) WakeNode(ctx context.Context, runID, nodeID, owner string, attempts int, until time.Time) (*store.NodeRecord, error) {
+	const op = "WakeNode"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := storeCheckNode(runID, nodeID); err != nil {
+		return nil, err
+	}
+	wrap := func(err error) error {
+		return fmt.Errorf("sqsadaptertest: wake node %q of run %q for %q: %w", nodeID, runID, owner, err)
+	}
+	s.lock()
+	it, ok := s.nodes[runID][nodeID]
+	var failure error
+	switch {
+	case !ok:
+		failure = wrap(fmt.Errorf("no node record: %w", store.ErrNotWaiting))
+	case it.state == store.NodePending && owner != "" && it.leaseOwner == owner && it.attempts == attempts:
+		// Woken by this owner already: a retry.
+	case it.state == store.NodeCommitted || it.state == store.NodeSkipped:
+		failure = wrap(fmt.Errorf("node is %s: %w", it.state, store.ErrNodeCommitted))
+	case it.state == store.NodeClosed:
+		failure = wrap(store.ErrNodeClosed)
+	case it.state == store.NodeFailed:
+		failure = wrap(store.ErrNodeFailed)
+	case it.state != store.NodeWaiting || it.attempts != attempts || owner == "":
+		failure = wrap(fmt.Errorf("node is %s after %d attempts: %w", it.state, it.attempts, store.ErrNotWaiting))
+	default:
+		it.state = store.NodePending
+		it.leaseOwner = owner
+		it.leaseUntil = until.Round(0)
+		it.updatedAt = storeNow()
+		s.nodes[runID][nodeID] = it
+		s.unwait(runID, nodeID)
+	}
+	s.mu.Unlock()
+	var rec *store.NodeRecord
+	if ok {
+		var err error
+		if rec, err = it.record(nodeID); err != nil {
+			return nil, err
+		}
+	}
+	if failure != nil {
+		return rec, failure
+	}
+	if err := s.end(op); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
 // applyWrites sets and deletes context keys of a run. Call with the lock
 // held.
 func (s *ContextStore) applyWrites(runID string, sets map[string][]byte, deletes []string) {

@@ -32,6 +32,18 @@ type RunRecord struct {
 	// Waiting lists the nodes of the run that wait now (NodeWaiting),
 	// sorted: SuspendNode adds a node, ResumeNode removes it.
 	Waiting []string
+	// Parent is the subflow node whose child this run is; nil for a run
+	// started by StartRun. It is written by CreateRun and never changes.
+	Parent *ParentRef
+}
+
+// ParentRef names the node of the run that started a child run (a subflow
+// node), and that run's blueprint version.
+type ParentRef struct {
+	RunID            string
+	NodeID           string
+	BlueprintID      string
+	BlueprintVersion string
 }
 
 // Node record states.
@@ -171,6 +183,17 @@ type ContextStore interface {
 	// with a nil record). A node committed by CommitNode was never resumed:
 	// ErrNodeCommitted, whatever the commit.
 	ResumeNode(ctx context.Context, runID string, c NodeCommit) (*NodeRecord, error)
+	// WakeNode takes a waiting node back to pending, leased by owner until
+	// the given time, if it waits after exactly attempts attempts (so a
+	// caller that decided on one suspension never wakes a later one): the
+	// node leaves its run's Waiting set and keeps its attempt count and its
+	// Wait, atomically, and the record comes back. A node already pending,
+	// leased by owner, with that attempt count is returned as it is (a retry
+	// whose response was lost). Otherwise nothing is written and the record
+	// comes back with ErrNodeCommitted (committed or skipped), ErrNodeClosed,
+	// ErrNodeFailed, or ErrNotWaiting (waiting after another number of
+	// attempts, pending for another owner, or absent with a nil record).
+	WakeNode(ctx context.Context, runID, nodeID, owner string, attempts int, until time.Time) (*NodeRecord, error)
 	// FailNode marks a node failed for good with reason, once: a pending or
 	// absent node becomes failed (its lease is dropped, its attempt count
 	// kept) and the record is returned. A node already failed is returned as

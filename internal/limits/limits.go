@@ -212,9 +212,13 @@ func WaitingUpdateSize(runID, nodeID string) int {
 }
 
 // RunRecordSize estimates the size of a run record (status table) as it is
-// created.
-func RunRecordSize(runID, blueprintID, version string) int {
-	return ItemSize(runID, "", len(blueprintID), len(version))
+// created; more are its other string attributes (a child run's parent).
+func RunRecordSize(runID, blueprintID, version string, more ...string) int {
+	n := ItemSize(runID, "", len(blueprintID), len(version))
+	for _, s := range more {
+		n += len(s) + 16 // the value and its attribute name
+	}
+	return n
 }
 
 // TransactionBytes estimates the size of a transaction (TransactWriteItems)

@@ -93,6 +93,7 @@ func testCreateRunAndGetRun(t *testing.T, s store.ContextStore) {
 	assert.Empty(t, got.FailedNode)
 	assertTime(t, created, got.CreatedAt)
 	assert.True(t, got.FinishedAt.IsZero(), "FinishedAt of a running run: %v", got.FinishedAt)
+	assert.Nil(t, got.Parent, "a run created without a parent")
 
 	snap, err := s.Snapshot(ctx, runID)
 	require.NoError(t, err)
@@ -106,6 +107,20 @@ func testCreateRunAndGetRun(t *testing.T, s store.ContextStore) {
 
 	_, err = s.GetRun(ctx, unique("missing"))
 	require.ErrorIs(t, err, store.ErrRunNotFound)
+
+	// A child run keeps its parent, and the caller's struct is not shared.
+	child := unique("child")
+	parent := &store.ParentRef{RunID: runID, NodeID: "sub", BlueprintID: "bp", BlueprintVersion: "v7"}
+	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: child, BlueprintID: "c", Parent: parent, CreatedAt: created}, nil))
+	parent.NodeID = "changed"
+	got, err = s.GetRun(ctx, child)
+	require.NoError(t, err)
+	require.NotNil(t, got.Parent)
+	assert.Equal(t, store.ParentRef{RunID: runID, NodeID: "sub", BlueprintID: "bp", BlueprintVersion: "v7"}, *got.Parent)
+	got.Parent.NodeID = "mine"
+	again, err = s.GetRun(ctx, child)
+	require.NoError(t, err)
+	assert.Equal(t, "sub", again.Parent.NodeID)
 }
 
 func testCreateRunExists(t *testing.T, s store.ContextStore) {

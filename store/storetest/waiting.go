@@ -33,6 +33,8 @@ func waitingTests() []subtest[store.ContextStore] {
 		{name: "SuspendCloseRace", fn: testSuspendCloseRace},
 		{name: "ResumeCloseRace", fn: testResumeCloseRace},
 		{name: "WaitingListRunning", fn: testWaitingListRunning},
+		{name: "WakeNode", fn: testWakeNode},
+		{name: "WakeNodeRefused", fn: testWakeNodeRefused},
 	}
 }
 
@@ -768,4 +770,76 @@ func testWaitingListRunning(t *testing.T, s store.ContextStore) {
 	for _, id := range runs {
 		require.NoError(t, s.FinishRun(ctx, id, store.StatusCancelled, "", "", now))
 	}
+}
+
+// testWakeNode wakes a waiting node: it is pending again, leased by the
+// waker, with its attempts and its Wait kept, out of its run's Waiting set;
+// a retry by the same owner succeeds; the next attempt is counted by
+// AcquireNode and the node can be suspended again.
+func testWakeNode(t *testing.T, s store.ContextStore) {
+	ctx := t.Context()
+	w := sampleWait(baseTime())
+	runID, waiting := waitingRun(t, s, w)
+	require.Equal(t, 2, waiting.Attempts)
+	until := baseTime().Add(2 * time.Minute)
+
+	rec, err := s.WakeNode(ctx, runID, "n", "w2", 2, until)
+	require.NoError(t, err)
+	assert.Equal(t, store.NodePending, rec.State)
+	assert.Equal(t, 2, rec.Attempts)
+	assert.Equal(t, "w2", rec.LeaseOwner)
+	assertTime(t, until, rec.LeaseUntil)
+	assertWait(t, w, rec.Wait, "the wait is kept as history")
+	assertWaiting(t, s, runID)
+
+	again, err := s.WakeNode(ctx, runID, "n", "w2", 2, until)
+	require.NoError(t, err, "a retry by the same owner")
+	assert.Equal(t, store.NodePending, again.State)
+
+	_, err = s.WakeNode(ctx, runID, "n", "w3", 2, until)
+	require.ErrorIs(t, err, store.ErrNotWaiting, "pending for another owner")
+
+	// The waker's lease lets it count the next attempt and suspend again.
+	rec, err = s.AcquireNode(ctx, runID, "n", "w2", until, baseTime())
+	require.NoError(t, err)
+	assert.Equal(t, 3, rec.Attempts)
+	_, err = s.SuspendNode(ctx, runID, "n", "w2", w)
+	require.NoError(t, err)
+	assertWaiting(t, s, runID, "n")
+
+	// A waker that decided on the earlier suspension wakes nothing.
+	_, err = s.WakeNode(ctx, runID, "n", "w4", 2, until)
+	require.ErrorIs(t, err, store.ErrNotWaiting, "waiting after another number of attempts")
+	assertWaiting(t, s, runID, "n")
+}
+
+// testWakeNodeRefused refuses to wake what does not wait, and writes
+// nothing.
+func testWakeNodeRefused(t *testing.T, s store.ContextStore) {
+	ctx := t.Context()
+	now := baseTime()
+	runID, _ := waitingRun(t, s, sampleWait(now))
+	until := now.Add(time.Minute)
+
+	rec, err := s.WakeNode(ctx, runID, "absent", "w1", 0, until)
+	require.ErrorIs(t, err, store.ErrNotWaiting)
+	assert.Nil(t, rec)
+
+	_, err = s.AcquireNode(ctx, runID, "p", "w1", until, now)
+	require.NoError(t, err)
+	_, err = s.WakeNode(ctx, runID, "p", "w2", 1, until)
+	require.ErrorIs(t, err, store.ErrNotWaiting, "pending")
+
+	_, err = s.CommitNode(ctx, runID, store.NodeCommit{NodeID: "p", Output: "x"})
+	require.NoError(t, err)
+	_, err = s.WakeNode(ctx, runID, "p", "w2", 1, until)
+	require.ErrorIs(t, err, store.ErrNodeCommitted)
+
+	require.NoError(t, s.CloseNodes(ctx, runID, []string{"n"}))
+	rec, err = s.WakeNode(ctx, runID, "n", "w2", 2, until)
+	require.ErrorIs(t, err, store.ErrNodeClosed)
+	assert.Equal(t, store.NodeClosed, rec.State)
+
+	_, err = s.WakeNode(ctx, runID, "n", "", 2, until)
+	require.Error(t, err, "an empty owner")
 }
