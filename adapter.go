@@ -107,6 +107,9 @@ func NewSqsAdapter(opts ...Option) (*SqsAdapter, error) {
 		a.plans[k] = p
 		a.latest[p.id] = p
 	}
+	if err := a.checkSubflows(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

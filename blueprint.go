@@ -296,6 +296,11 @@ func (b *Blueprint) Validate() error {
 				add("%s: sleep: %v", name, err)
 			}
 		}
+		if n.Uses == builtinSubflow {
+			if _, err := parseSubflow(n.Params); err != nil {
+				add("%s: subflow: %v", name, err)
+			}
+		}
 	}
 	nodeIDs := expr.NodeIDs(slices.Collect(maps.Keys(ids))...)
 	for i, e := range b.Edges {

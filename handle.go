@@ -963,7 +963,7 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 	default:
 		return fmt.Errorf("sqsadapter: complete run: %w", err)
 	}
-	return nil
+	return x.idempotent(ctx, func() error { return x.a.notifyParent(ctx, x.job.RunID) })
 }
 
 // failRun fails the run because nodeID failed for good. It first makes
@@ -1021,6 +1021,13 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	}
 	if x.crash("failed") {
 		return abandon
+	}
+	// A failed run's children stop; its parent hears of it.
+	if err := x.a.cancelChildren(ctx, x.job.RunID, x.p, "parent run failed"); err != nil {
+		return retryAfter(0, err)
+	}
+	if err := x.idempotent(ctx, func() error { return x.a.notifyParent(ctx, x.job.RunID) }); err != nil {
+		return retryAfter(0, err)
 	}
 	return done
 }

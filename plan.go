@@ -37,7 +37,8 @@ type planNode struct {
 	def          *NodeDefinition
 	id           string
 	fn           NodeFunc
-	builtin      string   // "wait", "webhook" or "sleep": run by the engine (waiting.go)
+	builtin      string // "wait", "webhook", "sleep" or "subflow": run by the engine (waiting.go, subflow.go)
+	subflow      *subflowSpec
 	preds        []string // distinct sources of incoming edges, blueprint order
 	out          []*planEdge
 	targets      []*planNode // distinct targets of out, blueprint order
@@ -125,6 +126,9 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 				n.fn = fn
 			case def.Uses == builtinWait || def.Uses == builtinWebhook || def.Uses == builtinSleep:
 				n.builtin = def.Uses // a registered function of that name overrides it
+			case def.Uses == builtinSubflow:
+				n.builtin = def.Uses
+				n.subflow, _ = parseSubflow(def.Params) // valid: Validate parsed it
 			default:
 				problems = append(problems, fmt.Sprintf("node %q uses %q, which is not in the registry", def.ID, def.Uses))
 			}
@@ -191,6 +195,14 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 		}
 		if n.join == "any" {
 			p.anyJoins = append(p.anyJoins, n)
+		}
+		if n.subflow != nil {
+			// Read at load, with the expressions' keys: what seeds the child.
+			for _, k := range n.subflow.parentKeys() {
+				if !slices.Contains(n.exprKeys, k) {
+					n.exprKeys = append(n.exprKeys, k)
+				}
+			}
 		}
 		for _, e := range n.out {
 			if k := transformKey(e.target, n.id); e.transform != nil && k != "" && !slices.Contains(n.exprKeys, k) {

@@ -122,6 +122,11 @@ func (a *SqsAdapter) reconcileRun(ctx context.Context, run *store.RunRecord, now
 		return 0, false, nil
 	}
 	jobs := frontier(p, recs, run.RunID, now.Add(-a.cfg.visibilityTimeout))
+	more, err := a.childrenDone(ctx, p, recs, run.RunID)
+	if err != nil {
+		return 0, false, err
+	}
+	jobs = append(jobs, more...)
 	if len(jobs) == 0 && len(fresh.Waiting) > 0 {
 		return 0, false, nil // awaiting: idle by design, not stalled
 	}
@@ -183,6 +188,28 @@ func frontier(p *plan, recs map[string]*store.NodeRecord, runID string, overdue 
 	return jobs
 }
 
+// childrenDone lists the jobs of the waiting subflow nodes of a stalled run
+// whose child is finished (the message that tells the node was lost) or
+// was never created (the node's job was lost before it created it). A
+// node whose child still runs needs none: it waits by design.
+func (a *SqsAdapter) childrenDone(ctx context.Context, p *plan, recs map[string]*store.NodeRecord, runID string) ([]Job, error) {
+	var jobs []Job
+	for _, n := range p.order {
+		r := recs[n.id]
+		if n.subflow == nil || r == nil || r.State != store.NodeWaiting {
+			continue
+		}
+		child, err := a.cfg.contexts.GetRun(ctx, waitChild(r.Wait))
+		if err != nil && !errors.Is(err, ErrRunNotFound) {
+			return nil, err
+		}
+		if err != nil || child.Status != StatusRunning {
+			jobs = append(jobs, Job{RunID: runID, BlueprintID: p.id, NodeID: n.id, BlueprintVersion: p.version})
+		}
+	}
+	return jobs, nil
+}
+
 // completeIfDone completes a running run whose leaves are all resolved and
 // whose "any" joins have heard from every predecessor (the condition of
 // docs/protocol.md), and does nothing otherwise.
@@ -214,5 +241,5 @@ func (a *SqsAdapter) completeIfDone(ctx context.Context, p *plan, runID string, 
 	if err == nil {
 		a.log.InfoContext(ctx, "sqsadapter: run completed by the reconciler", "run_id", runID)
 	}
-	return nil
+	return a.notifyParent(ctx, runID)
 }

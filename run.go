@@ -32,6 +32,11 @@ type RunStatus struct {
 	// A node not yet reached is absent. GetRun and WaitForRun fill it;
 	// ListRuns does not.
 	Nodes map[string]NodeStatus `json:"nodes,omitempty"`
+	// Parent is the subflow node that started this run, for a child run.
+	Parent *store.ParentRef `json:"parent,omitempty"`
+	// Children are the child runs started by the run's subflow nodes, the
+	// latest attempt's of each node, sorted (GetRun and WaitForRun).
+	Children []string `json:"children,omitempty"`
 
 	waiting []string // the run record's waiting nodes
 }
@@ -117,6 +122,9 @@ func (a *SqsAdapter) StartRun(ctx context.Context, blueprintID string, initial m
 	if err := checkID("run id", runID); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalidOption, err)
 	}
+	if strings.HasPrefix(runID, childRunPrefix) {
+		return "", fmt.Errorf("%w: run id %q: ids beginning with %q are those of subflows' child runs", ErrInvalidOption, runID, childRunPrefix)
+	}
 	values := make(map[string]any, len(initial))
 	for k, v := range initial {
 		if err := checkContextKey(k); err != nil {
@@ -128,7 +136,19 @@ func (a *SqsAdapter) StartRun(ctx context.Context, blueprintID string, initial m
 		}
 		values[k] = nv
 	}
-	rec := store.RunRecord{RunID: runID, BlueprintID: p.id, BlueprintVersion: p.version, Status: StatusRunning, CreatedAt: time.Now()}
+	if err := a.launch(ctx, p, runID, values, nil); err != nil {
+		return "", err
+	}
+	a.log.InfoContext(ctx, "sqsadapter: run started", "run_id", runID, "blueprint_id", p.id, "version", p.version)
+	return runID, nil
+}
+
+// launch creates run runID of plan p with the initial context values (its
+// parent, for a child run) and sends its start jobs. A run that exists
+// already is not created again: launch re-sends the jobs of its start
+// nodes that have not run yet, if it is still running.
+func (a *SqsAdapter) launch(ctx context.Context, p *plan, runID string, values map[string]any, parent *store.ParentRef) error {
+	rec := store.RunRecord{RunID: runID, BlueprintID: p.id, BlueprintVersion: p.version, Status: StatusRunning, CreatedAt: time.Now(), Parent: parent}
 	err := a.cfg.contexts.CreateRun(ctx, rec, values)
 	created, pending := err == nil, p.starts
 	switch {
@@ -136,22 +156,25 @@ func (a *SqsAdapter) StartRun(ctx context.Context, blueprintID string, initial m
 	case errors.Is(err, store.ErrRunExists):
 		existing, gerr := a.cfg.contexts.GetRun(ctx, runID)
 		if gerr != nil {
-			return "", fmt.Errorf("sqsadapter: start run %q: %w", runID, gerr)
+			return fmt.Errorf("sqsadapter: start run %q: %w", runID, gerr)
 		}
 		if existing.BlueprintID != p.id {
-			return "", fmt.Errorf("%w: run %q exists with blueprint %q", store.ErrRunExists, runID, existing.BlueprintID)
+			return fmt.Errorf("%w: run %q exists with blueprint %q", store.ErrRunExists, runID, existing.BlueprintID)
+		}
+		if parent != nil && (existing.Parent == nil || existing.Parent.RunID != parent.RunID || existing.Parent.NodeID != parent.NodeID) {
+			return fmt.Errorf("sqsadapter: start child run %q: %w", runID, errNotChild)
 		}
 		if existing.Status != StatusRunning {
-			return runID, nil
+			return nil
 		}
 		if p = a.plans[planKey{existing.BlueprintID, existing.BlueprintVersion}]; p == nil {
-			return runID, nil // another version's worker will see it through
+			return nil // another version's worker will see it through
 		}
 		if pending, err = a.unstarted(ctx, runID, p); err != nil {
-			return "", fmt.Errorf("sqsadapter: start run %q: %w", runID, err)
+			return fmt.Errorf("sqsadapter: start run %q: %w", runID, err)
 		}
 	default:
-		return "", fmt.Errorf("sqsadapter: start run %q: %w", runID, err)
+		return fmt.Errorf("sqsadapter: start run %q: %w", runID, err)
 	}
 	jobs := make([]Job, 0, len(pending))
 	for _, n := range pending {
@@ -167,10 +190,9 @@ func (a *SqsAdapter) StartRun(ctx context.Context, blueprintID string, initial m
 		jobs = append(jobs, j)
 	}
 	if err := a.send(ctx, jobs...); err != nil {
-		return "", fmt.Errorf("sqsadapter: start run %q: enqueue start nodes (repeat StartRun with WithRunID(%q) to resume): %w", runID, runID, err)
+		return fmt.Errorf("sqsadapter: start run %q: enqueue start nodes (repeat StartRun with WithRunID(%q) to resume): %w", runID, runID, err)
 	}
-	a.log.InfoContext(ctx, "sqsadapter: run started", "run_id", runID, "blueprint_id", p.id, "version", p.version)
-	return runID, nil
+	return nil
 }
 
 // unstarted lists the start nodes of a run that have no record yet.
@@ -224,7 +246,7 @@ func runStatus(rec *store.RunRecord) *RunStatus {
 	return &RunStatus{
 		RunID: rec.RunID, BlueprintID: rec.BlueprintID, BlueprintVersion: rec.BlueprintVersion,
 		Status: rec.Status, Error: rec.Error, FailedNode: rec.FailedNode,
-		CreatedAt: rec.CreatedAt, FinishedAt: rec.FinishedAt, waiting: rec.Waiting,
+		CreatedAt: rec.CreatedAt, FinishedAt: rec.FinishedAt, waiting: rec.Waiting, Parent: rec.Parent,
 	}
 }
 
@@ -242,6 +264,9 @@ func (a *SqsAdapter) addNodes(ctx context.Context, st *RunStatus) error {
 			continue
 		}
 		ns := NodeStatus{Attempts: r.Attempts, Fallback: r.Fallback, Error: r.Error, UpdatedAt: r.UpdatedAt, Wait: r.Wait}
+		if child := waitChild(r.Wait); child != "" {
+			st.Children = append(st.Children, child)
+		}
 		switch r.State {
 		case store.NodeCommitted:
 			ns.State = "completed"
@@ -259,10 +284,40 @@ func (a *SqsAdapter) addNodes(ctx context.Context, st *RunStatus) error {
 	// record's waiting set may name a node resumed in between.
 	if st.Status == StatusRunning && slices.ContainsFunc(slices.Collect(maps.Values(recs)), func(r *store.NodeRecord) bool { return r.State == store.NodeWaiting }) {
 		if p := a.plans[planKey{st.BlueprintID, st.BlueprintVersion}]; p != nil && !runnable(p, recs) {
-			st.Status = StatusAwaiting
+			awaiting, err := a.childrenAwait(ctx, recs)
+			if err != nil {
+				return err
+			}
+			if awaiting {
+				st.Status = StatusAwaiting
+			}
 		}
 	}
+	slices.Sort(st.Children)
 	return nil
+}
+
+// childrenAwait reports whether the child run of every waiting subflow node
+// among recs is awaiting: a run waits for its child as long as the child
+// can move by itself (reference §4.4: awaiting propagates).
+func (a *SqsAdapter) childrenAwait(ctx context.Context, recs map[string]*store.NodeRecord) (bool, error) {
+	for _, r := range recs {
+		child := waitChild(r.Wait)
+		if r.State != store.NodeWaiting || child == "" {
+			continue
+		}
+		st, err := a.GetRun(ctx, child)
+		if errors.Is(err, ErrRunNotFound) {
+			return false, nil // about to be created
+		}
+		if err != nil {
+			return false, err
+		}
+		if st.Status != StatusAwaiting {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // WaitForRun blocks until the run is completed, failed or cancelled (or,
@@ -374,6 +429,14 @@ func (a *SqsAdapter) CancelRun(ctx context.Context, runID, reason string) error 
 	err = a.cfg.contexts.FinishRun(ctx, runID, StatusCancelled, reason, "", time.Now())
 	if err != nil && !errors.Is(err, ErrRunFinished) {
 		return fmt.Errorf("sqsadapter: cancel run %q: %w", runID, err)
+	}
+	// Its children stop too, and its parent hears of it; a repeated
+	// CancelRun repeats both.
+	if cerr := a.cancelChildren(ctx, runID, p, "parent run cancelled"); cerr != nil {
+		return fmt.Errorf("sqsadapter: cancel run %q: %w", runID, cerr)
+	}
+	if nerr := a.notifyParent(ctx, runID); nerr != nil {
+		return fmt.Errorf("sqsadapter: cancel run %q: %w", runID, nerr)
 	}
 	return err
 }

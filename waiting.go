@@ -125,6 +125,8 @@ func (x *jobRun) suspend(ctx context.Context, rec *store.NodeRecord, in any, val
 	case builtinSleep:
 		d, _ := sleepDuration(x.n.def.Params) // valid: checked when the blueprint was loaded
 		w = store.Wait{Reason: reasonTimer, WakeAt: x.a.cfg.clock().Add(d).Truncate(time.Millisecond)}
+	case builtinSubflow:
+		w = subflowWait(x.n.subflow.blueprintID, subflowRunID(x.job.RunID, x.n.id, rec.Attempts))
 	}
 	if x.crash("suspend") {
 		return abandon
@@ -148,17 +150,21 @@ func (x *jobRun) suspend(ctx context.Context, rec *store.NodeRecord, in any, val
 	default:
 		return retryAfter(0, fmt.Errorf("sqsadapter: suspend node %q: %w", x.n.id, err))
 	}
-	if got.Wait != nil && got.Wait.Reason == reasonTimer {
-		return x.onWaiting(ctx, got, in, vals)
+	if got.Wait != nil && (got.Wait.Reason == reasonTimer || got.Wait.Reason == reasonSubflow) {
+		return x.onWaiting(ctx, got, in, vals) // schedule the timer, start the child
 	}
 	x.log.InfoContext(ctx, "sqsadapter: node waits", "reason", got.Wait.Reason)
 	return done
 }
 
 // onWaiting handles a job whose node waits: a sleep's timer job wakes it
-// when due, or is delayed again; any other job of a waiting node is a
-// duplicate, and is dropped.
+// when due, or is delayed again; a subflow node's job looks at its child
+// (onSubflow); any other job of a waiting node is a duplicate, and is
+// dropped.
 func (x *jobRun) onWaiting(ctx context.Context, rec *store.NodeRecord, in any, vals map[string]any) outcome {
+	if x.n.subflow != nil && waitChild(rec.Wait) != "" {
+		return x.onSubflow(ctx, rec, in, vals)
+	}
 	if rec.Wait == nil || rec.Wait.Reason != reasonTimer {
 		x.log.DebugContext(ctx, "sqsadapter: job of a waiting node dropped")
 		return done

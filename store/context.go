@@ -40,10 +40,10 @@ type RunRecord struct {
 // ParentRef names the node of the run that started a child run (a subflow
 // node), and that run's blueprint version.
 type ParentRef struct {
-	RunID            string
-	NodeID           string
-	BlueprintID      string
-	BlueprintVersion string
+	RunID            string `json:"runId"`
+	NodeID           string `json:"nodeId"`
+	BlueprintID      string `json:"blueprintId"`
+	BlueprintVersion string `json:"blueprintVersion,omitempty"`
 }
 
 // Node record states.
