@@ -3,10 +3,14 @@ package flow_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"regexp"
 	"strings"
+	"testing"
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/flow"
+	"github.com/stretchr/testify/require"
 )
 
 // printEdges prints each edge of bp on a line: source -> target, then its
@@ -25,6 +29,44 @@ func printEdges(bp *sqsadapter.Blueprint) {
 		}
 		fmt.Println(line)
 	}
+}
+
+// The README's snippet (TestReadmeSnippet checks it is this code).
+func ExampleNew() {
+	// readme:flow
+	bp, err := flow.New("order").
+		Node("fetch-order", "fetchOrder", flow.WithInputs("orderId")).
+		Node("charge", "charge", flow.WithConfig(sqsadapter.NodeConfig{MaxRetries: 3})).
+		Edge("fetch-order", "charge", flow.WithCondition("fetch-order.total < 500")).
+		Build() // every problem at once, then Validate
+	// readme:end
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	printEdges(bp)
+	// Output:
+	// fetch-order -> charge if fetch-order.total < 500
+}
+
+// TestReadmeSnippet checks that the README shows ExampleNew's code as it is
+// (leading white space aside).
+func TestReadmeSnippet(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile("example_test.go")
+	require.NoError(t, err)
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	region := regexp.MustCompile(`(?s)// readme:flow\n(.*?)\n\s*// readme:end`).FindSubmatch(src)
+	require.NotNil(t, region, "no readme region in example_test.go")
+	norm := func(s string) string {
+		lines := strings.Split(strings.TrimSpace(s), "\n")
+		for i, l := range lines {
+			lines[i] = strings.TrimSpace(l)
+		}
+		return strings.Join(lines, "\n")
+	}
+	require.Contains(t, norm(string(readme)), norm(string(region[1])), "README.md does not show ExampleNew's code")
 }
 
 // The order workflow of the README, built in Go.
