@@ -148,7 +148,9 @@ func (b *Builder) Batch(id, workerUses string, o BatchOptions) *Builder {
 // an edge from the end node to id, and an edge from id to the start node
 // with action "continue" and transform context["<EndNodeID>"]. At Build,
 // every other edge leaving id gets that transform and, if it has none,
-// action "break". Both body nodes must exist by Build.
+// action "break". Both body nodes must exist by Build. While
+// sqsadapter.Blueprint.Validate refuses every cycle, Build returns a cycle
+// error for a blueprint with a loop.
 func (b *Builder) Loop(id string, o LoopOptions) *Builder {
 	if id == "" {
 		b.fail("a loop from %q to %q has an empty id", o.StartNodeID, o.EndNodeID)
@@ -217,6 +219,13 @@ func (b *Builder) Wait(id string, opts ...NodeOption) *Builder {
 // the blueprint's Validate returns. Build does not change the Builder, may
 // be called again, and shares no map or slice with the Builder or with
 // blueprints it returned before.
+//
+// Edges come out as Flowcraft's toBlueprint orders them: first the exits of
+// each loop, then each batch's edges in and out, then the rest, each group
+// in the order of the Edge calls. One deviation: an edge from a batch or a
+// loop into a batch is rewired once, at both ends (for example
+// "<a>_gather" -> "<b>_scatter"), where Flowcraft makes it two edges, each
+// with an end that is not a node.
 func (b *Builder) Build() (*sqsadapter.Blueprint, error) {
 	bp, err := b.assemble()
 	if err != nil {
