@@ -147,10 +147,10 @@ func (b *Builder) Batch(id, workerUses string, o BatchOptions) *Builder {
 // the body from o.StartNodeID to o.EndNodeID again while o.Condition holds:
 // an edge from the end node to id, and an edge from id to the start node
 // with action "continue" and transform context["<EndNodeID>"]. At Build,
-// every other edge leaving id gets that transform and, if it has none,
-// action "break". Both body nodes must exist by Build. While
-// sqsadapter.Blueprint.Validate refuses every cycle, Build returns a cycle
-// error for a blueprint with a loop.
+// every edge from id to a node other than the start node (an exit) gets
+// that transform and, if it has none, action "break". Both body nodes must
+// exist by Build. While sqsadapter.Blueprint.Validate refuses every cycle,
+// Build returns a cycle error for a blueprint with a loop.
 func (b *Builder) Loop(id string, o LoopOptions) *Builder {
 	if id == "" {
 		b.fail("a loop from %q to %q has an empty id", o.StartNodeID, o.EndNodeID)
