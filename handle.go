@@ -232,6 +232,13 @@ func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*store.NodeR
 		// marked failed: finish that.
 		return nil, x.failRun(ctx, x.n.id, rec.Error), false
 	case errors.Is(err, store.ErrNodeClosed):
+		if child := waitChild(rec.Wait); x.n.subflow != nil && child != "" {
+			// The run finished while the node waited for its child, which
+			// may have been started after the run cancelled its children.
+			if err := x.a.cancelChild(ctx, child, "parent run finished"); err != nil {
+				return nil, retryAfter(0, err), false
+			}
+		}
 		x.log.DebugContext(ctx, "sqsadapter: job of a finished run dropped")
 		return nil, done, false
 	case errors.Is(err, store.ErrNodeWaiting):
@@ -963,7 +970,7 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 	default:
 		return fmt.Errorf("sqsadapter: complete run: %w", err)
 	}
-	return x.idempotent(ctx, func() error { return x.a.notifyParent(ctx, x.job.RunID) })
+	return x.idempotent(ctx, func() error { return x.a.notifyParent(ctx, x.job.RunID, err == nil) })
 }
 
 // failRun fails the run because nodeID failed for good. It first makes
@@ -1026,7 +1033,8 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	if err := x.a.cancelChildren(ctx, x.job.RunID, x.p, "parent run failed"); err != nil {
 		return retryAfter(0, err)
 	}
-	if err := x.idempotent(ctx, func() error { return x.a.notifyParent(ctx, x.job.RunID) }); err != nil {
+	finished := err == nil
+	if err := x.idempotent(ctx, func() error { return x.a.notifyParent(ctx, x.job.RunID, finished) }); err != nil {
 		return retryAfter(0, err)
 	}
 	return done

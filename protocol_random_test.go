@@ -285,6 +285,9 @@ type protoCase struct {
 	after int
 	// crashAt makes the first delivery of a node die at a step.
 	crashAt map[string]string
+	// children are the blueprints the subflow nodes start, nested ones
+	// included (protocol_subflow_test.go).
+	children []*sqsadapter.Blueprint
 }
 
 // genNode is a main (non-fallback) node under construction.
@@ -1442,6 +1445,20 @@ func (e *protoEnv) diagnose(r *protoRun) string {
 				fmt.Fprintf(&b, "  node %s: %s attempts=%d taken=%v fallback=%q lease=%q", id, rec.State, rec.Attempts, rec.Taken, rec.Fallback, rec.LeaseOwner)
 				if rec.Wait != nil {
 					fmt.Fprintf(&b, " wait=%+v token=%q", *rec.Wait, rec.Token)
+					if child, _ := rec.Wait.Details["runId"].(string); rec.Wait.Reason == "subflow" {
+						for a := 1; a <= rec.Attempts; a++ {
+							id := protoChildRunID(r.runID, rec.NodeID, a)
+							if crec, err := e.contexts.GetRun(ctx, id); err == nil {
+								fmt.Fprintf(&b, "\n    child %s (waited for: %v): %s %q; queued: %v", id, id == child, crec.Status, crec.Error, e.queues.queued(id))
+								if crecs, err := e.contexts.ListNodes(ctx, id); err == nil && crec.Status == sqsadapter.StatusRunning {
+									for _, cid := range slices.Sorted(maps.Keys(crecs)) {
+										cr := crecs[cid]
+										fmt.Fprintf(&b, "\n      %s: %s attempts=%d taken=%v lease=%q until=%v wait=%+v", cid, cr.State, cr.Attempts, cr.Taken, cr.LeaseOwner, cr.LeaseUntil.Format("15:04:05.000"), cr.Wait)
+									}
+								}
+							}
+						}
+					}
 				}
 				b.WriteString("\n")
 			}

@@ -64,6 +64,9 @@ type protoShape struct {
 	waits float64
 	// sleepMax bounds sleep durations; zero means protoSleepMax.
 	sleepMax time.Duration
+	// subflows is the share of main nodes made subflow nodes, whose
+	// children may hold subflow nodes in turn (protoSubflows).
+	subflows float64
 }
 
 // protoStats counts what a session did, for its summary line.
@@ -179,7 +182,7 @@ func runProtoSession(t *testing.T, seed uint64, cls protoClass, newEnv protoEnvF
 	var bps []*sqsadapter.Blueprint
 	cancels := rand.New(rand.NewPCG(seed, 0xca9ce1))
 	for _, c := range cases {
-		exp, err := interp.Run(c.bp, c.initial, protoModel)
+		exp, err := interp.Run(c.bp, c.initial, protoModel, interp.WithBlueprints(c.children...))
 		require.NoError(t, err, "seed %d blueprint #%d: interpreter: %s", seed, c.index, c.json)
 		// No two concurrent nodes write the same key: every run's outcome
 		// is exact. (Expressions may fail to evaluate — a transform into a
@@ -196,6 +199,7 @@ func runProtoSession(t *testing.T, seed uint64, cls protoClass, newEnv protoEnvF
 		byIndex[c.index] = r
 		s.runs = append(s.runs, r)
 		bps = append(bps, c.bp)
+		bps = append(bps, c.children...)
 	}
 	for _, r := range s.runs {
 		if r.c.after >= 0 {
@@ -358,6 +362,7 @@ func (s *protoSession) drive(r *protoRun, started func()) {
 	r.st = st
 	s.checkRun(r)
 	s.checkWaits(ctx, r)
+	s.checkChildren(ctx, r)
 	if s.strays != nil {
 		s.strays.inject(r)
 	}

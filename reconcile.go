@@ -241,5 +241,5 @@ func (a *SqsAdapter) completeIfDone(ctx context.Context, p *plan, runID string, 
 	if err == nil {
 		a.log.InfoContext(ctx, "sqsadapter: run completed by the reconciler", "run_id", runID)
 	}
-	return a.notifyParent(ctx, runID)
+	return a.notifyParent(ctx, runID, err == nil)
 }

@@ -170,7 +170,7 @@ func (a *SqsAdapter) launch(ctx context.Context, p *plan, runID string, values m
 		if p = a.plans[planKey{existing.BlueprintID, existing.BlueprintVersion}]; p == nil {
 			return nil // another version's worker will see it through
 		}
-		if pending, err = a.unstarted(ctx, runID, p); err != nil {
+		if pending, err = a.unstarted(ctx, runID, p, parent == nil); err != nil {
 			return fmt.Errorf("sqsadapter: start run %q: %w", runID, err)
 		}
 	default:
@@ -195,8 +195,13 @@ func (a *SqsAdapter) launch(ctx context.Context, p *plan, runID string, values m
 	return nil
 }
 
-// unstarted lists the start nodes of a run that have no record yet.
-func (a *SqsAdapter) unstarted(ctx context.Context, runID string, p *plan) ([]*planNode, error) {
+// unstarted lists the start nodes of a run that have no record yet, and,
+// with attempted, those attempted and not finished (pending). A child run's
+// start nodes are re-sent only when they have no record: its parent node's
+// job looks at a running child each time the job is delivered again, and
+// re-sending a running node's job each time would fill the queue with
+// duplicates.
+func (a *SqsAdapter) unstarted(ctx context.Context, runID string, p *plan, attempted bool) ([]*planNode, error) {
 	ids := make([]string, len(p.starts))
 	for i, n := range p.starts {
 		ids[i] = n.id
@@ -207,7 +212,7 @@ func (a *SqsAdapter) unstarted(ctx context.Context, runID string, p *plan) ([]*p
 	}
 	var out []*planNode
 	for _, n := range p.starts {
-		if r := recs[n.id]; r == nil || r.State == store.NodePending {
+		if r := recs[n.id]; r == nil || (attempted && r.State == store.NodePending) {
 			out = append(out, n)
 		}
 	}
@@ -435,7 +440,7 @@ func (a *SqsAdapter) CancelRun(ctx context.Context, runID, reason string) error 
 	if cerr := a.cancelChildren(ctx, runID, p, "parent run cancelled"); cerr != nil {
 		return fmt.Errorf("sqsadapter: cancel run %q: %w", runID, cerr)
 	}
-	if nerr := a.notifyParent(ctx, runID); nerr != nil {
+	if nerr := a.notifyParent(ctx, runID, err == nil); nerr != nil {
 		return fmt.Errorf("sqsadapter: cancel run %q: %w", runID, nerr)
 	}
 	return err

@@ -244,9 +244,23 @@ func (x *jobRun) startChild(ctx context.Context, rec *store.NodeRecord, childID 
 		return retryAfter(0, fmt.Errorf("sqsadapter: start child run %q of node %q: %w", childID, x.n.id, err))
 	}
 	x.log.InfoContext(ctx, "sqsadapter: subflow started", "child_run_id", childID, "child_blueprint_id", cp.id)
-	now, err := x.nodeRecord(ctx, x.n.id)
-	if err == nil && now.State == store.NodeClosed {
-		x.a.cancelChild(ctx, childID, "parent run finished")
+	if x.crash("subflow-started") {
+		return abandon
+	}
+	var now *store.NodeRecord
+	err = x.idempotent(ctx, func() (err error) {
+		now, err = x.nodeRecord(ctx, x.n.id)
+		return err
+	})
+	if err != nil {
+		// The redelivery finds the node waiting (and goes on here) or
+		// closed (and cancels the child: acquire).
+		return retryAfter(0, fmt.Errorf("sqsadapter: read subflow node %q after starting its child: %w", x.n.id, err))
+	}
+	if now.State == store.NodeClosed {
+		if err := x.a.cancelChild(ctx, childID, "parent run finished"); err != nil {
+			return retryAfter(0, err)
+		}
 	}
 	return done
 }
@@ -368,9 +382,12 @@ func (x *jobRun) subflowFailed(ctx context.Context, rec *store.NodeRecord, in an
 
 // notifyParent sends the job of the subflow node that started run runID,
 // if it is a child run, so that the node sees the child's final status.
-// It is called after every attempt to finish a run, successful or not
-// ("already finished"), so a redelivery repeats it.
-func (a *SqsAdapter) notifyParent(ctx context.Context, runID string) error {
+// It is called after every attempt to finish a run: finished says this
+// call's status write took effect. A repeated attempt (a redelivery, a
+// replay; the status was written already) sends the job only if the node
+// still waits for this child: replays of a finished child's jobs must not
+// each wake its parent, whose replay could reach the child again.
+func (a *SqsAdapter) notifyParent(ctx context.Context, runID string, finished bool) error {
 	if !strings.HasPrefix(runID, childRunPrefix) {
 		return nil
 	}
@@ -381,6 +398,15 @@ func (a *SqsAdapter) notifyParent(ctx context.Context, runID string) error {
 	pr := rec.Parent
 	if pr == nil {
 		return nil
+	}
+	if !finished {
+		recs, err := a.cfg.contexts.GetNodes(ctx, pr.RunID, []string{pr.NodeID})
+		if err != nil {
+			return fmt.Errorf("sqsadapter: read the node of parent run %q that started run %q: %w", pr.RunID, runID, err)
+		}
+		if r := recs[pr.NodeID]; r == nil || r.State != store.NodeWaiting || waitChild(r.Wait) != runID {
+			return nil
+		}
 	}
 	if err := a.send(ctx, Job{RunID: pr.RunID, BlueprintID: pr.BlueprintID, BlueprintVersion: pr.BlueprintVersion, NodeID: pr.NodeID}); err != nil {
 		return fmt.Errorf("sqsadapter: tell parent run %q that child run %q finished: %w", pr.RunID, runID, err)
@@ -420,9 +446,27 @@ func (a *SqsAdapter) cancelChildren(ctx context.Context, runID string, p *plan, 
 	return errors.Join(errs...)
 }
 
-// cancelChild cancels a child run; one that is absent or finished is left.
+// cancelChild cancels a child run; one that is absent or finished is left
+// as it is (a CancelRun would tell its parent again, whose job would come
+// here again).
 func (a *SqsAdapter) cancelChild(ctx context.Context, childID, reason string) error {
-	err := a.CancelRun(ctx, childID, reason)
+	rec, err := a.cfg.contexts.GetRun(ctx, childID)
+	switch {
+	case errors.Is(err, ErrRunNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("sqsadapter: read child run %q: %w", childID, err)
+	case rec.Status == StatusCompleted:
+		return nil
+	case rec.Status != StatusRunning:
+		// Finished already, by a cancel or failure that may have stopped
+		// before its own children: repeat that part only.
+		if p := a.plans[planKey{rec.BlueprintID, rec.BlueprintVersion}]; p != nil {
+			return a.cancelChildren(ctx, childID, p, reason)
+		}
+		return nil
+	}
+	err = a.CancelRun(ctx, childID, reason)
 	if err == nil || errors.Is(err, ErrRunFinished) || errors.Is(err, ErrRunNotFound) {
 		return nil
 	}

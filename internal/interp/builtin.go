@@ -9,17 +9,18 @@ import (
 )
 
 // The built-in node kinds the engine runs itself (docs/protocol.md,
-// "Waiting").
+// "Waiting" and "Subflows").
 const (
 	BuiltinWait    = "wait"
 	BuiltinWebhook = "webhook"
 	BuiltinSleep   = "sleep"
+	BuiltinSubflow = "subflow"
 )
 
 // Builtin returns the built-in kind a node's "uses" names, or "".
 func Builtin(uses string) string {
 	switch uses {
-	case BuiltinWait, BuiltinWebhook, BuiltinSleep:
+	case BuiltinWait, BuiltinWebhook, BuiltinSleep, BuiltinSubflow:
 		return uses
 	}
 	return ""

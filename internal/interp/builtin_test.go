@@ -61,3 +61,43 @@ func TestRunBuiltins(t *testing.T) {
 	assert.Equal(t, "h", interp.PairedWebhook(bp, &bp.Nodes[5]))
 	assert.Empty(t, interp.PairedWebhook(bp, &bp.Nodes[1]))
 }
+
+// A subflow node runs its child blueprint: mapped inputs and outputs, the
+// input seeding the child's start nodes, terminal outputs, and a failing
+// child failing each attempt of its node, then its fallback running.
+func TestRunSubflow(t *testing.T) {
+	child := parse(t, `{"id": "child", "nodes": [{"id": "c1", "uses": "emit"}, {"id": "c2", "uses": "emit", "params": {"set": {"k": 2}}},
+		{"id": "c3", "uses": "emit", "params": {"out": "three"}}],
+	  "edges": [{"source": "c1", "target": "c2"}]}`)
+	broken := parse(t, `{"id": "broken", "nodes": [{"id": "b", "uses": "fail"}], "edges": []}`)
+	bp := parse(t, `{"id": "parent", "nodes": [
+		{"id": "a", "uses": "emit", "params": {"out": {"v": 1}}},
+		{"id": "plain", "uses": "subflow", "params": {"blueprintId": "child"}},
+		{"id": "mapped", "uses": "subflow", "params": {"blueprintId": "child", "inputs": {"x": "a", "y": "seed"}, "outputs": {"got": "c3", "k2": "k"}}},
+		{"id": "bad", "uses": "subflow", "params": {"blueprintId": "broken"}, "config": {"maxRetries": 2, "fallback": "fb"}},
+		{"id": "fb", "uses": "emit", "params": {"out": "saved"}}],
+	  "edges": [{"source": "a", "target": "plain"}, {"source": "a", "target": "mapped"}, {"source": "a", "target": "bad"}]}`)
+	r, err := interp.Run(bp, map[string]any{"seed": 5}, model, interp.WithBlueprints(child, broken))
+	require.NoError(t, err)
+	assert.Equal(t, sqsadapter.StatusCompleted, r.Status)
+	assert.Equal(t, map[string]any{"c2": map[string]any{"v": int64(1)}, "c3": "three"}, r.Outputs["plain"], "terminal outputs, the input seeding start nodes")
+	require.Len(t, r.Children["plain"], 1)
+	assert.Equal(t, map[string]any{"v": int64(1)}, r.Children["plain"][0].Initial["_inputs.c1"])
+
+	mapped, ok := r.Outputs["mapped"].(map[string]any)
+	require.True(t, ok, "with outputs, the output is the child's context")
+	assert.Equal(t, map[string]any{"v": int64(1)}, mapped["x"])
+	assert.Equal(t, int64(5), mapped["y"])
+	assert.NotContains(t, mapped, "_inputs.c1", "with inputs, no start node is seeded")
+	assert.Equal(t, "three", r.Context["got"])
+	assert.Equal(t, int64(2), r.Context["k2"])
+
+	assert.Equal(t, "saved", r.Outputs["bad"])
+	assert.Len(t, r.Children["bad"], 2, "one child per attempt")
+	assert.Equal(t, 2, r.Attempts["bad"])
+	require.Len(t, r.Catches, 1)
+	assert.Contains(t, r.Catches[0]["message"], "Sub-workflow 'broken' did not complete successfully. Status: failed.")
+
+	_, err = interp.Run(bp, nil, model)
+	require.ErrorContains(t, err, `blueprint "child" is not given`)
+}

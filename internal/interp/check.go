@@ -148,6 +148,13 @@ func (r *Result) catchMatches(catch any) bool {
 		if msg == c["message"] || strings.Contains(msg, "abandoned") {
 			return true
 		}
+		// A failed child's error names whichever of its nodes failed
+		// first, after however many attempts: only its beginning is
+		// certain.
+		want, _ := c["message"].(string)
+		if head, _, ok := strings.Cut(want, " Error: "); ok && strings.HasPrefix(want, "Sub-workflow '") && strings.HasPrefix(msg, head+" Error: ") {
+			return true
+		}
 	}
 	return false
 }

@@ -185,6 +185,9 @@ type Result struct {
 	// Order is the execution order (topological, blueprint order among
 	// ready nodes).
 	Order []string
+	// Children gives, for every subflow node that ran, the interpreter's
+	// result for the child run of each of its attempts, in order.
+	Children map[string][]*Result
 
 	// values holds every value each key was given (initial included), for
 	// checking failed runs, whose commits depend on timing.
@@ -219,9 +222,13 @@ func (r *Result) Nodes(s State) []string {
 // error only for a blueprint it cannot interpret (a cycle, a dangling
 // reference, an initial context that is not JSON-like); failures of the
 // run are in the Result.
-func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result, error) {
+func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...Option) (*Result, error) {
 	if bp == nil || model == nil {
 		return nil, errors.New("interp: nil blueprint or model")
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	g, err := newGraph(bp)
 	if err != nil {
@@ -247,6 +254,7 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 		ExpressionErrors: map[string][]string{},
 		Attempts:         map[string]int{},
 		Resumes:          map[string]Outcome{},
+		Children:         map[string][]*Result{},
 		Order:            g.order,
 		values:           map[string][]any{},
 	}
@@ -316,7 +324,7 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 			return nil, fmt.Errorf("interp: input of node %s: %w", id, err)
 		}
 
-		if Builtin(def.Uses) != "" {
+		if k := Builtin(def.Uses); k != "" && k != BuiltinSubflow {
 			res, err := x.builtin(model, bp.ID, g, def, in)
 			if err != nil {
 				return nil, err
@@ -324,7 +332,15 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model) (*Result
 			x.commit(g, id, res, in, view, taken, staged, writers)
 			continue
 		}
-		res, err := x.execute(model, bp.ID, def, in)
+		var res Outcome
+		if def.Uses == BuiltinSubflow {
+			var fatal error
+			if res, err, fatal = x.subflow(model, def, in, view, o); fatal != nil {
+				return nil, fatal
+			}
+		} else {
+			res, err = x.execute(model, bp.ID, def, in)
+		}
 		if err != nil && def.Config.Fallback != "" && !sqsadapter.IsPermanent(err) {
 			fb := g.defs[def.Config.Fallback]
 			fin := in
