@@ -46,6 +46,7 @@ type planNode struct {
 	leaf         bool
 	fallbackOnly bool
 	fallback     *planNode
+	batch        *batchSpec // a batch's scatter or gather (batchmap.go)
 
 	maxAttempts int
 	retryDelay  time.Duration
@@ -105,6 +106,10 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 	if err := bp.Validate(); err != nil {
 		return nil, err
 	}
+	bp, mapNames, err := expandMaps(bp, reg)
+	if err != nil {
+		return nil, err
+	}
 	p := &plan{bp: bp, id: bp.ID, version: bp.Version(), nodes: make(map[string]*planNode, len(bp.Nodes))}
 	var problems []string
 	fbOnly := bp.fallbackOnly()
@@ -125,6 +130,8 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 				n.fn = fn
 			case def.Uses == builtinWait || def.Uses == builtinWebhook || def.Uses == builtinSleep:
 				n.builtin = def.Uses // a registered function of that name overrides it
+			case def.Uses == builtinScatter || def.Uses == builtinGather:
+				n.builtin = def.Uses // likewise (batchmap.go)
 			default:
 				problems = append(problems, fmt.Sprintf("node %q uses %q, which is not in the registry", def.ID, def.Uses))
 			}
@@ -214,6 +221,9 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 				}
 			}
 		}
+	}
+	if reg != nil {
+		problems = append(problems, compileBatches(p, reg, mapNames)...)
 	}
 	if len(problems) > 0 {
 		return nil, &BlueprintError{BlueprintID: bp.ID, Problems: problems}
