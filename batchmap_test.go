@@ -126,6 +126,7 @@ type batchRig struct {
 	*env
 	items   *itemCalls
 	commits *commitCounter
+	faulty  bool // jobs crash or are duplicated
 }
 
 type batchRigConfig struct {
@@ -135,11 +136,12 @@ type batchRigConfig struct {
 	visibility time.Duration
 	setup      func(*env)
 	behave     func(ctx context.Context, nc *sqsadapter.NodeContext) error
+	faulty     bool // jobs crash or are duplicated: the gather may run twice
 }
 
 func newBatchRig(t *testing.T, c batchRigConfig, bps ...*sqsadapter.Blueprint) *batchRig {
 	t.Helper()
-	r := &batchRig{items: &itemCalls{behave: c.behave}, commits: &commitCounter{}}
+	r := &batchRig{items: &itemCalls{behave: c.behave}, commits: &commitCounter{}, faulty: c.faulty}
 	reg := sqsadapter.NodeRegistry{"double": r.items.worker, "n": func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
 		return sqsadapter.NodeResult{Output: nc.Input}, nil
 	}}
@@ -176,7 +178,11 @@ func itemKey(runID, s string, i int) string { return fmt.Sprintf("%s/%s[%d]", ru
 
 // requireBatchDone checks a completed batch run: results in input order,
 // no item visible as a node or an output, and each item executed and
-// committed exactly once (or executions times each, when given).
+// committed exactly once (or executions times each, when given). Unless
+// the rig is faulty (crashes, duplicates), it also checks that the gather
+// ran once: the
+// tree fired it only when every item was resolved (a gather fired early
+// would find an item unresolved, let its lease go and run again later).
 func (r *batchRig) requireBatchDone(st *sqsadapter.RunStatus, s, g string, want []any, executions int) {
 	t := r.t
 	t.Helper()
@@ -200,6 +206,9 @@ func (r *batchRig) requireBatchDone(st *sqsadapter.RunStatus, s, g string, want 
 	}
 	assert.Equal(t, 1, r.commits.count(st.RunID, s))
 	assert.Equal(t, 1, r.commits.count(st.RunID, g))
+	if !r.faulty {
+		assert.Equal(t, 1, st.Nodes[g].Attempts, "the gather was acquired more than once")
+	}
 }
 
 func TestBatchResultsInInputOrder(t *testing.T) {
@@ -627,7 +636,7 @@ func TestBatchCrashes(t *testing.T) {
 				crashed[k], kinds[batchJobKind(j)] = true, true
 				return true
 			}
-			r := newBatchRig(t, batchRigConfig{opts: []sqsadapter.Option{sqsadapter.WithCrashHook(hook)}},
+			r := newBatchRig(t, batchRigConfig{faulty: true, opts: []sqsadapter.Option{sqsadapter.WithCrashHook(hook)}},
 				batchBP(t, "crash", map[string]any{"chunkSize": 100}, map[string]any{"maxRetries": 3}))
 			items, doubled := ints(250)
 			id := r.start("crash", map[string]any{"items": items})
@@ -690,7 +699,7 @@ func TestBatchDuplicates(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	dup := map[string]bool{}
-	r := newBatchRig(t, batchRigConfig{setup: func(e *env) {
+	r := newBatchRig(t, batchRigConfig{faulty: true, setup: func(e *env) {
 		e.sqs.DuplicateDelivery = func(body string) bool {
 			mu.Lock()
 			defer mu.Unlock()
