@@ -444,33 +444,28 @@ func (x *jobRun) advanceBatch(ctx context.Context, rec *store.NodeRecord, replay
 
 // sendPage sends the jobs of the items of page p and the job of page p+1.
 // On a replay (a page job, or the scatter's job finding it committed) it
-// first reads the page's records, the gather's and the page's level-1 join
-// records, and sends only what may be missing: items without a resolved
-// record or whose arrival is not recorded, and one item of each complete
-// group, whose replay redoes the arrivals above it. A resolved gather
-// means everything is done: the chain stops.
+// first reads the gather's record — resolved, everything is done and the
+// chain stops — and the page's level-1 join records. If no item of the
+// page has arrived (a page's first job, usually), it sends them all; else
+// it reads the page's item records and sends only what may be missing
+// (pageRepairs). Resent jobs are absorbed by their item's acquire.
 func (x *jobRun) sendPage(ctx context.Context, p int, replay bool) outcome {
 	b, n := x.n.batch, x.batch.count
 	s, g := x.n.id, b.gather.id
 	lo, hi := min(p*b.chunk, n), min((p+1)*b.chunk, n)
 	send := make([]bool, hi-lo)
-	if !replay {
-		for k := range send {
-			send[k] = true
-		}
-	} else {
-		ids := make([]string, 0, hi-lo+1)
-		for i := lo; i < hi; i++ {
-			ids = append(ids, itemRecord(s, i))
-		}
-		var recs map[string]*store.NodeRecord
+	for k := range send {
+		send[k] = true
+	}
+	if replay {
+		var grec map[string]*store.NodeRecord
 		if err := x.idempotent(ctx, func() (err error) {
-			recs, err = x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, append(ids, g))
+			grec, err = x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, []string{g})
 			return err
 		}); err != nil {
 			return retryAfter(0, fmt.Errorf("sqsadapter: read page %d of batch %q: %w", p, s, err))
 		}
-		if r := recs[g]; r != nil && r.State != store.NodePending {
+		if r := grec[g]; r != nil && r.State != store.NodePending {
 			return done // the gather ran, or the run finished
 		}
 		var keys []string
@@ -486,25 +481,13 @@ func (x *jobRun) sendPage(ctx context.Context, p int, replay bool) outcome {
 				return retryAfter(0, fmt.Errorf("sqsadapter: read the arrivals of batch %q: %w", s, err))
 			}
 		}
-		sent := map[int]bool{}
-		for i := lo; i < hi; i++ {
-			st := groups[batchGroupKey(x.job.RunID, s, 1, i/batchFanIn)]
-			switch r := recs[itemRecord(s, i)]; {
-			case r == nil || r.State == store.NodePending:
-				send[i-lo] = true // not run yet, or abandoned
-			case r.State == store.NodeCommitted || r.State == store.NodeFailed:
-				// Resolved; its arrival may be missing (a failed item that
-				// fails the run never arrives: its job resumes the failure).
-				send[i-lo] = st == nil || !slices.Contains(st.Arrived, strconv.Itoa(i))
-			}
-			if send[i-lo] {
-				sent[i/batchFanIn] = true
-			}
+		arrived := 0
+		for _, st := range groups {
+			arrived += arrivedIn(st.Arrived, lo, hi)
 		}
-		for grp := lo / batchFanIn; grp*batchFanIn < hi; grp++ {
-			first, last := grp*batchFanIn, min((grp+1)*batchFanIn, n)
-			if st := groups[batchGroupKey(x.job.RunID, s, 1, grp)]; !sent[grp] && st != nil && arrivedIn(st.Arrived, first, last) == last-first {
-				send[max(first, lo)-lo] = true // redoes the arrivals above the group
+		if arrived > 0 {
+			if o, ok := x.pageRepairs(ctx, p, lo, hi, groups, send); !ok {
+				return o
 			}
 		}
 	}
@@ -531,6 +514,49 @@ func (x *jobRun) sendPage(ctx context.Context, p int, replay bool) outcome {
 		return abandon
 	}
 	return done
+}
+
+// pageRepairs narrows send, for page p ([lo, hi)) some of whose items
+// have arrived, to what may be missing: items without a resolved record
+// or whose arrival is not recorded, and one item of each complete group,
+// whose replay redoes the arrivals above it.
+func (x *jobRun) pageRepairs(ctx context.Context, p, lo, hi int, groups map[string]*store.JoinState, send []bool) (outcome, bool) {
+	s, n := x.n.id, x.batch.count
+	ids := make([]string, 0, hi-lo)
+	for i := lo; i < hi; i++ {
+		ids = append(ids, itemRecord(s, i))
+	}
+	var recs map[string]*store.NodeRecord
+	if err := x.idempotent(ctx, func() (err error) {
+		recs, err = x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, ids)
+		return err
+	}); err != nil {
+		return retryAfter(0, fmt.Errorf("sqsadapter: read page %d of batch %q: %w", p, s, err)), false
+	}
+	sent := map[int]bool{}
+	for i := lo; i < hi; i++ {
+		st := groups[batchGroupKey(x.job.RunID, s, 1, i/batchFanIn)]
+		switch r := recs[itemRecord(s, i)]; {
+		case r == nil || r.State == store.NodePending:
+			send[i-lo] = true // not run yet, or abandoned
+		case r.State == store.NodeCommitted || r.State == store.NodeFailed:
+			// Resolved; its arrival may be missing (a failed item that
+			// fails the run never arrives: its job resumes the failure).
+			send[i-lo] = st == nil || !slices.Contains(st.Arrived, strconv.Itoa(i))
+		default:
+			send[i-lo] = false // closed: the run finished
+		}
+		if send[i-lo] {
+			sent[i/batchFanIn] = true
+		}
+	}
+	for grp := lo / batchFanIn; grp*batchFanIn < hi; grp++ {
+		first, last := grp*batchFanIn, min((grp+1)*batchFanIn, n)
+		if st := groups[batchGroupKey(x.job.RunID, s, 1, grp)]; !sent[grp] && st != nil && arrivedIn(st.Arrived, first, last) == last-first {
+			send[max(first, lo)-lo] = true // redoes the arrivals above the group
+		}
+	}
+	return outcome{}, true
 }
 
 // itemJob is the job of item i, carrying its input when it is small.
