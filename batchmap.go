@@ -780,7 +780,8 @@ func addBatchProgress(p *plan, nodes map[string]NodeStatus, recs map[string]*sto
 // the pair Flowcraft's builder writes for .batch(m, ...), except that the
 // gather keeps the id m: a scatter "m_scatter" takes the edges into m and
 // the map's inputs, config and params; the gather m keeps the edges out of
-// m. names maps the ids of the pair to how messages name them.
+// m. A start map node without inputs reads "_inputs.m", as a start node m
+// would. names maps the ids of the pair to how messages name them.
 func expandMaps(bp *Blueprint, reg NodeRegistry) (*Blueprint, map[string]string, error) {
 	if reg == nil || reg[builtinMap] != nil || !slices.ContainsFunc(bp.Nodes, func(n NodeDefinition) bool { return n.Uses == builtinMap }) {
 		return bp, nil, nil
@@ -824,7 +825,11 @@ func expandMaps(bp *Blueprint, reg NodeRegistry) (*Blueprint, map[string]string,
 			gparams["outputKey"] = v
 		}
 		cfg := n.Config
-		scatter := NodeDefinition{ID: s, Uses: builtinScatter, Inputs: n.Inputs, Params: params, Config: cfg, SourceLocation: n.SourceLocation}
+		inputs := n.Inputs
+		if inputs == nil && !slices.ContainsFunc(bp.Edges, func(e EdgeDefinition) bool { return e.Target == n.ID }) {
+			inputs = "_inputs." + n.ID // a start node's input is named after the node, not its scatter
+		}
+		scatter := NodeDefinition{ID: s, Uses: builtinScatter, Inputs: inputs, Params: params, Config: cfg, SourceLocation: n.SourceLocation}
 		gather := NodeDefinition{ID: n.ID, Uses: builtinGather, Params: gparams, Config: NodeConfig{JoinStrategy: "all", Fallback: cfg.Fallback},
 			SourceLocation: n.SourceLocation}
 		scatter.Config.Fallback = "" // reported on the gather, once
@@ -946,7 +951,7 @@ func compileBatches(p *plan, reg NodeRegistry, names map[string]string) []string
 				continue
 			}
 			k, isString := v.(string)
-			if err := checkContextKey(k); !isString || err != nil {
+			if err := checkContextKey(k); !isString || err != nil || k == batchKey(b.scatter.id) {
 				add(n, "outputKey %v is not a context key a node can write", v)
 				continue
 			}

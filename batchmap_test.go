@@ -257,6 +257,32 @@ func TestBatchMapNode(t *testing.T) {
 	assert.Equal(t, []int{1}, r.items.attempts(itemKey(st.RunID, "m_scatter", 2)))
 }
 
+// A start map node reads "_inputs.<its id>", like any start node.
+func TestBatchMapStartNode(t *testing.T) {
+	t.Parallel()
+	bp := mustParse(t, `{"id": "start", "nodes": [{"id": "m", "uses": "map", "params": {"worker": "double"}}], "edges": []}`)
+	r := newBatchRig(t, batchRigConfig{}, bp)
+	st := r.run("start", map[string]any{"_inputs.m": []any{int64(5), int64(6)}})
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	assert.Equal(t, []any{int64(10), int64(12)}, st.Context["_outputs.m"])
+}
+
+// Results too large for one item fail the gather with the store's error:
+// they are user data (the items' outputs); no record of the engine grows
+// with the item count.
+func TestBatchResultsTooLarge(t *testing.T) {
+	t.Parallel()
+	r := newBatchRig(t, batchRigConfig{registry: sqsadapter.NodeRegistry{"big": func(context.Context, *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		return sqsadapter.NodeResult{Output: strings.Repeat("x", 5000)}, nil
+	}}}, batchBP(t, "big", map[string]any{"workerUsesKey": "big"}, nil))
+	items, _ := ints(100)
+	st := r.run("big", map[string]any{"items": items})
+	requireStatus(t, sqsadapter.StatusFailed, st)
+	assert.Equal(t, "b_gather", st.FailedNode)
+	assert.Contains(t, st.Error, "exceeds the 409600-byte item limit")
+	assert.Equal(t, 100, st.Nodes["b_scatter"].BatchCompleted, "each item's output fits its own record")
+}
+
 // newBatchAdapter builds an adapter over in-memory fakes with reg and bp.
 func newBatchAdapter(t *testing.T, reg sqsadapter.NodeRegistry, bp *sqsadapter.Blueprint) (*sqsadapter.SqsAdapter, error) {
 	t.Helper()
@@ -301,6 +327,7 @@ func TestBatchValidation(t *testing.T) {
 		{"chunkSize a string", pair(`, "chunkSize": "3"`, ``, ``), `chunkSize must be an integer`},
 		{"toleratedFailures negative", pair(`, "toleratedFailures": -1`, ``, ``), `toleratedFailures must be a non-negative integer, not -1`},
 		{"outputKey reserved", pair(`, "outputKey": "_outputs.x"`, ``, ``), `outputKey _outputs.x is not a context key a node can write`},
+		{"outputKey the frozen items", pair(`, "outputKey": "_batch.b_scatter"`, ``, ``), `outputKey _batch.b_scatter is not a context key a node can write`},
 		{"gather without scatter", `{"id": "v", "nodes": [{"id": "g", "uses": "batch-gather"}], "edges": []}`, `batch-gather node "g": no batch-scatter node names it`},
 		{"gather's gatherNodeId", strings.Replace(pair(``, ``, ``), `"params": {"gatherNodeId": "b_gather"}}`, `"params": {"gatherNodeId": "other"}}`, 1), `params.gatherNodeId other must be its own id`},
 		{"fallback on a batch node", strings.Replace(pair(``, `, {"id": "x", "uses": "n"}`, ``), `"inputs": "items",`, `"inputs": "items", "config": {"fallback": "x"},`, 1), `batch-scatter node "b_scatter": a batch node cannot have a fallback`},
