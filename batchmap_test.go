@@ -257,6 +257,22 @@ func TestBatchMapNode(t *testing.T) {
 	assert.Equal(t, []int{1}, r.items.attempts(itemKey(st.RunID, "m_scatter", 2)))
 }
 
+// An expression that reads the whole context sees no item records.
+func TestBatchItemsHiddenFromExpressions(t *testing.T) {
+	t.Parallel()
+	bp := mustParse(t, `{"id": "whole", "nodes": [{"id": "m", "uses": "map", "inputs": "items", "params": {"worker": "double"}}, {"id": "c", "uses": "n"}],
+	  "edges": [{"source": "m", "target": "c", "transform": "keys(context)"}]}`)
+	r := newBatchRig(t, batchRigConfig{}, bp)
+	items, _ := ints(3)
+	st := r.run("whole", map[string]any{"items": items})
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	seen, _ := st.Context["_outputs.c"].([]any)
+	assert.Contains(t, seen, "_outputs.m_scatter")
+	for _, k := range seen {
+		assert.NotContains(t, k, "\x1f", "an item's record is visible to expressions")
+	}
+}
+
 // A start map node reads "_inputs.<its id>", like any start node.
 func TestBatchMapStartNode(t *testing.T) {
 	t.Parallel()

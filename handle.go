@@ -468,6 +468,7 @@ func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err err
 	switch {
 	case n.exprAll:
 		vals, err = cs.Snapshot(ctx, runID)
+		dropItemOutputs(vals) // batch items are no nodes (batchmap.go)
 	case len(keys) > 0 || len(n.exprKeys) > 0:
 		vals, err = cs.GetMany(ctx, runID, append(keys, n.exprKeys...))
 	}
