@@ -41,10 +41,12 @@ import (
 // TestBatchCost): AcquireNode 1, CommitNode 1, Arrive 1 (and 1/100 more per
 // level of the tree), and a share of the messages: one SendMessageBatch,
 // ReceiveMessage and DeleteMessageBatch per ten items at best. Per page of
-// P items: one read of the page's records with the gather's, one of their
-// join records and one of the frozen items. Per batch and worker: one read
-// of S's record (its count). The gather reads the N records in pages of
-// 100. No record or message grows with N beyond the user data: the frozen
+// P items: one read of the gather's record, one of the page's join records
+// and one of the frozen items (and, on a replay whose items have begun
+// arriving, one of the page's records). Per batch and worker: one read of
+// S's record (its count). The gather reads the N records 100 at a time.
+// On DynamoDB (TestIntegrationBatch10000, 10,000 items): 3.01 UpdateItem
+// and 0.04 BatchGetItem per item, about 3.04 WCU and 1.2 RCU. No record or message grows with N beyond the user data: the frozen
 // items (one context item) and the gather's results (its output and
 // outputKey).
 

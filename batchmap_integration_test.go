@@ -105,14 +105,15 @@ func TestIntegrationBatch10000(t *testing.T) {
 	t.Logf("  write capacity units per item %.2f, read %.2f", counts.WriteCapacityUnits/n, counts.ReadCapacityUnits/n)
 	per := func(op string) float64 { return float64(counts.Requests[op]) / n }
 	// Acquire, commit and arrive, and the tree's 1/100 above that; the
-	// rest are per page, per batch and per run.
-	assert.InDelta(t, 3.01, per("DynamoDB.UpdateItem"), 0.05)
-	// Per page: the gather's record (GetItem), the page's join record and
-	// the frozen items (BatchGetItem); the gather reads the records in
-	// BatchGetItems of 100; WaitForRun polls the run record (GetItem)
-	// about once a second.
-	assert.Less(t, per("DynamoDB.BatchGetItem"), 0.045)
-	assert.Less(t, per("DynamoDB.GetItem")-wall.Seconds()/n, 0.012)
+	// rest are per page, per batch and per run, and lease extensions of
+	// jobs that a loaded machine kept over a third of the visibility
+	// timeout (a few hundredths).
+	assert.InDelta(t, 3.01, per("DynamoDB.UpdateItem"), 0.1)
+	// Per page: the gather's record, the page's join record and the frozen
+	// items; the gather reads the records 100 at a time (BatchGetItem
+	// each); WaitForRun polls the run record (GetItem) about once a second.
+	assert.Less(t, per("DynamoDB.BatchGetItem"), 0.05)
+	assert.Less(t, per("DynamoDB.GetItem")-wall.Seconds()/n, 0.005)
 	assert.Less(t, per("DynamoDB.TransactWriteItems")+per("DynamoDB.PutItem"), 0.001, "per batch: the scatter's and the gather's commits")
 	assert.Less(t, per("SQS.SendMessageBatch"), 0.2)
 
