@@ -36,6 +36,9 @@ type SqsAdapter struct {
 	// evaluate (ExpressionErrors).
 	expressionErrors atomic.Int64
 
+	// batchCounts caches the item counts of committed batches (batchmap.go).
+	batchCounts batchCounts
+
 	mu      sync.Mutex
 	running bool
 	ran     bool

@@ -71,6 +71,10 @@
 //     WebhookHandler) or the sleep's timer commits it later, exactly once,
 //     and the run goes on from it. GetRun reports a run whose only
 //     remaining work is waiting as StatusAwaiting.
+//   - The built-in batch nodes batch-scatter and batch-gather (Flowcraft's
+//     .batch()), or a map node that compiles to them, run a registered
+//     worker once per item of an array, one job per item, and gather the
+//     outputs in input order.
 //
 // # Delivery guarantees
 //

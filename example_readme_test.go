@@ -185,6 +185,61 @@ func Example_readmeWaiting() {
 	// true
 }
 
+// Example_readmeBatch is the README's map node: one job per image.
+func Example_readmeBatch() {
+	// readme:thumbnailsBlueprint
+	const thumbnailsBlueprint = `{"id": "thumbnails", "nodes": [
+  {"id": "list", "uses": "list-images"},
+  {"id": "resize", "uses": "map", "params": {"worker": "resize-one", "chunkSize": 100, "toleratedFailures": 5}},
+  {"id": "publish", "uses": "publish"}],
+ "edges": [{"source": "list", "target": "resize"}, {"source": "resize", "target": "publish"}]}`
+	// readme:end
+	ctx := context.Background()
+	bp, perr := sqsadapter.ParseBlueprint([]byte(thumbnailsBlueprint))
+	if perr != nil {
+		log.Fatal(perr)
+	}
+	fake := sqsadaptertest.NewSQS()
+	a, aerr := sqsadapter.NewSqsAdapter(
+		sqsadapter.WithSQSClient(fake),
+		sqsadapter.WithQueueURL(fake.CreateQueue("jobs", sqsadaptertest.QueueOptions{})),
+		sqsadapter.WithContextStore(sqsadaptertest.NewContextStore()),
+		sqsadapter.WithCoordinationStore(sqsadaptertest.NewCoordinationStore()),
+		sqsadapter.WithRegistry(sqsadapter.NodeRegistry{
+			"list-images": func(context.Context, *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+				return sqsadapter.NodeResult{Output: []string{"a.png", "b.png", "broken.png", "c.png"}}, nil
+			},
+			"resize-one": func(_ context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+				if nc.Input == "broken.png" {
+					return sqsadapter.NodeResult{}, sqsadapter.Permanent(errors.New("not an image"))
+				}
+				return sqsadapter.NodeResult{Output: fmt.Sprint("small-", nc.Input, " by ", nc.NodeID)}, nil
+			},
+			"publish": func(_ context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+				return sqsadapter.NodeResult{Output: nc.Input}, nil
+			},
+		}),
+		sqsadapter.WithBlueprints(bp),
+		sqsadapter.WithLogger(testLogger()),
+	)
+	if aerr != nil {
+		log.Fatal(aerr)
+	}
+	go a.Run(ctx)
+	id, _ := a.StartRun(ctx, "thumbnails", nil)
+	st, _ := a.WaitForRun(ctx, id)
+	fmt.Println(st.Status, st.Nodes["resize_scatter"].BatchCompleted, st.Nodes["resize_scatter"].BatchFailed)
+	for _, r := range st.Context["_outputs.publish"].([]any) {
+		fmt.Println(r)
+	}
+	_ = a.Shutdown(ctx)
+	// Output:
+	// completed 3 1
+	// small-a.png by resize_scatter[0]
+	// small-b.png by resize_scatter[1]
+	// small-c.png by resize_scatter[3]
+}
+
 // readmeExpressions are the rows of the README's cheat-sheet. Each is a
 // condition or a transform on an edge from the node "route", whose output
 // is {"id": "o-1", "total": 120, "ok": true}, after the node "fetch-order",
@@ -350,8 +405,8 @@ func TestReadmeSnippets(t *testing.T) {
 		t.Fatal(err)
 	}
 	regions := regexp.MustCompile(`(?s)// readme:(\w+)\n(.*?)\n\s*// readme:end`).FindAllStringSubmatch(string(src)+"\n"+string(harness), -1)
-	if len(regions) != 6 {
-		t.Fatalf("found %d readme regions in example_readme_test.go and sqsadaptertest/example_test.go, want 6", len(regions))
+	if len(regions) != 7 {
+		t.Fatalf("found %d readme regions in example_readme_test.go and sqsadaptertest/example_test.go, want 7", len(regions))
 	}
 	for _, r := range regions {
 		body := strings.TrimSpace(r[2])

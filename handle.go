@@ -78,6 +78,7 @@ type jobRun struct {
 	committed  *store.NodeRecord // the record being advanced
 	waiting    *store.NodeRecord // the node's record, when acquire found it waiting
 	sends      []Job
+	batch      *batchRun // the batch of a scatter's, an item's or a page's job (batchmap.go)
 }
 
 func (x *jobRun) crash(step string) bool {
@@ -142,6 +143,9 @@ func (x *jobRun) run(ctx context.Context) outcome {
 	if wake := time.UnixMilli(x.job.WakeAt); x.job.WakeAt != 0 && wake.After(x.a.cfg.clock()) {
 		return x.delay(ctx, wake) // a sleep's timer, early: delay it again
 	}
+	if x.job.Item > 0 || x.job.Page > 0 {
+		return x.batchJob(ctx) // a batch's item or page (batchmap.go)
+	}
 	// The input is read before the lease is taken, so that a failed read
 	// costs no attempt: an attempt is counted only right before the node
 	// function is entered. The input cannot change meanwhile: it is what
@@ -164,6 +168,9 @@ func (x *jobRun) run(ctx context.Context) outcome {
 	}
 	if x.crash("acquired") {
 		return abandon
+	}
+	if o, ok := x.batchNode(ctx, rec, in, vals); ok {
+		return o
 	}
 	if x.n.builtin != "" {
 		return x.suspend(ctx, rec, in, vals)
@@ -220,7 +227,7 @@ func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*store.NodeR
 		x.setLease(&leaseRef{runID: x.job.RunID, nodeID: id, owner: x.owner})
 		return rec, outcome{}, true
 	case errors.Is(err, store.ErrNodeCommitted):
-		if id != x.n.id { // the fallback's record is never committed; the primary's is
+		if id == fallbackRecord(x.n.id) { // the fallback's record is never committed; the primary's is
 			rec, err = x.nodeRecord(ctx, x.n.id)
 			if err != nil {
 				return nil, retryAfter(0, err), false
@@ -349,7 +356,7 @@ func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) 
 		},
 	}
 	log := x.log
-	if n.id != x.job.NodeID {
+	if n.id != x.job.NodeID && x.job.Item == 0 {
 		log = log.With("fallback", n.id)
 	}
 	timeout, byDefault := n.timeout, false
@@ -468,6 +475,7 @@ func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err err
 	switch {
 	case n.exprAll:
 		vals, err = cs.Snapshot(ctx, runID)
+		dropItemOutputs(vals) // batch items are no nodes (batchmap.go)
 	case len(keys) > 0 || len(n.exprKeys) > 0:
 		vals, err = cs.GetMany(ctx, runID, append(keys, n.exprKeys...))
 	}
@@ -753,6 +761,9 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 	if rec != nil && rec.State == store.NodeSkipped {
 		return done // resolved without running: nothing follows from it here
 	}
+	if x.n.builtin == builtinScatter && x.n.batch != nil {
+		return x.advanceBatch(ctx, rec, replay) // a batch's items (batchmap.go)
+	}
 	if rec == nil || rec.State != store.NodeCommitted {
 		// Skipped nodes get no job; a record in another state here is a bug
 		// in a store.
@@ -984,7 +995,7 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	cs := x.a.cfg.contexts
 	var rec *store.NodeRecord
 	err := x.retried(ctx, func() (err error) {
-		rec, err = cs.FailNode(ctx, x.job.RunID, nodeID, reason)
+		rec, err = cs.FailNode(ctx, x.job.RunID, x.failedRecord(nodeID), reason)
 		return err
 	})
 	switch {
@@ -1010,8 +1021,14 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	if x.crash("failing") {
 		return abandon
 	}
+	if x.toleratedItem() {
+		return x.itemResolved(ctx, true) // a batch item whose failure is tolerated (batchmap.go)
+	}
 	if err := x.idempotent(ctx, func() error { return cs.CloseNodes(ctx, x.job.RunID, x.p.closeIDs) }); err != nil {
 		return retryAfter(0, fmt.Errorf("sqsadapter: close nodes of failing run: %w", err))
+	}
+	if err := x.a.closeBatchItems(ctx, x.p, x.job.RunID, func(call func() error) error { return x.idempotent(ctx, call) }); err != nil {
+		return retryAfter(0, fmt.Errorf("sqsadapter: close batch items of failing run: %w", err))
 	}
 	if x.crash("closed") {
 		return abandon

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -27,6 +28,12 @@ type Job struct {
 	// delayed jobs of its timer: a job that arrives early is delayed again
 	// without reading the store.
 	WakeAt int64 `json:"wakeAt,omitempty"`
+	// Item is set on the jobs of a batch's items (NodeID is the
+	// batch-scatter node): 1 + the item's index in the batch's input.
+	Item int `json:"item,omitempty"`
+	// Page is set on the jobs that send the next page of a batch's items
+	// (NodeID is the batch-scatter node): the page's number, from 1.
+	Page int `json:"page,omitempty"`
 
 	delay time.Duration // how long SQS keeps the message before delivering it
 }
@@ -80,6 +87,12 @@ func (j Job) validate() error {
 	}
 	if len(j.Input) > 0 && !json.Valid(j.Input) {
 		missing = append(missing, "input is not valid JSON")
+	}
+	switch {
+	case j.Item < 0 || j.Page < 0:
+		missing = append(missing, "item and page cannot be negative")
+	case j.Item > 0 && j.Page > 0:
+		missing = append(missing, "a job is an item or a page, not both")
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalidJob, strings.Join(missing, ", "))
@@ -140,4 +153,12 @@ func escapeForSQS(b []byte) string {
 	return string(append(out, b[done:]...))
 }
 
-func (j Job) String() string { return j.RunID + "/" + j.NodeID }
+func (j Job) String() string {
+	switch {
+	case j.Item > 0:
+		return j.RunID + "/" + j.NodeID + "[" + strconv.Itoa(j.Item-1) + "]" // as the item's NodeContext.NodeID
+	case j.Page > 0:
+		return j.RunID + "/" + j.NodeID + " page " + strconv.Itoa(j.Page)
+	}
+	return j.RunID + "/" + j.NodeID
+}

@@ -47,6 +47,7 @@ type planNode struct {
 	leaf         bool
 	fallbackOnly bool
 	fallback     *planNode
+	batch        *batchSpec // a batch's scatter or gather (batchmap.go)
 
 	maxAttempts int
 	retryDelay  time.Duration
@@ -106,6 +107,10 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 	if err := bp.Validate(); err != nil {
 		return nil, err
 	}
+	bp, mapNames, err := expandMaps(bp, reg)
+	if err != nil {
+		return nil, err
+	}
 	p := &plan{bp: bp, id: bp.ID, version: bp.Version(), nodes: make(map[string]*planNode, len(bp.Nodes))}
 	var problems []string
 	fbOnly := bp.fallbackOnly()
@@ -129,6 +134,8 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 			case def.Uses == builtinSubflow:
 				n.builtin = def.Uses
 				n.subflow, _ = parseSubflow(def.Params) // valid: Validate parsed it
+			case def.Uses == builtinScatter || def.Uses == builtinGather:
+				n.builtin = def.Uses // likewise (batchmap.go)
 			default:
 				problems = append(problems, fmt.Sprintf("node %q uses %q, which is not in the registry", def.ID, def.Uses))
 			}
@@ -226,6 +233,9 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 				}
 			}
 		}
+	}
+	if reg != nil {
+		problems = append(problems, compileBatches(p, reg, mapNames)...)
 	}
 	if len(problems) > 0 {
 		return nil, &BlueprintError{BlueprintID: bp.ID, Problems: problems}

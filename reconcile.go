@@ -146,6 +146,13 @@ func (a *SqsAdapter) reconcileRun(ctx context.Context, run *store.RunRecord, now
 // frontier lists the jobs that make a stalled run progress again. A node
 // that waits needs none — it is resumed from outside — except a sleep whose
 // wake-up time passed before overdue: its timer's message was lost.
+//
+// Batch items are no plan nodes, and need no case of their own: a lost
+// item, page or gather job, or an item's arrivals cut short, leave the
+// committed scatter with its gather unresolved, so the scatter is
+// re-enqueued like any committed node with an unresolved target, and its
+// replay repairs the rest (batchmap.go, sendPage). Their records count
+// as progress in reconcileRun (a live lease, a recent update).
 func frontier(p *plan, recs map[string]*store.NodeRecord, runID string, overdue time.Time) []Job {
 	job := func(n *planNode) Job {
 		return Job{RunID: runID, BlueprintID: p.id, NodeID: n.id, BlueprintVersion: p.version}

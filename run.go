@@ -64,6 +64,13 @@ type NodeStatus struct {
 	Wait *store.Wait `json:"wait,omitempty"`
 	// UpdatedAt is when its record last changed.
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
+	// BatchItems, BatchCompleted and BatchFailed are a committed
+	// batch-scatter node's progress (a map node's is its "<id>_scatter"):
+	// its items, those whose output is committed, and those that failed
+	// for good. The items themselves are no nodes and are not listed.
+	BatchItems     int `json:"batchItems,omitempty"`
+	BatchCompleted int `json:"batchCompleted,omitempty"`
+	BatchFailed    int `json:"batchFailed,omitempty"`
 }
 
 // Finished reports whether the run reached a final status.
@@ -243,6 +250,7 @@ func (a *SqsAdapter) getRun(ctx context.Context, runID string) (*RunStatus, erro
 		if st.Context, err = a.cfg.contexts.Snapshot(ctx, runID); err != nil {
 			return nil, fmt.Errorf("sqsadapter: read context of run %q: %w", runID, err)
 		}
+		dropItemOutputs(st.Context) // batch items are no nodes (batchmap.go)
 	}
 	return st, nil
 }
@@ -265,7 +273,7 @@ func (a *SqsAdapter) addNodes(ctx context.Context, st *RunStatus) error {
 	now := time.Now()
 	st.Nodes = make(map[string]NodeStatus, len(recs))
 	for id, r := range recs {
-		if strings.HasSuffix(id, fallbackSuffix) {
+		if strings.HasSuffix(id, fallbackSuffix) || isItemRecord(id) {
 			continue
 		}
 		ns := NodeStatus{Attempts: r.Attempts, Fallback: r.Fallback, Error: r.Error, UpdatedAt: r.UpdatedAt, Wait: r.Wait}
@@ -285,6 +293,7 @@ func (a *SqsAdapter) addNodes(ctx context.Context, st *RunStatus) error {
 		}
 		st.Nodes[id] = ns
 	}
+	addBatchProgress(a.plans[planKey{st.BlueprintID, st.BlueprintVersion}], st.Nodes, recs)
 	// Decided from the node records, read after the run record: the run
 	// record's waiting set may name a node resumed in between.
 	if st.Status == StatusRunning && slices.ContainsFunc(slices.Collect(maps.Values(recs)), func(r *store.NodeRecord) bool { return r.State == store.NodeWaiting }) {
@@ -430,6 +439,9 @@ func (a *SqsAdapter) CancelRun(ctx context.Context, runID, reason string) error 
 	// Close first: once the status says cancelled, nothing of the run commits.
 	if err := a.cfg.contexts.CloseNodes(ctx, runID, p.closeIDs); err != nil {
 		return fmt.Errorf("sqsadapter: cancel run %q: close nodes: %w", runID, err)
+	}
+	if err := a.closeBatchItems(ctx, p, runID, func(call func() error) error { return call() }); err != nil {
+		return fmt.Errorf("sqsadapter: cancel run %q: close batch items: %w", runID, err)
 	}
 	err = a.cfg.contexts.FinishRun(ctx, runID, StatusCancelled, reason, "", time.Now())
 	if err != nil && !errors.Is(err, ErrRunFinished) {

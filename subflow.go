@@ -283,6 +283,7 @@ func (x *jobRun) childCompleted(ctx context.Context, rec *store.NodeRecord, chil
 	if err != nil {
 		return retryAfter(0, fmt.Errorf("sqsadapter: read the context of child run %q: %w", child.RunID, err))
 	}
+	dropItemOutputs(snap) // a batch's item records are no nodes of the child
 	c := store.NodeCommit{NodeID: x.n.id, Token: "subflow:" + child.RunID}
 	if len(spec.outputs) > 0 {
 		c.Sets = make(map[string]any, len(spec.outputs))
