@@ -3,6 +3,7 @@ package sqsadapter_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -389,4 +390,55 @@ func (r *rig) receive() sqsadapter.Job {
 	}
 	r.t.Fatal("no job in the queue")
 	return sqsadapter.Job{}
+}
+
+// What a subflow costs beyond its child's own nodes (BENCHMARKS.md): a
+// parent chain a -> sub -> c whose child is one node, against a plain
+// chain a -> b -> c plus that node's run on its own.
+func TestSubflowCost(t *testing.T) {
+	t.Parallel()
+	cost := func(bps ...string) (map[string]int, int) {
+		var parsed []*sqsadapter.Blueprint
+		for _, s := range bps {
+			parsed = append(parsed, mustParse(t, s))
+		}
+		r := newRig(t, rigConfig{workers: 1}, parsed...)
+		requireStatus(t, sqsadapter.StatusCompleted, r.wait(r.start(parsed[0].ID, nil)))
+		calls := maps.Clone(r.contexts.Calls())
+		maps.Copy(calls, r.coord.Calls())
+		return calls, r.sqs.Stats().Sent
+	}
+	// GetRun, ListNodes and Snapshot are also the client's polls, whose
+	// number depends on timing: left out of the comparison.
+	total := func(calls map[string]int) int {
+		n := 0
+		for op, c := range calls {
+			if op != "GetRun" && op != "ListNodes" && op != "Snapshot" {
+				n += c
+			}
+		}
+		return n
+	}
+	child := `{"id": "one", "nodes": [{"id": "x", "uses": "n"}], "edges": []}`
+	plain, plainSent := cost(`{"id": "plain", "nodes": [{"id": "a", "uses": "n"}, {"id": "b", "uses": "n"}, {"id": "c", "uses": "n"}],
+		"edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "c"}]}`)
+	alone, aloneSent := cost(child)
+	sub, subSent := cost(`{"id": "parent", "nodes": [{"id": "a", "uses": "n"}, {"id": "b", "uses": "subflow", "params": {"blueprintId": "one"}}, {"id": "c", "uses": "n"}],
+		"edges": [{"source": "a", "target": "b"}, {"source": "b", "target": "c"}]}`, child)
+	t.Logf("plain chain: %d store calls %v, %d sent", total(plain), plain, plainSent)
+	t.Logf("child alone: %d store calls %v, %d sent", total(alone), alone, aloneSent)
+	t.Logf("with subflow: %d store calls %v, %d sent", total(sub), sub, subSent)
+	extra := total(sub) - total(plain) - total(alone)
+	t.Logf("a subflow costs %d store calls and %d messages beyond a plain node and its child's run", extra, subSent-plainSent-aloneSent)
+	assert.Equal(t, 1, sub["SuspendNode"])
+	assert.Equal(t, 1, sub["ResumeNode"])
+	assert.Equal(t, 2, sub["CreateRun"], "the parent and its child")
+	// The node's own commit is its resume; beyond it: the suspend, and
+	// for the job that resumes it (the child's notification) its acquire
+	// and its input's read, and the node's re-read once its child is
+	// created; not counted here, two GetRun (the child's record, read by
+	// the child to find its parent and by the node) and the child's
+	// Snapshot.
+	assert.Equal(t, 4, extra, "store writes and node reads beyond a plain node and the child's own run")
+	assert.Equal(t, plainSent+aloneSent, subSent-1, "one message more: the child's job to its parent")
 }
