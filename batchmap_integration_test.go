@@ -121,9 +121,12 @@ func TestIntegrationBatch10000(t *testing.T) {
 	// Per page: the gather's record, the page's join record and the frozen
 	// items; the gather reads the records 100 at a time (BatchGetItem
 	// each); WaitForRun polls the run record (GetItem) about once a second.
-	assert.Less(t, per("DynamoDB.BatchGetItem"), 0.05)
-	assert.Less(t, per("DynamoDB.GetItem")-wall.Seconds()/float64(n), 0.005)
-	assert.Less(t, per("DynamoDB.TransactWriteItems")+per("DynamoDB.PutItem"), 0.001, "per batch: the scatter's and the gather's commits")
+	// What is per batch and per run is spread over n items: a few
+	// requests more, whatever n (fixed).
+	fixed := func(k float64) float64 { return k / float64(n) }
+	assert.Less(t, per("DynamoDB.BatchGetItem"), 0.05+fixed(50))
+	assert.Less(t, per("DynamoDB.GetItem")-wall.Seconds()/float64(n), 0.005+fixed(5))
+	assert.Less(t, per("DynamoDB.TransactWriteItems")+per("DynamoDB.PutItem"), 0.001+fixed(5), "per batch: the scatter's and the gather's commits")
 	assert.Less(t, per("SQS.SendMessageBatch"), 0.2)
 
 	// The largest things written: messages, and the items of the three

@@ -177,6 +177,14 @@ func (a *SqsAdapter) launch(ctx context.Context, p *plan, runID string, values m
 		if p = a.plans[planKey{existing.BlueprintID, existing.BlueprintVersion}]; p == nil {
 			return nil // another version's worker will see it through
 		}
+		if parent != nil {
+			// A child's start jobs were sent once this marker exists: its
+			// parent node's job comes back while the child runs, and must
+			// not send them again each time.
+			if _, sent, gerr := a.cfg.coord.Get(ctx, startedKey(runID)); gerr != nil || sent {
+				return gerr
+			}
+		}
 		if pending, err = a.unstarted(ctx, runID, p, parent == nil); err != nil {
 			return fmt.Errorf("sqsadapter: start run %q: %w", runID, err)
 		}
@@ -199,8 +207,17 @@ func (a *SqsAdapter) launch(ctx context.Context, p *plan, runID string, values m
 	if err := a.send(ctx, jobs...); err != nil {
 		return fmt.Errorf("sqsadapter: start run %q: enqueue start nodes (repeat StartRun with WithRunID(%q) to resume): %w", runID, runID, err)
 	}
+	if parent != nil {
+		if _, err := a.cfg.coord.SetIfNotExist(ctx, startedKey(runID), "sent", a.cfg.coordinationTTL); err != nil {
+			return fmt.Errorf("sqsadapter: start child run %q: mark its start jobs sent: %w", runID, err)
+		}
+	}
 	return nil
 }
+
+// startedKey names the coordination record that says a child run's start
+// jobs were sent.
+func startedKey(runID string) string { return "flowcraft:started:" + keyEscaper.Replace(runID) }
 
 // unstarted lists the start nodes of a run that have no record yet, and,
 // with attempted, those attempted and not finished (pending). A child run's

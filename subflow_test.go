@@ -433,12 +433,13 @@ func TestSubflowCost(t *testing.T) {
 	assert.Equal(t, 1, sub["SuspendNode"])
 	assert.Equal(t, 1, sub["ResumeNode"])
 	assert.Equal(t, 2, sub["CreateRun"], "the parent and its child")
-	// The node's own commit is its resume; beyond it: the suspend, and
-	// for the job that resumes it (the child's notification) its acquire
-	// and its input's read, and the node's re-read once its child is
-	// created; not counted here, two GetRun (the child's record, read by
-	// the child to find its parent and by the node) and the child's
-	// Snapshot.
-	assert.Equal(t, 4, extra, "store writes and node reads beyond a plain node and the child's own run")
+	// The node's own commit is its resume; beyond it: the suspend, the
+	// record that the child's start jobs were sent, and for the job that
+	// resumes it (the child's notification) its acquire and its input's
+	// read, and the node's re-read once its child is created; not counted
+	// here, two GetRun (the child's record, read by the child to find its
+	// parent and by the node) and the child's Snapshot.
+	assert.Equal(t, 5, extra, "store writes and node reads beyond a plain node and the child's own run")
+	assert.Equal(t, 1, sub["SetIfNotExist"], "the record that the child's start jobs were sent")
 	assert.Equal(t, plainSent+aloneSent, subSent-1, "one message more: the child's job to its parent")
 }
