@@ -27,7 +27,7 @@ const (
 	reasonSubflow  = "subflow"
 )
 
-// ChildRunPrefix begins the id of every child run, and of no run started
+// childRunPrefix begins the id of every child run, and of no run started
 // with StartRun: a finishing run whose id has it tells its parent.
 const childRunPrefix = "subflow:"
 
@@ -51,13 +51,12 @@ func parseSubflow(params map[string]any) (*subflowSpec, error) {
 		return nil, err
 	}
 	spec := &subflowSpec{blueprintID: id}
+	// The keys of both are written into a context (the child's, the
+	// parent's): keys a node may write.
 	for _, f := range []struct {
 		name string
 		dst  *[][2]string
-		// checked is the side written into a context: a key that a node
-		// may write.
-		checked int
-	}{{"inputs", &spec.inputs, 0}, {"outputs", &spec.outputs, 0}} {
+	}{{"inputs", &spec.inputs}, {"outputs", &spec.outputs}} {
 		raw, ok := params[f.name]
 		if !ok || raw == nil {
 			continue
