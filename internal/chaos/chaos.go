@@ -234,6 +234,10 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err != nil {
 		return sum, err
 	}
+	all, err := Blueprints()
+	if err != nil {
+		return sum, err
+	}
 
 	workDir, removeWorkDir := cfg.WorkDir, false
 	if workDir == "" {
@@ -318,7 +322,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		sqsadapter.WithContextStore(sqsadapter.NewDynamoDbContext(ddbDirect, tables.Context, tables.Status)),
 		sqsadapter.WithCoordinationStore(sqsadapter.NewDynamoDbCoordinationStore(ddbDirect, tables.Coordination)),
 		sqsadapter.WithRegistry(Registry(bp, 0)),
-		sqsadapter.WithBlueprints(bp),
+		sqsadapter.WithBlueprints(all...),
 		sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 	)
 	if err != nil {
@@ -334,7 +338,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		sqsadapter.WithCoordinationStore(sqsadapter.NewDynamoDbCoordinationStore(dynamodb.New(dynamodb.Options{Region: "us-east-1", Credentials: creds,
 			BaseEndpoint: aws.String(ddbProxy.URL()), DisableValidateResponseChecksum: true}), tables.Coordination)),
 		sqsadapter.WithRegistry(Registry(bp, 0)),
-		sqsadapter.WithBlueprints(bp),
+		sqsadapter.WithBlueprints(all...),
 		sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 	)
 	if err != nil {

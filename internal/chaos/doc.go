@@ -83,7 +83,9 @@
 // "scoreCFallback" runs in its place) and, on a conditional edge taken for
 // amounts of 500 and more (written as Flowcraft blueprints are: the node's
 // own id names its output, with JavaScript's ===), "audit" → "settle" (a
-// sleep of 4500 ms) → "archive". "decide" is an "all" join of the three
+// sleep of 4500 ms) → "archive" (a subflow: a child run of
+// "chaos-archive", "compress" (flaky) → "store", whose output the parent
+// receives as "archiveRef"). "decide" is an "all" join of the three
 // scores whose "inputs" read dotted paths; it routes by action to
 // "approve" → "hold" (a sleep of 0) and to "payment" (a webhook: the
 // payment callback, "declined" for some amounts, which a conditional edge

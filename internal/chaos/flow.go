@@ -21,6 +21,12 @@ import (
 //go:embed blueprint.json
 var blueprintJSON []byte
 
+// archiveJSON is the blueprint that the chaos blueprint's "archive" node
+// runs as a subflow: a child run of its own.
+//
+//go:embed archive.json
+var archiveJSON []byte
+
 // BlueprintID is the id of the chaos blueprint.
 const BlueprintID = "chaos"
 
@@ -31,6 +37,20 @@ func Blueprint() (*sqsadapter.Blueprint, error) {
 		return nil, fmt.Errorf("chaos: blueprint: %w", err)
 	}
 	return bp, nil
+}
+
+// Blueprints parses the chaos blueprint and the blueprints its subflow
+// nodes start; every process registers them all.
+func Blueprints() ([]*sqsadapter.Blueprint, error) {
+	bp, err := Blueprint()
+	if err != nil {
+		return nil, err
+	}
+	child, err := sqsadapter.ParseBlueprint(archiveJSON)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: archive blueprint: %w", err)
+	}
+	return []*sqsadapter.Blueprint{bp, child}, nil
 }
 
 // Tiers of the cases the runs process; the tier and the amount decide the
@@ -175,14 +195,20 @@ func hash(label string, v any) uint64 {
 
 // Builtin reports whether a node kind is one the engine runs itself: a
 // registered function of that name would replace it.
-func Builtin(uses string) bool { return uses == "wait" || uses == "webhook" || uses == "sleep" }
+func Builtin(uses string) bool {
+	return uses == "wait" || uses == "webhook" || uses == "sleep" || uses == "subflow"
+}
 
 // Expect interprets one run of the chaos blueprint and returns, besides
 // the interpreter's result, the resume of every wait and webhook node the
 // run reaches (interp.Result.Resumes): the output and action the driver
 // resumes it with, as the model gives them.
 func Expect(bp *sqsadapter.Blueprint, initial map[string]any) (*interp.Result, map[string]interp.Outcome, error) {
-	res, err := interp.Run(bp, initial, Model)
+	all, err := Blueprints()
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := interp.Run(bp, initial, Model, interp.WithBlueprints(all[1:]...))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -193,17 +219,24 @@ func Expect(bp *sqsadapter.Blueprint, initial map[string]any) (*interp.Result, m
 // node but the built-ins, and for "slow" nodes a sleep of slow first, which
 // honours ctx (a lost message or a hard shutdown cancels it).
 func Registry(bp *sqsadapter.Blueprint, slow time.Duration) sqsadapter.NodeRegistry {
-	defs := map[string]*sqsadapter.NodeDefinition{}
+	defs := map[[2]string]*sqsadapter.NodeDefinition{}
 	reg := sqsadapter.NodeRegistry{}
-	for i := range bp.Nodes {
-		d := &bp.Nodes[i]
-		if Builtin(d.Uses) {
-			continue
+	bps := []*sqsadapter.Blueprint{bp}
+	if all, err := Blueprints(); err == nil {
+		bps = append(bps, all[1:]...) // the subflows' blueprints
+	}
+	for _, b := range bps {
+		for i := range b.Nodes {
+			d := &b.Nodes[i]
+			if !Builtin(d.Uses) {
+				defs[[2]string{b.ID, d.ID}] = d
+			}
 		}
-		defs[d.ID] = d
+	}
+	for _, d := range defs {
 		reg[d.Uses] = func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
-			def := defs[nc.NodeID]
-			if def == nil || nc.BlueprintID != bp.ID {
+			def := defs[[2]string{nc.BlueprintID, nc.NodeID}]
+			if def == nil {
 				return sqsadapter.NodeResult{}, sqsadapter.Permanent(fmt.Errorf("chaos: unknown node %s/%s", nc.BlueprintID, nc.NodeID))
 			}
 			if def.Uses == "slow" {

@@ -85,7 +85,7 @@ func TestModelBranches(t *testing.T) {
 	require.NoError(t, err)
 	seen := map[string]int{}
 	for i := range 200 {
-		r, err := interp.Run(bp, Initial(7, i), Model)
+		r, _, err := Expect(bp, Initial(7, i))
 		require.NoError(t, err)
 		seen[string(r.Status)]++
 		for _, id := range []string{"approve", "review", "reject", "audit", "ledger", "finish", "payment", "manualReview", "escalate", "cooldown", "settle"} {
@@ -100,6 +100,12 @@ func TestModelBranches(t *testing.T) {
 			assert.Equal(t, []string{"review"}, r.Nodes(interp.Failed))
 		}
 		assert.Equal(t, 3, r.Attempts["scoreA"], "flaky: two failures, then success")
+		if r.Is("archive", interp.Ran) && r.Status == sqsadapter.StatusCompleted {
+			// A subflow: a child run of chaos-archive, whose "store" output
+			// the parent receives as "archiveRef".
+			require.Len(t, r.Children["archive"], 1)
+			assert.Equal(t, r.Children["archive"][0].Outputs["store"], r.Context["archiveRef"])
+		}
 		assert.Empty(t, r.Racy)
 	}
 	t.Logf("branches over 200 runs: %v", seen)

@@ -95,18 +95,19 @@ func run() int {
 		}
 	})
 
-	bp, err := chaos.Blueprint()
+	all, err := chaos.Blueprints()
 	if err != nil {
 		logger.Error("chaosworker: blueprint", "err", err)
 		return 1
 	}
+	bp := all[0]
 	a, err := sqsadapter.NewSqsAdapter(
 		sqsadapter.WithSQSClient(sqsClient),
 		sqsadapter.WithQueueURL(queueURL),
 		sqsadapter.WithContextStore(sqsadapter.NewDynamoDbContext(dbClient, tables.Context, tables.Status)),
 		sqsadapter.WithCoordinationStore(sqsadapter.NewDynamoDbCoordinationStore(dbClient, tables.Coordination)),
 		sqsadapter.WithRegistry(chaos.Registry(bp, *slow)),
-		sqsadapter.WithBlueprints(bp),
+		sqsadapter.WithBlueprints(all...),
 		sqsadapter.WithConcurrency(*concurrency),
 		sqsadapter.WithVisibilityTimeout(*visibility),
 		sqsadapter.WithWorkerID(workerID),
