@@ -87,6 +87,16 @@ func (s *DynamoDbContext) SuspendNode(ctx context.Context, runID, nodeID, owner 
 	if err != nil {
 		return nil, wrap(err)
 	}
+	return s.transactWaiting(ctx, runID, nodeID, nodeExpr, runExpr, refused, wrap)
+}
+
+// transactWaiting writes a node record and its run record's waiting set in
+// one TransactWriteItems, then reads the record back (a transaction returns
+// nothing). A failed condition on the node is decided by refused, from the
+// record as it was; one on the run record means the run has none.
+func (s *DynamoDbContext) transactWaiting(ctx context.Context, runID, nodeID string, nodeExpr, runExpr expression.Expression,
+	refused func(old map[string]types.AttributeValue, cause error) (*store.NodeRecord, error), wrap func(error) error) (*store.NodeRecord, error) {
+	nodeKey := outputsPrefix + nodeID
 	reasons, err := s.transact(ctx, []types.TransactWriteItem{
 		{Update: s.nodeUpdate(runID, nodeKey, nodeExpr)},
 		{Update: s.waitingUpdate(runID, runExpr)},
@@ -104,16 +114,22 @@ func (s *DynamoDbContext) SuspendNode(ctx context.Context, runID, nodeID, owner 
 		}
 		return nil, wrap(err)
 	}
-	// A transaction returns nothing: read the record back.
 	item, err := s.getItem(ctx, runID, nodeKey)
 	if err != nil {
-		return nil, wrap(fmt.Errorf("suspended, but reading the record back: %w", err))
+		return nil, wrap(fmt.Errorf("written, but reading the record back: %w", err))
 	}
 	rec, err := decodeNode(nodeID, item)
 	if err != nil {
 		return nil, wrap(err)
 	}
 	return rec, nil
+}
+
+// unwaitExpr removes a node from its run record's waiting set.
+func unwaitExpr(nodeID string) (expression.Expression, error) {
+	return expression.NewBuilder().
+		WithUpdate(expression.Delete(expression.Name(attrWaiting), expression.Value(avSS(nodeID)))).
+		Build()
 }
 
 // ResumeNode implements ContextStore with one TransactWriteItems: the
@@ -141,9 +157,7 @@ func (s *DynamoDbContext) ResumeNode(ctx context.Context, runID string, c store.
 	if err != nil {
 		return nil, wrap(err)
 	}
-	runExpr, err := expression.NewBuilder().
-		WithUpdate(expression.Delete(expression.Name(attrWaiting), expression.Value(avSS(c.NodeID)))).
-		Build()
+	runExpr, err := unwaitExpr(c.NodeID)
 	if err != nil {
 		return nil, wrap(err)
 	}
@@ -254,31 +268,11 @@ func (s *DynamoDbContext) WakeNode(ctx context.Context, runID, nodeID, owner str
 	if err != nil {
 		return nil, wrap(err)
 	}
-	runExpr, err := expression.NewBuilder().
-		WithUpdate(expression.Delete(expression.Name(attrWaiting), expression.Value(avSS(nodeID)))).
-		Build()
+	runExpr, err := unwaitExpr(nodeID)
 	if err != nil {
 		return nil, wrap(err)
 	}
-	reasons, err := s.transact(ctx, []types.TransactWriteItem{
-		{Update: s.nodeUpdate(runID, nodeKey, nodeExpr)},
-		{Update: s.waitingUpdate(runID, runExpr)},
-	})
-	if err != nil {
-		if reasonCode(reasons, 0) == conditionFailedCode {
-			old, gerr := s.refusedItem(ctx, runID, nodeKey, reasons)
-			if gerr != nil {
-				return nil, wrap(gerr)
-			}
-			return refused(old, err)
-		}
-		return nil, wrap(err)
-	}
-	item, err := s.getItem(ctx, runID, nodeKey)
-	if err != nil {
-		return nil, wrap(fmt.Errorf("woken, but reading the record back: %w", err))
-	}
-	return decodeNode(nodeID, item)
+	return s.transactWaiting(ctx, runID, nodeID, nodeExpr, runExpr, refused, wrap)
 }
 
 // closeWaiting closes a waiting node and removes it from its run's waiting
@@ -294,9 +288,7 @@ func (s *DynamoDbContext) closeWaiting(ctx context.Context, runID, nodeID string
 	if err != nil {
 		return err
 	}
-	runExpr, err := expression.NewBuilder().
-		WithUpdate(expression.Delete(expression.Name(attrWaiting), expression.Value(avSS(nodeID)))).
-		Build()
+	runExpr, err := unwaitExpr(nodeID)
 	if err != nil {
 		return err
 	}

@@ -72,19 +72,7 @@ func (s *ContextStore) SuspendNode(ctx context.Context, runID, nodeID, owner str
 		s.addWaiting(runID, nodeID)
 	}
 	s.mu.Unlock()
-	var rec *store.NodeRecord
-	if ok {
-		if rec, err = it.record(nodeID); err != nil {
-			return nil, err
-		}
-	}
-	if failure != nil {
-		return rec, failure
-	}
-	if err := s.end(op); err != nil {
-		return nil, err
-	}
-	return rec, nil
+	return s.answer(op, it, ok, nodeID, failure)
 }
 
 // ResumeNode implements sqsadapter.ContextStore. It checks sizes and keys
@@ -141,19 +129,7 @@ func (s *ContextStore) ResumeNode(ctx context.Context, runID string, c store.Nod
 		s.unwait(runID, c.NodeID)
 	}
 	s.mu.Unlock()
-	var rec *store.NodeRecord
-	if ok {
-		if rec, err = it.record(c.NodeID); err != nil {
-			return nil, err
-		}
-	}
-	if failure != nil {
-		return rec, failure
-	}
-	if err := s.end(op); err != nil {
-		return nil, err
-	}
-	return rec, nil
+	return s.answer(op, it, ok, c.NodeID, failure)
 }
 
 // WakeNode implements sqsadapter.ContextStore.
@@ -193,6 +169,13 @@ func (s *ContextStore) WakeNode(ctx context.Context, runID, nodeID, owner string
 		s.unwait(runID, nodeID)
 	}
 	s.mu.Unlock()
+	return s.answer(op, it, ok, nodeID, failure)
+}
+
+// answer is what a write of a node record returns once it has decided:
+// the record (nil when the node has none) and the refusal, if any; a call
+// that was not refused ends op (its injected failures after the call).
+func (s *ContextStore) answer(op string, it nodeItem, ok bool, nodeID string, failure error) (*store.NodeRecord, error) {
 	var rec *store.NodeRecord
 	if ok {
 		var err error
