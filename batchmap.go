@@ -734,12 +734,15 @@ func (c *batchCounts) put(runID, s string, n int) {
 // Run status.
 
 // dropItemOutputs removes the item records' "_outputs.S␟i" keys from a
-// context snapshot: items are no nodes; their outputs are the gather's.
+// context snapshot: items are no nodes; their outputs are the gather's. It
+// also shows a loop's nodes as of the iteration that ran last
+// (collapseIterations).
 func dropItemOutputs(vals map[string]any) {
 	maps.DeleteFunc(vals, func(k string, _ any) bool {
 		id, ok := strings.CutPrefix(k, outputsPrefix)
 		return ok && isItemRecord(id)
 	})
+	collapseIterations(vals)
 }
 
 // addBatchProgress adds to the NodeStatus of each committed scatter of p

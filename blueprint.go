@@ -226,7 +226,8 @@ func exactJSON[T any](v T) (T, error) {
 // supported form; config values are valid (fallback names another node,
 // joinStrategy is "all" or "any", durations and retries are not negative);
 // edges connect existing nodes; conditions and transforms compile; the graph
-// has no cycle (loops are not supported yet) and has a start node; and a
+// has no cycle except through a loop controller's "continue" edge, each loop
+// has the shape loop.go describes, and the graph has a start node; and a
 // fallback-only node (see fallbackOnly) has no outgoing edges, since routing
 // continues from the node that failed, so those edges could never be taken.
 //
@@ -324,7 +325,11 @@ func (b *Blueprint) Validate() error {
 	}
 	cycles := b.cycles()
 	for _, c := range cycles {
-		add("cycle: %s", strings.Join(c, " -> "))
+		add("cycle: %s (a cycle must go through a loop controller's \"continue\" edge)", strings.Join(c, " -> "))
+	}
+	if len(cycles) == 0 {
+		_, loopProblems := b.loopShapes(nodeIDs)
+		problems = append(problems, loopProblems...)
 	}
 	fbOnly := b.fallbackOnly()
 	reported := make(map[string]bool)
@@ -378,13 +383,24 @@ func inputsProblem(inputs any) string {
 	return fmt.Sprintf("inputs must be a string or an object, not %T", inputs)
 }
 
+// uses maps each node id to its "uses".
+func (b *Blueprint) uses() map[string]string {
+	m := make(map[string]string, len(b.Nodes))
+	for _, n := range b.Nodes {
+		m[n.ID] = n.Uses
+	}
+	return m
+}
+
 // cycles returns one cycle, as a path of node ids from a node back to
 // itself, for each back edge a depth-first search finds, in a deterministic
-// order. Edges to or from unknown nodes are ignored.
+// order. Edges to or from unknown nodes are ignored, and so are loop
+// controllers' continue edges (loop.go checks the loops).
 func (b *Blueprint) cycles() [][]string {
+	uses := b.uses()
 	next := make(map[string][]string)
 	for _, e := range b.Edges {
-		if !slices.Contains(next[e.Source], e.Target) {
+		if !isLoopBack(uses, e) && !slices.Contains(next[e.Source], e.Target) {
 			next[e.Source] = append(next[e.Source], e.Target)
 		}
 	}
@@ -449,9 +465,10 @@ func (b *Blueprint) fallbackOnly() map[string]bool {
 // hasStartNode reports whether some node has no incoming edge and is not
 // fallback-only.
 func (b *Blueprint) hasStartNode(fallbackOnly map[string]bool) bool {
+	uses := b.uses()
 	targets := make(map[string]bool, len(b.Edges))
 	for _, e := range b.Edges {
-		targets[e.Target] = true
+		targets[e.Target] = targets[e.Target] || !isLoopBack(uses, e)
 	}
 	for _, n := range b.Nodes {
 		if !targets[n.ID] && !fallbackOnly[n.ID] {

@@ -113,7 +113,7 @@ func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease
 		}
 	}
 	x := &jobRun{a: a, p: p, job: job, owner: owner, setLease: setLease, log: log}
-	n := p.nodes[job.NodeID]
+	n := p.iterNode(job.NodeID, job.Iter)
 	if n == nil || n.fallbackOnly {
 		err := fmt.Errorf("%w: unknown node: %q is not a schedulable node of blueprint %q version %q", ErrInvalidJob, job.NodeID, p.id, p.version)
 		log.ErrorContext(ctx, "sqsadapter: job for an unknown node; failing the run", "err", err)
@@ -172,6 +172,9 @@ func (x *jobRun) run(ctx context.Context) outcome {
 	if o, ok := x.batchNode(ctx, rec, in, vals); ok {
 		return o
 	}
+	if x.n.builtin == builtinLoop {
+		return x.loopPass(ctx, rec, in, vals)
+	}
 	if x.n.builtin != "" {
 		return x.suspend(ctx, rec, in, vals)
 	}
@@ -187,7 +190,7 @@ func (x *jobRun) run(ctx context.Context) outcome {
 	if fb := x.n.fallback; fb != nil && !IsPermanent(failure) {
 		return x.runFallback(ctx, fb, in, vals, failure, attempt)
 	}
-	return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.id, Attempt: attempt, Err: failure}).Error())
+	return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.label(), Attempt: attempt, Err: failure}).Error())
 }
 
 // acquire takes the execution lease of record id and counts an attempt. ok
@@ -349,10 +352,15 @@ const cancelGrace = 250 * time.Millisecond
 // its late result is discarded.
 func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) (NodeResult, *NodeContext, error) {
 	nc := &NodeContext{
-		RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: n.id,
+		RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: n.def.ID, Iteration: n.iter,
 		Input: in, Params: n.def.Params, Attempt: attempt,
 		read: func(ctx context.Context, key string) (any, bool, error) {
-			return x.a.cfg.contexts.Get(ctx, x.job.RunID, key)
+			if len(x.p.loops) == 0 {
+				return x.a.cfg.contexts.Get(ctx, x.job.RunID, key)
+			}
+			vals, err := x.getMany(ctx, []string{key})
+			v, ok := vals[key]
+			return v, ok, err
 		},
 	}
 	log := x.log
@@ -475,9 +483,9 @@ func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err err
 	switch {
 	case n.exprAll:
 		vals, err = cs.Snapshot(ctx, runID)
-		dropItemOutputs(vals) // batch items are no nodes (batchmap.go)
+		dropItemOutputs(vals) // batch items are no nodes (batchmap.go); loop iterations collapse (loop.go)
 	case len(keys) > 0 || len(n.exprKeys) > 0:
-		vals, err = cs.GetMany(ctx, runID, append(keys, n.exprKeys...))
+		vals, err = x.getMany(ctx, append(keys, n.exprKeys...))
 	}
 	if err != nil {
 		return nil, nil, err
@@ -519,7 +527,18 @@ func (x *jobRun) stagedInput(ctx context.Context) (in any, transformed bool, err
 		}
 		preds = []string{st.FiredBy}
 	}
-	recs, err := x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, preds)
+	// A loop is followed by what its last pass decided: its done record.
+	rid := func(id string) string {
+		if n := x.p.nodes[id]; n != nil && n.builtin == builtinLoop && n.loop != x.n.loop {
+			return loopDone(id)
+		}
+		return id
+	}
+	ids := make([]string, len(preds))
+	for i, id := range preds {
+		ids[i] = rid(id)
+	}
+	recs, err := x.a.cfg.contexts.GetNodes(ctx, x.job.RunID, ids)
 	if err != nil {
 		return nil, false, err
 	}
@@ -530,7 +549,7 @@ func (x *jobRun) stagedInput(ctx context.Context) (in any, transformed bool, err
 		return r.Output, false
 	}
 	if x.n.join != "all" {
-		if r := recs[preds[0]]; r != nil && r.State == store.NodeCommitted {
+		if r := recs[rid(preds[0])]; r != nil && r.State == store.NodeCommitted {
 			in, transformed = staged(r)
 			return in, transformed, nil
 		}
@@ -538,8 +557,8 @@ func (x *jobRun) stagedInput(ctx context.Context) (in any, transformed bool, err
 	}
 	m := make(map[string]any)
 	for _, id := range preds {
-		if r := recs[id]; r != nil && r.State == store.NodeCommitted && slices.Contains(r.Taken, x.n.id) {
-			m[id], _ = staged(r)
+		if r := recs[rid(id)]; r != nil && r.State == store.NodeCommitted && slices.Contains(r.Taken, x.n.id) {
+			m[nodeName(id)], _ = staged(r)
 		}
 	}
 	return m, false, nil
@@ -553,7 +572,7 @@ func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map
 	if fb.def.Inputs != nil {
 		var fvals map[string]any
 		err := x.idempotent(ctx, func() (err error) {
-			fvals, err = x.a.cfg.contexts.GetMany(ctx, x.job.RunID, fb.inputKeys)
+			fvals, err = x.getMany(ctx, fb.inputKeys)
 			return err
 		})
 		if err != nil {
@@ -571,7 +590,7 @@ func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map
 	}
 	if nc == nil {
 		err := fmt.Errorf("fallback %q failed after %d attempt(s): %w (after: %v)", fb.id, fattempt, o.err, cause)
-		return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.id, Attempt: attempt, Err: err}).Error())
+		return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.label(), Attempt: attempt, Err: err}).Error())
 	}
 	_ = nc.Set("_catch_error", map[string]any{"message": cause.Error(), "nodeId": x.n.id, "blueprintId": x.p.id})
 	return x.commit(ctx, res, nc, in, vals, fb.id)
@@ -582,7 +601,7 @@ func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map
 func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in any, vals map[string]any, fallback string) outcome {
 	out, err := jsonvalue.Normalize(res.Output)
 	if err != nil {
-		return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: fmt.Errorf("output: %w", err)}).Error())
+		return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.label(), Attempt: nc.Attempt, Err: fmt.Errorf("output: %w", err)}).Error())
 	}
 	sets, deletes := nc.buffered()
 	c := store.NodeCommit{NodeID: x.n.id, Output: out, Action: res.Action, Fallback: fallback, Sets: sets, Deletes: deletes}
@@ -618,7 +637,7 @@ func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in
 		return done
 	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrInvalidKey):
 		// The commit can never succeed: fail the node for good.
-		return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.id, Attempt: nc.Attempt, Err: err}).Error())
+		return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.label(), Attempt: nc.Attempt, Err: err}).Error())
 	default:
 		return x.release(ctx, x.n.id, retryAfter(0, fmt.Errorf("sqsadapter: commit output of node %q: %w", x.n.id, err)))
 	}
@@ -789,8 +808,29 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 		r := known[t.id]
 		return r == nil || r.State == store.NodePending
 	}
+	source, loopEnds := x.n.id, false
+	if x.n.builtin == builtinLoop {
+		// A pass that continues sends the next iteration and leaves the
+		// loop's exits to the pass that breaks; that one writes the loop's
+		// done record before anything after the loop can read it.
+		source, loopEnds = x.n.def.ID, true
+		for _, t := range x.n.targets {
+			loopEnds = loopEnds && !(x.n.isContinue(t) && slices.Contains(rec.Taken, t.id))
+		}
+		if loopEnds {
+			if err := x.loopEnded(ctx, rec); err != nil {
+				return retryAfter(0, err)
+			}
+		}
+	}
 	for _, t := range x.n.targets {
 		taken := slices.Contains(rec.Taken, t.id)
+		if x.n.builtin == builtinLoop && (x.n.isContinue(t) || !loopEnds) {
+			if x.n.isContinue(t) && taken && needsJob(t) {
+				x.sendTo(t, rec) // the next iteration
+			}
+			continue // a continue edge not taken leads nowhere; exits wait for the last pass
+		}
 		if !t.isJoin() {
 			if !taken {
 				if err := x.skip(ctx, t); err != nil {
@@ -801,7 +841,7 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 			}
 			continue
 		}
-		if err := x.arrive(ctx, t, x.n.id, taken, needsJob); err != nil {
+		if err := x.arrive(ctx, t, source, taken, needsJob); err != nil {
 			return retryAfter(0, err)
 		}
 		if x.crash("arrived") {
@@ -810,6 +850,9 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 	}
 	if x.n.leaf {
 		x.final, x.leavesDone[x.n.id] = true, true
+	}
+	if loopEnds && !x.n.loop.exits {
+		x.final, x.leavesDone[loopDone(x.n.loop.id)] = true, true
 	}
 	if err := x.flush(ctx); err != nil {
 		return retryAfter(0, err)
@@ -829,7 +872,7 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 // (a single-predecessor node, or an "any" join rec fired), carrying that
 // input when t has no "inputs" and the input is small.
 func (x *jobRun) sendTo(t *planNode, rec *store.NodeRecord) {
-	j := Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.id, BlueprintVersion: x.p.version}
+	j := x.jobFor(t)
 	v, transformed := rec.Staged[t.id]
 	if !transformed {
 		v = rec.Output
@@ -871,7 +914,7 @@ func (x *jobRun) arrive(ctx context.Context, t *planNode, source string, taken b
 				return x.skip(ctx, t)
 			}
 			if needsJob(t) {
-				x.sends = append(x.sends, Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.id, BlueprintVersion: x.p.version})
+				x.sends = append(x.sends, x.jobFor(t))
 			}
 		}
 	}
@@ -894,18 +937,36 @@ func (x *jobRun) skip(ctx context.Context, t *planNode) error {
 	if t.leaf {
 		x.final, x.leavesDone[t.id] = true, true
 	}
+	source := t.id
+	if t.builtin == builtinLoop {
+		// A skipped pass ends its loop: the next iteration does not exist,
+		// and the exits are dead.
+		source = t.def.ID
+		x.skipped = append(x.skipped, loopDone(t.def.ID))
+		if !t.loop.exits {
+			x.final, x.leavesDone[loopDone(t.def.ID)] = true, true
+		}
+	}
 	for _, u := range t.targets {
+		if t.isContinue(u) {
+			continue
+		}
 		if !u.isJoin() {
 			if err := x.skip(ctx, u); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := x.arrive(ctx, u, t.id, false, func(*planNode) bool { return true }); err != nil {
+		if err := x.arrive(ctx, u, source, false, func(*planNode) bool { return true }); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// jobFor is the job of node t of x's run.
+func (x *jobRun) jobFor(t *planNode) Job {
+	return Job{RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: t.def.ID, BlueprintVersion: x.p.version, Iter: t.iter}
 }
 
 // flush makes the skips and sends of this handling durable.
@@ -1030,11 +1091,14 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	if err := x.a.closeBatchItems(ctx, x.p, x.job.RunID, func(call func() error) error { return x.idempotent(ctx, call) }); err != nil {
 		return retryAfter(0, fmt.Errorf("sqsadapter: close batch items of failing run: %w", err))
 	}
+	if err := x.a.closeLoops(ctx, x.p, x.job.RunID, func(call func() error) error { return x.idempotent(ctx, call) }); err != nil {
+		return retryAfter(0, fmt.Errorf("sqsadapter: close loop iterations of failing run: %w", err))
+	}
 	if x.crash("closed") {
 		return abandon
 	}
 	err = x.retried(ctx, func() error {
-		return cs.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeID, time.Now())
+		return cs.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeName(nodeID), time.Now())
 	})
 	switch {
 	case err == nil:

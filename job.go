@@ -34,6 +34,9 @@ type Job struct {
 	// Page is set on the jobs that send the next page of a batch's items
 	// (NodeID is the batch-scatter node): the page's number, from 1.
 	Page int `json:"page,omitempty"`
+	// Iter is set on the jobs of a loop's later passes: the iteration of
+	// the body node or controller NodeID (loop.go).
+	Iter int `json:"iter,omitempty"`
 
 	delay time.Duration // how long SQS keeps the message before delivering it
 }
@@ -89,8 +92,10 @@ func (j Job) validate() error {
 		missing = append(missing, "input is not valid JSON")
 	}
 	switch {
-	case j.Item < 0 || j.Page < 0:
-		missing = append(missing, "item and page cannot be negative")
+	case j.Item < 0 || j.Page < 0 || j.Iter < 0:
+		missing = append(missing, "item, page and iter cannot be negative")
+	case j.Iter > 0 && (j.Item > 0 || j.Page > 0):
+		missing = append(missing, "a job of a loop's iteration is no batch item or page")
 	case j.Item > 0 && j.Page > 0:
 		missing = append(missing, "a job is an item or a page, not both")
 	}
@@ -159,6 +164,8 @@ func (j Job) String() string {
 		return j.RunID + "/" + j.NodeID + "[" + strconv.Itoa(j.Item-1) + "]" // as the item's NodeContext.NodeID
 	case j.Page > 0:
 		return j.RunID + "/" + j.NodeID + " page " + strconv.Itoa(j.Page)
+	case j.Iter > 0:
+		return j.RunID + "/" + j.NodeID + "#" + strconv.Itoa(j.Iter)
 	}
 	return j.RunID + "/" + j.NodeID
 }

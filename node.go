@@ -8,6 +8,7 @@ import (
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 	"github.com/flowcraft/sqsadapter/internal/limits"
 	"sort"
+	"strconv"
 	"sync"
 )
 
@@ -45,6 +46,10 @@ type NodeContext struct {
 	// Attempt is 1 on the first attempt; it counts attempts durably, so an
 	// attempt cut short by a worker crash counts too.
 	Attempt int
+	// Iteration is, in a loop's body, the pass of the loop the node runs
+	// in (0 for the first); outputs of the body's nodes read through Get
+	// are those of this pass.
+	Iteration int
 
 	read func(ctx context.Context, key string) (any, bool, error)
 
@@ -57,9 +62,15 @@ type contextWrite struct {
 	deleted bool
 }
 
-// IdempotencyKey returns "runId/nodeId": a stable key for the external side
-// effects of this node in this run, the same on every attempt and redelivery.
-func (nc *NodeContext) IdempotencyKey() string { return nc.RunID + "/" + nc.NodeID }
+// IdempotencyKey returns "runId/nodeId" ("runId/nodeId#k" in pass k > 0 of a
+// loop): a stable key for the external side effects of this node in this
+// run, the same on every attempt and redelivery.
+func (nc *NodeContext) IdempotencyKey() string {
+	if nc.Iteration > 0 {
+		return nc.RunID + "/" + nc.NodeID + "#" + strconv.Itoa(nc.Iteration)
+	}
+	return nc.RunID + "/" + nc.NodeID
+}
 
 // Get reads a key of the run context with a consistent read. The node's own
 // buffered writes are visible to it. Node outputs are readable as

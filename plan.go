@@ -31,6 +31,7 @@ type plan struct {
 	// every schedulable node's, and the attempt record of every fallback,
 	// so that no node or fallback of a finished run starts.
 	closeIDs []string
+	loops    []*loopShape // loop.go
 }
 
 type planNode struct {
@@ -48,6 +49,8 @@ type planNode struct {
 	fallbackOnly bool
 	fallback     *planNode
 	batch        *batchSpec // a batch's scatter or gather (batchmap.go)
+	loop         *loopShape // the loop whose body or controller this is (loop.go)
+	iter         int        // the iteration of a loop node; its record is iterID(def.ID, iter)
 
 	maxAttempts int
 	retryDelay  time.Duration
@@ -127,6 +130,8 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 		if reg != nil {
 			fn, ok := reg[def.Uses]
 			switch {
+			case def.Uses == builtinLoop:
+				n.builtin = def.Uses // the engine's alone: it shapes the graph (loop.go)
 			case ok && fn != nil:
 				n.fn = fn
 			case def.Uses == builtinWait || def.Uses == builtinWebhook || def.Uses == builtinSleep:
@@ -166,6 +171,8 @@ func compilePlan(bp *Blueprint, reg NodeRegistry) (*plan, error) {
 			src.targets = append(src.targets, dst)
 		}
 	}
+	shapes, _ := bp.loopShapes(nodeIDs) // valid: Validate checked them
+	p.addLoops(shapes)
 	for _, n := range p.order {
 		if f := n.def.Config.Fallback; f != "" {
 			n.fallback = p.nodes[f]

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/flowcraft/sqsadapter/store"
@@ -155,18 +157,14 @@ func (a *SqsAdapter) reconcileRun(ctx context.Context, run *store.RunRecord, now
 // as progress in reconcileRun (a live lease, a recent update).
 func frontier(p *plan, recs map[string]*store.NodeRecord, runID string, overdue time.Time) []Job {
 	job := func(n *planNode) Job {
-		return Job{RunID: runID, BlueprintID: p.id, NodeID: n.id, BlueprintVersion: p.version}
+		return Job{RunID: runID, BlueprintID: p.id, NodeID: n.def.ID, BlueprintVersion: p.version, Iter: n.iter}
 	}
 	done := func(id string) bool {
 		r := recs[id]
 		return r != nil && r.State != store.NodePending
 	}
 	var jobs []Job
-	for _, n := range p.order {
-		if n.fallbackOnly {
-			continue
-		}
-		r := recs[n.id]
+	consider := func(n *planNode, r *store.NodeRecord) {
 		switch {
 		case r == nil:
 			if n.start {
@@ -182,13 +180,27 @@ func frontier(p *plan, recs map[string]*store.NodeRecord, runID string, overdue 
 			}
 		case r.State == store.NodeCommitted:
 			replay := n.leaf // the completion check may not have run
-			for _, t := range n.targets {
-				// A send, an arrival or a skip may be missing; an "any" join
-				// resolves when it fires, before every arrival is in.
+			for _, t := range n.followers(r) {
 				replay = replay || !done(t.id) || t.join == "any"
+			}
+			if n.builtin == builtinLoop && !n.loop.exits && !slices.ContainsFunc(r.Taken, func(id string) bool { return id == iterID(n.loop.start, n.iter+1) }) {
+				replay = replay || !done(loopDone(n.loop.id)) // the loop's end decides completion
 			}
 			if replay {
 				jobs = append(jobs, job(n))
+			}
+		}
+	}
+	for _, n := range p.order {
+		if !n.fallbackOnly {
+			consider(n, recs[n.id])
+		}
+	}
+	// A loop's later passes have records of their own.
+	for _, rid := range slices.Sorted(maps.Keys(recs)) {
+		if _, _, ok := parseIterID(rid); ok {
+			if n := p.recordNode(rid); n != nil {
+				consider(n, recs[rid])
 			}
 		}
 	}

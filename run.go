@@ -64,6 +64,10 @@ type NodeStatus struct {
 	Wait *store.Wait `json:"wait,omitempty"`
 	// UpdatedAt is when its record last changed.
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
+	// Iterations is, for a node of a loop that ran more than one pass,
+	// how many passes have a record of it (Attempts and State are the
+	// latest pass's).
+	Iterations int `json:"iterations,omitempty"`
 	// BatchItems, BatchCompleted and BatchFailed are a committed
 	// batch-scatter node's progress (a map node's is its "<id>_scatter"):
 	// its items, those whose output is committed, and those that failed
@@ -289,11 +293,34 @@ func (a *SqsAdapter) addNodes(ctx context.Context, st *RunStatus) error {
 	}
 	now := time.Now()
 	st.Nodes = make(map[string]NodeStatus, len(recs))
-	for id, r := range recs {
-		if strings.HasSuffix(id, fallbackSuffix) || isItemRecord(id) {
+	// A loop's node is shown as of its latest pass, with the number of
+	// passes that have its record; passes closed with a finished run, which
+	// never ran, do not count.
+	passes, latest := map[string]int{}, map[string]int{}
+	for rid, r := range recs {
+		if id, k, ok := parseIterID(rid); ok && r.State != store.NodeClosed {
+			passes[id]++
+			latest[id] = max(latest[id], k)
+		}
+	}
+	for rid, r := range recs {
+		if strings.HasSuffix(rid, fallbackSuffix) || isItemRecord(rid) || strings.HasSuffix(rid, loopDoneSuffix) {
+			continue
+		}
+		id, k, iter := parseIterID(rid)
+		if !iter {
+			id = rid
+		}
+		if k != latest[id] {
 			continue
 		}
 		ns := NodeStatus{Attempts: r.Attempts, Fallback: r.Fallback, Error: r.Error, UpdatedAt: r.UpdatedAt, Wait: r.Wait}
+		if passes[id] > 0 {
+			ns.Iterations = passes[id]
+			if recs[id] != nil {
+				ns.Iterations++
+			}
+		}
 		if child := waitChild(r.Wait); child != "" {
 			st.Children = append(st.Children, child)
 		}
@@ -459,6 +486,9 @@ func (a *SqsAdapter) CancelRun(ctx context.Context, runID, reason string) error 
 	}
 	if err := a.closeBatchItems(ctx, p, runID, func(call func() error) error { return call() }); err != nil {
 		return fmt.Errorf("sqsadapter: cancel run %q: close batch items: %w", runID, err)
+	}
+	if err := a.closeLoops(ctx, p, runID, func(call func() error) error { return call() }); err != nil {
+		return fmt.Errorf("sqsadapter: cancel run %q: close loop iterations: %w", runID, err)
 	}
 	err = a.cfg.contexts.FinishRun(ctx, runID, StatusCancelled, reason, "", time.Now())
 	if err != nil && !errors.Is(err, ErrRunFinished) {
