@@ -3,7 +3,7 @@
 # for a fixed number of executions, and stops the emulators.
 GO ?= go
 
-.PHONY: test fuzz-long bench chaos flake-hunt protocol-long differential batch-10k
+.PHONY: test fuzz-long bench chaos flake-hunt protocol-long differential batch-10k flowcraft-examples
 
 test:
 	GO=$(GO) scripts/test.sh
@@ -72,3 +72,29 @@ batch-10k:
 	@state=$$(scripts/emulators.sh start) && \
 	trap 'SQSADAPTER_EMULATOR_STATE="'"$$state"'" scripts/emulators.sh stop' EXIT && \
 	. "$$state/env" && SQSADAPTER_BATCH_ITEMS=10000 $(GO) test -count=1 -timeout 20m -v -run '^TestIntegrationBatch10000$$' .
+
+# Flowcraft's example blueprints side by side (flowcraft_examples_test.go):
+# every blueprint of FLOWCRAFT_EXAMPLES/*/*.json loaded unchanged, each
+# parent run once per branch choice through Flowcraft's own runtime and
+# through this library with the same stand-in nodes, compared after the
+# rules of exampleRules; prints one line per run and a summary. It uses
+# the Flowcraft that scripts/emulators.sh installs (SQSADAPTER_FLOWCRAFT if
+# set), and starts the emulators only to install it when it is missing.
+FLOWCRAFT_EXAMPLES ?=
+flowcraft-examples:
+	@test -n "$(FLOWCRAFT_EXAMPLES)" || { echo "usage: make flowcraft-examples FLOWCRAFT_EXAMPLES=<folder of */*.json blueprints>" >&2; exit 2; }
+	@check() { \
+		out=$$(mktemp); \
+		{ SQSADAPTER_FLOWCRAFT_EXAMPLES="$(abspath $(FLOWCRAFT_EXAMPLES))" $(GO) test -race -count=1 -timeout 10m -v \
+			-run '^TestFlowcraftExamplesSideBySide$$' . >"$$out" 2>&1; rc=$$?; }; \
+		grep -v -e '^=== ' -e '^    --- PASS' -e '^PASS$$' -e '^FAIL$$' -e '^ok ' "$$out"; rm -f "$$out"; return $$rc; \
+	}; \
+	want=$$(sed -n 's/^FLOWCRAFT_VERSION=//p' scripts/emulators.sh); \
+	pkg=$${SQSADAPTER_FLOWCRAFT:-$${SQSADAPTER_CACHE:-$$HOME/.cache/sqsadapter}/node_modules/flowcraft}; \
+	if [ -f "$$pkg/dist/index.mjs" ] && [ "$$(node -p 'require(process.argv[1]).version' "$$pkg/package.json" 2>/dev/null)" = "$$want" ]; then \
+		SQSADAPTER_FLOWCRAFT=$$pkg check; \
+	else \
+		state=$$(scripts/emulators.sh start) && \
+		trap 'SQSADAPTER_EMULATOR_STATE="'"$$state"'" scripts/emulators.sh stop' EXIT && \
+		. "$$state/env" && check; \
+	fi
