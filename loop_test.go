@@ -3,6 +3,8 @@ package sqsadapter_test
 import (
 	"context"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -249,4 +251,45 @@ func TestLoopValidation(t *testing.T) {
 			assert.Contains(t, err.Error(), c.want)
 		})
 	}
+}
+
+// The README's loop runs as the README says: the body's first node runs,
+// then the condition decides; the exit gets the last pass's output.
+func TestReadmeLoop(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(readme), "## Loops")
+	require.True(t, ok, "README.md has a Loops section")
+	_, block, ok := strings.Cut(section, "```json\n")
+	require.True(t, ok)
+	block, _, _ = strings.Cut(block, "```")
+	bp := mustParse(t, block)
+	check := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		status := "pending"
+		if nc.Iteration == 2 {
+			status = "ready"
+		}
+		if err := nc.Set("status", status); err != nil {
+			return sqsadapter.NodeResult{}, err
+		}
+		return sqsadapter.NodeResult{Output: map[string]any{"pass": nc.Iteration}}, nil
+	}
+	reg := map[string]sqsadapter.NodeFunc{}
+	for _, n := range bp.Nodes {
+		if n.Uses != "loop-controller" {
+			reg[n.Uses] = func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+				if n.ID == "check" {
+					return check(ctx, nc)
+				}
+				return sqsadapter.NodeResult{Output: nc.Input}, nil
+			}
+		}
+	}
+	r := newRig(t, rigConfig{registry: reg}, bp)
+	st := r.wait(r.start(bp.ID, nil))
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	assert.Equal(t, "ready", st.Context["status"])
+	assert.Equal(t, map[string]any{"pass": int64(2)}, st.Context["_outputs.download"], "the exit's input: the last pass's output")
+	assert.Equal(t, 3, st.Nodes["check"].Iterations)
 }

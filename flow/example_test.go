@@ -146,7 +146,9 @@ func ExampleBuilder_Loop() {
 		Loop("again", flow.LoopOptions{StartNodeID: "increment", EndNodeID: "check", Condition: "counter < 3"}).
 		Edge("again", "report"). // becomes again -> report [break] => context["check"]
 		Build()
-	_ = err // a cycle error while Validate refuses loops
+	if err != nil {
+		panic(err)
+	}
 }
 
 // A subflow, a sleep and a wait are nodes running Flowcraft's built-ins.

@@ -149,8 +149,9 @@ func (b *Builder) Batch(id, workerUses string, o BatchOptions) *Builder {
 // with action "continue" and transform context["<EndNodeID>"]. At Build,
 // every edge from id to a node other than the start node (an exit) gets
 // that transform and, if it has none, action "break". Both body nodes must
-// exist by Build. While sqsadapter.Blueprint.Validate refuses every cycle,
-// Build returns a cycle error for a blueprint with a loop.
+// exist by Build. Build's validation checks the loop's shape (see the
+// sqsadapter README's Loops section): its body is entered at the start
+// node or at id, and left only through id's exits.
 func (b *Builder) Loop(id string, o LoopOptions) *Builder {
 	if id == "" {
 		b.fail("a loop from %q to %q has an empty id", o.StartNodeID, o.EndNodeID)
