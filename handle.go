@@ -352,7 +352,7 @@ const cancelGrace = 250 * time.Millisecond
 // its late result is discarded.
 func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) (NodeResult, *NodeContext, error) {
 	nc := &NodeContext{
-		RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: n.def.ID, Iteration: n.iter,
+		RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: n.def.ID, Iteration: x.n.iter, // a fallback runs in its node's pass
 		Input: in, Params: n.def.Params, Attempt: attempt,
 		read: func(ctx context.Context, key string) (any, bool, error) {
 			if len(x.p.loops) == 0 {
@@ -364,7 +364,7 @@ func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) 
 		},
 	}
 	log := x.log
-	if n.id != x.job.NodeID && x.job.Item == 0 {
+	if n.def.ID != x.job.NodeID && x.job.Item == 0 {
 		log = log.With("fallback", n.id)
 	}
 	timeout, byDefault := n.timeout, false
@@ -611,7 +611,7 @@ func (x *jobRun) commit(ctx context.Context, res NodeResult, nc *NodeContext, in
 		if sets == nil {
 			sets = make(map[string]any, 1)
 		}
-		sets[outputsPrefix+x.n.id] = out
+		sets[outputsPrefix+x.n.def.ID] = out // read by id, in any pass of a loop
 	}
 	x.route(ctx, &c, in, overlay(vals, sets, deletes))
 	if x.crash("commit") {

@@ -23,6 +23,7 @@ var loopScenarios = []struct {
 	{"iteration limit", scenarioLoopLimit},
 	{"branches inside the body", scenarioLoopBranches},
 	{"failing body node", scenarioLoopFails},
+	{"fallback and own id in a pass", scenarioLoopFallback},
 }
 
 func TestLoop(t *testing.T) {
@@ -292,4 +293,46 @@ func TestReadmeLoop(t *testing.T) {
 	assert.Equal(t, "ready", st.Context["status"])
 	assert.Equal(t, map[string]any{"pass": int64(2)}, st.Context["_outputs.download"], "the exit's input: the last pass's output")
 	assert.Equal(t, 3, st.Nodes["check"].Iterations)
+}
+
+// In a pass, a body node's fallback runs in its place with that pass's
+// idempotency key, and an edge condition naming the node itself reads this
+// pass's output.
+func scenarioLoopFallback(t *testing.T, mk subRigMaker) {
+	bp := mustParse(t, `{"id": "fb", "nodes": [
+		{"id": "s", "uses": "n", "config": {"fallback": "rescue"}},
+		{"id": "rescue", "uses": "n"},
+		{"id": "mark", "uses": "n"}, {"id": "plain", "uses": "n"},
+		{"id": "j", "uses": "n"},
+		{"id": "loop", "uses": "loop-controller", "params": {"condition": "count < 3"}}],
+	  "edges": [{"source": "s", "target": "mark", "condition": "s.rescued == true"},
+		{"source": "s", "target": "plain", "condition": "s.rescued != true"},
+		{"source": "mark", "target": "j"}, {"source": "plain", "target": "j"}, {"source": "j", "target": "loop"},
+		{"source": "loop", "target": "s", "action": "continue"}]}`)
+	s := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		if _, err := counter(ctx, nc); err != nil {
+			return sqsadapter.NodeResult{}, err
+		}
+		if nc.Iteration == 1 {
+			return sqsadapter.NodeResult{}, errors.New("pass 1 needs rescue")
+		}
+		return sqsadapter.NodeResult{Output: map[string]any{"rescued": false}}, nil
+	}
+	rescue := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		if _, err := counter(ctx, nc); err != nil {
+			return sqsadapter.NodeResult{}, err
+		}
+		return sqsadapter.NodeResult{Output: map[string]any{"rescued": true, "key": nc.IdempotencyKey()}}, nil
+	}
+	r := mk(t, map[string]sqsadapter.NodeFunc{"s": s, "rescue": rescue}, bp)
+	id := r.start("fb", map[string]any{"count": 0})
+	st := r.wait(id)
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	assert.Equal(t, 3, r.calls().count("s"))
+	require.Equal(t, 1, r.calls().count("rescue"))
+	assert.Equal(t, id+"/rescue#1", r.calls().get("rescue")[0].Key, "the fallback runs in its node's pass")
+	assert.Equal(t, 1, r.calls().count("mark"), "pass 1: the condition reads this pass's output of s")
+	assert.Equal(t, 2, r.calls().count("plain"))
+	assert.Equal(t, int64(3), st.Context["count"])
+	assert.Equal(t, map[string]any{"rescued": false}, st.Context["_outputs.s"])
 }
