@@ -280,7 +280,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 		`node "c": inputs must be a string or an object, not int64`,
 		`edge #0 (a -> nowhere): target "nowhere" is not a node`,
 		be.Problems[8], // the condition's compile error, checked below
-		"cycle: b -> c -> b",
+		`cycle: b -> c -> b (a cycle must go through a loop controller's "continue" edge)`,
 	}, be.Problems)
 	assert.True(t, strings.HasPrefix(be.Problems[8], `edge #1 (a -> b): condition: compile expression "===": `), be.Problems[8])
 	assert.Contains(t, err.Error(), `invalid blueprint "(no id)"`)
