@@ -3,6 +3,7 @@ package sqsadapter_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -335,4 +336,45 @@ func scenarioLoopFallback(t *testing.T, mk subRigMaker) {
 	assert.Equal(t, 2, r.calls().count("plain"))
 	assert.Equal(t, int64(3), st.Context["count"])
 	assert.Equal(t, map[string]any{"rescued": false}, st.Context["_outputs.s"])
+}
+
+// What a pass of a loop costs: its body's nodes as anywhere, plus the
+// controller's read of what its condition names, its acquire and its
+// commit, and one message each. Measured as the difference between a loop
+// of five passes and one of a single pass.
+func TestLoopCost(t *testing.T) {
+	t.Parallel()
+	cost := func(passes int) (map[string]int, int) {
+		bp := mustParse(t, `{"id": "cost", "nodes": [
+			{"id": "body", "uses": "n"},
+			{"id": "loop", "uses": "loop-controller", "params": {"condition": "count < limit"}},
+			{"id": "after", "uses": "n"}],
+		  "edges": [{"source": "body", "target": "loop"},
+			{"source": "loop", "target": "body", "action": "continue", "transform": "context[\"body\"]"},
+			{"source": "loop", "target": "after", "action": "break", "transform": "context[\"body\"]"}]}`)
+		r := newRig(t, rigConfig{workers: 1, nodes: map[string]sqsadapter.NodeFunc{"body": counter}}, bp)
+		requireStatus(t, sqsadapter.StatusCompleted, r.wait(r.start("cost", map[string]any{"count": 0, "limit": passes})))
+		require.Equal(t, passes, r.calls().count("body"))
+		calls := maps.Clone(r.contexts.Calls())
+		maps.Copy(calls, r.coord.Calls())
+		// GetRun, ListNodes and Snapshot are also the client's polls.
+		delete(calls, "GetRun")
+		delete(calls, "ListNodes")
+		delete(calls, "Snapshot")
+		return calls, r.sqs.Stats().Sent
+	}
+	one, oneSent := cost(1)
+	five, fiveSent := cost(5)
+	perPass := map[string]int{}
+	for op, n := range five {
+		if d := n - one[op]; d != 0 {
+			require.Zero(t, d%4, "%s: %d more calls for 4 more passes", op, d)
+			perPass[op] = d / 4
+		}
+	}
+	t.Logf("one pass: %v, %d sent; five: %v, %d sent; per pass: %v, %d sent", one, oneSent, five, fiveSent, perPass, (fiveSent-oneSent)/4)
+	assert.Equal(t, map[string]int{"AcquireNode": 2, "CommitNode": 2, "GetMany": 2}, perPass,
+		"a pass: the body node's acquire, its own read of count and its commit; the controller's read, acquire and commit")
+	assert.Equal(t, 8, fiveSent-oneSent, "two messages a pass: the controller's and the next body's")
+	assert.Equal(t, 1, one["CommitNode"]-3, "beyond the three nodes' commits: the done record")
 }
