@@ -1089,7 +1089,31 @@ const handWrittenJSON = `[
    {"id": "r", "uses": "stub", "params": {"pass": true}, "inputs": {"c": "counter", "o": "obj"}},
    {"id": "c", "uses": "stub", "params": {}}
   ],
-  "edges": [{"source": "w", "target": "r", "condition": "counter === 2 && obj.a[1] > 2"}, {"source": "r", "target": "c", "condition": "!context.obj.b && context.obj.a.length === 3"}]}}
+  "edges": [{"source": "w", "target": "r", "condition": "counter === 2 && obj.a[1] > 2"}, {"source": "r", "target": "c", "condition": "!context.obj.b && context.obj.a.length === 3"}]}},
+{"name": "loop-while",
+ "initial": {},
+ "blueprint": {"nodes": [
+   {"id": "init", "uses": "stub", "params": {}},
+   {"id": "body", "uses": "stub", "params": {"pass": true, "set": {"touched": true}}},
+   {"id": "check", "uses": "stub", "params": {"pass": true}},
+   {"id": "loop", "uses": "loop-controller", "params": {"condition": "!(context.check && context.check.in.in && context.check.in.in.in)"}, "config": {"joinStrategy": "any"}},
+   {"id": "fin", "uses": "stub", "params": {"pass": true}}
+  ],
+  "edges": [{"source": "init", "target": "loop"}, {"source": "body", "target": "check"}, {"source": "check", "target": "loop"},
+   {"source": "loop", "target": "body", "action": "continue", "transform": "context[\"check\"]"},
+   {"source": "loop", "target": "fin", "action": "break", "transform": "context[\"check\"]"}]}},
+{"name": "loop-from-the-body",
+ "initial": {"_inputs.body": {"seed": 1}},
+ "blueprint": {"nodes": [
+   {"id": "body", "uses": "stub", "params": {"pass": true}},
+   {"id": "loop", "uses": "loop-controller", "params": {"condition": "!body.in.in.in"}},
+   {"id": "fin", "uses": "stub", "params": {"pass": true}},
+   {"id": "alarm", "uses": "stub", "params": {}}
+  ],
+  "edges": [{"source": "body", "target": "loop"},
+   {"source": "loop", "target": "body", "action": "continue", "transform": "context[\"body\"]"},
+   {"source": "loop", "target": "fin", "action": "break", "transform": "context[\"body\"]"},
+   {"source": "loop", "target": "alarm", "action": "break", "condition": "body.in.seed === 2"}]}}
 ]`
 
 // ---------------------------------------------------------------------------
