@@ -225,52 +225,9 @@ type exampleView struct {
 	inputs  map[string][]string // node -> inputs, normalized
 }
 
-// exampleGraph is a blueprint's shape.
-type exampleGraph struct {
-	bp           *sqsadapter.Blueprint
-	nodes        map[string]sqsadapter.NodeDefinition
-	preds, succs map[string][]string // distinct
-}
-
-func newExampleGraph(bp *sqsadapter.Blueprint) *exampleGraph {
-	g := &exampleGraph{bp: bp, nodes: map[string]sqsadapter.NodeDefinition{}, preds: map[string][]string{}, succs: map[string][]string{}}
-	for _, n := range bp.Nodes {
-		g.nodes[n.ID] = n
-	}
-	for _, e := range bp.Edges {
-		if !slices.Contains(g.preds[e.Target], e.Source) {
-			g.preds[e.Target] = append(g.preds[e.Target], e.Source)
-			g.succs[e.Source] = append(g.succs[e.Source], e.Target)
-		}
-	}
-	return g
-}
-
-func (g *exampleGraph) isAllJoin(id string) bool {
-	return len(g.preds[id]) > 1 && g.nodes[id].Config.JoinStrategy != "any"
-}
-
-func (g *exampleGraph) descendants(id string) []string {
-	seen := map[string]bool{id: true}
-	var out []string
-	stack := []string{id}
-	for len(stack) > 0 {
-		n := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		for _, s := range g.succs[n] {
-			if !seen[s] {
-				seen[s] = true
-				out = append(out, s)
-				stack = append(stack, s)
-			}
-		}
-	}
-	return out
-}
-
 // exampleCompare compares runs of the blueprints bps.
 type exampleCompare struct {
-	graphs map[string]*exampleGraph
+	graphs map[string]*diffGraph
 	diffs  []string
 	notes  []string
 }
@@ -448,7 +405,8 @@ func (x *exampleCompare) compareRun(where, bp string, f, o *exampleView, fcCtx m
 		}
 	}
 	writers := map[string]string{} // outputKey -> node
-	for _, n := range g.bp.Nodes {
+	for _, id := range g.order {
+		n := g.nodes[id]
 		if k, _ := n.Params["outputKey"].(string); k != "" && n.Uses == "output" {
 			writers[k] = n.ID
 		}
@@ -661,10 +619,10 @@ func TestFlowcraftExamplesSideBySide(t *testing.T) {
 	require.NoError(t, err, "the blueprints must load unchanged")
 	bps := map[string]*sqsadapter.Blueprint{}
 	named := map[string]bool{}
-	x := &exampleCompare{graphs: map[string]*exampleGraph{}}
+	x := &exampleCompare{graphs: map[string]*diffGraph{}}
 	for _, bp := range loaded {
 		bps[bp.ID] = bp
-		x.graphs[bp.ID] = newExampleGraph(bp)
+		x.graphs[bp.ID] = newDiffGraph(&diffCase{Blueprint: *bp}) // the differential test's graph facts
 		for _, n := range bp.Nodes {
 			if n.Uses == "subflow" {
 				id, _ := n.Params["blueprintId"].(string)
