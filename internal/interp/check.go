@@ -25,6 +25,13 @@ import (
 //     prediction gave that key (its initial value or a node's write, a
 //     node output for "_outputs.<id>" of a node that ran): which nodes
 //     committed before the failure stopped the run depends on timing.
+//   - A run failed by a batch node must carry the error the engine records
+//     for it: the first failed item's, when the batch tolerates no failure
+//     (any failed item's: whichever is recorded first), or the gather's
+//     count of failures and first failed item. Timing may change two
+//     things in it: the attempt count an item failed after (crashes
+//     consume attempts), and the item's error, when its last attempt was
+//     cut short: then it says the attempt was abandoned.
 //   - A "_catch_error" value matches a catch when its node id and blueprint
 //     id are the same and its message is the same, or says that the
 //     attempt was abandoned: when a node's last attempt is cut short (its
@@ -85,6 +92,9 @@ func (r *Result) Check(st *sqsadapter.RunStatus) []string {
 		// backslashes or characters that are not printable is escaped.
 		if st.FailedNode == "" || (!strings.Contains(st.Error, st.FailedNode) && !strings.Contains(st.Error, strconv.Quote(st.FailedNode))) {
 			report("error %q does not name the failed node %q", truncate(st.Error, 300), st.FailedNode)
+		}
+		if want, ok := r.batchErrors[st.FailedNode]; ok && !slices.ContainsFunc(want, func(w string) bool { return sameBatchError(w, st.Error) }) {
+			report("batch node %q failed the run with %q, the interpreter expects one of %s", st.FailedNode, truncate(st.Error, 300), show(want))
 		}
 		problems = append(problems, r.checkPrefix(got)...)
 	default:
