@@ -263,10 +263,11 @@ func intValue(v any) (int, bool) {
 // scatter (its output {"gatherNodeId", "count"}, the items frozen under
 // "_batch.S"), then runs every item through the worker, in order, each
 // under its record: a committed item's writes join the context; a failed
-// one, when the batch tolerates no failure, fails the scatter with the
-// first failed item's error (in a distributed run, whichever failed item
-// is recorded first names the failure: ItemErrors lists them all). An
-// input that is not an array (null is empty) fails the scatter.
+// one, when the batch tolerates no failure, fails the run at the scatter
+// with the first failed item's error (in a distributed run, whichever
+// failed item is recorded first names the failure: ItemErrors lists them
+// all); the scatter is then in Errors, but Ran, as it committed. An input
+// that is not an array (null is empty) fails the scatter.
 func (x *Result) scatter(model Model, bpID string, g *graph, b *batch, def *sqsadapter.NodeDefinition, in any,
 	view map[string]any, taken map[string]map[string]bool, staged map[string]map[string]any, writers map[string][]write) {
 	id := def.ID
@@ -308,8 +309,7 @@ func (x *Result) scatter(model Model, bpID string, g *graph, b *batch, def *sqsa
 	}
 	x.Items[id] = list
 	if b.failed > 0 && b.tolerated == 0 {
-		x.States[id] = Failed
-		x.Errors[id] = failedItem
+		x.Errors[id] = failedItem // the scatter stays Ran: it committed
 		x.batchErrors[id] = x.ItemErrors(id)
 	}
 }
@@ -320,6 +320,10 @@ func (x *Result) scatter(model Model, bpID string, g *graph, b *batch, def *sqsa
 // more items failed than the batch tolerates, it fails.
 func (x *Result) gather(g *graph, b *batch, def *sqsadapter.NodeDefinition, in any,
 	view map[string]any, taken map[string]map[string]bool, staged map[string]map[string]any, writers map[string][]write) {
+	if _, failing := x.Errors[b.scatter]; failing {
+		x.States[def.ID] = Blocked // the items failed the run at the scatter
+		return
+	}
 	if b.failed > b.tolerated {
 		x.States[def.ID] = Failed
 		x.Errors[def.ID] = fmt.Sprintf("node %q: %d of %d batch items failed, more than toleratedFailures (%d); first: %s",

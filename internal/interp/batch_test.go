@@ -132,8 +132,8 @@ var batchCases = []batchCase{{
 		assert.Equal(t, map[string]string{"m_scatter": first}, r.Errors)
 		assert.Equal(t, []string{first, `node "m_scatter" failed after 1 attempt(s): batch item 3: item m_scatter[3] is poison`},
 			r.ItemErrors("m_scatter"))
-		assert.Equal(t, []string{"m_scatter", "m_scatter\x1f1", "m_scatter\x1f3"}, r.Nodes(interp.Failed))
-		assert.Equal(t, []string{"m_scatter\x1f0", "m_scatter\x1f2"}, r.Nodes(interp.Ran))
+		assert.Equal(t, []string{"m_scatter\x1f1", "m_scatter\x1f3"}, r.Nodes(interp.Failed))
+		assert.Equal(t, []string{"m_scatter", "m_scatter\x1f0", "m_scatter\x1f2"}, r.Nodes(interp.Ran), "the scatter committed")
 		assert.Equal(t, []string{"after", "m"}, r.Nodes(interp.Blocked))
 		assert.Equal(t, map[string]any{"gatherNodeId": "m", "count": int64(4)}, r.Outputs["m_scatter"], "the scatter committed")
 	},
@@ -328,4 +328,22 @@ func TestRunBatchInvalid(t *testing.T) {
 		_, err := interp.Run(parse(t, src), nil, model)
 		assert.Error(t, err, name)
 	}
+}
+
+// Check holds a completed run's item counts to the interpreter's, when
+// the status lists the nodes.
+func TestCheckBatchCounts(t *testing.T) {
+	bp := mapBP(t, `, "toleratedFailures": 2`, `{"maxRetries": 2}`)
+	initial := batchOf(1, refuse, 3, poison)
+	r, err := interp.Run(bp, initial, model)
+	require.NoError(t, err)
+	st := runOnEngine(t, bp, initial)
+	require.Equal(t, 4, st.Nodes["m_scatter"].BatchItems)
+	assert.Empty(t, r.Check(st))
+	ns := st.Nodes["m_scatter"]
+	ns.BatchCompleted, ns.BatchFailed = 3, 1
+	st.Nodes["m_scatter"] = ns
+	problems := r.Check(st)
+	require.Len(t, problems, 1)
+	assert.Contains(t, problems[0], `batch "m_scatter": 4 items, 3 committed, 1 failed; the interpreter expects 4, 2, 2`)
 }

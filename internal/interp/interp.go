@@ -78,7 +78,8 @@
 //     for a test to resume the engine's nodes with. Built-in nodes never
 //     fail, so their fallbacks never run.
 //   - Failure (§4.7): a node that fails for good (without a fallback that
-//     succeeds) fails the run. The interpreter keeps going past it, blocking
+//     succeeds), or a batch item that fails beyond its batch's tolerance,
+//     fails the run. The interpreter keeps going past it, blocking
 //     only what depends on it, so that Result.Failed is the set of every
 //     node that could fail the run: in a distributed run, whichever of them
 //     fails first names the failure.
@@ -197,7 +198,9 @@ type Result struct {
 	// record id (ItemRecord). A failed item fails the run only through its
 	// scatter or gather: Errors lists the nodes that fail the run.
 	States map[string]State
-	// Errors gives the last error of every failed node.
+	// Errors gives the last error of every node that fails the run: every
+	// failed node, and every scatter whose items fail the run (which is
+	// Ran: it committed before its items failed).
 	Errors map[string]string
 	// ExpressionErrors gives, for the nodes some condition or transform of
 	// whose outgoing edges failed to evaluate, those errors. A failed
