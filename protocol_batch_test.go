@@ -84,8 +84,8 @@ func protoBatches(c *protoCase, r *rand.Rand, share float64) {
 			}
 		}
 		params := map[string]any{}
-		if k := r.IntN(4); k > 0 {
-			params["chunkSize"] = int64([]int{1, 3, 10}[k-1])
+		if k := r.IntN(4); k > 0 && (k > 1 || len(items) <= 60) {
+			params["chunkSize"] = int64([]int{1, 3, 10}[k-1]) // pages of one item only for small batches: a job each
 		}
 		if tolerated > 0 || r.IntN(4) == 0 {
 			params["toleratedFailures"] = int64(tolerated)
