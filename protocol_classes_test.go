@@ -88,7 +88,7 @@ func TestProtocolLong(t *testing.T) {
 		{name: "random", runs: n, chaos: protoChaos{faultRate: 0.05, crashRate: 0.10, duplicateRate: 0.10}},
 		protoDefaultsClass(n), protoHostileClass(n), hostileDefaults,
 		protoLifecycleClass(n), protoStraysClass(n), protoReconcileClass(n),
-		protoWaitingClass(n, protoSleepMax), longSleeps, protoSubflowClass(n),
+		protoWaitingClass(n, protoSleepMax), longSleeps, protoSubflowClass(n), protoBatchClass(n),
 	}
 	var total protoStats
 	for _, cls := range classes {
@@ -168,6 +168,9 @@ func genProtoCaseShaped(seed uint64, index int, shape protoShape) (*protoCase, e
 	}
 	if shape.hostile {
 		protoHostile(c, rand.New(rand.NewPCG(seed^0x4057113e, uint64(index))))
+	}
+	if shape.batches > 0 {
+		protoBatches(c, rand.New(rand.NewPCG(seed^0xba7c4, uint64(index))), shape.batches)
 	}
 	if shape.subflows > 0 {
 		if err := protoSubflows(c, rand.New(rand.NewPCG(seed^0x50bf10, uint64(index))), seed, shape.subflows, 2); err != nil {

@@ -205,7 +205,11 @@ func protoModel(c interp.Call) interp.Outcome {
 	if c.Resume {
 		return protoResume(c)
 	}
-	out, action, writes, err := protoBehave(c.NodeID, c.Def.Params, c.Input, c.Attempt)
+	params := c.Def.Params
+	if params == nil {
+		params = protoItemParams(c.Input) // a batch item (protocol_batch_test.go)
+	}
+	out, action, writes, err := protoBehave(c.NodeID, params, c.Input, c.Attempt)
 	if err != nil {
 		return interp.Outcome{Err: err}
 	}
@@ -236,7 +240,7 @@ func (c *protoCalls) fn(ctx context.Context, nc *sqsadapter.NodeContext) (sqsada
 	c.mu.Lock()
 	c.n[nc.RunID+"/"+nc.NodeID]++
 	c.mu.Unlock()
-	c.obs.entered(nc.RunID, nc.NodeID, nc.Attempt)
+	c.obs.entered(nc.RunID, protoRecordID(nc), nc.Attempt)
 	o := interp.ApplyModel(protoModel, &sqsadapter.NodeDefinition{ID: nc.NodeID, Params: nc.Params}, nc)
 	return sqsadapter.NodeResult{Output: o.Output, Action: o.Action}, o.Err
 }

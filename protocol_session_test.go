@@ -67,6 +67,8 @@ type protoShape struct {
 	// subflows is the share of main nodes made subflow nodes, whose
 	// children may hold subflow nodes in turn (protoSubflows).
 	subflows float64
+	// batches is the share of main nodes made batches (protoBatches).
+	batches float64
 }
 
 // protoStats counts what a session did, for its summary line.

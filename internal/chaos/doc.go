@@ -48,7 +48,11 @@
 //     failed run, no node has more than one — and the final status was
 //     written exactly once. A run the driver cancelled is not compared
 //     with the interpreter, but its commits must be of nodes the
-//     interpreter runs, once each. The waiting nodes: no node of a
+//     interpreter runs, once each. Batch items count as nodes here: the
+//     interpreter lists each under its record id (interp.ItemRecord), so
+//     each item the interpreter commits has one applied commit and a
+//     failed one none; Check also compares the map node's counts of
+//     committed and failed items and a batch failure's error. The waiting nodes: no node of a
 //     finished run still waits; at most one of the driver's calls for a
 //     node succeeded, and one that did was applied; each wait and webhook
 //     node of a completed run was resumed exactly once (one applied
@@ -76,7 +80,7 @@
 //
 // # The chaos blueprint
 //
-// blueprint.json, 20 nodes: "intake" fans out to "scoreA" (flaky: fails
+// blueprint.json, 21 nodes: "intake" fans out to "scoreA" (flaky: fails
 // its first 2 attempts, 25 allowed), "scoreB" (slow: sleeps 2.5 visibility
 // timeouts, so its worker must extend the message's visibility; its input
 // is an edge transform), "scoreC" (always fails; its fallback
@@ -95,8 +99,13 @@
 // resumed with the action "accept" (→ "notify") or "escalate" (→
 // "escalate" → "notify"). "notify" is an "any" join of the branches, and
 // "finish" an "all" join of "notify", "ledger" and "archive", two of which
-// are often dead. Every run that completes waits for a sleep and for a
-// webhook or a person.
+// are often dead. "lines" (a map node: "lines_scatter" and the gather
+// "lines", in pages of 4) prices the case's 0 to 30 lines, each an item
+// of "priceLine": about a third fail their first 1-2 attempts, and 3% are
+// discontinued and fail for good (a permanent error); one failed item is
+// tolerated, two fail the run at the gather; the results, in input order,
+// go to "priced" and to "finish". Every run that completes waits for a
+// sleep and for a webhook or a person.
 //
 // Every node allows 25 attempts (the always-failing node 3): a crash
 // during an attempt counts as an attempt (§4.3), and so does an acquire

@@ -58,14 +58,41 @@ func Blueprints() ([]*sqsadapter.Blueprint, error) {
 var tiers = []string{"gold", "silver", "bronze"}
 
 // Initial returns the initial context of run i of a seed: one case with
-// an id, an amount and a tier, so that runs take different branches.
+// an id, an amount and a tier, so that runs take different branches, and
+// the case's lines, which the "lines" map node prices one by one: none,
+// one, a few or up to 30; some fail their first attempts, a few are
+// discontinued (their pricing fails for good).
 func Initial(seed uint64, i int) map[string]any {
 	r := rand.New(rand.NewPCG(seed, uint64(i)))
-	return map[string]any{"case": map[string]any{
+	c := map[string]any{"case": map[string]any{
 		"id":     fmt.Sprintf("c-%05d", i),
 		"amount": int64(1 + r.IntN(1000)),
 		"tier":   tiers[r.IntN(len(tiers))],
 	}}
+	var n int
+	switch k := r.IntN(20); {
+	case k < 2:
+		n = 0
+	case k < 5:
+		n = 1
+	case k < 17:
+		n = 2 + r.IntN(7)
+	default:
+		n = 9 + r.IntN(22)
+	}
+	lines := make([]any, n)
+	for j := range lines {
+		line := map[string]any{"sku": fmt.Sprintf("sku-%d", r.IntN(500)), "qty": int64(1 + r.IntN(5))}
+		switch k := r.IntN(100); {
+		case k < 3:
+			line["discontinued"] = true
+		case k < 40:
+			line["flaky"] = int64(1 + r.IntN(2))
+		}
+		lines[j] = line
+	}
+	c["lines"] = lines
+	return c
 }
 
 // Model is the deterministic model of the chaos blueprint's node
@@ -84,6 +111,10 @@ func Initial(seed uint64, i int) map[string]any {
 //	review   fails permanently for a bronze case with an odd amount
 //	notify   reports which branch reached the "any" join
 //	finish   lists the branches that reached the final "all" join
+//	priceLine the worker of the "lines" map node: prices one line of the
+//	         case (its input, as an item function has no params): fails its
+//	         first "flaky" attempts, and for good (a permanent error) for a
+//	         discontinued line
 //
 // The built-in nodes are run by the engine, not by Registry; for a wait or
 // webhook node the model is the resume the harness's driver sends (the
@@ -166,6 +197,18 @@ func Model(c interp.Call) interp.Outcome {
 		}
 		sort.Strings(about)
 		return interp.Outcome{Output: map[string]any{"sent": true, "about": about}}
+	case "priceLine":
+		m, _ := c.Input.(map[string]any)
+		sku, _ := m["sku"].(string)
+		qty, _ := m["qty"].(int64)
+		if m["discontinued"] == true {
+			return interp.Outcome{Err: sqsadapter.Permanent(fmt.Errorf("%s: %s is discontinued", c.NodeID, sku))}
+		}
+		if k, _ := m["flaky"].(int64); int64(c.Attempt) <= k {
+			return interp.Outcome{Err: fmt.Errorf("%s: the price service timed out on attempt %d", c.NodeID, c.Attempt)}
+		}
+		price := int64(1 + hash("price", sku)%100)
+		return interp.Outcome{Output: map[string]any{"sku": sku, "qty": qty, "total": qty * price}}
 	case "finish":
 		m, _ := c.Input.(map[string]any)
 		branches := make([]string, 0, len(m))
@@ -195,9 +238,7 @@ func hash(label string, v any) uint64 {
 
 // Builtin reports whether a node kind is one the engine runs itself: a
 // registered function of that name would replace it.
-func Builtin(uses string) bool {
-	return uses == "wait" || uses == "webhook" || uses == "sleep" || uses == "subflow"
-}
+func Builtin(uses string) bool { return interp.Builtin(uses) != "" }
 
 // Expect interprets one run of the chaos blueprint and returns, besides
 // the interpreter's result, the resume of every wait and webhook node the
@@ -217,7 +258,10 @@ func Expect(bp *sqsadapter.Blueprint, initial map[string]any) (*interp.Result, m
 
 // Registry returns the node registry of the chaos workers: Model for every
 // node but the built-ins, and for "slow" nodes a sleep of slow first, which
-// honours ctx (a lost message or a hard shutdown cancels it).
+// honours ctx (a lost message or a hard shutdown cancels it); and Model
+// for the workers of map nodes, whose items it calls with the definition
+// the interpreter gives them (interp.ItemName: the item's id, the worker's
+// "uses", no params).
 func Registry(bp *sqsadapter.Blueprint, slow time.Duration) sqsadapter.NodeRegistry {
 	defs := map[[2]string]*sqsadapter.NodeDefinition{}
 	reg := sqsadapter.NodeRegistry{}
@@ -230,6 +274,16 @@ func Registry(bp *sqsadapter.Blueprint, slow time.Duration) sqsadapter.NodeRegis
 			d := &b.Nodes[i]
 			if !Builtin(d.Uses) {
 				defs[[2]string{b.ID, d.ID}] = d
+			}
+		}
+	}
+	for _, b := range bps {
+		for _, d := range b.Nodes {
+			if w, _ := d.Params["worker"].(string); d.Uses == interp.BuiltinMap && w != "" {
+				reg[w] = func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+					o := interp.ApplyModel(Model, &sqsadapter.NodeDefinition{ID: nc.NodeID, Uses: w}, nc)
+					return sqsadapter.NodeResult{Output: o.Output, Action: o.Action}, o.Err
+				}
 			}
 		}
 	}

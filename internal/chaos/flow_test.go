@@ -20,7 +20,8 @@ import (
 // TestBlueprintShape checks that the chaos blueprint has what the harness
 // promises: 12+ nodes, fan-out, "all" and "any" joins, action routing, a
 // conditional edge, a flaky node, a failing node with a fallback, a slow
-// node, and the waiting nodes: a wait, a webhook and sleeps of 0-5 s.
+// node, the waiting nodes: a wait, a webhook and sleeps of 0-5 s, and a
+// map node that tolerates a failed item, whose worker is registered.
 func TestBlueprintShape(t *testing.T) {
 	bp, err := Blueprint()
 	require.NoError(t, err)
@@ -69,7 +70,12 @@ func TestBlueprintShape(t *testing.T) {
 		}
 	}
 	assert.ElementsMatch(t, []string{"0", "2s", "4500"}, sleeps)
+	require.Contains(t, uses, "map")
+	m := uses["map"]
+	assert.Positive(t, m.Params["toleratedFailures"])
+	assert.Greater(t, m.Config.MaxRetries, 3, "flaky items need slack beyond their failures")
 	reg := Registry(bp, 0)
+	assert.Contains(t, reg, m.Params["worker"])
 	for u := range uses {
 		if Builtin(u) {
 			assert.NotContains(t, reg, u, "a registered function would replace the built-in")
@@ -88,7 +94,7 @@ func TestModelBranches(t *testing.T) {
 		r, _, err := Expect(bp, Initial(7, i))
 		require.NoError(t, err)
 		seen[string(r.Status)]++
-		for _, id := range []string{"approve", "review", "reject", "audit", "ledger", "finish", "payment", "manualReview", "escalate", "cooldown", "settle"} {
+		for _, id := range []string{"approve", "review", "reject", "audit", "ledger", "finish", "payment", "manualReview", "escalate", "cooldown", "settle", "lines"} {
 			if r.Is(id, interp.Ran) {
 				seen[id]++
 			}
@@ -97,7 +103,18 @@ func TestModelBranches(t *testing.T) {
 			assert.Len(t, r.Catches, 1, "scoreC always falls back")
 			assert.Equal(t, true, r.Context["degraded"])
 		} else {
-			assert.Equal(t, []string{"review"}, r.Nodes(interp.Failed))
+			for id := range r.Errors {
+				assert.Contains(t, []string{"review", "lines"}, id, "only the review and the lines' gather fail a run")
+			}
+			if _, ok := r.Errors["lines"]; ok {
+				seen["lines-failed"]++
+			}
+		}
+		for _, it := range r.Items["lines_scatter"] {
+			if it.State == interp.Failed && r.Is("lines", interp.Ran) {
+				seen["line-tolerated"]++
+				break
+			}
 		}
 		assert.Equal(t, 3, r.Attempts["scoreA"], "flaky: two failures, then success")
 		if r.Is("archive", interp.Ran) && r.Status == sqsadapter.StatusCompleted {
@@ -110,9 +127,10 @@ func TestModelBranches(t *testing.T) {
 	}
 	t.Logf("branches over 200 runs: %v", seen)
 	for _, k := range []string{string(sqsadapter.StatusCompleted), string(sqsadapter.StatusFailed), "approve", "review", "reject", "audit", "ledger", "finish",
-		"payment", "manualReview", "escalate", "cooldown", "settle"} {
+		"payment", "manualReview", "escalate", "cooldown", "settle", "lines", "lines-failed", "line-tolerated"} {
 		assert.Positive(t, seen[k], "no run takes %s", k)
 	}
+	assert.Less(t, seen["lines-failed"], 20, "a tenth of the runs fail at the lines")
 	assert.Less(t, seen["ledger"], seen["payment"], "every payment is paid")
 	assert.Less(t, seen["escalate"], seen["manualReview"], "every review escalates")
 	assert.Less(t, seen["audit"], 200, "every run audits")

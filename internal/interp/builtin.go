@@ -9,7 +9,7 @@ import (
 )
 
 // The built-in node kinds the engine runs itself (docs/protocol.md,
-// "Waiting" and "Subflows").
+// "Waiting", "Subflows" and "Batches"; the batch kinds are in batch.go).
 const (
 	BuiltinWait    = "wait"
 	BuiltinWebhook = "webhook"
@@ -20,7 +20,7 @@ const (
 // Builtin returns the built-in kind a node's "uses" names, or "".
 func Builtin(uses string) string {
 	switch uses {
-	case BuiltinWait, BuiltinWebhook, BuiltinSleep, BuiltinSubflow:
+	case BuiltinWait, BuiltinWebhook, BuiltinSleep, BuiltinSubflow, BuiltinScatter, BuiltinGather, BuiltinMap:
 		return uses
 	}
 	return ""

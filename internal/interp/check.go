@@ -25,6 +25,15 @@ import (
 //     prediction gave that key (its initial value or a node's write, a
 //     node output for "_outputs.<id>" of a node that ran): which nodes
 //     committed before the failure stopped the run depends on timing.
+//   - A completed run's status, when it lists nodes, must give each scatter
+//     the interpreter's item count, and as many committed and failed items.
+//   - A run failed by a batch node must carry the error the engine records
+//     for it: the first failed item's, when the batch tolerates no failure
+//     (any failed item's: whichever is recorded first), or the gather's
+//     count of failures and first failed item. Timing may change two
+//     things in it: the attempt count an item failed after (crashes
+//     consume attempts), and the item's error, when its last attempt was
+//     cut short: then it says the attempt was abandoned.
 //   - A "_catch_error" value matches a catch when its node id and blueprint
 //     id are the same and its message is the same, or says that the
 //     attempt was abandoned: when a node's last attempt is cut short (its
@@ -39,7 +48,7 @@ func (r *Result) Check(st *sqsadapter.RunStatus) []string {
 	report := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	if st.Status != r.Status {
 		report("status %q (failed node %q: %s), the interpreter expects %q (failing nodes %v)",
-			st.Status, st.FailedNode, truncate(st.Error, 300), r.Status, r.Nodes(Failed))
+			st.Status, st.FailedNode, truncate(st.Error, 300), r.Status, r.failing())
 		return problems
 	}
 	gotAny, err := Normalize(st.Context)
@@ -76,15 +85,35 @@ func (r *Result) Check(st *sqsadapter.RunStatus) []string {
 		if d := Diff(want, got); d != "" {
 			report("final context differs from the interpreter's:\n%s", d)
 		}
+		if st.Nodes != nil {
+			for _, s := range slices.Sorted(maps.Keys(r.Items)) {
+				ran, failed := 0, 0
+				for _, it := range r.Items[s] {
+					if it.State == Ran {
+						ran++
+					} else {
+						failed++
+					}
+				}
+				ns := st.Nodes[s]
+				if ns.BatchItems != len(r.Items[s]) || ns.BatchCompleted != ran || ns.BatchFailed != failed {
+					report("batch %q: %d items, %d committed, %d failed; the interpreter expects %d, %d, %d",
+						s, ns.BatchItems, ns.BatchCompleted, ns.BatchFailed, len(r.Items[s]), ran, failed)
+				}
+			}
+		}
 	case sqsadapter.StatusFailed:
-		if r.States[st.FailedNode] != Failed {
+		if _, failing := r.Errors[st.FailedNode]; !failing {
 			report("failed at node %q (%s), which the interpreter does not see failing; failing nodes: %v",
-				st.FailedNode, truncate(st.Error, 300), r.Nodes(Failed))
+				st.FailedNode, truncate(st.Error, 300), r.failing())
 		}
 		// The error names the node as %q does: an id holding quotes,
 		// backslashes or characters that are not printable is escaped.
 		if st.FailedNode == "" || (!strings.Contains(st.Error, st.FailedNode) && !strings.Contains(st.Error, strconv.Quote(st.FailedNode))) {
 			report("error %q does not name the failed node %q", truncate(st.Error, 300), st.FailedNode)
+		}
+		if want, ok := r.batchErrors[st.FailedNode]; ok && !slices.ContainsFunc(want, func(w string) bool { return sameBatchError(w, st.Error) }) {
+			report("batch node %q failed the run with %q, the interpreter expects one of %s", st.FailedNode, truncate(st.Error, 300), show(want))
 		}
 		problems = append(problems, r.checkPrefix(got)...)
 	default:
@@ -201,3 +230,6 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// failing returns the ids of the nodes that fail the run, sorted.
+func (r *Result) failing() []string { return slices.Sorted(maps.Keys(r.Errors)) }

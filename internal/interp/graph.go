@@ -19,6 +19,8 @@ type graph struct {
 	// one of its predecessors.
 	before map[string]map[string]bool
 	ids    []string // every node id, sorted: in expressions they name outputs
+	// items maps the batch items that ran (ItemName) to their scatters.
+	items map[string]string
 }
 
 func newGraph(bp *sqsadapter.Blueprint) (*graph, error) {
@@ -27,6 +29,7 @@ func newGraph(bp *sqsadapter.Blueprint) (*graph, error) {
 		preds:  map[string][]string{},
 		out:    map[string][]sqsadapter.EdgeDefinition{},
 		before: map[string]map[string]bool{},
+		items:  map[string]string{},
 	}
 	for i := range bp.Nodes {
 		d := &bp.Nodes[i]
@@ -176,7 +179,7 @@ func (g *graph) lastWrites(ws []write) []any {
 	for _, w := range ws {
 		overwritten := false
 		for _, o := range ws {
-			if o.node != w.node && g.before[o.node][w.node] {
+			if o.node != w.node && g.follows(o.node, w.node) {
 				overwritten = true
 				break
 			}
@@ -186,4 +189,23 @@ func (g *graph) lastWrites(ws []write) []any {
 		}
 	}
 	return final
+}
+
+// follows reports whether node or batch item a certainly runs after node
+// or item b. An item of scatter S runs after S and what precedes S, and
+// before S's gather, S's only successor: so before whatever certainly
+// follows S. The items of one scatter are concurrent.
+func (g *graph) follows(a, b string) bool {
+	sa, aItem := g.items[a]
+	// precedes reports whether id certainly runs before a.
+	precedes := func(id string) bool {
+		if aItem {
+			return id == sa || g.before[sa][id]
+		}
+		return g.before[a][id]
+	}
+	if sb, bItem := g.items[b]; bItem {
+		return !(aItem && sa == sb) && precedes(sb)
+	}
+	return precedes(b)
 }

@@ -21,6 +21,27 @@
 //     edge in blueprint order; a distributed run may fire on any taken
 //     edge, so a model must not depend on an "any" join's input when more
 //     than one of its edges can be taken.
+//   - Batches (docs/protocol.md, "Batches"): a "batch-scatter" node S and
+//     its "batch-gather" node G, and a "map" node m, which is expanded as
+//     the engine does into the scatter "m_scatter" and the gather "m".
+//     S's input must be an array (null is empty; anything else fails S).
+//     S commits {"gatherNodeId": G, "count": N} and writes the items under
+//     "_batch.S"; then every item runs through the worker (the scatter's
+//     params.workerUsesKey, or the map's params.worker) with S's retries:
+//     the model is called with NodeID "S[i]" (ItemName), the item as its
+//     input, and a definition with that id, the worker's "uses" and no
+//     params, as the engine's function sees it. A committed item's writes
+//     join the context; its output does not (the engine keeps it on the
+//     item's record). Items are concurrent with one another, after S and
+//     before G. An item that fails for good fails the run at S, unless
+//     S's params.toleratedFailures is above zero; then G fails the run if
+//     more items failed than it tolerates, else it commits the outputs of
+//     the committed items in input order as its output and under
+//     outputKey (the gather's param, else the scatter's, else G's id),
+//     deletes "_batch.S", and routes like any node. Result.Items gives
+//     each item's fate; States gives it too, under the item's record id
+//     (ItemRecord), so that a test can count the engine's commits of each
+//     item against it.
 //   - Attempts (§4.3): the model is called with attempt 1, 2, …, up to
 //     max(maxRetries, 1), until it succeeds; an error wrapped with
 //     sqsadapter.Permanent stops the attempts and skips the fallback.
@@ -57,7 +78,8 @@
 //     for a test to resume the engine's nodes with. Built-in nodes never
 //     fail, so their fallbacks never run.
 //   - Failure (§4.7): a node that fails for good (without a fallback that
-//     succeeds) fails the run. The interpreter keeps going past it, blocking
+//     succeeds), or a batch item that fails beyond its batch's tolerance,
+//     fails the run. The interpreter keeps going past it, blocking
 //     only what depends on it, so that Result.Failed is the set of every
 //     node that could fail the run: in a distributed run, whichever of them
 //     fails first names the failure.
@@ -114,6 +136,10 @@ type Call struct {
 	Resume bool
 }
 
+// A batch item's call has NodeID ItemName(S, i) and a Def with that id,
+// the worker's "uses" and no params: the item's behaviour can depend only
+// on its input (and its id and attempt), as in the engine.
+
 // Outcome is what one attempt of a node function does.
 type Outcome struct {
 	Output any
@@ -168,8 +194,13 @@ type Result struct {
 	// they can end with (Absent for a delete).
 	Racy map[string][]any
 	// States gives every node's fate; fallback-only nodes are absent.
+	// It gives every batch item's too (Ran or Failed), under the item's
+	// record id (ItemRecord). A failed item fails the run only through its
+	// scatter or gather: Errors lists the nodes that fail the run.
 	States map[string]State
-	// Errors gives the last error of every failed node.
+	// Errors gives the last error of every node that fails the run: every
+	// failed node, and every scatter whose items fail the run (which is
+	// Ran: it committed before its items failed).
 	Errors map[string]string
 	// ExpressionErrors gives, for the nodes some condition or transform of
 	// whose outgoing edges failed to evaluate, those errors. A failed
@@ -188,10 +219,17 @@ type Result struct {
 	// Children gives, for every subflow node that ran, the interpreter's
 	// result for the child run of each of its attempts, in order.
 	Children map[string][]*Result
+	// Items gives, for every batch-scatter node that committed, its items
+	// in input order. A scatter whose items fail the run has its output in
+	// Outputs too: it committed before its items ran.
+	Items map[string][]Item
 
 	// values holds every value each key was given (initial included), for
 	// checking failed runs, whose commits depend on timing.
 	values map[string][]any
+	// batchErrors gives, for each batch node that fails the run, the errors
+	// a distributed run may record for it.
+	batchErrors map[string][]string
 }
 
 // Absent stands for a deleted key among Racy values.
@@ -230,7 +268,15 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 	for _, opt := range opts {
 		opt(&o)
 	}
+	var err error
+	if bp, err = expandMaps(bp); err != nil {
+		return nil, err
+	}
 	g, err := newGraph(bp)
+	if err != nil {
+		return nil, err
+	}
+	bs, err := compileBatches(bp)
 	if err != nil {
 		return nil, err
 	}
@@ -255,6 +301,8 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 		Attempts:         map[string]int{},
 		Resumes:          map[string]Outcome{},
 		Children:         map[string][]*Result{},
+		Items:            map[string][]Item{},
+		batchErrors:      map[string][]string{},
 		Order:            g.order,
 		values:           map[string][]any{},
 	}
@@ -324,6 +372,14 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 			return nil, fmt.Errorf("interp: input of node %s: %w", id, err)
 		}
 
+		if b := bs.byScatter[id]; b != nil {
+			x.scatter(model, bp.ID, g, b, def, in, view, taken, staged, writers)
+			continue
+		}
+		if b := bs.byGather[id]; b != nil {
+			x.gather(g, b, def, in, view, taken, staged, writers)
+			continue
+		}
 		if k := Builtin(def.Uses); k != "" && k != BuiltinSubflow {
 			res, err := x.builtin(model, bp.ID, g, def, in)
 			if err != nil {
@@ -429,6 +485,12 @@ func (x *Result) commit(g *graph, id string, res Outcome, in any, view map[strin
 	x.States[id] = Ran
 	x.Outputs[id] = res.Output
 	view["_outputs."+id] = res.Output
+	x.apply(id, res, view, writers)
+}
+
+// apply applies the context writes of node (or batch item) id's
+// successful outcome res.
+func (x *Result) apply(id string, res Outcome, view map[string]any, writers map[string][]write) {
 	for k, v := range res.Sets {
 		view[k] = v
 		x.values[k] = append(x.values[k], v)
@@ -457,8 +519,13 @@ type write struct {
 // permanent error. It returns the successful outcome (normalized), or the
 // last error.
 func (x *Result) execute(model Model, bpID string, def *sqsadapter.NodeDefinition, in any) (Outcome, error) {
+	return x.attempts(model, bpID, def, in, max(def.Config.MaxRetries, 1))
+}
+
+// attempts is execute with n attempts at most.
+func (x *Result) attempts(model Model, bpID string, def *sqsadapter.NodeDefinition, in any, n int) (Outcome, error) {
 	var last error
-	for attempt := 1; attempt <= max(def.Config.MaxRetries, 1); attempt++ {
+	for attempt := 1; attempt <= n; attempt++ {
 		x.Attempts[def.ID]++
 		o := callModel(model, Call{BlueprintID: bpID, NodeID: def.ID, Def: def, Input: in, Attempt: attempt})
 		if o.Err == nil {

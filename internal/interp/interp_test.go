@@ -22,9 +22,12 @@ import (
 //	fail    always fails
 //	fatal   fails with a permanent error
 //	sum     outputs the sum of the "v" fields of its input's values
+//	item    a batch worker (batch_test.go): itemModel
 func model(c interp.Call) interp.Outcome {
 	p := c.Def.Params
 	switch c.Def.Uses {
+	case "item":
+		return itemModel(c)
 	case "fail":
 		return interp.Outcome{Err: fmt.Errorf("boom: %s attempt %d", c.NodeID, c.Attempt)}
 	case "fatal":

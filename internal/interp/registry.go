@@ -13,12 +13,18 @@ import (
 // attempt, and applies the outcome (context writes, output, action, error).
 // The engine and the interpreter then execute the very same functions. The
 // model is called from several goroutines at once. The built-in kinds
-// (wait, webhook, sleep) are left out: the engine runs them.
+// (wait, webhook, sleep, subflow and the batch kinds) are left out: the
+// engine runs them. The workers of batches are in: a batch item's call
+// gets the definition the interpreter gives it (ItemName).
 func Registry(model Model, bps ...*sqsadapter.Blueprint) sqsadapter.NodeRegistry {
 	defs := map[[2]string]*sqsadapter.NodeDefinition{}
+	workers := map[[2]string]string{} // blueprint and scatter id → the worker's "uses"
 	reg := sqsadapter.NodeRegistry{}
 	fn := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
 		def := defs[[2]string{nc.BlueprintID, nc.NodeID}]
+		if s, _, ok := ParseItemName(nc.NodeID); ok && def == nil && workers[[2]string{nc.BlueprintID, s}] != "" {
+			def = &sqsadapter.NodeDefinition{ID: nc.NodeID, Uses: workers[[2]string{nc.BlueprintID, s}]}
+		}
 		if def == nil {
 			return sqsadapter.NodeResult{}, sqsadapter.Permanent(fmt.Errorf("interp: no node %q in blueprint %q", nc.NodeID, nc.BlueprintID))
 		}
@@ -26,11 +32,18 @@ func Registry(model Model, bps ...*sqsadapter.Blueprint) sqsadapter.NodeRegistry
 		return sqsadapter.NodeResult{Output: o.Output, Action: o.Action}, o.Err
 	}
 	for _, bp := range bps {
+		if expanded, err := expandMaps(bp); err == nil {
+			bp = expanded
+		}
 		for i := range bp.Nodes {
 			d := &bp.Nodes[i]
 			defs[[2]string{bp.ID, d.ID}] = d
 			if Builtin(d.Uses) == "" {
 				reg[d.Uses] = fn
+			}
+			if w, _ := d.Params["workerUsesKey"].(string); d.Uses == BuiltinScatter && w != "" && Builtin(w) == "" {
+				workers[[2]string{bp.ID, d.ID}] = w
+				reg[w] = fn
 			}
 		}
 	}

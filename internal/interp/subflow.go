@@ -73,7 +73,7 @@ func (x *Result) subflow(model Model, def *sqsadapter.NodeDefinition, in any, vi
 		x.Children[def.ID] = append(x.Children[def.ID], r)
 		if r.Status != sqsadapter.StatusCompleted {
 			msg := "Unknown error"
-			if failed := r.Nodes(Failed); len(failed) > 0 {
+			if failed := r.failing(); len(failed) > 0 {
 				msg = r.Errors[failed[0]]
 			}
 			err = fmt.Errorf("Sub-workflow '%s' did not complete successfully. Status: %s. Error: %s", childID, r.Status, msg)
