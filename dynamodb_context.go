@@ -2,7 +2,6 @@ package sqsadapter
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 	"github.com/flowcraft/sqsadapter/internal/limits"
+	"github.com/flowcraft/sqsadapter/internal/runindex"
 	"github.com/flowcraft/sqsadapter/internal/waitvalue"
 	"github.com/flowcraft/sqsadapter/store"
 )
@@ -42,10 +42,12 @@ import (
 // status, error, failedNode, createdAt and finishedAt (N, unix milliseconds),
 // waiting (SS, the waiting nodes; absent when none: SuspendNode ADDs a node,
 // ResumeNode and CloseNodes DELETE it, in the transaction that changes the
-// node record), and, only while the run is running, gsiRunning (S, always "running") and
-// runningSince (N, unix milliseconds): the keys of the sparse index
-// runningRunsIndex, so a reconciler finds running runs, oldest first, with a
-// paginated Query whose cost follows the number of running runs.
+// node record), and, only while the run is running, gsiRunning (S,
+// "running#<s>", s in [0, 16) from a hash of the run id; "running" when an
+// earlier version wrote it) and runningSince (N, unix milliseconds): the keys
+// of the sparse index runningRunsIndex, so a reconciler finds running runs,
+// oldest first, with paginated Queries whose cost follows the number of
+// running runs.
 //
 // Coordination table: see DynamoDbCoordinationStore.
 //
@@ -58,10 +60,20 @@ import (
 // int64, other numbers as float64 (a whole float64 such as 2.0 reads back as
 // int64 2, as it would through JSON).
 // runningRunsIndex is the sparse global secondary index of the status
-// table that holds only running runs: partition key "gsiRunning" (S, the
-// value "running"), sort key "runningSince" (N, unix milliseconds of the
-// run's creation). FinishRun removes both attributes, so a finished run
-// leaves the index.
+// table that holds only running runs: partition key "gsiRunning" (S), sort
+// key "runningSince" (N, unix milliseconds of the run's creation).
+// FinishRun removes both attributes, so a finished run leaves the index.
+//
+// The partition key is sharded: CreateRun writes "running#<s>" with s =
+// runindex.Shard(runId), FNV-1a of the run id modulo runindex.Shards (16),
+// so a run keeps its shard and run starts and finishes spread over 16
+// partitions of the index instead of one (DynamoDB caps a partition at
+// 1,000 write units per second; see docs/scale.md). ListRunning reads every
+// shard and the legacy value "running", which versions before the sharding
+// wrote: a run started by such a version is still listed, and finished by
+// FinishRun (which removes the attribute whatever its value), so a rolling
+// upgrade loses no running run. The legacy partition costs one Query per
+// listing once it is empty.
 const runningRunsIndex = "running-runs"
 
 // Attribute names.
@@ -156,7 +168,7 @@ func (s *DynamoDbContext) CreateRun(ctx context.Context, run store.RunRecord, in
 		attrRunID:        avS(run.RunID),
 		attrStatus:       avS(string(StatusRunning)),
 		attrCreatedAt:    avN(created),
-		attrGSIRunning:   avS(string(StatusRunning)),
+		attrGSIRunning:   avS(runindex.Key(run.RunID)),
 		attrRunningSince: avN(created),
 	}
 	putNonEmpty(item, attrBlueprintID, run.BlueprintID)
@@ -771,21 +783,28 @@ func (s *DynamoDbContext) GetNodes(ctx context.Context, runID string, nodeIDs []
 // call it again with next as cursor; next is "" when no run remains, and a
 // page may hold fewer than limit runs (none, even) while next is not empty.
 // An empty cursor starts from the oldest run; a cursor that is not one of
-// ListRunning's fails with an error. The cursor is a position in the index,
-// so runs that start or finish during a listing do not make it repeat or
-// skip the others.
+// ListRunning's (a cursor of a version before the index was sharded
+// included) fails with an error matching store.ErrInvalidCursor. The cursor
+// holds a position in each partition of the index, so runs that start or
+// finish during a listing do not make it repeat or skip the others.
 //
-// It is one Query of runningRunsIndex (gsiRunning = "running" and
-// runningSince before createdBefore, ascending, with Limit), so its cost
-// follows the runs it returns, not the table. The index projects every
-// attribute (see CreateTables), so each record is the whole run record as
-// the index holds it; the status table itself is not read. Reads of a
-// global secondary index are eventually consistent: a run may be missing
-// for a short while after it was created, and may still be listed, as
-// running, for a short while after it finished. A caller that acts on a run
-// reads it again with GetRun first. CreatedAt has millisecond precision;
-// runs created in the same millisecond are in run id order within a page,
-// but DynamoDB does not define their order across pages.
+// runningRunsIndex has runindex.Shards+1 partition key values (the shards
+// and the legacy "running"): a page Queries each value that is not done
+// (runningSince before createdBefore, ascending, with a Limit of about
+// twice its share of the page), runindex.Parallel at a time, and merges
+// them oldest first (see runindex.List). So a page costs up to
+// runindex.Shards+1 = 17 Query calls, once the legacy value is found empty
+// 16, and a few more when one partition's runs are much older than the
+// others' (at most runindex.MaxRounds reads of each); its read capacity
+// follows the runs it returns, about twice them, not the table. The index
+// projects every attribute (see CreateTables), so each record is the whole
+// run record as the index holds it; the status table itself is not read.
+// Reads of a global secondary index are eventually consistent: a run may be
+// missing for a short while after it was created, and may still be listed,
+// as running, for a short while after it finished. A caller that acts on a
+// run reads it again with GetRun first. CreatedAt has millisecond
+// precision; runs created in the same millisecond are in run id order
+// within a page, but not across pages.
 func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Time, cursor string, limit int) (runs []store.RunRecord, next string, err error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: list running runs: %w", err) }
 	// Stored creation times are whole milliseconds: one is before
@@ -794,48 +813,30 @@ func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Ti
 	if createdBefore.After(time.UnixMilli(before)) {
 		before++
 	}
-	var start map[string]types.AttributeValue
+	var at *runindex.Cursor
 	if cursor != "" {
-		var since int64
-		if start, since, err = decodeRunningCursor(cursor); err != nil {
+		if at, err = runindex.Decode(cursor); err != nil {
 			return nil, "", wrap(err)
-		}
-		if since >= before {
-			// The cursor is past the range: DynamoDB would refuse it.
-			return nil, "", nil
 		}
 	}
 	if limit <= 0 {
 		limit = defaultListLimit
 	}
-	keyCond := expression.Key(attrGSIRunning).Equal(expression.Value(avS(string(StatusRunning)))).
-		And(expression.Key(attrRunningSince).LessThan(expression.Value(avN(before))))
-	expr, err := expression.NewBuilder().WithKeyCondition(keyCond).Build()
-	if err != nil {
-		return nil, "", wrap(err)
-	}
-	out, err := s.client.Query(ctx, &dynamodb.QueryInput{
-		TableName:                 aws.String(s.statusTable),
-		IndexName:                 aws.String(runningRunsIndex),
-		KeyConditionExpression:    expr.KeyCondition(),
-		ExpressionAttributeNames:  expr.Names(),
-		ExpressionAttributeValues: expr.Values(),
-		ScanIndexForward:          aws.Bool(true),
-		Limit:                     aws.Int32(int32(min(limit, math.MaxInt32))),
-		ExclusiveStartKey:         start,
+	items, after, err := runindex.List(ctx, at, limit, func(ctx context.Context, source int, from *runindex.Position, n int) ([]runindex.Item[map[string]types.AttributeValue], bool, error) {
+		return s.queryRunning(ctx, source, before, from, n)
 	})
 	if err != nil {
 		return nil, "", wrap(err)
 	}
-	runs = make([]store.RunRecord, 0, len(out.Items))
+	runs = make([]store.RunRecord, 0, len(items))
 	partial := map[string]bool{} // runs the index does not hold whole
-	for _, item := range out.Items {
-		run := decodeRun(item)
+	for _, it := range items {
+		run := decodeRun(it.Value)
 		// An index that projects only its keys (CreateTables projects
 		// every attribute) holds no createdAt, no status and no waiting
 		// set: such runs are read from the table.
-		if ms, ok := attrInt(item, attrRunningSince); ok && run.CreatedAt.IsZero() {
-			run.CreatedAt = time.UnixMilli(ms).UTC()
+		if run.CreatedAt.IsZero() {
+			run.CreatedAt = time.UnixMilli(it.Since).UTC()
 		}
 		if run.Status == "" {
 			run.Status = StatusRunning
@@ -854,12 +855,58 @@ func (s *DynamoDbContext) ListRunning(ctx context.Context, createdBefore time.Ti
 		}
 		return strings.Compare(a.RunID, b.RunID)
 	})
-	if len(out.LastEvaluatedKey) > 0 {
-		if next, err = encodeRunningCursor(out.LastEvaluatedKey); err != nil {
-			return nil, "", wrap(err)
-		}
+	if after != nil {
+		next = runindex.Encode(after)
 	}
 	return runs, next, nil
+}
+
+// queryRunning is one Query of one partition key value of runningRunsIndex
+// (source, see runindex.SourceKey): at most limit runs created before
+// before (unix milliseconds), after from.
+func (s *DynamoDbContext) queryRunning(ctx context.Context, source int, before int64, from *runindex.Position, limit int) ([]runindex.Item[map[string]types.AttributeValue], bool, error) {
+	key := runindex.SourceKey(source)
+	var start map[string]types.AttributeValue
+	if from != nil {
+		if from.Since >= before {
+			// Past the range: DynamoDB would refuse the start key.
+			return nil, false, nil
+		}
+		start = map[string]types.AttributeValue{
+			attrGSIRunning:   avS(key),
+			attrRunningSince: avN(from.Since),
+			attrRunID:        avS(from.RunID),
+		}
+	}
+	keyCond := expression.Key(attrGSIRunning).Equal(expression.Value(avS(key))).
+		And(expression.Key(attrRunningSince).LessThan(expression.Value(avN(before))))
+	expr, err := expression.NewBuilder().WithKeyCondition(keyCond).Build()
+	if err != nil {
+		return nil, false, err
+	}
+	out, err := s.client.Query(ctx, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.statusTable),
+		IndexName:                 aws.String(runningRunsIndex),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+		ScanIndexForward:          aws.Bool(true),
+		Limit:                     aws.Int32(int32(min(limit, math.MaxInt32))),
+		ExclusiveStartKey:         start,
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("query %s = %q: %w", attrGSIRunning, key, err)
+	}
+	items := make([]runindex.Item[map[string]types.AttributeValue], 0, len(out.Items))
+	for _, item := range out.Items {
+		since, ok := attrInt(item, attrRunningSince)
+		runID := attrString(item, attrRunID)
+		if !ok || runID == "" {
+			return nil, false, fmt.Errorf("query %s = %q: an item without %s or %s", attrGSIRunning, key, attrRunningSince, attrRunID)
+		}
+		items = append(items, runindex.Item[map[string]types.AttributeValue]{Since: since, RunID: runID, Value: item})
+	}
+	return items, len(out.LastEvaluatedKey) > 0, nil
 }
 
 // completeRuns replaces the runs read from an index that does not project
@@ -897,81 +944,6 @@ func (s *DynamoDbContext) completeRuns(ctx context.Context, runs []store.RunReco
 // defaultListLimit is the page size of ListRunning when its limit is 0 or
 // less.
 const defaultListLimit = 100
-
-// cursorAttr is one string or number attribute of a ListRunning cursor.
-type cursorAttr struct {
-	S *string `json:"S,omitempty"`
-	N *string `json:"N,omitempty"`
-}
-
-// encodeRunningCursor encodes the LastEvaluatedKey of a runningRunsIndex
-// Query (its string and number attributes) as URL-safe base64 of JSON.
-func encodeRunningCursor(key map[string]types.AttributeValue) (string, error) {
-	attrs := make(map[string]cursorAttr, len(key))
-	for name, av := range key {
-		switch v := av.(type) {
-		case *types.AttributeValueMemberS:
-			attrs[name] = cursorAttr{S: aws.String(v.Value)}
-		case *types.AttributeValueMemberN:
-			attrs[name] = cursorAttr{N: aws.String(v.Value)}
-		default:
-			return "", fmt.Errorf("last evaluated key: attribute %q is a %T", name, av)
-		}
-	}
-	b, err := json.Marshal(attrs)
-	if err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-// decodeRunningCursor decodes a cursor of encodeRunningCursor into the
-// ExclusiveStartKey it stands for, checking that it is a key of
-// runningRunsIndex, and returns its runningSince.
-func decodeRunningCursor(cursor string) (map[string]types.AttributeValue, int64, error) {
-	invalid := func(err error) error { return fmt.Errorf("invalid cursor %q: %w", cursor, err) }
-	b, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil {
-		return nil, 0, invalid(err)
-	}
-	var attrs map[string]cursorAttr
-	if err := json.Unmarshal(b, &attrs); err != nil {
-		return nil, 0, invalid(err)
-	}
-	str := func(name string) (string, error) {
-		a, ok := attrs[name]
-		if !ok || a.S == nil || a.N != nil {
-			return "", fmt.Errorf("no string attribute %q", name)
-		}
-		return *a.S, nil
-	}
-	if len(attrs) != 3 {
-		return nil, 0, invalid(fmt.Errorf("%d attributes, not 3", len(attrs)))
-	}
-	runID, err := str(attrRunID)
-	if err == nil && runID == "" {
-		err = errors.New("empty run id")
-	}
-	if err != nil {
-		return nil, 0, invalid(err)
-	}
-	if g, err := str(attrGSIRunning); err != nil || g != string(StatusRunning) {
-		return nil, 0, invalid(fmt.Errorf("attribute %q is not %q", attrGSIRunning, StatusRunning))
-	}
-	a := attrs[attrRunningSince]
-	if a.N == nil || a.S != nil {
-		return nil, 0, invalid(fmt.Errorf("no number attribute %q", attrRunningSince))
-	}
-	since, err := strconv.ParseInt(*a.N, 10, 64)
-	if err != nil {
-		return nil, 0, invalid(fmt.Errorf("attribute %q: %w", attrRunningSince, err))
-	}
-	return map[string]types.AttributeValue{
-		attrGSIRunning:   avS(string(StatusRunning)),
-		attrRunningSince: avN(since),
-		attrRunID:        avS(runID),
-	}, since, nil
-}
 
 // ListNodes returns every node record of a run, whatever its state, by node
 // id; a run without node records has an empty map. It is a paginated,

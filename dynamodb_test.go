@@ -3,14 +3,17 @@ package sqsadapter_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/runindex"
 	"github.com/flowcraft/sqsadapter/store"
 	"github.com/flowcraft/sqsadapter/store/storetest"
 )
@@ -186,7 +190,8 @@ func TestCreateTables(t *testing.T) {
 }
 
 // TestDynamoDbRunningIndex checks that the sparse index holds exactly the
-// running runs, in creation order.
+// running runs, each under its shard's partition key value, in creation
+// order.
 func TestDynamoDbRunningIndex(t *testing.T) {
 	client := dynamoDBClient(t)
 	ctx := t.Context()
@@ -199,26 +204,157 @@ func TestDynamoDbRunningIndex(t *testing.T) {
 	}
 	require.NoError(t, s.FinishRun(ctx, "r2", sqsadapter.StatusCompleted, "", "", time.Now()))
 
-	keyCond := expression.Key("gsiRunning").Equal(expression.Value(sqsadapter.StatusRunning))
-	expr, err := expression.NewBuilder().WithKeyCondition(keyCond).Build()
-	require.NoError(t, err)
-	var running []string
-	pages := dynamodb.NewQueryPaginator(client, &dynamodb.QueryInput{
-		TableName:                 aws.String(names.Status),
-		IndexName:                 aws.String("running-runs"),
-		KeyConditionExpression:    expr.KeyCondition(),
-		ExpressionAttributeNames:  expr.Names(),
-		ExpressionAttributeValues: expr.Values(),
-		Limit:                     aws.Int32(1), // several pages
-	})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
+	running := map[string][]string{} // by partition key value
+	for source := range runindex.Sources {
+		key := runindex.SourceKey(source)
+		keyCond := expression.Key("gsiRunning").Equal(expression.Value(key))
+		expr, err := expression.NewBuilder().WithKeyCondition(keyCond).Build()
 		require.NoError(t, err)
-		for _, item := range page.Items {
-			running = append(running, item["runId"].(*types.AttributeValueMemberS).Value)
+		pages := dynamodb.NewQueryPaginator(client, &dynamodb.QueryInput{
+			TableName:                 aws.String(names.Status),
+			IndexName:                 aws.String("running-runs"),
+			KeyConditionExpression:    expr.KeyCondition(),
+			ExpressionAttributeNames:  expr.Names(),
+			ExpressionAttributeValues: expr.Values(),
+			Limit:                     aws.Int32(1), // several pages
+		})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			require.NoError(t, err)
+			for _, item := range page.Items {
+				running[key] = append(running[key], item["runId"].(*types.AttributeValueMemberS).Value)
+			}
 		}
 	}
-	assert.Equal(t, []string{"r1", "r3"}, running, "running runs, oldest first")
+	want := map[string][]string{}
+	for _, id := range []string{"r1", "r3"} { // oldest first
+		want[runindex.Key(id)] = append(want[runindex.Key(id)], id)
+	}
+	assert.Equal(t, want, running, "running runs under their shards")
+	assert.NotContains(t, running, "running", "nothing under the legacy value")
+}
+
+// TestDynamoDbListRunningLegacy: runs written by a version before the index
+// was sharded (gsiRunning "running") are listed with the sharded ones, in
+// creation order, across pages, and FinishRun takes them out of the index.
+func TestDynamoDbListRunningLegacy(t *testing.T) {
+	client := dynamoDBClient(t)
+	ctx := t.Context()
+	names := testTables(t, client)
+	s := sqsadapter.NewDynamoDbContext(client, names.Context, names.Status)
+
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	legacy := func(id string, created time.Time) {
+		ms := &types.AttributeValueMemberN{Value: fmt.Sprint(created.UnixMilli())}
+		_, err := client.PutItem(ctx, &dynamodb.PutItemInput{
+			TableName: aws.String(names.Status),
+			Item: map[string]types.AttributeValue{
+				"runId":        &types.AttributeValueMemberS{Value: id},
+				"status":       &types.AttributeValueMemberS{Value: "running"},
+				"blueprintId":  &types.AttributeValueMemberS{Value: "bp"},
+				"createdAt":    ms,
+				"gsiRunning":   &types.AttributeValueMemberS{Value: "running"},
+				"runningSince": ms,
+			},
+		})
+		require.NoError(t, err)
+	}
+	var want []string
+	for i := range 12 {
+		id := fmt.Sprint("run-", i)
+		created := base.Add(time.Duration(i) * time.Second)
+		if i%3 == 0 {
+			legacy(id, created)
+		} else {
+			require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: id, BlueprintID: "bp", CreatedAt: created}, nil))
+		}
+		want = append(want, id)
+	}
+	listAll := func(limit int) ([]string, error) {
+		var ids []string
+		cursor := ""
+		for range 100 {
+			runs, next, err := s.ListRunning(ctx, time.Now(), cursor, limit)
+			if err != nil {
+				return nil, err
+			}
+			for _, run := range runs {
+				assert.Equal(t, sqsadapter.StatusRunning, run.Status, run.RunID)
+				assert.Equal(t, "bp", run.BlueprintID, run.RunID)
+				ids = append(ids, run.RunID)
+			}
+			if next == "" {
+				return ids, nil
+			}
+			cursor = next
+		}
+		return nil, errors.New("too many pages")
+	}
+	for _, limit := range []int{1, 2, 5, 100} {
+		got, err := listAll(limit)
+		require.NoError(t, err)
+		assert.Equal(t, want, got, "limit %d", limit)
+	}
+
+	// An old run finishes as a new one does, and leaves the index.
+	require.NoError(t, s.FinishRun(ctx, "run-3", sqsadapter.StatusCompleted, "", "", time.Now()))
+	out, err := client.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(names.Status), Key: map[string]types.AttributeValue{"runId": &types.AttributeValueMemberS{Value: "run-3"}},
+	})
+	require.NoError(t, err)
+	assert.NotContains(t, out.Item, "gsiRunning")
+	assert.NotContains(t, out.Item, "runningSince")
+	got, err := listAll(4)
+	require.NoError(t, err)
+	assert.Equal(t, slices.DeleteFunc(slices.Clone(want), func(id string) bool { return id == "run-3" }), got)
+
+	// A cursor of the single-key index is refused.
+	old := base64.RawURLEncoding.EncodeToString([]byte(`{"gsiRunning":{"S":"running"},"runId":{"S":"run-0"},"runningSince":{"N":"1"}}`))
+	_, _, err = s.ListRunning(ctx, time.Now(), old, 10)
+	require.ErrorIs(t, err, store.ErrInvalidCursor)
+}
+
+// queryCounter counts Query calls.
+type queryCounter struct {
+	sqsadapter.DynamoDBClient
+	n atomic.Int64
+}
+
+func (c *queryCounter) Query(ctx context.Context, in *dynamodb.QueryInput, optFns ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
+	c.n.Add(1)
+	return c.DynamoDBClient.Query(ctx, in, optFns...)
+}
+
+// TestDynamoDbListRunningCost: a page reads each partition key value of the
+// index once (the legacy one only on the first page, while it is empty),
+// and pages are full.
+func TestDynamoDbListRunningCost(t *testing.T) {
+	client := dynamoDBClient(t)
+	ctx := t.Context()
+	names := testTables(t, client)
+	counter := &queryCounter{DynamoDBClient: client}
+	s := sqsadapter.NewDynamoDbContext(counter, names.Context, names.Status)
+	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	const runs, limit = 320, 40
+	for i := range runs {
+		require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: fmt.Sprint("run-", i), BlueprintID: "bp", CreatedAt: base.Add(time.Duration(i) * time.Millisecond)}, nil))
+	}
+	cursor, listed, pages := "", 0, 0
+	for ; pages < 100; pages++ {
+		page, next, err := s.ListRunning(ctx, time.Now(), cursor, limit)
+		require.NoError(t, err)
+		listed += len(page)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	pages++
+	assert.Equal(t, runs, listed)
+	assert.LessOrEqual(t, pages, runs/limit+1, "pages")
+	queries := counter.n.Load()
+	assert.LessOrEqual(t, queries, int64(pages*runindex.Shards+1+runindex.Shards/2), "queries for %d pages", pages)
+	t.Logf("%d runs, limit %d: %d pages, %d Query calls", runs, limit, pages, queries)
 }
 
 // TestDynamoDbListRunningKeysOnlyIndex: on a status table whose running

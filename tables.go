@@ -25,8 +25,8 @@ type TableNames struct {
 //
 //   - Context: partition key runId (S), sort key key (S).
 //   - Status: partition key runId (S), and the sparse global secondary index
-//     runningRunsIndex: partition key gsiRunning (S), sort key runningSince
-//     (N), all attributes projected.
+//     runningRunsIndex: partition key gsiRunning (S, one of 16 shard values
+//     "running#<s>"), sort key runningSince (N), all attributes projected.
 //   - Coordination: partition key coordinationKey (S), with DynamoDB TTL
 //     enabled on the attribute ttl.
 //

@@ -619,7 +619,8 @@ const storeDefaultListLimit = 100
 // oldest first (runs created at the same time in run id order), at most
 // limit of them (100 when limit <= 0). To continue, call it again with next
 // as cursor; next is "" when no run remains. An empty cursor starts from the
-// oldest run; a cursor that is not one of ListRunning's fails with an error.
+// oldest run; a cursor that is not one of ListRunning's fails with an error
+// matching store.ErrInvalidCursor.
 // The cursor names the last run returned, so runs that start or finish
 // during a listing do not make it repeat or skip the others. Unlike
 // sqsadapter.DynamoDbContext.ListRunning, it reads run records
@@ -696,7 +697,7 @@ func storeDecodeCursor(cursor string) (storeRunCursor, error) {
 		err = errors.New("no run id")
 	}
 	if err != nil {
-		return storeRunCursor{}, fmt.Errorf("invalid cursor %q: %w", cursor, err)
+		return storeRunCursor{}, fmt.Errorf("%w %q: %v", store.ErrInvalidCursor, cursor, err)
 	}
 	return c, nil
 }

@@ -215,7 +215,9 @@ type ContextStore interface {
 	ListNodes(ctx context.Context, runID string) (map[string]*NodeRecord, error)
 	// ListRunning lists running runs created before createdBefore, oldest
 	// first, at most limit per call (100 when limit <= 0); pass next back as
-	// cursor to continue ("" starts; next is "" at the end). It reads only
+	// cursor to continue ("" starts; next is "" at the end; a page may hold
+	// fewer than limit runs before the end). A cursor the store did not make
+	// fails with an error matching ErrInvalidCursor. It reads only
 	// running runs (an index), so its cost follows their number; the listing
 	// may lag creations and finishes slightly, so callers re-check a run with
 	// GetRun before acting on it.

@@ -41,6 +41,9 @@ var (
 	ErrInvalidKey = errors.New("sqsadapter: invalid context key")
 	// ErrValueTooLarge: a value does not fit in one storage item.
 	ErrValueTooLarge = errors.New("sqsadapter: value too large")
+	// ErrInvalidCursor: a ListRunning cursor the store did not make (or
+	// made in a format it no longer reads). Start the listing again with "".
+	ErrInvalidCursor = errors.New("sqsadapter: invalid cursor")
 )
 
 // ValueTooLargeError reports a value over the storage item limit. It matches

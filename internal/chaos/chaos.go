@@ -27,6 +27,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/interp"
+	"github.com/flowcraft/sqsadapter/internal/runindex"
 )
 
 // Config configures one chaos session. The zero value of a field means its
@@ -780,28 +781,34 @@ func peek(ctx context.Context, client *sqs.Client, queueURL string) string {
 	return strings.Join(bodies, " ")
 }
 
-// runningRuns counts the runs in the status table's running-runs index.
+// runningRuns counts the runs in the status table's running-runs index,
+// under every partition key value (runindex.SourceKey).
 func runningRuns(ctx context.Context, db *dynamodb.Client, statusTable string) (int, error) {
 	n := 0
-	var start map[string]dynamodbtypes.AttributeValue
-	for page := 0; page < 1000; page++ {
-		out, err := db.Query(ctx, &dynamodb.QueryInput{
-			TableName:                 aws.String(statusTable),
-			IndexName:                 aws.String("running-runs"),
-			KeyConditionExpression:    aws.String("gsiRunning = :r"),
-			ExpressionAttributeValues: map[string]dynamodbtypes.AttributeValue{":r": &dynamodbtypes.AttributeValueMemberS{Value: "running"}},
-			Select:                    dynamodbtypes.SelectCount,
-			ExclusiveStartKey:         start,
-		})
-		if err != nil {
-			return 0, err
-		}
-		n += int(out.Count)
-		if start = out.LastEvaluatedKey; len(start) == 0 {
-			return n, nil
+	for source := range runindex.Sources {
+		var start map[string]dynamodbtypes.AttributeValue
+		for page := 0; ; page++ {
+			if page == 1000 {
+				return n, errors.New("too many pages")
+			}
+			out, err := db.Query(ctx, &dynamodb.QueryInput{
+				TableName:                 aws.String(statusTable),
+				IndexName:                 aws.String("running-runs"),
+				KeyConditionExpression:    aws.String("gsiRunning = :r"),
+				ExpressionAttributeValues: map[string]dynamodbtypes.AttributeValue{":r": &dynamodbtypes.AttributeValueMemberS{Value: runindex.SourceKey(source)}},
+				Select:                    dynamodbtypes.SelectCount,
+				ExclusiveStartKey:         start,
+			})
+			if err != nil {
+				return 0, err
+			}
+			n += int(out.Count)
+			if start = out.LastEvaluatedKey; len(start) == 0 {
+				break
+			}
 		}
 	}
-	return n, errors.New("too many pages")
+	return n, nil
 }
 
 // workerEnv is the workers' environment: the proxies as the AWS endpoints,

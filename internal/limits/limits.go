@@ -213,8 +213,11 @@ func WaitingUpdateSize(runID, nodeID string) int {
 
 // RunRecordSize estimates the size of a run record (status table) as it is
 // created; more are its other string attributes (a child run's parent).
+// It counts the shard suffix of the running-runs index key ("#15" in
+// "running#15") beyond ItemOverhead.
 func RunRecordSize(runID, blueprintID, version string, more ...string) int {
-	n := ItemSize(runID, "", len(blueprintID), len(version))
+	const shardSuffix = 3
+	n := ItemSize(runID, "", len(blueprintID), len(version)) + shardSuffix
 	for _, s := range more {
 		n += len(s) + 16 // the value and its attribute name
 	}

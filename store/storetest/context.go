@@ -61,6 +61,7 @@ func TestContextStore(t *testing.T, newStore func(t *testing.T) store.ContextSto
 		{name: "GetNodes", fn: testGetNodes},
 		{name: "ListRunning", fn: testListRunning},
 		{name: "ListRunningCursor", fn: testListRunningCursor},
+		{name: "ListRunningSpread", fn: testListRunningSpread},
 		{name: "ListNodes", fn: testListNodes},
 		{name: "ListNodesMany", fn: testListNodesMany},
 		{name: "UpdatedAt", fn: testUpdatedAt},

@@ -231,10 +231,121 @@ func testListRunningCursor(t *testing.T, s store.ContextStore) {
 
 	for _, bad := range []string{"not a cursor!", "e30", "eyJ4IjoxfQ", strings.Repeat("A", 40)} {
 		runs, next, err := r.ListRunning(ctx, createdBefore, bad, 10)
-		require.Error(t, err, "cursor %q", bad)
+		require.ErrorIs(t, err, store.ErrInvalidCursor, "cursor %q", bad)
 		assert.Empty(t, runs)
 		assert.Empty(t, next)
 	}
+}
+
+// testListRunningSpread lists many runs, several created in the same
+// millisecond, which a store may keep apart (DynamoDbContext shards its
+// index by run id): every listing is oldest first and holds each run once,
+// whatever its page size, and a cursor continues across pages while other
+// runs finish and start.
+func testListRunningSpread(t *testing.T, s store.ContextStore) {
+	r := reconcilerOf(t, s)
+	ctx := t.Context()
+	prefix := unique("spread") + "-"
+	base := baseTime().Add(-3000 * time.Hour)
+	createdBefore := base.Add(time.Hour)
+	const n = 48
+	id := func(i int) string { return fmt.Sprint(prefix, i) }
+	created := func(i int) time.Time { return base.Add(time.Duration(i%7) * time.Millisecond) } // 7 per millisecond
+	for i := range n {
+		require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: id(i), BlueprintID: "bp", CreatedAt: created(i)}, nil))
+	}
+	finished := map[int]bool{3: true, 10: true, 17: true, 40: true}
+	for i := range finished {
+		require.NoError(t, s.FinishRun(ctx, id(i), store.StatusCompleted, "", "", baseTime()))
+	}
+	var want []string
+	for i := range n {
+		if !finished[i] {
+			want = append(want, id(i))
+		}
+	}
+	createdOf := func(c *assert.CollectT, ids []string) []time.Time {
+		var out []time.Time
+		for _, runID := range ids {
+			i, err := strconv.Atoi(strings.TrimPrefix(runID, prefix))
+			if assert.NoError(c, err) {
+				out = append(out, created(i))
+			}
+		}
+		return out
+	}
+	for _, limit := range []int{1, 5, 16, 0} {
+		t.Run(fmt.Sprint("limit ", limit), func(t *testing.T) {
+			require.EventuallyWithT(t, func(c *assert.CollectT) {
+				all, ok := listAll(c, ctx, r, createdBefore, limit)
+				if !ok {
+					return
+				}
+				got := own(all, prefix)
+				assert.ElementsMatch(c, want, got, "each running run once")
+				assert.True(c, slices.IsSortedFunc(createdOf(c, got), time.Time.Compare), "oldest first: %v", got)
+			}, eventually, eventuallyTick)
+		})
+	}
+
+	// Page 4 runs at a time; after the first page, runs not yet listed
+	// finish and new runs start.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		all, ok := listAll(c, ctx, r, createdBefore, 0)
+		if ok {
+			assert.Len(c, own(all, prefix), len(want))
+		}
+	}, eventually, eventuallyTick)
+	var first []string
+	var cursor string
+	for range 500 {
+		runs, next, err := r.ListRunning(ctx, createdBefore, cursor, 4)
+		require.NoError(t, err)
+		first = append(first, own(runs, prefix)...)
+		require.NotEmpty(t, next, "the listing ended after %v", first)
+		cursor = next
+		if len(first) >= 4 {
+			break
+		}
+	}
+	var gone []string
+	for _, runID := range want {
+		if !slices.Contains(first, runID) && len(gone) < 3 {
+			gone = append(gone, runID)
+			require.NoError(t, s.FinishRun(ctx, runID, store.StatusCancelled, "", "", baseTime()))
+		}
+	}
+	for i := range 3 {
+		require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: fmt.Sprint(prefix, "late-", i), BlueprintID: "bp", CreatedAt: base.Add(time.Minute)}, nil))
+	}
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		got := slices.Clone(first)
+		next := cursor
+		for page := 0; next != ""; page++ {
+			if !assert.Less(c, page, 500, "too many pages") {
+				return
+			}
+			runs, n, err := r.ListRunning(ctx, createdBefore, next, 4)
+			if !assert.NoError(c, err) {
+				return
+			}
+			got = append(got, own(runs, prefix)...)
+			next = n
+		}
+		var early []string // the runs created before the listing began
+		for _, runID := range got {
+			if !strings.HasPrefix(runID, prefix+"late-") {
+				early = append(early, runID)
+			}
+		}
+		var stayed []string
+		for _, runID := range want {
+			if !slices.Contains(gone, runID) || slices.Contains(first, runID) {
+				stayed = append(stayed, runID)
+			}
+		}
+		assert.ElementsMatch(c, stayed, early, "neither repeated nor skipped")
+	}, eventually, eventuallyTick)
 }
 
 func testListNodes(t *testing.T, s store.ContextStore) {
