@@ -43,6 +43,12 @@
 // behaves, and the counter counts, as with SQS. The report gives how many
 // early answers were held.
 //
+// With -trace FILE, every counted request of the measured phases is also
+// written to FILE, one JSON line each (internal/reqtrace: time, service,
+// operation, and the table and key of each item, or the queue and message
+// count), with a line per phase giving its executed nodes; the load model
+// reads it: go run ./internal/cmd/loadmodel -trace FILE (docs/scale.md).
+//
 // Latency, measured in this process (every worker is in it):
 //   - enqueue→start: from the SendMessageBatch call that carried a node's
 //     job (the first one, if it was sent twice) to the start of the node's
@@ -59,6 +65,7 @@
 package main
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -66,7 +73,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/flowcraft/sqsadapter/internal/reqcount"
 	"io"
 	"log"
 	"log/slog"
@@ -95,6 +101,8 @@ import (
 	"github.com/aws/smithy-go/middleware"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/reqcount"
+	"github.com/flowcraft/sqsadapter/internal/reqtrace"
 )
 
 type options struct {
@@ -114,6 +122,7 @@ type options struct {
 	realAWS       bool
 	holdPolls     string
 	verbose       bool
+	trace         string
 }
 
 type phaseSpec struct {
@@ -159,6 +168,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.holdPolls, "hold-long-polls", "auto",
 		"re-ask, uncounted, a long poll that the server answered empty before its wait time (as SQS never does): on, off, or auto (on for a loopback SQS endpoint)")
 	fs.BoolVar(&o.verbose, "v", false, "log the workers' info messages")
+	fs.StringVar(&o.trace, "trace", "", "write a trace of the measured phases' requests to this file, one JSON line per request (see internal/reqtrace; read it with go run ./internal/cmd/loadmodel)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -601,11 +611,14 @@ func loadConfig(ctx context.Context) (aws.Config, error) {
 	return config.LoadDefaultConfig(ctx, config.WithHTTPClient(hc))
 }
 
-func newRole(base aws.Config, ep endpoints, counter *reqcount.RequestCounter, holdPolls bool) *role {
+func newRole(base aws.Config, ep endpoints, counter *reqcount.RequestCounter, holdPolls bool, tracer *reqtrace.Tracer) *role {
 	r := &role{counter: counter, stats: &sqsStats{}, capacity: &tableCapacity{units: map[string]float64{}}}
 	cfg := base.Copy()
 	if counter != nil {
 		cfg.APIOptions = append(slices.Clone(base.APIOptions), counter.AddTo, r.capacity.addTo)
+		if tracer != nil {
+			cfg.APIOptions = append(cfg.APIOptions, tracer.AddTo)
+		}
 	}
 	r.sqs = &recordingSQS{stats: r.stats, Client: sqs.NewFromConfig(cfg, func(o *sqs.Options) {
 		if ep.sqs != "" {
@@ -706,13 +719,31 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		level = slog.LevelInfo
 	}
 	hold := o.holdPolls == "on" || (o.holdPolls == "auto" && isLoopback(ep.sqs))
+	prefix := "sqsadapter-bench-" + strings.ToLower(rand.Text()[:8])
+	tables := sqsadapter.TableNames{Context: prefix + "-context", Status: prefix + "-status", Coordination: prefix + "-coordination"}
+	var tracer *reqtrace.Tracer
+	if o.trace != "" {
+		f, err := os.Create(o.trace)
+		if err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer f.Close()
+		w := bufio.NewWriter(f)
+		defer w.Flush()
+		// The layout of CreateTables.
+		tracer = reqtrace.New(w, map[string]reqtrace.KeySchema{
+			tables.Context:      {PK: "runId", SK: "key"},
+			tables.Status:       {PK: "runId"},
+			tables.Coordination: {PK: "coordinationKey"},
+		})
+	}
 	e := &env{
 		o:       o,
 		hold:    hold,
-		setup:   newRole(base, ep, nil, false),
-		workers: newRole(base, ep, reqcount.NewRequestCounter(), hold),
-		starter: newRole(base, ep, reqcount.NewRequestCounter(), false),
-		poller:  newRole(base, ep, reqcount.NewRequestCounter(), false),
+		setup:   newRole(base, ep, nil, false, nil),
+		workers: newRole(base, ep, reqcount.NewRequestCounter(), hold, tracer),
+		starter: newRole(base, ep, reqcount.NewRequestCounter(), false, tracer),
+		poller:  newRole(base, ep, reqcount.NewRequestCounter(), false, tracer),
 		shapes:  map[string]shape{},
 		logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
@@ -736,8 +767,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		e.bps = append(e.bps, bp)
 	}
 
-	e.prefix = "sqsadapter-bench-" + strings.ToLower(rand.Text()[:8])
-	e.tables = sqsadapter.TableNames{Context: e.prefix + "-context", Status: e.prefix + "-status", Coordination: e.prefix + "-coordination"}
+	e.prefix, e.tables = prefix, tables
 	fmt.Fprintf(os.Stderr, "bench: SQS %s, DynamoDB %s; tables and queues %s-*; long polls held: %v\n", orAWS(ep.sqs), orAWS(ep.ddb), e.prefix, hold)
 	defer e.cleanup()
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -760,9 +790,23 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		for i, p := range o.blueprints {
 			runs := cmp.Or(p.runs, o.runs)
 			fmt.Fprintf(os.Stderr, "bench: %s, context %d B: %d runs, %d workers × %d, %d in flight\n", p.name, cb, runs, o.workers, o.concurrency, o.inflight)
+			if tracer != nil {
+				tracer.Enable(true)
+			}
+			start := time.Now()
 			r, err := e.phase(ctx, fmt.Sprintf("%s-%d-%d", e.prefix, cb, i), e.shapes[p.name], cb, runs)
 			if err != nil {
 				return fmt.Errorf("%s (context %d B): %w", p.name, cb, err)
+			}
+			if tracer != nil {
+				tracer.Enable(false)
+				end := time.Now()
+				tracer.Write(reqtrace.Record{T: unixSeconds(end), Svc: "bench", Op: "phase", Phase: &reqtrace.Phase{
+					Name: label(r), Nodes: int(r.executions), Start: unixSeconds(start), End: unixSeconds(end),
+				}})
+				if err := tracer.Err(); err != nil {
+					return fmt.Errorf("trace: %w", err)
+				}
 			}
 			fmt.Fprintf(os.Stderr, "bench: %s done in %v: %.2f requests/node\n", p.name, r.wall.Round(time.Millisecond), perNode(r.work.Total(), r))
 			results = append(results, r)
@@ -774,6 +818,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 }
 
 func orAWS(s string) string { return cmp.Or(s, "(AWS default)") }
+
+func unixSeconds(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
 
 // createQueue creates a plain queue (visibility timeout 30 s) and returns
 // its URL.

@@ -41,9 +41,15 @@ const Sources = Shards + 1
 // Shard returns the shard of a run: FNV-1a of its id, modulo Shards. It
 // depends only on the id, so a run keeps its shard.
 func Shard(runID string) int {
+	return ShardOf(runID, Shards)
+}
+
+// ShardOf is the shard of a run among n shards: FNV-1a of its id, modulo
+// n. A load model uses it to try other shard counts.
+func ShardOf(runID string, n int) int {
 	h := fnv.New32a()
 	h.Write([]byte(runID)) // never fails
-	return int(h.Sum32() % Shards)
+	return int(h.Sum32() % uint32(n))
 }
 
 // Key returns the partition key value of a run: "running#<shard>".
