@@ -23,6 +23,7 @@ var loopScenarios = []struct {
 	{"iteration limit", scenarioLoopLimit},
 	{"branches inside the body", scenarioLoopBranches},
 	{"failing body node", scenarioLoopFails},
+	{"dead pass", scenarioLoopDeadPass},
 }
 
 func TestLoop(t *testing.T) {
@@ -204,6 +205,33 @@ func scenarioLoopFails(t *testing.T, mk subRigMaker) {
 	assert.Contains(t, st.Error, "third pass fails")
 	assert.Equal(t, 3, r.calls().count("s"))
 	assert.Equal(t, "failed", st.Nodes["s"].State)
+}
+
+// A pass whose end is on a dead path skips the controller: the loop ends
+// and its exits are dead. A node after the loop (an "all" join of a dead
+// exit and another branch) reads the body's outputs of that last pass, as
+// after a loop that breaks — not those of pass 0.
+func scenarioLoopDeadPass(t *testing.T, mk subRigMaker) {
+	bp := mustParse(t, `{"id": "deadpass", "nodes": [
+		{"id": "s", "uses": "n"}, {"id": "e", "uses": "n"},
+		{"id": "loop", "uses": "loop-controller", "params": {"condition": "go"}},
+		{"id": "fin", "uses": "n"}, {"id": "other", "uses": "n"},
+		{"id": "after", "uses": "n", "inputs": "s", "config": {"joinStrategy": "all"}}],
+	  "edges": [{"source": "s", "target": "e", "condition": "result.output < 2"}, {"source": "e", "target": "loop"},
+		{"source": "loop", "target": "s", "action": "continue"}, {"source": "loop", "target": "fin", "action": "break"},
+		{"source": "fin", "target": "after"}, {"source": "other", "target": "after"}]}`)
+	s := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		return sqsadapter.NodeResult{Output: nc.Iteration}, nil
+	}
+	r := mk(t, map[string]sqsadapter.NodeFunc{"s": s}, bp)
+	st := r.wait(r.start("deadpass", map[string]any{"go": true}))
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	assert.Equal(t, 3, r.calls().count("s"))
+	assert.Equal(t, 2, r.calls().count("e"))
+	assert.Equal(t, 0, r.calls().count("fin"))
+	assert.Equal(t, 1, r.calls().count("after"))
+	assert.Equal(t, int64(2), r.calls().input(t, "after"), "the body's last pass")
+	assert.Equal(t, int64(2), st.Context["_outputs.s"])
 }
 
 // Cycles are allowed only through a loop controller's continue edge, and
