@@ -112,6 +112,9 @@ type Call struct {
 	// Resume marks the call for a wait or webhook node: the model answers
 	// with the output and action the node is resumed with.
 	Resume bool
+	// Iteration is the pass of a loop's body the call runs in (loop.go), as
+	// the engine's NodeContext.Iteration; 0 outside loops.
+	Iteration int
 }
 
 // Outcome is what one attempt of a node function does.
@@ -188,10 +191,17 @@ type Result struct {
 	// Children gives, for every subflow node that ran, the interpreter's
 	// result for the child run of each of its attempts, in order.
 	Children map[string][]*Result
+	// Passes gives, for the body nodes and controllers of loops, the passes
+	// they ran in, in order (loop.go).
+	Passes map[string][]int
 
 	// values holds every value each key was given (initial included), for
 	// checking failed runs, whose commits depend on timing.
 	values map[string][]any
+	// passOutputs are the outputs of each pass in Passes; iter is the pass
+	// of the node running.
+	passOutputs map[string][]any
+	iter        int
 }
 
 // Absent stands for a deleted key among Racy values.
@@ -234,6 +244,10 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 	if err != nil {
 		return nil, err
 	}
+	loops, err := newLoops(bp, g)
+	if err != nil {
+		return nil, err
+	}
 	normInitial, err := Normalize(initial)
 	if err != nil {
 		return nil, fmt.Errorf("interp: initial context: %w", err)
@@ -255,8 +269,10 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 		Attempts:         map[string]int{},
 		Resumes:          map[string]Outcome{},
 		Children:         map[string][]*Result{},
+		Passes:           map[string][]int{},
 		Order:            g.order,
 		values:           map[string][]any{},
+		passOutputs:      map[string][]any{},
 	}
 	for k, v := range initMap {
 		x.values[k] = append(x.values[k], v)
@@ -272,7 +288,15 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 		return x.Outputs[p]
 	}
 
-	for _, id := range g.order {
+	st := &runState{g: g, view: view, taken: taken, staged: staged, writers: writers}
+	order := slices.Clone(g.order)
+	for i := 0; i < len(order); i++ {
+		id := order[i]
+		next, skip := loops.visit(x, id, st)
+		order = slices.Insert(order, i+1, next...)
+		if skip {
+			continue
+		}
 		def := g.defs[id]
 		ps := g.preds[id]
 		if st := g.arrival(id, x.States, taken); st != Ran {
@@ -389,6 +413,7 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 		x.Status = sqsadapter.StatusCompleted
 		x.Context = maps.Clone(view)
 		delete(x.Context, CatchErrorKey)
+		loops.finalOutputs(x)
 	}
 	return x, nil
 }
@@ -460,7 +485,7 @@ func (x *Result) execute(model Model, bpID string, def *sqsadapter.NodeDefinitio
 	var last error
 	for attempt := 1; attempt <= max(def.Config.MaxRetries, 1); attempt++ {
 		x.Attempts[def.ID]++
-		o := callModel(model, Call{BlueprintID: bpID, NodeID: def.ID, Def: def, Input: in, Attempt: attempt})
+		o := callModel(model, Call{BlueprintID: bpID, NodeID: def.ID, Def: def, Input: in, Attempt: attempt, Iteration: x.iter})
 		if o.Err == nil {
 			out, err := Normalize(o.Output)
 			if err != nil {
