@@ -24,6 +24,7 @@ var loopScenarios = []struct {
 	{"branches inside the body", scenarioLoopBranches},
 	{"failing body node", scenarioLoopFails},
 	{"dead pass", scenarioLoopDeadPass},
+	{"fallback in a later pass", scenarioLoopFallback},
 }
 
 func TestLoop(t *testing.T) {
@@ -232,6 +233,31 @@ func scenarioLoopDeadPass(t *testing.T, mk subRigMaker) {
 	assert.Equal(t, 1, r.calls().count("after"))
 	assert.Equal(t, int64(2), r.calls().input(t, "after"), "the body's last pass")
 	assert.Equal(t, int64(2), st.Context["_outputs.s"])
+}
+
+// A body node's fallback runs in the pass its node fails in; the
+// "_catch_error" it writes names the node by its id, as anywhere.
+func scenarioLoopFallback(t *testing.T, mk subRigMaker) {
+	bp := mustParse(t, `{"id": "fallback", "nodes": [
+		{"id": "s", "uses": "n", "config": {"fallback": "fb"}}, {"id": "fb", "uses": "n"},
+		{"id": "loop", "uses": "loop-controller", "params": {"condition": "count < 3"}}],
+	  "edges": [{"source": "s", "target": "loop"}, {"source": "loop", "target": "s", "action": "continue"}]}`)
+	s := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		if nc.Iteration == 1 {
+			return sqsadapter.NodeResult{}, errors.New("second pass fails")
+		}
+		return counter(ctx, nc)
+	}
+	fb := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		assert.Equal(t, 1, nc.Iteration, "the fallback runs in its node's pass")
+		return counter(ctx, nc)
+	}
+	r := mk(t, map[string]sqsadapter.NodeFunc{"s": s, "fb": fb}, bp)
+	st := r.wait(r.start("fallback", map[string]any{"count": 0}))
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	assert.Equal(t, 1, r.calls().count("fb"))
+	assert.Equal(t, int64(3), st.Context["count"])
+	assert.Equal(t, map[string]any{"message": "second pass fails", "nodeId": "s", "blueprintId": "fallback"}, st.Context["_catch_error"])
 }
 
 // Cycles are allowed only through a loop controller's continue edge, and
