@@ -199,13 +199,13 @@ func protoBehave(id string, params map[string]any, input any, attempt int) (outp
 }
 
 // protoModel is protoBehave as the interpreter's model of the node
-// functions, and the resume oracle of wait and webhook nodes
-// (protoResume).
+// functions (in a loop's pass, with the params protoPassParams gives), and
+// the resume oracle of wait and webhook nodes (protoResume).
 func protoModel(c interp.Call) interp.Outcome {
 	if c.Resume {
 		return protoResume(c)
 	}
-	out, action, writes, err := protoBehave(c.NodeID, c.Def.Params, c.Input, c.Attempt)
+	out, action, writes, err := protoBehave(c.NodeID, protoPassParams(c.Def.Params, c.Iteration), c.Input, c.Attempt)
 	if err != nil {
 		return interp.Outcome{Err: err}
 	}
