@@ -482,11 +482,7 @@ func (s *protoSession) checkLoopCommits(r *protoRun, loopNodes map[string]bool) 
 	unknown := s.e.counted.unknownOf(r.runID)
 	for id, ps := range r.exp.Passes {
 		for _, pass := range ps {
-			rid := id
-			if pass > 0 {
-				rid += "\x1f@" + strconv.Itoa(pass)
-			}
-			if !committed[id][pass] && !(s.e.lostResponses && unknown[rid] > 0) {
+			if !committed[id][pass] && !(s.e.lostResponses && unknown[protoPassRecord(id, pass)] > 0) {
 				s.report(r, "node %s ran in pass %d, but that pass was never committed", id, pass)
 			}
 		}
@@ -496,6 +492,16 @@ func (s *protoSession) checkLoopCommits(r *protoRun, loopNodes map[string]bool) 
 			s.report(r, "node %s ran, but its output was never committed", id)
 		}
 	}
+}
+
+// protoPassRecord is the id of the record of node id's pass: the
+// observer matches a node function's call with the acquisition of that
+// record.
+func protoPassRecord(id string, pass int) string {
+	if pass == 0 {
+		return id
+	}
+	return id + "\x1f@" + strconv.Itoa(pass)
 }
 
 // protoSplitPass splits a record id into its node id and pass.

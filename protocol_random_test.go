@@ -236,7 +236,7 @@ func (c *protoCalls) fn(ctx context.Context, nc *sqsadapter.NodeContext) (sqsada
 	c.mu.Lock()
 	c.n[nc.RunID+"/"+nc.NodeID]++
 	c.mu.Unlock()
-	c.obs.entered(nc.RunID, nc.NodeID, nc.Attempt)
+	c.obs.entered(nc.RunID, protoPassRecord(nc.NodeID, nc.Iteration), nc.Attempt)
 	o := interp.ApplyModel(protoModel, &sqsadapter.NodeDefinition{ID: nc.NodeID, Params: nc.Params}, nc)
 	return sqsadapter.NodeResult{Output: o.Output, Action: o.Action}, o.Err
 }
