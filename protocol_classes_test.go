@@ -95,6 +95,7 @@ func TestProtocolLong(t *testing.T) {
 		t.Run(cls.name, func(t *testing.T) { total.add(runProtoSession(t, seed, cls, newProtoEnv)) })
 	}
 	t.Run("loops", func(t *testing.T) { total.add(runProtoLoopSession(t, seed, protoLoopClass(n))) })
+	t.Run("loops-reconcile", func(t *testing.T) { total.add(runProtoLoopSession(t, seed, protoLoopReconcileClass(n))) })
 	verdict := "PASS"
 	if t.Failed() {
 		verdict = "FAIL"

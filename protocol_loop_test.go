@@ -38,7 +38,21 @@ import (
 // TestProtocolRandomLoops runs blueprints with loops under faults,
 // duplicates and crashes, a share of the runs cancelled.
 func TestProtocolRandomLoops(t *testing.T) {
-	runProtoLoopSession(t, protocolSeed(t), protoLoopClass(protoRuns(80, 25)))
+	runProtoLoopSession(t, protocolSeed(t), protoLoopClass(protoRuns(64, 24)))
+}
+
+// TestProtocolRandomLoopsReconcile runs blueprints with loops in rounds,
+// purging the queue at a random moment of each and running one reconcile
+// pass (as TestProtocolRandomReconcile): the reconciler finds the passes
+// whose jobs were lost.
+func TestProtocolRandomLoopsReconcile(t *testing.T) {
+	runProtoLoopSession(t, protocolSeed(t), protoLoopReconcileClass(protoRuns(24, 12)))
+}
+
+func protoLoopReconcileClass(n int) protoClass {
+	cls := protoReconcileClass(n)
+	cls.name = "loops-reconcile"
+	return cls
 }
 
 func protoLoopClass(n int) protoClass {
@@ -386,7 +400,16 @@ func runProtoLoopSession(t *testing.T, seed uint64, cls protoClass) protoStats {
 	for _, r := range s.runs {
 		s.e.obs.expect(r.runID, r.c.bp)
 	}
-	s.runRound(0, s.runs)
+	rounds := max(min(cls.rounds, len(s.runs)), 1)
+	for k := range rounds {
+		var round []*protoRun
+		for i, r := range s.runs {
+			if i*rounds/max(len(s.runs), 1) == k {
+				round = append(round, r)
+			}
+		}
+		s.runRound(k, round)
+	}
 	s.finishLoops(loopNodes)
 	s.summary(time.Since(start))
 	// How many times each loop's body ran, and how each loop ended.
