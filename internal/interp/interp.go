@@ -43,6 +43,9 @@
 //     taken and is skipped when none was; an "any" join runs once if any
 //     edge was taken. Dead paths are eliminated: a skipped node's edges are
 //     all dead.
+//   - Loops (loop.go): a "loop-controller" node and its body run pass
+//     after pass, as in the engine; Call.Iteration is the pass, and
+//     Result.Passes lists the passes each node ran in.
 //   - Built-in nodes (docs/protocol.md, "Waiting"): a node whose "uses" is
 //     "wait", "webhook" or "sleep" is run by the engine, not by the model
 //     (the interpreter treats these names as built-ins always; Registry

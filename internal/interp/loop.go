@@ -93,7 +93,7 @@ func newLoops(bp *sqsadapter.Blueprint, g *graph) (loops, error) {
 		if d.Uses != LoopController {
 			continue
 		}
-		l := &loop{id: d.ID, inBody: map[string]bool{}, maxIter: DefaultMaxIterations, outside: map[string]bool{}}
+		l := &loop{id: d.ID, inBody: map[string]bool{}, maxIter: DefaultMaxIterations}
 		for _, e := range g.out[d.ID] {
 			if e.Action == ActionContinue {
 				if l.start != "" {
@@ -153,13 +153,15 @@ func newLoops(bp *sqsadapter.Blueprint, g *graph) (loops, error) {
 			}
 			ls[id] = l
 		}
-		for q := range g.before[d.ID] {
-			if !l.inBody[q] {
-				l.outside[q] = true
-			}
-		}
-		if !l.doWhile {
-			// The body runs after the controller's first pass only.
+		if l.doWhile {
+			l.outside = g.before[l.start]
+		} else {
+			// What precedes the controller's first pass; the body runs after
+			// that pass only.
+			static := g.preds[d.ID]
+			g.preds[d.ID] = l.entries
+			l.outside = g.certainlyBefore(d.ID)
+			g.preds[d.ID] = static
 			g.preds[l.start] = []string{l.id}
 		}
 		ls[d.ID] = l
@@ -190,12 +192,7 @@ func (ls loops) visit(x *Result, id string, st *runState) (next []string, skip b
 // controller runs pass l.pass of the loop's controller.
 func (l *loop) controller(x *Result, st *runState) []string {
 	g := st.g
-	if !l.visited {
-		l.visited = true
-		if !l.doWhile {
-			l.pass = 0
-		}
-	}
+	l.visited = true
 	ps := []string{l.end}
 	if !l.doWhile && l.pass == 0 {
 		ps = l.entries
