@@ -188,6 +188,7 @@ func protoAddLoop(lc *protoLoopCase, r *rand.Rand, j int, base []string) {
 		failAt = r.IntN(m)
 	}
 	actions := make([][]string, m)
+	writers := make([]bool, m)
 	for i, id := range body {
 		flavor := protoPick(r, []string{"pass", "router", "writer", "flaky"}, []int{40, 25, 20, 15})
 		params, maxRetries, retryDelay := genParams(r, flavor, false)
@@ -201,6 +202,7 @@ func protoAddLoop(lc *protoLoopCase, r *rand.Rand, j int, base []string) {
 				actions[i] = append(actions[i], x.(string))
 			}
 		}
+		writers[i] = params["write"] == true
 		cfg := sqsadapter.NodeConfig{MaxRetries: maxRetries, RetryDelay: retryDelay}
 		if len(preds[i]) > 1 && r.IntN(2) == 0 {
 			cfg.JoinStrategy = "all"
@@ -222,7 +224,7 @@ func protoAddLoop(lc *protoLoopCase, r *rand.Rand, j int, base []string) {
 	}
 	for i := 1; i < m; i++ {
 		for _, p := range preds[i] {
-			bp.Edges = append(bp.Edges, protoBodyEdge(r, body, actions, before, p, i))
+			bp.Edges = append(bp.Edges, protoBodyEdge(r, body, actions, writers, before, p, i))
 		}
 	}
 
@@ -295,7 +297,7 @@ func protoAddLoop(lc *protoLoopCase, r *rand.Rand, j int, base []string) {
 		}
 		if r.IntN(3) == 0 {
 			// Read after the loop: the body's last pass.
-			d.Inputs = map[string]any{"first": start, "s": body[r.IntN(m)] + ".s"}
+			d.Inputs = map[string]any{"first": start, "s": body[r.IntN(m)] + ".s", "k": "k_" + end}
 		}
 		bp.Nodes = append(bp.Nodes, d)
 		e := sqsadapter.EdgeDefinition{Source: ctl, Target: x}
@@ -326,9 +328,11 @@ func protoAddLoop(lc *protoLoopCase, r *rand.Rand, j int, base []string) {
 }
 
 // protoBodyEdge is the edge from body node p to body node i: by action,
-// by condition (on the pass, the output, the initial context, or a body
-// node certainly resolved before in the same pass), or plain.
-func protoBodyEdge(r *rand.Rand, body []string, actions [][]string, before []map[int]bool, p, i int) sqsadapter.EdgeDefinition {
+// by condition (on the pass, the output, the initial context, a body node
+// certainly resolved before in the same pass, or a key written by one of
+// those or by the end node, whose last write is then of the pass before),
+// or plain.
+func protoBodyEdge(r *rand.Rand, body []string, actions [][]string, writers []bool, before []map[int]bool, p, i int) sqsadapter.EdgeDefinition {
 	e := sqsadapter.EdgeDefinition{Source: body[p], Target: body[i]}
 	var named []string
 	for _, a := range actions[p] {
@@ -345,7 +349,7 @@ func protoBodyEdge(r *rand.Rand, body []string, actions [][]string, before []map
 			earlier = append(earlier, body[q])
 		}
 		slices.Sort(earlier)
-		switch k := r.IntN(6); {
+		switch k := r.IntN(7); {
 		case k == 0:
 			e.Condition = "result.output.s % 2 == 0"
 		case k == 1:
@@ -356,6 +360,18 @@ func protoBodyEdge(r *rand.Rand, body []string, actions [][]string, before []map
 			e.Condition = "!result.output.flag || flag"
 		case k == 4 && len(earlier) > 0:
 			e.Condition = fmt.Sprintf("%s.v > 300 || %s.s == nil", earlier[r.IntN(len(earlier))], earlier[0])
+		case k == 5:
+			keys := []string{body[len(body)-1]} // the end node always writes
+			for q := range before[p] {
+				if writers[q] {
+					keys = append(keys, body[q])
+				}
+			}
+			if writers[p] {
+				keys = append(keys, body[p])
+			}
+			slices.Sort(keys)
+			e.Condition = fmt.Sprintf("(k_%s.s ?? 9) %% 3 != 1", keys[r.IntN(len(keys))])
 		default:
 			e.Condition = "context._seed % 2 == 0 || result.output.s < 2"
 		}
