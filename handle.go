@@ -568,6 +568,11 @@ func (x *jobRun) stagedInput(ctx context.Context) (in any, transformed bool, err
 // attempt record, and commits its output as x.n's.
 func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map[string]any, cause error, attempt int) outcome {
 	id := fallbackRecord(x.n.id)
+	if fb.iter != x.n.iter {
+		// In a loop's pass, the fallback runs in that pass too.
+		c := *fb
+		c.iter, fb = x.n.iter, &c
+	}
 	x.log.InfoContext(ctx, "sqsadapter: running fallback", "fallback", fb.id, "err", cause)
 	if fb.def.Inputs != nil {
 		var fvals map[string]any
@@ -592,7 +597,7 @@ func (x *jobRun) runFallback(ctx context.Context, fb *planNode, in any, vals map
 		err := fmt.Errorf("fallback %q failed after %d attempt(s): %w (after: %v)", fb.id, fattempt, o.err, cause)
 		return x.failRun(ctx, x.n.id, (&nodeError{NodeID: x.n.label(), Attempt: attempt, Err: err}).Error())
 	}
-	_ = nc.Set("_catch_error", map[string]any{"message": cause.Error(), "nodeId": x.n.id, "blueprintId": x.p.id})
+	_ = nc.Set("_catch_error", map[string]any{"message": cause.Error(), "nodeId": nodeName(x.n.id), "blueprintId": x.p.id})
 	return x.commit(ctx, res, nc, in, vals, fb.id)
 }
 

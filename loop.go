@@ -426,8 +426,9 @@ func (x *jobRun) loopEnded(ctx context.Context, rec *store.NodeRecord) error {
 	})
 }
 
-// lastPass reads the pass that ended each of loops, by controller id: 0
-// for a loop that has not ended by breaking.
+// lastPass reads the pass that ended each of loops, by controller id: the
+// pass named by its done record if it broke, else its controller's latest
+// pass (0 for a loop that has not passed its first).
 func (a *SqsAdapter) lastPass(ctx context.Context, runID string, loops []*loopShape) (map[string]int, error) {
 	ids := make([]string, len(loops))
 	for i, sh := range loops {
@@ -438,9 +439,34 @@ func (a *SqsAdapter) lastPass(ctx context.Context, runID string, loops []*loopSh
 		return nil, err
 	}
 	out := make(map[string]int, len(loops))
+	var others []*loopShape
 	for _, sh := range loops {
 		if r := recs[loopDone(sh.id)]; r != nil && r.State == store.NodeCommitted {
 			out[sh.id], _ = strconv.Atoi(strings.TrimPrefix(r.Token, "pass:"))
+		} else {
+			others = append(others, sh)
+		}
+	}
+	if len(others) == 0 {
+		return out, nil
+	}
+	// A loop that a skipped pass ended has a skipped done record, which
+	// names no pass (and is written with the skips, after the arrivals
+	// that may already have started a reader): its last pass is its
+	// controller's latest.
+	all, err := a.cfg.contexts.ListNodes(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	for rid, r := range all {
+		id, k, ok := parseIterID(rid)
+		if !ok || r.State == store.NodeClosed {
+			continue
+		}
+		for _, sh := range others {
+			if id == sh.id {
+				out[id] = max(out[id], k)
+			}
 		}
 	}
 	return out, nil

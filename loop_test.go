@@ -25,6 +25,8 @@ var loopScenarios = []struct {
 	{"branches inside the body", scenarioLoopBranches},
 	{"failing body node", scenarioLoopFails},
 	{"fallback and own id in a pass", scenarioLoopFallback},
+	{"dead pass", scenarioLoopDeadPass},
+	{"fallback in a later pass", scenarioLoopFallbackCatch},
 }
 
 func TestLoop(t *testing.T) {
@@ -206,6 +208,58 @@ func scenarioLoopFails(t *testing.T, mk subRigMaker) {
 	assert.Contains(t, st.Error, "third pass fails")
 	assert.Equal(t, 3, r.calls().count("s"))
 	assert.Equal(t, "failed", st.Nodes["s"].State)
+}
+
+// A pass whose end is on a dead path skips the controller: the loop ends
+// and its exits are dead. A node after the loop (an "all" join of a dead
+// exit and another branch) reads the body's outputs of that last pass, as
+// after a loop that breaks — not those of pass 0.
+func scenarioLoopDeadPass(t *testing.T, mk subRigMaker) {
+	bp := mustParse(t, `{"id": "deadpass", "nodes": [
+		{"id": "s", "uses": "n"}, {"id": "e", "uses": "n"},
+		{"id": "loop", "uses": "loop-controller", "params": {"condition": "go"}},
+		{"id": "fin", "uses": "n"}, {"id": "other", "uses": "n"},
+		{"id": "after", "uses": "n", "inputs": "s", "config": {"joinStrategy": "all"}}],
+	  "edges": [{"source": "s", "target": "e", "condition": "result.output < 2"}, {"source": "e", "target": "loop"},
+		{"source": "loop", "target": "s", "action": "continue"}, {"source": "loop", "target": "fin", "action": "break"},
+		{"source": "fin", "target": "after"}, {"source": "other", "target": "after"}]}`)
+	s := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		return sqsadapter.NodeResult{Output: nc.Iteration}, nil
+	}
+	r := mk(t, map[string]sqsadapter.NodeFunc{"s": s}, bp)
+	st := r.wait(r.start("deadpass", map[string]any{"go": true}))
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	assert.Equal(t, 3, r.calls().count("s"))
+	assert.Equal(t, 2, r.calls().count("e"))
+	assert.Equal(t, 0, r.calls().count("fin"))
+	assert.Equal(t, 1, r.calls().count("after"))
+	assert.Equal(t, int64(2), r.calls().input(t, "after"), "the body's last pass")
+	assert.Equal(t, int64(2), st.Context["_outputs.s"])
+}
+
+// A body node's fallback runs in the pass its node fails in; the
+// "_catch_error" it writes names the node by its id, as anywhere.
+func scenarioLoopFallbackCatch(t *testing.T, mk subRigMaker) {
+	bp := mustParse(t, `{"id": "fallback", "nodes": [
+		{"id": "s", "uses": "n", "config": {"fallback": "fb"}}, {"id": "fb", "uses": "n"},
+		{"id": "loop", "uses": "loop-controller", "params": {"condition": "count < 3"}}],
+	  "edges": [{"source": "s", "target": "loop"}, {"source": "loop", "target": "s", "action": "continue"}]}`)
+	s := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		if nc.Iteration == 1 {
+			return sqsadapter.NodeResult{}, errors.New("second pass fails")
+		}
+		return counter(ctx, nc)
+	}
+	fb := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		assert.Equal(t, 1, nc.Iteration, "the fallback runs in its node's pass")
+		return counter(ctx, nc)
+	}
+	r := mk(t, map[string]sqsadapter.NodeFunc{"s": s, "fb": fb}, bp)
+	st := r.wait(r.start("fallback", map[string]any{"count": 0}))
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	assert.Equal(t, 1, r.calls().count("fb"))
+	assert.Equal(t, int64(3), st.Context["count"])
+	assert.Equal(t, map[string]any{"message": "second pass fails", "nodeId": "s", "blueprintId": "fallback"}, st.Context["_catch_error"])
 }
 
 // Cycles are allowed only through a loop controller's continue edge, and

@@ -94,6 +94,8 @@ func TestProtocolLong(t *testing.T) {
 	for _, cls := range classes {
 		t.Run(cls.name, func(t *testing.T) { total.add(runProtoSession(t, seed, cls, newProtoEnv)) })
 	}
+	t.Run("loops", func(t *testing.T) { total.add(runProtoLoopSession(t, seed, protoLoopClass(n))) })
+	t.Run("loops-reconcile", func(t *testing.T) { total.add(runProtoLoopSession(t, seed, protoLoopReconcileClass(n))) })
 	verdict := "PASS"
 	if t.Failed() {
 		verdict = "FAIL"

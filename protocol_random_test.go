@@ -199,8 +199,8 @@ func protoBehave(id string, params map[string]any, input any, attempt int) (outp
 }
 
 // protoModel is protoBehave as the interpreter's model of the node
-// functions, and the resume oracle of wait and webhook nodes
-// (protoResume).
+// functions (in a loop's pass, with the params protoPassParams gives), and
+// the resume oracle of wait and webhook nodes (protoResume).
 func protoModel(c interp.Call) interp.Outcome {
 	if c.Resume {
 		return protoResume(c)
@@ -209,7 +209,7 @@ func protoModel(c interp.Call) interp.Outcome {
 	if params == nil {
 		params = protoItemParams(c.Input) // a batch item (protocol_batch_test.go)
 	}
-	out, action, writes, err := protoBehave(c.NodeID, params, c.Input, c.Attempt)
+	out, action, writes, err := protoBehave(c.NodeID, protoPassParams(params, c.Iteration), c.Input, c.Attempt)
 	if err != nil {
 		return interp.Outcome{Err: err}
 	}
@@ -240,7 +240,7 @@ func (c *protoCalls) fn(ctx context.Context, nc *sqsadapter.NodeContext) (sqsada
 	c.mu.Lock()
 	c.n[nc.RunID+"/"+nc.NodeID]++
 	c.mu.Unlock()
-	c.obs.entered(nc.RunID, protoRecordID(nc), nc.Attempt)
+	c.obs.entered(nc.RunID, protoPassRecord(protoRecordID(nc), nc.Iteration), nc.Attempt)
 	o := interp.ApplyModel(protoModel, &sqsadapter.NodeDefinition{ID: nc.NodeID, Params: nc.Params}, nc)
 	return sqsadapter.NodeResult{Output: o.Output, Action: o.Action}, o.Err
 }

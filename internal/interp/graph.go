@@ -47,7 +47,7 @@ func newGraph(bp *sqsadapter.Blueprint) (*graph, error) {
 		}
 		isTarget[e.Target] = true
 		g.out[e.Source] = append(g.out[e.Source], e)
-		if !slices.Contains(g.preds[e.Target], e.Source) {
+		if !slices.Contains(g.preds[e.Target], e.Source) && !isLoopBack(g.defs, e) {
 			g.preds[e.Target] = append(g.preds[e.Target], e.Source)
 		}
 	}

@@ -64,6 +64,9 @@
 //     taken and is skipped when none was; an "any" join runs once if any
 //     edge was taken. Dead paths are eliminated: a skipped node's edges are
 //     all dead.
+//   - Loops (loop.go): a "loop-controller" node and its body run pass
+//     after pass, as in the engine; Call.Iteration is the pass, and
+//     Result.Passes lists the passes each node ran in.
 //   - Built-in nodes (docs/protocol.md, "Waiting"): a node whose "uses" is
 //     "wait", "webhook" or "sleep" is run by the engine, not by the model
 //     (the interpreter treats these names as built-ins always; Registry
@@ -134,6 +137,9 @@ type Call struct {
 	// Resume marks the call for a wait or webhook node: the model answers
 	// with the output and action the node is resumed with.
 	Resume bool
+	// Iteration is the pass of a loop's body the call runs in (loop.go), as
+	// the engine's NodeContext.Iteration; 0 outside loops.
+	Iteration int
 }
 
 // A batch item's call has NodeID ItemName(S, i) and a Def with that id,
@@ -223,6 +229,9 @@ type Result struct {
 	// in input order. A scatter whose items fail the run has its output in
 	// Outputs too: it committed before its items ran.
 	Items map[string][]Item
+	// Passes gives, for the body nodes and controllers of loops, the passes
+	// they ran in, in order (loop.go).
+	Passes map[string][]int
 
 	// values holds every value each key was given (initial included), for
 	// checking failed runs, whose commits depend on timing.
@@ -230,6 +239,10 @@ type Result struct {
 	// batchErrors gives, for each batch node that fails the run, the errors
 	// a distributed run may record for it.
 	batchErrors map[string][]string
+	// passOutputs are the outputs of each pass in Passes; iter is the pass
+	// of the node running.
+	passOutputs map[string][]any
+	iter        int
 }
 
 // Absent stands for a deleted key among Racy values.
@@ -280,6 +293,10 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 	if err != nil {
 		return nil, err
 	}
+	loops, err := newLoops(bp, g)
+	if err != nil {
+		return nil, err
+	}
 	normInitial, err := Normalize(initial)
 	if err != nil {
 		return nil, fmt.Errorf("interp: initial context: %w", err)
@@ -303,8 +320,10 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 		Children:         map[string][]*Result{},
 		Items:            map[string][]Item{},
 		batchErrors:      map[string][]string{},
+		Passes:           map[string][]int{},
 		Order:            g.order,
 		values:           map[string][]any{},
+		passOutputs:      map[string][]any{},
 	}
 	for k, v := range initMap {
 		x.values[k] = append(x.values[k], v)
@@ -320,7 +339,15 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 		return x.Outputs[p]
 	}
 
-	for _, id := range g.order {
+	st := &runState{g: g, view: view, taken: taken, staged: staged, writers: writers}
+	order := slices.Clone(g.order)
+	for i := 0; i < len(order); i++ {
+		id := order[i]
+		next, skip := loops.visit(x, id, st)
+		order = slices.Insert(order, i+1, next...)
+		if skip {
+			continue
+		}
 		def := g.defs[id]
 		ps := g.preds[id]
 		if st := g.arrival(id, x.States, taken); st != Ran {
@@ -445,6 +472,7 @@ func Run(bp *sqsadapter.Blueprint, initial map[string]any, model Model, opts ...
 		x.Status = sqsadapter.StatusCompleted
 		x.Context = maps.Clone(view)
 		delete(x.Context, CatchErrorKey)
+		loops.finalOutputs(x)
 	}
 	return x, nil
 }
@@ -527,7 +555,7 @@ func (x *Result) attempts(model Model, bpID string, def *sqsadapter.NodeDefiniti
 	var last error
 	for attempt := 1; attempt <= n; attempt++ {
 		x.Attempts[def.ID]++
-		o := callModel(model, Call{BlueprintID: bpID, NodeID: def.ID, Def: def, Input: in, Attempt: attempt})
+		o := callModel(model, Call{BlueprintID: bpID, NodeID: def.ID, Def: def, Input: in, Attempt: attempt, Iteration: x.iter})
 		if o.Err == nil {
 			out, err := Normalize(o.Output)
 			if err != nil {

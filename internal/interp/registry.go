@@ -13,9 +13,9 @@ import (
 // attempt, and applies the outcome (context writes, output, action, error).
 // The engine and the interpreter then execute the very same functions. The
 // model is called from several goroutines at once. The built-in kinds
-// (wait, webhook, sleep, subflow and the batch kinds) are left out: the
-// engine runs them. The workers of batches are in: a batch item's call
-// gets the definition the interpreter gives it (ItemName).
+// (wait, webhook, sleep, subflow, loop-controller and the batch kinds) are
+// left out: the engine runs them. The workers of batches are in: a batch
+// item's call gets the definition the interpreter gives it (ItemName).
 func Registry(model Model, bps ...*sqsadapter.Blueprint) sqsadapter.NodeRegistry {
 	defs := map[[2]string]*sqsadapter.NodeDefinition{}
 	workers := map[[2]string]string{} // blueprint and scatter id → the worker's "uses"
@@ -38,7 +38,7 @@ func Registry(model Model, bps ...*sqsadapter.Blueprint) sqsadapter.NodeRegistry
 		for i := range bp.Nodes {
 			d := &bp.Nodes[i]
 			defs[[2]string{bp.ID, d.ID}] = d
-			if Builtin(d.Uses) == "" {
+			if Builtin(d.Uses) == "" && d.Uses != LoopController {
 				reg[d.Uses] = fn
 			}
 			if w, _ := d.Params["workerUsesKey"].(string); d.Uses == BuiltinScatter && w != "" && Builtin(w) == "" {
@@ -55,7 +55,7 @@ func Registry(model Model, bps ...*sqsadapter.Blueprint) sqsadapter.NodeRegistry
 // buffers the outcome's context writes in nc. A write the engine refuses
 // becomes the outcome's error.
 func ApplyModel(model Model, def *sqsadapter.NodeDefinition, nc *sqsadapter.NodeContext) Outcome {
-	o := callModel(model, Call{BlueprintID: nc.BlueprintID, NodeID: nc.NodeID, Def: def, Input: nc.Input, Attempt: nc.Attempt})
+	o := callModel(model, Call{BlueprintID: nc.BlueprintID, NodeID: nc.NodeID, Def: def, Input: nc.Input, Attempt: nc.Attempt, Iteration: nc.Iteration})
 	if o.Err != nil {
 		return o
 	}
