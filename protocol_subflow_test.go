@@ -81,7 +81,10 @@ func protoSubflows(c *protoCase, r *rand.Rand, seed uint64, share float64, depth
 			if cd := &child.bp.Nodes[j]; (cd.Uses == "fail" || cd.Uses == "fatal") && r.IntN(3) != 0 {
 				p := maps.Clone(cd.Params)
 				p["kind"] = "ok"
-				cd.Uses, cd.Params = "pass", p
+				// A passing node's attempts as genParams gives them: a
+				// crash costs an attempt, and a failing node's one to
+				// three would let crashes fail the child by chance.
+				cd.Uses, cd.Params, cd.Config.MaxRetries = "pass", p, 1+8
 			}
 		}
 		child.index = c.index
