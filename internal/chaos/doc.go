@@ -80,7 +80,7 @@
 //
 // # The chaos blueprint
 //
-// blueprint.json, 21 nodes: "intake" fans out to "scoreA" (flaky: fails
+// blueprint.json, 23 nodes: "intake" fans out to "scoreA" (flaky: fails
 // its first 2 attempts, 25 allowed), "scoreB" (slow: sleeps 2.5 visibility
 // timeouts, so its worker must extend the message's visibility; its input
 // is an edge transform), "scoreC" (always fails; its fallback
@@ -104,7 +104,11 @@
 // of "priceLine": about a third fail their first 1-2 attempts, and 3% are
 // discontinued and fail for good (a permanent error); one failed item is
 // tolerated, two fail the run at the gather; the results, in input order,
-// go to "priced" and to "finish". Every run that completes waits for a
+// go to "priced" and to "finish". "refine" (flaky: every pass fails its
+// first attempt) and the loop controller "again" make a loop entered at its
+// body: "again" continues while refine's output is odd, each pass refining
+// the last one's output (1 to 8 passes, at most 8), and its break edge
+// hands the last output to "finish". Every run that completes waits for a
 // sleep and for a webhook or a person.
 //
 // Every node allows 25 attempts (the always-failing node 3): a crash

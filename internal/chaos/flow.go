@@ -238,7 +238,7 @@ func hash(label string, v any) uint64 {
 
 // Builtin reports whether a node kind is one the engine runs itself: a
 // registered function of that name would replace it.
-func Builtin(uses string) bool { return interp.Builtin(uses) != "" }
+func Builtin(uses string) bool { return interp.Builtin(uses) != "" || uses == interp.LoopController }
 
 // Expect interprets one run of the chaos blueprint and returns, besides
 // the interpreter's result, the resume of every wait and webhook node the

@@ -210,3 +210,18 @@ func TestSummaryLine(t *testing.T) {
 	assert.True(t, strings.HasSuffix(s.String(), "verdict=FAIL (1 problems)"), s.String())
 	_ = fmt.Sprint(s)
 }
+
+// A loop's later passes are expected commits when the interpreter ran
+// them, under the engine's record names; its done record is internal.
+func TestExpectedCommit(t *testing.T) {
+	t.Parallel()
+	exp := &interp.Result{States: map[string]interp.State{"refine": interp.Ran, "again": interp.Ran, "other": interp.Skipped},
+		Passes: map[string][]int{"refine": {0, 1, 2}, "again": {0, 1, 2}}}
+	for rid, want := range map[string]bool{
+		"refine": true, "refine\x1f@2": true, "again\x1f@1": true, "again\x1floop": true,
+		"refine\x1f@3": false, "other": false, "ghost": false, "refine\x1f@x": false,
+	} {
+		assert.Equal(t, want, expectedCommit(exp, rid), "%q", rid)
+	}
+	assert.Equal(t, "refine\x1f@2", passRecord("refine", 2))
+}
