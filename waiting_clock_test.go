@@ -39,12 +39,12 @@ func TestSleepThreeDaysOnVirtualClock(t *testing.T) {
 	}
 	h := sqsadaptertest.New(t, sqsadaptertest.Config{
 		Registry: sqsadapter.NodeRegistry{"n": node}, Blueprints: []*sqsadapter.Blueprint{bp}, Workers: 1,
-		Queue:   sqsadaptertest.QueueOptions{VisibilityTimeout: 5000 * u, VisibilityUnit: u, MaxReceiveCount: 50},
+		Queue:   sqsadaptertest.QueueOptions{VisibilityTimeout: 100000 * u, VisibilityUnit: u, MaxReceiveCount: 50},
 		Timeout: time.Minute,
 		Options: []sqsadapter.Option{
 			sqsadapter.WithLogger(testLogger()),
 			sqsadapter.WithSQSTimeUnit(u),
-			sqsadapter.WithVisibilityTimeout(5000 * u),
+			sqsadapter.WithVisibilityTimeout(100000 * u), // 2 s: a job slowed by a busy machine is not delivered twice, forking the chain
 			sqsadapter.WithWaitTime(20 * u),
 			sqsadapter.WithTuning(sqsadapter.Tuning{PollBackoffMin: u, PollBackoffMax: 50 * u}),
 			sqsadapter.WithClock(clock, speed),

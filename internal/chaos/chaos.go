@@ -525,15 +525,7 @@ func verifyRun(r *run, ledger *Ledger, res *resumer, sum *Summary) []string {
 		}
 	}
 	if r.st.Status == sqsadapter.StatusCompleted {
-		ran := r.exp.Nodes(interp.Ran)
-		for _, id := range sortedKeys(r.exp.Passes) {
-			for _, k := range r.exp.Passes[id] {
-				if k > 0 {
-					ran = append(ran, passRecord(id, k))
-				}
-			}
-		}
-		for _, node := range ran {
+		for _, node := range ranRecords(r.exp) {
 			if commits[node].Commits == 0 {
 				sum.MissingCommits++
 				problems = append(problems, fmt.Sprintf("node %s ran, but no commit of it was applied", node))
@@ -862,6 +854,21 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// ranRecords lists the engine's records the interpreter predicts
+// committed: those of the nodes that ran, and of each later pass of a loop
+// node.
+func ranRecords(exp *interp.Result) []string {
+	ran := exp.Nodes(interp.Ran)
+	for _, id := range sortedKeys(exp.Passes) {
+		for _, k := range exp.Passes[id] {
+			if k > 0 {
+				ran = append(ran, passRecord(id, k))
+			}
+		}
+	}
+	return ran
 }
 
 // passRecord is the engine's record of pass k > 0 of loop node id: the id,

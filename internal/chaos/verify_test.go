@@ -96,7 +96,7 @@ func TestVerifyRun(t *testing.T) {
 
 	honest := func() *Ledger {
 		l := NewLedger("ctx", "status")
-		for _, id := range r.exp.Nodes(interp.Ran) {
+		for _, id := range ranRecords(r.exp) {
 			l.Observe(commitExchange(r.id, id))
 		}
 		l.Observe(finishExchange(r.id, sqsadapter.StatusCompleted))
@@ -104,7 +104,7 @@ func TestVerifyRun(t *testing.T) {
 	}
 	var sum Summary
 	assert.Empty(t, verifyRun(r, honest(), driver(1), &sum))
-	assert.Equal(t, len(r.exp.Nodes(interp.Ran)), sum.Commits)
+	assert.Equal(t, len(ranRecords(r.exp)), sum.Commits)
 	assert.Equal(t, 1, sum.Resumed)
 	assert.Equal(t, 3, sum.ResumeCalls)
 	assert.Equal(t, 2, sum.Refused)
@@ -133,7 +133,7 @@ func TestVerifyRun(t *testing.T) {
 		problems := verifyRun(r, NewLedger("ctx", "status"), driver(0), &sum)
 		// Every node's commit, the final status and the resume of the
 		// wait node (twice: no commit, and never resumed).
-		assert.Len(t, problems, len(r.exp.Nodes(interp.Ran))+1+1)
+		assert.Len(t, problems, len(ranRecords(r.exp))+1+1)
 		assert.Equal(t, 1, sum.MissingFinishes)
 	})
 
