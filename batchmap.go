@@ -169,7 +169,7 @@ func (x *jobRun) scatter(ctx context.Context, rec *store.NodeRecord, in any, val
 	items, ok := in.([]any)
 	if !ok && in != nil {
 		x.setLease(nil)
-		return x.failRun(ctx, x.n.id, fmt.Sprintf("node %q: the input of a batch must be an array, not %s", x.n.id, jsonKind(in)))
+		return x.failRun(ctx, x.n.id, fmt.Sprintf("node %q: the input of a batch must be an array, not %s", x.n.id, jsonvalue.Kind(in)))
 	}
 	if items == nil {
 		items = []any{}
@@ -991,19 +991,4 @@ func intParam(params map[string]any, key string) (v int, ok, valid bool) {
 		return int(i), true, err == nil
 	}
 	return 0, true, false
-}
-
-// jsonKind names the JSON type of a JSON-like value, for messages.
-func jsonKind(v any) string {
-	switch v.(type) {
-	case string:
-		return "a string"
-	case bool:
-		return "a boolean"
-	case int64, float64, int:
-		return "a number"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/flowcraft/sqsadapter/internal/expr"
+	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 	"github.com/flowcraft/sqsadapter/store"
 )
 
@@ -141,7 +142,7 @@ func (b *Blueprint) loopShapes(nodeIDs expr.Option) (map[string]*loopShape, []st
 			sh.condition = prog
 		}
 		if v, ok := n.Params["maxIterations"]; ok {
-			if m, ok := wholeNumber(v); ok && m >= 1 && m <= math.MaxInt32 {
+			if m, ok := jsonvalue.WholeNumber(v); ok && m >= 1 && m <= math.MaxInt32 {
 				sh.maxIter = int(m)
 			} else {
 				add("loop %q: params.maxIterations must be a whole number from 1, not %v", l, v)
@@ -223,21 +224,6 @@ func reach(id string, next map[string][]string, stop string) map[string]bool {
 		}
 	}
 	return seen
-}
-
-// wholeNumber reads a JSON number that is a whole number.
-func wholeNumber(v any) (int64, bool) {
-	switch x := v.(type) {
-	case int64:
-		return x, true
-	case int:
-		return int64(x), true
-	case float64:
-		if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
-			return int64(x), true
-		}
-	}
-	return 0, false
 }
 
 // addLoops wires the plan's loops: the controllers become built-ins, the

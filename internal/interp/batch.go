@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 )
 
 // The batch built-ins (docs/protocol.md, "Batches"; the engine's
@@ -274,7 +275,7 @@ func (x *Result) scatter(model Model, bpID string, g *graph, b *batch, def *sqsa
 	items, ok := in.([]any)
 	if !ok && in != nil {
 		x.States[id] = Failed
-		x.Errors[id] = fmt.Sprintf("node %q: the input of a batch must be an array, not %s", id, jsonKind(in))
+		x.Errors[id] = fmt.Sprintf("node %q: the input of a batch must be an array, not %s", id, jsonvalue.Kind(in))
 		x.batchErrors[id] = []string{x.Errors[id]}
 		return
 	}
@@ -379,19 +380,3 @@ func sameBatchError(want, got string) bool {
 
 // abandoned is the engine's error of an attempt cut short.
 const abandoned = "attempt abandoned: the worker running it stopped or lost the job"
-
-// jsonKind names the JSON type of a JSON-like value as the engine's
-// messages do.
-func jsonKind(v any) string {
-	switch v.(type) {
-	case string:
-		return "a string"
-	case bool:
-		return "a boolean"
-	case int64, float64, int:
-		return "a number"
-	case map[string]any:
-		return "an object"
-	}
-	return fmt.Sprintf("%T", v)
-}

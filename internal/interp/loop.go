@@ -9,6 +9,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/expr"
+	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 )
 
 // Loops (docs/protocol.md, "Loops"). A loop controller L — a node whose
@@ -107,7 +108,7 @@ func newLoops(bp *sqsadapter.Blueprint, g *graph) (loops, error) {
 		}
 		l.cond, _ = d.Params["condition"].(string)
 		if v, ok := d.Params["maxIterations"]; ok {
-			m, ok := wholeNumber(v)
+			m, ok := jsonvalue.WholeNumber(v)
 			if !ok || m < 1 {
 				return nil, fmt.Errorf("interp: loop %s: params.maxIterations %v", d.ID, v)
 			}
@@ -368,19 +369,4 @@ func (g *graph) reach(id, stop string, next func(string) []string) map[string]bo
 // the graph's order leaves out.
 func isLoopBack(defs map[string]*sqsadapter.NodeDefinition, e sqsadapter.EdgeDefinition) bool {
 	return e.Action == ActionContinue && defs[e.Source] != nil && defs[e.Source].Uses == LoopController
-}
-
-// wholeNumber reads a JSON number that is a whole number.
-func wholeNumber(v any) (int64, bool) {
-	switch n := v.(type) {
-	case int64:
-		return n, true
-	case int:
-		return int64(n), true
-	case float64:
-		if n == math.Trunc(n) && math.Abs(n) < 1<<53 {
-			return int64(n), true
-		}
-	}
-	return 0, false
 }
