@@ -35,7 +35,7 @@ import (
 // crashes at every step), a share of the runs cancelled (which closes the
 // open item records).
 func TestProtocolRandomBatches(t *testing.T) {
-	runProtoSession(t, protocolSeed(t), protoBatchClass(protoRuns(30, 12)), newProtoEnv)
+	runProtoSession(t, protocolSeed(t), protoBatchClass(protoRuns(20, 12)), newProtoEnv)
 }
 
 func protoBatchClass(n int) protoClass {

@@ -134,13 +134,13 @@ type protoSession struct {
 
 const (
 	// protoRunTimeout bounds the wait for one run.
-	protoRunTimeout = 120 * time.Second
+	protoRunTimeout = 240 * time.Second
 	// protoIdle is how long a run may go without any node record or its
 	// status changing state before the driver calls it stalled. Normal
 	// waits (a lease or a visibility timeout, a retry delay) are far
 	// shorter; but on a starved machine a backlog of jobs ahead of a run's
 	// (the in-memory SQS hands out the oldest first) took over 20 s.
-	protoIdle = 45 * time.Second
+	protoIdle = 90 * time.Second
 )
 
 // runProtocolRandomOn runs the first n blueprints of seed on the

@@ -35,7 +35,8 @@ func TestChaosBounded(t *testing.T) {
 		Workers: 3, Concurrency: 8, VisibilityTimeout: 3 * time.Second,
 		KillMin: 3 * time.Second, KillMax: 6 * time.Second,
 		FaultRate: 0.05, DuplicateRate: 0.05, CancelRate: 0.1,
-		RunTimeout: 150 * time.Second, DrainTimeout: 45 * time.Second,
+		// Runs take 20-60 s here; the bound catches a lost run, not a slow machine.
+		RunTimeout: 300 * time.Second, DrainTimeout: 45 * time.Second,
 		LogLevel: "info",
 		Logf:     t.Logf,
 	}
