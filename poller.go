@@ -101,7 +101,9 @@ func (a *SqsAdapter) Run(ctx context.Context) error {
 		}
 	}
 
-	// Drain: running jobs finish, up to the deadline.
+	// Drain: running jobs finish, up to the deadline; their deletes no
+	// longer wait for company.
+	a.deleter.hurry()
 	drained := make(chan struct{})
 	go func() { jobs.Wait(); close(drained) }()
 	var err error
