@@ -118,7 +118,9 @@ func NewSqsAdapter(opts ...Option) (*SqsAdapter, error) {
 	}
 	a.jobsCtx, a.hard = context.WithCancelCause(context.Background())
 	a.sender = newBatcher(10, 2, 0, a.sendBatch)
-	a.deleter = newBatcher(10, 2, cfg.deleteLinger, a.deleteBatch)
+	// A finished job's heartbeat has stopped: its delete must not wait
+	// long enough for the message to come back.
+	a.deleter = newBatcher(10, 2, min(cfg.deleteLinger, cfg.visibilityTimeout/3), a.deleteBatch)
 	return a, nil
 }
 

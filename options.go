@@ -71,7 +71,7 @@ func defaultConfig() config {
 		pollBackoffMax:     10 * time.Second,
 		drainTimeout:       30 * time.Second,
 		receiveBatchWindow: 50 * time.Millisecond,
-		deleteLinger:       50 * time.Millisecond,
+		deleteLinger:       time.Second,
 		ackTimeout:         10 * time.Second,
 		retryMultiplier:    1,
 		retryMaxDelay:      5 * time.Minute,
@@ -238,8 +238,11 @@ type Tuning struct {
 	// no wait).
 	ReceiveWindow time.Duration
 	// DeleteLinger is how long a finished job's delete waits for others to
-	// share its DeleteMessageBatch (default 50ms, at most 1s; negative: no
-	// wait). The job's worker slot is already free by then.
+	// share its DeleteMessageBatch (default 1s, at most 1s and a third of
+	// the visibility timeout; negative: no wait). Ten waiting deletes go at
+	// once, and none waits once Run drains. The job's worker slot is
+	// already free and its successors sent by then, so the linger costs no
+	// latency; the message only stays in flight a little longer.
 	DeleteLinger time.Duration
 	// PollBackoffMin and PollBackoffMax bound the jittered, doubling backoff
 	// between failed polls (default 100ms to 10s).
