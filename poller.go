@@ -28,8 +28,10 @@ var errLeaseLost = errors.New("sqsadapter: node lease lost to another worker")
 var errShutdown = errors.New("sqsadapter: shutdown deadline passed")
 
 // Run receives and handles jobs until ctx is done or Shutdown is called. It
-// blocks. It takes a worker slot before each receive and asks SQS for as
-// many messages as there are free slots (at most 10), extends the
+// blocks. It has one ReceiveMessage outstanding at a time: it takes a
+// worker slot before each receive and asks SQS for as many messages as
+// there are free slots (at most 10), so an idle worker makes one long poll
+// per wait time (180 an hour at the default 20s). It extends the
 // visibility of messages while their jobs run, and deletes messages in
 // batches. When ctx is done it stops receiving at once and drains: running
 // jobs get the drain timeout (Tuning.DrainTimeout) to finish, then they are
