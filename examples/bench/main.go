@@ -1015,7 +1015,7 @@ func (e *env) phase(ctx context.Context, queue string, s shape, contextBytes, ru
 	cpu := processCPU() - cpu0
 
 	r := &result{
-		blueprint: s.id, contextBytes: contextBytes, runs: runs, nodes: runs * s.nodes, inflight: inflight,
+		blueprint: s.id, contextBytes: contextBytes, runs: runs, nodes: runs * s.nodes, inflight: min(inflight, runs),
 		executions: rec.executions.Load(), wall: wall, cpu: cpu, clientLat: clientLat,
 		workers: e.workers.counter.Snapshot(), start: e.starter.counter.Snapshot(), poll: e.poller.counter.Snapshot(),
 		sqsW: snap(e.workers.stats, e.starter.stats),
