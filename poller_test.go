@@ -28,6 +28,14 @@ type pollCounter struct {
 	mu                                 sync.Mutex
 	outstanding, maxOutstanding        int
 	receives, empty, emptyBeforeTheEnd int
+	deletedAt                          []time.Time // one per DeleteMessageBatch call
+}
+
+func (c *pollCounter) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
+	c.mu.Lock()
+	c.deletedAt = append(c.deletedAt, time.Now())
+	c.mu.Unlock()
+	return c.SQS.DeleteMessageBatch(ctx, in, opts...)
 }
 
 func (c *pollCounter) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
@@ -62,29 +70,42 @@ type pollWorld struct {
 	workers  []*sqsadapter.SqsAdapter
 	counters []*pollCounter
 	errs     chan error
+
+	mu       sync.Mutex
+	returned []time.Time // when node functions returned
 }
 
 func newPollWorld(t *testing.T, workers int, bps ...*sqsadapter.Blueprint) *pollWorld {
+	t.Helper()
+	return newPollWorldWith(t, workers, nil, bps...)
+}
+
+// newPollWorldWith is newPollWorld with more options for the workers, and
+// a node function that records when each node returned.
+func newPollWorldWith(t *testing.T, workers int, opts []sqsadapter.Option, bps ...*sqsadapter.Blueprint) *pollWorld {
 	t.Helper()
 	w := &pollWorld{sqs: sqsadaptertest.NewSQS(), errs: make(chan error, workers)}
 	w.queue = w.sqs.CreateQueue("jobs", sqsadaptertest.QueueOptions{VisibilityTimeout: 30 * time.Second})
 	contexts, coord := sqsadaptertest.NewContextStore(), sqsadaptertest.NewCoordinationStore()
 	step := func(_ context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		w.mu.Lock()
+		w.returned = append(w.returned, time.Now())
+		w.mu.Unlock()
 		return sqsadapter.NodeResult{Output: nc.NodeID}, nil
 	}
-	adapter := func(c sqsadapter.SQSClient) *sqsadapter.SqsAdapter {
-		a, err := sqsadapter.NewSqsAdapter(
+	adapter := func(c sqsadapter.SQSClient, more ...sqsadapter.Option) *sqsadapter.SqsAdapter {
+		a, err := sqsadapter.NewSqsAdapter(append([]sqsadapter.Option{
 			sqsadapter.WithSQSClient(c), sqsadapter.WithQueueURL(w.queue),
 			sqsadapter.WithContextStore(contexts), sqsadapter.WithCoordinationStore(coord),
 			sqsadapter.WithRegistry(sqsadapter.NodeRegistry{"step": step}), sqsadapter.WithBlueprints(bps...),
-			sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+			sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, more...)...)
 		require.NoError(t, err)
 		return a
 	}
 	w.client = adapter(w.sqs)
 	for range workers {
 		c := &pollCounter{SQS: w.sqs}
-		a := adapter(c)
+		a := adapter(c, opts...)
 		w.counters = append(w.counters, c)
 		w.workers = append(w.workers, a)
 		go func() { w.errs <- a.Run(context.Background()) }()
@@ -182,4 +203,53 @@ func pollFanEdges(n int) string {
 		edges = append(edges, fmt.Sprintf(`{"source":"start","target":"f%d"},{"source":"f%d","target":"join"}`, i, i))
 	}
 	return strings.Join(edges, ",")
+}
+
+// A finished job's delete waits up to the delete linger (1s by default)
+// for company, but never more than a third of the visibility timeout: the
+// job's heartbeat has stopped, and its message must not come back.
+func TestPollDeleteLingerWithinVisibility(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		vis, want time.Duration
+	}{{30 * time.Second, time.Second}, {time.Second, time.Second / 3}} {
+		t.Run(c.vis.String(), func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				w := newPollWorldWith(t, 1, []sqsadapter.Option{sqsadapter.WithVisibilityTimeout(c.vis)},
+					mustParse(t, `{"id":"one","nodes":[{"id":"a","uses":"step"}],"edges":[]}`))
+				id, err := w.client.StartRun(context.Background(), "one", nil)
+				require.NoError(t, err)
+				_, err = w.client.WaitForRun(context.Background(), id)
+				require.NoError(t, err)
+				time.Sleep(2 * time.Second)
+				synctest.Wait()
+				w.shutdown(t)
+				require.Len(t, w.returned, 1)
+				require.Len(t, w.counters[0].deletedAt, 1)
+				assert.Equal(t, c.want, w.counters[0].deletedAt[0].Sub(w.returned[0]), "from the node's return to its delete")
+				assert.Equal(t, 1, w.sqs.Stats().Received, "deliveries")
+			})
+		})
+	}
+}
+
+// Shutdown does not wait out the delete linger: a job that finished just
+// before is deleted at once.
+func TestShutdownDeletesWithoutLinger(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		w := newPollWorld(t, 1, mustParse(t, `{"id":"one","nodes":[{"id":"a","uses":"step"}],"edges":[]}`))
+		id, err := w.client.StartRun(context.Background(), "one", nil)
+		require.NoError(t, err)
+		_, err = w.client.WaitForRun(context.Background(), id)
+		require.NoError(t, err)
+		require.Empty(t, w.counters[0].deletedAt, "the delete is still lingering")
+		began := time.Now()
+		w.shutdown(t)
+		assert.Zero(t, time.Since(began), "Shutdown waited")
+		require.Len(t, w.counters[0].deletedAt, 1)
+		visible, inFlight, _ := w.sqs.Len(w.queue)
+		assert.Zero(t, visible+inFlight, "messages left")
+	})
 }
