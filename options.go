@@ -192,7 +192,11 @@ func WithWorkerID(id string) Option {
 }
 
 // WithWaitTime sets the long-poll wait of ReceiveMessage (default 20s, at
-// most 20s; SQS counts whole seconds).
+// most 20s; SQS counts whole seconds, so a fraction is rounded up). An idle
+// worker makes one ReceiveMessage per wait time. 0 leaves the wait to the
+// queue's ReceiveMessageWaitTimeSeconds attribute; then, as that may be 0
+// (short polling), a worker pauses for Tuning.PollBackoffMin after each
+// empty receive rather than asking again at once.
 func WithWaitTime(d time.Duration) Option {
 	return func(cfg *config) error {
 		if d < 0 || d > 20*time.Second {

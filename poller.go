@@ -91,6 +91,10 @@ func (a *SqsAdapter) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = a.cfg.pollBackoffMin
+		if len(msgs) == 0 && a.cfg.waitTime == 0 {
+			// Maybe short polling: do not spin on an empty queue.
+			a.sleepCtx(recvCtx, a.cfg.pollBackoffMin)
+		}
 		for _, m := range msgs {
 			jobs.Add(1)
 			go func() {
@@ -157,7 +161,7 @@ func (a *SqsAdapter) receive(ctx context.Context, n int) ([]types.Message, error
 	out, err := a.cfg.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
 		QueueUrl:                    aws.String(a.cfg.queueURL),
 		MaxNumberOfMessages:         int32(n),
-		WaitTimeSeconds:             int32(a.cfg.waitTime / a.cfg.sqsTimeUnit),
+		WaitTimeSeconds:             min(a.seconds(a.cfg.waitTime), 20),
 		VisibilityTimeout:           a.seconds(a.cfg.visibilityTimeout),
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount},
 	})

@@ -28,7 +28,8 @@ type pollCounter struct {
 	mu                                 sync.Mutex
 	outstanding, maxOutstanding        int
 	receives, empty, emptyBeforeTheEnd int
-	deletedAt                          []time.Time // one per DeleteMessageBatch call
+	deletedAt                          []time.Time   // one per DeleteMessageBatch call
+	waits                              map[int32]int // WaitTimeSeconds asked → receives
 }
 
 func (c *pollCounter) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
@@ -40,6 +41,10 @@ func (c *pollCounter) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMess
 
 func (c *pollCounter) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
 	c.mu.Lock()
+	if c.waits == nil {
+		c.waits = map[int32]int{}
+	}
+	c.waits[in.WaitTimeSeconds]++
 	c.outstanding++
 	c.maxOutstanding = max(c.maxOutstanding, c.outstanding)
 	c.mu.Unlock()
@@ -84,8 +89,14 @@ func newPollWorld(t *testing.T, workers int, bps ...*sqsadapter.Blueprint) *poll
 // a node function that records when each node returned.
 func newPollWorldWith(t *testing.T, workers int, opts []sqsadapter.Option, bps ...*sqsadapter.Blueprint) *pollWorld {
 	t.Helper()
+	return newPollWorldOn(t, sqsadaptertest.QueueOptions{VisibilityTimeout: 30 * time.Second}, workers, opts, bps...)
+}
+
+// newPollWorldOn is newPollWorldWith on a queue with the given options.
+func newPollWorldOn(t *testing.T, q sqsadaptertest.QueueOptions, workers int, opts []sqsadapter.Option, bps ...*sqsadapter.Blueprint) *pollWorld {
+	t.Helper()
 	w := &pollWorld{sqs: sqsadaptertest.NewSQS(), errs: make(chan error, workers)}
-	w.queue = w.sqs.CreateQueue("jobs", sqsadaptertest.QueueOptions{VisibilityTimeout: 30 * time.Second})
+	w.queue = w.sqs.CreateQueue("jobs", q)
 	contexts, coord := sqsadaptertest.NewContextStore(), sqsadaptertest.NewCoordinationStore()
 	step := func(_ context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
 		w.mu.Lock()
@@ -251,5 +262,35 @@ func TestShutdownDeletesWithoutLinger(t *testing.T) {
 		require.Len(t, w.counters[0].deletedAt, 1)
 		visible, inFlight, _ := w.sqs.Len(w.queue)
 		assert.Zero(t, visible+inFlight, "messages left")
+	})
+}
+
+// SQS counts the wait in whole seconds: a fraction is rounded up, not down
+// to 0 (which would leave the wait to the queue, maybe short polling). With
+// no wait of its own on a short-polling queue, an idle worker pauses
+// PollBackoffMin (100ms) after each empty receive instead of spinning.
+func TestPollWaitTime(t *testing.T) {
+	t.Parallel()
+	one := `{"id":"one","nodes":[{"id":"a","uses":"step"}],"edges":[]}`
+	t.Run("a fraction of a second is rounded up", func(t *testing.T) {
+		t.Parallel()
+		synctest.Test(t, func(t *testing.T) {
+			w := newPollWorldWith(t, 1, []sqsadapter.Option{sqsadapter.WithWaitTime(1500 * time.Millisecond)}, mustParse(t, one))
+			time.Sleep(10*time.Second - time.Millisecond)
+			synctest.Wait()
+			w.shutdown(t)
+			assert.Equal(t, map[int32]int{2: 5}, w.counters[0].waits, "WaitTimeSeconds → receives in 10s")
+		})
+	})
+	t.Run("no wait on a short-polling queue", func(t *testing.T) {
+		t.Parallel()
+		synctest.Test(t, func(t *testing.T) {
+			w := newPollWorldOn(t, sqsadaptertest.QueueOptions{}, 1, []sqsadapter.Option{sqsadapter.WithWaitTime(0)}, mustParse(t, one))
+			time.Sleep(10*time.Second - time.Millisecond)
+			synctest.Wait()
+			w.shutdown(t)
+			assert.Equal(t, map[int32]int{0: 100}, w.counters[0].waits, "WaitTimeSeconds → receives in 10s")
+			assert.Equal(t, 100, w.counters[0].empty)
+		})
 	})
 }
