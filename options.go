@@ -242,7 +242,7 @@ type Tuning struct {
 	// no wait).
 	ReceiveWindow time.Duration
 	// DeleteLinger is how long a finished job's delete waits for others to
-	// share its DeleteMessageBatch (default 1s, at most 1s and a third of
+	// share its DeleteMessageBatch (default 1s, at most 1s and a sixth of
 	// the visibility timeout; negative: no wait). Ten waiting deletes go at
 	// once, and none waits once Run drains. The job's worker slot is
 	// already free and its successors sent by then, so the linger costs no

@@ -217,13 +217,13 @@ func pollFanEdges(n int) string {
 }
 
 // A finished job's delete waits up to the delete linger (1s by default)
-// for company, but never more than a third of the visibility timeout: the
+// for company, but never more than a sixth of the visibility timeout: the
 // job's heartbeat has stopped, and its message must not come back.
 func TestPollDeleteLingerWithinVisibility(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		vis, want time.Duration
-	}{{30 * time.Second, time.Second}, {time.Second, time.Second / 3}} {
+	}{{30 * time.Second, time.Second}, {time.Second, time.Second / 6}, {3 * time.Second, time.Second / 2}} {
 		t.Run(c.vis.String(), func(t *testing.T) {
 			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
