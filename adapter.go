@@ -118,7 +118,11 @@ func NewSqsAdapter(opts ...Option) (*SqsAdapter, error) {
 	}
 	a.jobsCtx, a.hard = context.WithCancelCause(context.Background())
 	a.sender = newBatcher(10, 2, 0, a.sendBatch)
-	a.deleter = newBatcher(10, 2, cfg.deleteLinger, a.deleteBatch)
+	// A finished job's heartbeat has stopped, at most a third of the
+	// visibility timeout after it last extended the message: its delete
+	// must not wait long enough for the message to come back. A sixth
+	// leaves half the timeout for the delete itself.
+	a.deleter = newBatcher(10, 2, min(cfg.deleteLinger, cfg.visibilityTimeout/6), a.deleteBatch)
 	return a, nil
 }
 

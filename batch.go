@@ -12,15 +12,24 @@ import (
 // maxBatch items per call, until nothing is; the others wait for their
 // result. Under load, items pile up while a call is in flight, so batches
 // fill by themselves; when idle, an item is sent at once.
+//
+// With a linger, one flusher at a time (the collector) waits for a batch to
+// fill before it sends; items arriving meanwhile join its batch rather than
+// start a linger of their own, and a full batch is sent at once by another
+// flusher. After hurry, nothing lingers any more.
 type batcher[T any] struct {
 	maxBatch    int
 	maxFlushers int
-	linger      time.Duration                                // how long a flusher waits for a batch to fill
+	linger      time.Duration                                // how long the collector waits for a batch to fill
 	flush       func(ctx context.Context, items []T) []error // one error per item
+	hurried     chan struct{}                                // closed by hurry
 
-	mu       sync.Mutex
-	pending  []*batchItem[T]
-	flushers int
+	mu         sync.Mutex
+	pending    []*batchItem[T]
+	flushers   int
+	collecting bool // a flusher is lingering
+	hurrying   bool
+	hurryOnce  sync.Once
 }
 
 type batchItem[T any] struct {
@@ -30,7 +39,22 @@ type batchItem[T any] struct {
 }
 
 func newBatcher[T any](maxBatch, maxFlushers int, linger time.Duration, flush func(context.Context, []T) []error) *batcher[T] {
-	return &batcher[T]{maxBatch: maxBatch, maxFlushers: maxFlushers, linger: linger, flush: flush}
+	return &batcher[T]{maxBatch: maxBatch, maxFlushers: maxFlushers, linger: linger, flush: flush, hurried: make(chan struct{})}
+}
+
+// hurry ends the linger of the collector, and of every later flush.
+func (b *batcher[T]) hurry() {
+	b.hurryOnce.Do(func() {
+		b.mu.Lock()
+		b.hurrying = true
+		b.mu.Unlock()
+		close(b.hurried)
+	})
+}
+
+// lingers reports whether a flusher should wait for more items; b.mu held.
+func (b *batcher[T]) lingers() bool {
+	return b.linger > 0 && !b.hurrying && len(b.pending) < b.maxBatch
 }
 
 // do submits items and waits until each is flushed, returning the first
@@ -42,7 +66,8 @@ func (b *batcher[T]) do(ctx context.Context, vs ...T) error {
 		items[i] = &batchItem[T]{v: v, ctx: ctx, done: make(chan error, 1)}
 	}
 	b.pending = append(b.pending, items...)
-	lead := b.flushers < b.maxFlushers
+	// While a collector lingers, only a full batch needs another flusher.
+	lead := b.flushers < b.maxFlushers && !(b.collecting && b.lingers())
 	if lead {
 		b.flushers++
 	}
@@ -65,24 +90,30 @@ func (b *batcher[T]) do(ctx context.Context, vs ...T) error {
 	return first
 }
 
-// drain flushes pending items until none is left, then retires the flusher.
+// drain flushes pending items until none is left, or until another flusher
+// collects them, then retires the flusher.
 func (b *batcher[T]) drain(ctx context.Context) {
-	for {
-		b.mu.Lock()
-		if b.linger > 0 && len(b.pending) < b.maxBatch {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for len(b.pending) > 0 {
+		if b.lingers() {
+			if b.collecting {
+				break // the collector sends them
+			}
+			b.collecting = true
 			b.mu.Unlock()
 			t := time.NewTimer(b.linger)
 			select {
 			case <-t.C:
+			case <-b.hurried:
 			case <-ctx.Done():
 			}
 			t.Stop()
 			b.mu.Lock()
-		}
-		if len(b.pending) == 0 {
-			b.flushers--
-			b.mu.Unlock()
-			return
+			b.collecting = false
+			if len(b.pending) == 0 { // a full batch was sent meanwhile
+				break
+			}
 		}
 		n := min(len(b.pending), b.maxBatch)
 		batch := b.pending[:n:n]
@@ -101,5 +132,7 @@ func (b *batcher[T]) drain(ctx context.Context) {
 			}
 			it.done <- err
 		}
+		b.mu.Lock()
 	}
+	b.flushers--
 }

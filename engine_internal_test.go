@@ -250,6 +250,45 @@ func TestBatcherLinger(t *testing.T) {
 			require.NoError(t, <-done)
 		})
 	})
+	t.Run("one collector at a time: items in a row fill one batch per linger", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := newFlushLog()
+			close(f.hold)
+			b := newBatcher(10, 2, linger, f.flush)
+			start := time.Now()
+			var returned time.Duration
+			errc := make(chan error, 4)
+			go func() { err := b.do(t.Context(), 1); returned = time.Since(start); errc <- err }()
+			// Before the first batch is sent, and while it is; after it.
+			for i, at := range []time.Duration{linger * 9 / 10, linger * 11 / 10, linger * 195 / 100} {
+				time.Sleep(at - time.Since(start))
+				go func() { errc <- b.do(t.Context(), i+2) }()
+			}
+			for range 4 {
+				assert.NoError(t, <-errc)
+			}
+			synctest.Wait()
+			assert.Equal(t, [][]int{{1, 2}, {3, 4}}, f.got(), "two batches, not one per lingering flusher")
+			assert.Equal(t, linger, returned, "the collector returns once its own batch is sent")
+		})
+	})
+	t.Run("hurry ends the linger", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var at []time.Duration
+			start := time.Now()
+			b := newBatcher(10, 2, linger, func(_ context.Context, items []int) []error {
+				at = append(at, time.Since(start))
+				return nil
+			})
+			errc := make(chan error, 1)
+			go func() { errc <- b.do(t.Context(), 1) }()
+			time.Sleep(linger / 4)
+			b.hurry()
+			require.NoError(t, <-errc)
+			require.NoError(t, b.do(t.Context(), 2), "after hurry")
+			assert.Equal(t, []time.Duration{linger / 4, linger / 4}, at)
+		})
+	})
 	t.Run("a lone item waits the linger, not forever", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			var at []time.Duration

@@ -71,7 +71,7 @@ func defaultConfig() config {
 		pollBackoffMax:     10 * time.Second,
 		drainTimeout:       30 * time.Second,
 		receiveBatchWindow: 50 * time.Millisecond,
-		deleteLinger:       50 * time.Millisecond,
+		deleteLinger:       time.Second,
 		ackTimeout:         10 * time.Second,
 		retryMultiplier:    1,
 		retryMaxDelay:      5 * time.Minute,
@@ -192,7 +192,11 @@ func WithWorkerID(id string) Option {
 }
 
 // WithWaitTime sets the long-poll wait of ReceiveMessage (default 20s, at
-// most 20s; SQS counts whole seconds).
+// most 20s; SQS counts whole seconds, so a fraction is rounded up). An idle
+// worker makes one ReceiveMessage per wait time. 0 leaves the wait to the
+// queue's ReceiveMessageWaitTimeSeconds attribute; then, as that may be 0
+// (short polling), a worker pauses for Tuning.PollBackoffMin after each
+// empty receive rather than asking again at once.
 func WithWaitTime(d time.Duration) Option {
 	return func(cfg *config) error {
 		if d < 0 || d > 20*time.Second {
@@ -238,8 +242,11 @@ type Tuning struct {
 	// no wait).
 	ReceiveWindow time.Duration
 	// DeleteLinger is how long a finished job's delete waits for others to
-	// share its DeleteMessageBatch (default 50ms, at most 1s; negative: no
-	// wait). The job's worker slot is already free by then.
+	// share its DeleteMessageBatch (default 1s, at most 1s and a sixth of
+	// the visibility timeout; negative: no wait). Ten waiting deletes go at
+	// once, and none waits once Run drains. The job's worker slot is
+	// already free and its successors sent by then, so the linger costs no
+	// latency; the message only stays in flight a little longer.
 	DeleteLinger time.Duration
 	// PollBackoffMin and PollBackoffMax bound the jittered, doubling backoff
 	// between failed polls (default 100ms to 10s).

@@ -28,8 +28,10 @@ var errLeaseLost = errors.New("sqsadapter: node lease lost to another worker")
 var errShutdown = errors.New("sqsadapter: shutdown deadline passed")
 
 // Run receives and handles jobs until ctx is done or Shutdown is called. It
-// blocks. It takes a worker slot before each receive and asks SQS for as
-// many messages as there are free slots (at most 10), extends the
+// blocks. It has one ReceiveMessage outstanding at a time: it takes a
+// worker slot before each receive and asks SQS for as many messages as
+// there are free slots (at most 10), so an idle worker makes one long poll
+// per wait time (180 an hour at the default 20s). It extends the
 // visibility of messages while their jobs run, and deletes messages in
 // batches. When ctx is done it stops receiving at once and drains: running
 // jobs get the drain timeout (Tuning.DrainTimeout) to finish, then they are
@@ -89,6 +91,10 @@ func (a *SqsAdapter) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = a.cfg.pollBackoffMin
+		if len(msgs) == 0 && a.cfg.waitTime == 0 {
+			// Maybe short polling: do not spin on an empty queue.
+			a.sleepCtx(recvCtx, a.cfg.pollBackoffMin)
+		}
 		for _, m := range msgs {
 			jobs.Add(1)
 			go func() {
@@ -101,7 +107,9 @@ func (a *SqsAdapter) Run(ctx context.Context) error {
 		}
 	}
 
-	// Drain: running jobs finish, up to the deadline.
+	// Drain: running jobs finish, up to the deadline; their deletes no
+	// longer wait for company.
+	a.deleter.hurry()
 	drained := make(chan struct{})
 	go func() { jobs.Wait(); close(drained) }()
 	var err error
@@ -153,7 +161,7 @@ func (a *SqsAdapter) receive(ctx context.Context, n int) ([]types.Message, error
 	out, err := a.cfg.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
 		QueueUrl:                    aws.String(a.cfg.queueURL),
 		MaxNumberOfMessages:         int32(n),
-		WaitTimeSeconds:             int32(a.cfg.waitTime / a.cfg.sqsTimeUnit),
+		WaitTimeSeconds:             min(a.seconds(a.cfg.waitTime), 20),
 		VisibilityTimeout:           a.seconds(a.cfg.visibilityTimeout),
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount},
 	})

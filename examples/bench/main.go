@@ -1,7 +1,10 @@
 // Command bench measures what executing workflow nodes costs on SQS and
-// DynamoDB: AWS requests per executed node, by operation, DynamoDB capacity
-// units per node, throughput and the latency from enqueueing a job to its
-// node starting.
+// DynamoDB: AWS requests per executed node, by operation and all in (as a
+// user pays: the workers' requests with every empty and cancelled long
+// poll, StartRun, and one WaitForRun per run), DynamoDB capacity units per
+// node, throughput, the process's CPU time per node, the client-observed
+// latency of a run (StartRun called to WaitForRun returned) and the latency
+// from enqueueing a job to its node starting.
 //
 // It talks to the endpoints named by the environment, as the SDK reads them
 // (AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL), or
@@ -13,6 +16,7 @@
 //
 //	state=$(scripts/emulators.sh start) && . $state/env
 //	go run ./examples/bench -runs 200 -blueprints chain10,chain100:50,fanout10:150,diamond
+//	go run ./examples/bench -blueprints chain10:100@10,fanout10:100@10,diamond:300@100,chain10:30@1,diamond:30@1 -idle 60s
 //	SQSADAPTER_EMULATOR_STATE=$state scripts/emulators.sh stop
 //
 // A warm-up phase (-warmup runs of chain10, not reported) comes first:
@@ -20,16 +24,27 @@
 //
 // Each blueprint (and each -context-bytes value) is one phase: -workers
 // fresh SqsAdapters (WithConcurrency(-concurrency)) run in this process
-// while -inflight runs are kept going at once until -runs runs completed;
-// then the workers shut down (their last, cancelled long polls count) and
-// the phase's counts are read.
+// while -inflight runs (name@K: K) are kept going at once until -runs runs
+// (name:N: N) completed; then the workers shut down (their last, cancelled
+// long polls count) and the phase's counts are read. Each run is started
+// with StartRun and waited for with WaitForRun at once, as a client would;
+// a finished run is replaced when WaitForRun returns. With -idle D, the
+// workers then run for D on an empty queue, and the report gives their
+// requests per worker per hour.
+//
+// CPU: the workers run in this process, so the process CPU time per node
+// (getrusage over the phase) also holds the clients' StartRun and
+// WaitForRun calls and the program's bookkeeping: an upper bound of the
+// workers' own. The report also gives the workers' share, estimated by
+// splitting it in proportion to the SDK calls made.
 //
 // Counting: every SDK client carries a reqcount.RequestCounter. The
 // workers share one counter; the adapter that starts runs (StartRun:
 // CreateRun and the start nodes' sends) has its own, and so does the one
 // that waits for runs (WaitForRun's GetRun polls). Per-node figures are
-// (workers + StartRun) / (runs × nodes of the blueprint); polling is
-// reported per run, separately. Capacity units are also summed by table, to
+// (workers + StartRun) / (runs × nodes of the blueprint), and all in
+// (workers + StartRun + WaitForRun) / (runs × nodes); polling is also
+// reported per run. Capacity units are also summed by table, to
 // tell node records and joins (context and coordination tables, written by
 // workers) from run records (status table) and the initial context (written
 // by CreateRun). Setting up and removing the queue and tables is not counted.
@@ -57,11 +72,6 @@
 //     called (start nodes), or its last predecessor's function returned —
 //     to the start of its function. It adds the predecessor's commit and
 //     send to enqueue→start.
-//
-// A waiter learns that a run's last node has returned from that node's
-// function, then confirms the run's status with WaitForRun, so that a
-// finished run is replaced by a new one at once rather than after WaitForRun's
-// growing poll interval.
 package main
 
 import (
@@ -123,11 +133,13 @@ type options struct {
 	holdPolls     string
 	verbose       bool
 	trace         string
+	idle          time.Duration
 }
 
 type phaseSpec struct {
-	name string
-	runs int // 0: -runs
+	name     string
+	runs     int // 0: -runs
+	inflight int // 0: -inflight
 }
 
 func main() {
@@ -151,15 +163,15 @@ func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.IntVar(&o.runs, "runs", 100, "runs per blueprint (a blueprint written name:N in -blueprints runs N times)")
-	fs.IntVar(&o.workers, "workers", 4, "SqsAdapter workers in this process")
+	fs.IntVar(&o.workers, "workers", 3, "SqsAdapter workers in this process")
 	fs.IntVar(&o.concurrency, "concurrency", 10, "jobs each worker runs at once (WithConcurrency)")
 	fs.IntVar(&o.inflight, "inflight", 50, "runs kept in progress at once")
 	bps := fs.String("blueprints", "chain10,chain100,fanout10,diamond",
-		"comma list of chain10, chain100, fanout10 (a start node, 10 nodes, an all join), diamond (a → b, c → d, an all join); name:N sets that blueprint's runs")
+		"comma list of chain10, chain100, fanout10 (a start node, 10 nodes, an all join), diamond (a → b, c → d, an all join); name:N sets that blueprint's runs, name@K (or name:N@K) its runs in flight")
 	ctxBytes := fs.String("context-bytes", "0", "comma list of sizes (bytes) of an unrelated initial context key; each size repeats every blueprint")
 	fs.DurationVar(&o.waitTime, "wait-time", 20*time.Second, "ReceiveMessage long-poll wait (WithWaitTime)")
 	fs.DurationVar(&o.receiveWindow, "receive-window", 50*time.Millisecond, "Tuning.ReceiveWindow (0: none)")
-	fs.DurationVar(&o.deleteLinger, "delete-linger", 50*time.Millisecond, "Tuning.DeleteLinger (0: none)")
+	fs.DurationVar(&o.deleteLinger, "delete-linger", time.Second, "Tuning.DeleteLinger (0: none)")
 	fs.DurationVar(&o.runTimeout, "run-timeout", 5*time.Minute, "how long one run may take")
 	fs.IntVar(&o.warmup, "warmup", 100, "runs of chain10 before the measured phases, not reported (0: none)")
 	fs.StringVar(&o.sqsEndpoint, "sqs-endpoint", "", "SQS endpoint URL (default: from the environment)")
@@ -168,6 +180,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.holdPolls, "hold-long-polls", "auto",
 		"re-ask, uncounted, a long poll that the server answered empty before its wait time (as SQS never does): on, off, or auto (on for a loopback SQS endpoint)")
 	fs.BoolVar(&o.verbose, "v", false, "log the workers' info messages")
+	fs.DurationVar(&o.idle, "idle", 0, "after the phases, keep the workers running on an empty queue this long and report their requests per worker per hour (0: no idle phase)")
 	fs.StringVar(&o.trace, "trace", "", "write a trace of the measured phases' requests to this file, one JSON line per request (see internal/reqtrace; read it with go run ./internal/cmd/loadmodel)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -188,8 +201,16 @@ func parseFlags(args []string) (options, error) {
 		if s == "" {
 			continue
 		}
+		s, k, hasK := strings.Cut(s, "@")
 		name, n, hasN := strings.Cut(s, ":")
 		p := phaseSpec{name: name}
+		if hasK {
+			v, err := strconv.Atoi(k)
+			if err != nil || v < 1 {
+				return o, fmt.Errorf("blueprint %q: bad runs in flight %q", name, k)
+			}
+			p.inflight = v
+		}
 		if _, ok := blueprintSpecs[name]; !ok {
 			return o, fmt.Errorf("unknown blueprint %q (want chain10, chain100, fanout10 or diamond)", name)
 		}
@@ -301,32 +322,27 @@ func build(id string, nodes []string, allJoins map[string]bool, edges [][2]strin
 
 type recorder struct {
 	mu         sync.Mutex
-	runStart   map[string]time.Time     // run → StartRun called
-	enqueued   map[string]time.Time     // run/node → first send call
-	started    map[string]time.Time     // run/node → first function start
-	finished   map[string]time.Time     // run/node → first function return
-	done       map[string]chan struct{} // run → closed when its terminal node returned
-	terminal   string
+	runStart   map[string]time.Time // run → StartRun called
+	enqueued   map[string]time.Time // run/node → first send call
+	started    map[string]time.Time // run/node → first function start
+	finished   map[string]time.Time // run/node → first function return
 	executions atomic.Int64
 }
 
-func newRecorder(terminal string) *recorder {
+func newRecorder() *recorder {
 	return &recorder{
 		runStart: map[string]time.Time{}, enqueued: map[string]time.Time{},
 		started: map[string]time.Time{}, finished: map[string]time.Time{},
-		done: map[string]chan struct{}{}, terminal: terminal,
 	}
 }
 
 // current is the recorder of the phase being measured.
 var current atomic.Pointer[recorder]
 
-func (r *recorder) expect(runID string, at time.Time) <-chan struct{} {
+func (r *recorder) expect(runID string, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ch := make(chan struct{})
-	r.runStart[runID], r.done[runID] = at, ch
-	return ch
+	r.runStart[runID] = at
 }
 
 func firstTime(m map[string]time.Time, k string, t time.Time) {
@@ -356,12 +372,6 @@ func step(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResul
 	out := sqsadapter.NodeResult{Output: map[string]any{"node": nc.NodeID}}
 	r.mu.Lock()
 	firstTime(r.finished, k, time.Now())
-	if nc.NodeID == r.terminal {
-		if ch, ok := r.done[nc.RunID]; ok {
-			close(ch)
-			delete(r.done, nc.RunID)
-		}
-	}
 	r.mu.Unlock()
 	return out, nil
 }
@@ -666,8 +676,11 @@ type result struct {
 	contextBytes int
 	runs         int
 	nodes        int // runs × nodes per run
+	inflight     int
 	executions   int64
 	wall         time.Duration
+	cpu          time.Duration   // this process's CPU time over the phase
+	clientLat    []time.Duration // StartRun called → WaitForRun returned, per run
 	readyLat     []time.Duration
 	enqueueLat   []time.Duration
 	work         reqcount.RequestCounts // workers + StartRun
@@ -780,7 +793,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		// Freshly started emulators (DynamoDB Local's JVM) answer slowly at
 		// first, which makes jobs slower and batches smaller.
 		fmt.Fprintf(os.Stderr, "bench: warm-up: %d runs of chain10, not reported\n", o.warmup)
-		if _, err := e.phase(ctx, e.prefix+"-warmup", e.shapes["chain10"], 0, o.warmup); err != nil {
+		if _, err := e.phase(ctx, e.prefix+"-warmup", e.shapes["chain10"], 0, o.warmup, o.inflight); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -788,13 +801,13 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	var results []*result
 	for _, cb := range o.contextBytes {
 		for i, p := range o.blueprints {
-			runs := cmp.Or(p.runs, o.runs)
-			fmt.Fprintf(os.Stderr, "bench: %s, context %d B: %d runs, %d workers × %d, %d in flight\n", p.name, cb, runs, o.workers, o.concurrency, o.inflight)
+			runs, inflight := cmp.Or(p.runs, o.runs), cmp.Or(p.inflight, o.inflight)
+			fmt.Fprintf(os.Stderr, "bench: %s, context %d B: %d runs, %d workers × %d, %d in flight\n", p.name, cb, runs, o.workers, o.concurrency, inflight)
 			if tracer != nil {
 				tracer.Enable(true)
 			}
 			start := time.Now()
-			r, err := e.phase(ctx, fmt.Sprintf("%s-%d-%d", e.prefix, cb, i), e.shapes[p.name], cb, runs)
+			r, err := e.phase(ctx, fmt.Sprintf("%s-%d-%d", e.prefix, cb, i), e.shapes[p.name], cb, runs, inflight)
 			if err != nil {
 				return fmt.Errorf("%s (context %d B): %w", p.name, cb, err)
 			}
@@ -812,8 +825,15 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			results = append(results, r)
 		}
 	}
+	var idle *idleResult
+	if o.idle > 0 {
+		fmt.Fprintf(os.Stderr, "bench: idle: %d workers on an empty queue for %v\n", o.workers, o.idle)
+		if idle, err = e.idlePhase(ctx, e.prefix+"-idle"); err != nil {
+			return fmt.Errorf("idle: %w", err)
+		}
+	}
 	e.cleanup() // before printing, which may fail (a closed pipe)
-	report(out, o, e.hold, results)
+	report(out, o, e.hold, results, idle)
 	return nil
 }
 
@@ -879,7 +899,7 @@ func (e *env) adapter(r *role, id string, extra ...sqsadapter.Option) (*sqsadapt
 // phase runs one blueprint runs times on a queue of its own and measures
 // it. (A queue per phase: the long polls cancelled when a phase's workers
 // stop must not take the next phase's messages.)
-func (e *env) phase(ctx context.Context, queue string, s shape, contextBytes, runs int) (*result, error) {
+func (e *env) phase(ctx context.Context, queue string, s shape, contextBytes, runs, inflight int) (*result, error) {
 	o := e.o
 	url, err := e.createQueue(ctx, queue)
 	if err != nil {
@@ -887,7 +907,7 @@ func (e *env) phase(ctx context.Context, queue string, s shape, contextBytes, ru
 	}
 	e.queueURL = url
 	defer e.deleteQueue(url)
-	rec := newRecorder(s.terminal)
+	rec := newRecorder()
 	current.Store(rec)
 	defer current.Store(nil)
 	for _, r := range []*role{e.workers, e.starter, e.poller} {
@@ -959,18 +979,25 @@ func (e *env) phase(ctx context.Context, queue string, s shape, contextBytes, ru
 			}
 		}
 	}()
+	var latMu sync.Mutex
+	var clientLat []time.Duration
+	cpu0 := processCPU()
 	t0 := time.Now()
-	for range min(o.inflight, runs) {
+	for range min(inflight, runs) {
 		wg.Go(func() {
 			for i := range next {
 				if rctx.Err() != nil {
 					return
 				}
-				if err := e.oneRun(rctx, starter, poller, rec, s, fmt.Sprintf("%s-%d", prefix, i), initial); err != nil {
+				d, err := e.oneRun(rctx, starter, poller, rec, s, fmt.Sprintf("%s-%d", prefix, i), initial)
+				if err != nil {
 					fail(err)
 					cancelRuns()
 					return
 				}
+				latMu.Lock()
+				clientLat = append(clientLat, d)
+				latMu.Unlock()
 			}
 		})
 	}
@@ -985,10 +1012,11 @@ func (e *env) phase(ctx context.Context, queue string, s shape, contextBytes, ru
 	if err := stopWorkers(); err != nil {
 		return nil, fmt.Errorf("stop workers: %w", err)
 	}
+	cpu := processCPU() - cpu0
 
 	r := &result{
-		blueprint: s.id, contextBytes: contextBytes, runs: runs, nodes: runs * s.nodes,
-		executions: rec.executions.Load(), wall: wall,
+		blueprint: s.id, contextBytes: contextBytes, runs: runs, nodes: runs * s.nodes, inflight: min(inflight, runs),
+		executions: rec.executions.Load(), wall: wall, cpu: cpu, clientLat: clientLat,
 		workers: e.workers.counter.Snapshot(), start: e.starter.counter.Snapshot(), poll: e.poller.counter.Snapshot(),
 		sqsW: snap(e.workers.stats, e.starter.stats),
 	}
@@ -1023,28 +1051,93 @@ func (e *env) phase(ctx context.Context, queue string, s shape, contextBytes, ru
 	return r, nil
 }
 
-// oneRun starts a run, waits until its last node has returned, then waits
-// for the run's status with WaitForRun.
-func (e *env) oneRun(ctx context.Context, starter, poller *sqsadapter.SqsAdapter, rec *recorder, s shape, runID string, initial map[string]any) error {
+// idleResult is what workers cost on an empty queue.
+type idleResult struct {
+	wall     time.Duration
+	workers  int
+	requests reqcount.RequestCounts
+	empty    int64 // empty receives (held early answers excluded)
+	early    int64 // early empty answers re-asked, uncounted
+	cpu      time.Duration
+}
+
+// idlePhase runs the workers on an empty queue of their own for -idle and
+// counts their requests, the last long polls (cancelled at shutdown)
+// included.
+func (e *env) idlePhase(ctx context.Context, queue string) (*idleResult, error) {
+	url, err := e.createQueue(ctx, queue)
+	if err != nil {
+		return nil, err
+	}
+	e.queueURL = url
+	defer e.deleteQueue(url)
+	e.workers.counter.Reset()
+	e.workers.stats.reset()
+	cpu0 := processCPU()
+	t0 := time.Now()
+	var workers []*sqsadapter.SqsAdapter
+	errs := make(chan error, e.o.workers)
+	for i := range e.o.workers {
+		w, err := e.adapter(e.workers, fmt.Sprintf("bench-idle-w%d", i), sqsadapter.WithConcurrency(e.o.concurrency), sqsadapter.WithWaitTime(e.o.waitTime))
+		if err != nil {
+			return nil, err
+		}
+		workers = append(workers, w)
+		go func() { errs <- w.Run(ctx) }()
+	}
+	t := time.NewTimer(e.o.idle)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	var all []error
+	for _, w := range workers {
+		all = append(all, w.Shutdown(sctx))
+	}
+	for range workers {
+		all = append(all, <-errs)
+	}
+	if err := errors.Join(all...); err != nil {
+		return nil, err
+	}
+	return &idleResult{
+		wall: time.Since(t0), workers: len(workers), requests: e.workers.counter.Snapshot(),
+		empty: e.workers.stats.emptyReceives.Load(), early: e.workers.stats.earlyEmpty.Load(), cpu: processCPU() - cpu0,
+	}, ctx.Err()
+}
+
+// oneRun starts a run and waits for it with WaitForRun, called at once, as
+// a client would. It returns the time from calling StartRun to WaitForRun's
+// return (the client-observed latency).
+func (e *env) oneRun(ctx context.Context, starter, poller *sqsadapter.SqsAdapter, rec *recorder, s shape, runID string, initial map[string]any) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.o.runTimeout)
 	defer cancel()
-	done := rec.expect(runID, time.Now())
+	t0 := time.Now()
+	rec.expect(runID, t0)
 	if _, err := starter.StartRun(ctx, s.id, initial, sqsadapter.WithRunID(runID)); err != nil {
-		return err
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("run %s: its last node did not run within %v", runID, e.o.runTimeout)
+		return 0, err
 	}
 	st, err := poller.WaitForRun(ctx, runID)
 	if err != nil {
-		return fmt.Errorf("wait for run %s: %w", runID, err)
+		return 0, fmt.Errorf("wait for run %s: %w", runID, err)
 	}
+	d := time.Since(t0)
 	if st.Status != sqsadapter.StatusCompleted {
-		return fmt.Errorf("run %s: %s: %s", runID, st.Status, st.Error)
+		return 0, fmt.Errorf("run %s: %s: %s", runID, st.Status, st.Error)
 	}
-	return nil
+	return d, nil
+}
+
+// processCPU is the CPU time (user + system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // queueDepth is the number of messages left in the queue (visible or not).
@@ -1099,11 +1192,45 @@ func ms(d time.Duration) string {
 }
 
 func label(r *result) string {
+	l := fmt.Sprintf("%s@%d", r.blueprint, r.inflight)
 	if r.contextBytes == 0 {
-		return r.blueprint
+		return l
 	}
-	return fmt.Sprintf("%s ctx %s", r.blueprint, kb(r.contextBytes))
+	return fmt.Sprintf("%s ctx %s", l, kb(r.contextBytes))
 }
+
+// allIn is every request a user pays for, per node: the workers' (empty
+// and cancelled long polls included), StartRun's and one WaitForRun per run.
+func allIn(r *result) float64 { return perNode(r.work.Total()+r.poll.Total(), r) }
+
+func cpuPerNode(r *result) float64 {
+	return float64(r.cpu) / float64(time.Millisecond) / float64(r.nodes)
+}
+
+// workerCPUPerNode estimates the workers' share of the process CPU time
+// per node: the process CPU time split in proportion to the SDK calls
+// made (the workers', StartRun's, WaitForRun's, and the uncounted re-asks
+// of early empty answers), since SDK calls dominate the CPU profile. It is
+// an estimate, not a measurement.
+func workerCPUPerNode(r *result) float64 {
+	all := r.workers.Total() + r.start.Total() + r.poll.Total() + r.sqsW.earlyEmpty
+	if all == 0 {
+		return 0
+	}
+	return cpuPerNode(r) * float64(r.workers.Total()) / float64(all)
+}
+
+// The TypeScript adapter on the same emulators (ts-baseline.md): worker
+// requests per node on diamond runs (empty receives excluded), nodes/s on
+// 100 concurrent diamond runs, worker CPU per node, client p50 of
+// sequential diamond and chain10 runs.
+const (
+	tsRequestsPerNode = 13.0
+	tsNodesPerSecond  = 100.0
+	tsCPUPerNode      = 9.2 // ms
+	tsDiamondP50      = 76  // ms
+	tsChain10P50      = 139 // ms
+)
 
 func kb(n int) string {
 	if n%1024 == 0 {
@@ -1112,13 +1239,42 @@ func kb(n int) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-func report(out io.Writer, o options, held bool, results []*result) {
-	fmt.Fprintf(out, "# %d workers × concurrency %d, %d runs in flight, receive window %v, delete linger %v, long poll %v, early-empty long polls held: %v\n\n",
-		o.workers, o.concurrency, o.inflight, o.receiveWindow, o.deleteLinger, o.waitTime, held)
+func report(out io.Writer, o options, held bool, results []*result, idle *idleResult) {
+	fmt.Fprintf(out, "# %d workers × concurrency %d, receive window %v, delete linger %v, long poll %v, early-empty long polls held: %v; blueprint@N: N runs in flight\n\n",
+		o.workers, o.concurrency, o.receiveWindow, o.deleteLinger, o.waitTime, held)
+
+	fmt.Fprintln(out, "## As a user pays (per executed node: workers, empty and cancelled long polls included; StartRun; one WaitForRun per run)")
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(tw, "| blueprint\t runs\t nodes/s\t client p50/p95 ms\t workers\t StartRun\t WaitForRun\t **all-in req/node**\t of which empty receives\t process CPU ms/node\t workers' share ms/node\t")
+	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	for _, r := range results {
+		fmt.Fprintf(tw, "| %s\t %d\t %.0f\t %s / %s\t %.3f\t %.3f\t %.3f\t **%.3f**\t %.3f\t %.2f\t %.2f\t\n",
+			label(r), r.runs, float64(r.nodes)/r.wall.Seconds(),
+			ms(percentile(r.clientLat, .5)), ms(percentile(r.clientLat, .95)),
+			perNode(r.workers.Total(), r), perNode(r.start.Total(), r), perNode(r.poll.Total(), r), allIn(r),
+			perNode(r.sqsW.emptyReceives, r), cpuPerNode(r), workerCPUPerNode(r))
+	}
+	tw.Flush()
+	fmt.Fprintln(out)
+	if held {
+		fmt.Fprint(out, "Early empty answers of the emulator re-asked, uncounted (SQS does not give them), per node:")
+		for _, r := range results {
+			fmt.Fprintf(out, " %s %.3f;", label(r), perNode(r.sqsW.earlyEmpty, r))
+		}
+		fmt.Fprint(out, "\n\n")
+	}
+	if idle != nil {
+		hours := idle.wall.Hours()
+		per := float64(idle.requests.Total()) / float64(idle.workers) / hours
+		fmt.Fprintf(out, "Idle: %d workers on an empty queue for %v: %d requests (%s), %d empty receives; %.0f requests per worker per hour ($%.6f at $0.40 per million SQS requests); process CPU %.1f ms per worker per hour\n\n",
+			idle.workers, idle.wall.Round(time.Millisecond), idle.requests.Total(), strings.Join(opCounts(idle.requests), ", "), idle.empty,
+			per, per*0.40e-6, float64(idle.cpu)/float64(time.Millisecond)/float64(idle.workers)/hours)
+	}
 
 	fmt.Fprintln(out, "## Per blueprint (per-node figures include StartRun, exclude WaitForRun polling)")
 	fmt.Fprintln(out)
-	tw := tabwriter.NewWriter(out, 0, 0, 1, ' ', tabwriter.Debug)
+	tw = tabwriter.NewWriter(out, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| blueprint\t runs\t nodes\t executed\t wall s\t nodes/s\t enq→start p50/p99 ms\t ready→start p50/p99 ms\t SQS req/node\t DDB req/node\t total req/node\t RCU/node\t WCU/node\t")
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
 	for _, r := range results {
@@ -1240,12 +1396,59 @@ func report(out io.Writer, o options, held bool, results []*result) {
 			b.cuNodes, a.cuNodes, nr, verdict(within(nr, 0.1)),
 			cu(b), cu(a), cr, verdict(within(cr, 0.1)))
 	}
+	// at finds the phase of a blueprint, without initial context, whose
+	// runs in flight satisfy ok.
+	at := func(bp string, ok func(inflight int) bool) *result {
+		for _, r := range results {
+			if r.blueprint == bp && r.contextBytes == 0 && ok(r.inflight) {
+				return r
+			}
+		}
+		return nil
+	}
+	low := func(k int) bool { return k > 1 && k <= 10 }
+	high := func(k int) bool { return k >= 100 }
+	sequential := func(k int) bool { return k == 1 }
+	if c10, f10 := at("chain10", low), at("fanout10", low); c10 != nil && f10 != nil {
+		avg := (allIn(c10) + allIn(f10)) / 2
+		fmt.Fprintf(out, "- low load, all in: chain10 + fanout10 average %.3f requests per node (chain10@%d %.3f, fanout10@%d %.3f) — target 3.2: %s; chain10 target 2.5: %s\n",
+			avg, c10.inflight, allIn(c10), f10.inflight, allIn(f10), verdict(avg <= 3.2), verdict(allIn(c10) <= 2.5))
+	}
+	for _, r := range results {
+		if r.contextBytes == 0 && high(r.inflight) {
+			fmt.Fprintf(out, "- high load, all in: %s %.3f requests per node — target 3.0: %s\n", label(r), allIn(r), verdict(allIn(r) <= 3.0))
+		}
+	}
+	if d := at("diamond", high); d != nil {
+		nps := float64(d.nodes) / d.wall.Seconds()
+		cpu, wcpu := cpuPerNode(d), workerCPUPerNode(d)
+		fmt.Fprintf(out, "- against the TypeScript adapter (%s): %.0f nodes/s = %.1f× its %.0f (target 4×: %s); worker requests per node %.3f = %.2f× its %.1f (all in: %.3f); CPU per node %.2f ms for the process, %.2f ms the workers' estimated share = %.2f× its %.1f ms worker CPU\n",
+			label(d), nps, nps/tsNodesPerSecond, tsNodesPerSecond, verdict(nps >= 4*tsNodesPerSecond),
+			perNode(d.workers.Total(), d), perNode(d.workers.Total(), d)/tsRequestsPerNode, tsRequestsPerNode, allIn(d),
+			cpu, wcpu, wcpu/tsCPUPerNode, tsCPUPerNode)
+	}
+	for _, c := range []struct {
+		bp     string
+		ts     float64
+		target float64
+	}{{"diamond", tsDiamondP50, 0}, {"chain10", tsChain10P50, 25}} {
+		r := at(c.bp, sequential)
+		if r == nil {
+			continue
+		}
+		p50 := float64(percentile(r.clientLat, .5)) / float64(time.Millisecond)
+		line := fmt.Sprintf("- sequential %s runs, client-observed p50 %.1f ms = %.2f× the TypeScript adapter's %.0f ms", c.bp, p50, p50/c.ts, c.ts)
+		if c.target > 0 {
+			line += fmt.Sprintf(" (target %.0f ms: %s)", c.target, verdict(p50 <= c.target))
+		}
+		fmt.Fprintln(out, line)
+	}
 	for _, cb := range o.contextBytes {
 		c10, f10 := find("chain10", cb), find("fanout10", cb)
 		if c10 != nil && f10 != nil {
 			avg := (req(c10) + req(f10)) / 2
 			pooled := float64(c10.work.Total()+f10.work.Total()) / float64(c10.nodes+f10.nodes)
-			fmt.Fprintf(out, "- chain10 + fanout10 average requests per node (context %s): %.3f (chain10 %.3f, fanout10 %.3f; pooled %.3f) — budget 4.0: %s\n",
+			fmt.Fprintf(out, "- chain10 + fanout10 average requests per node without WaitForRun (context %s): %.3f (chain10 %.3f, fanout10 %.3f; pooled %.3f) — first budget 4.0: %s\n",
 				kb(cb), avg, req(c10), req(f10), pooled, verdict(avg <= 4.0))
 		}
 		if c100 := find("chain100", cb); c10 != nil && c100 != nil {
@@ -1270,6 +1473,15 @@ func report(out io.Writer, o options, held bool, results []*result) {
 			fmt.Fprintf(out, "- note: %d messages were left in the queue after %s\n", r.leftover, label(r))
 		}
 	}
+}
+
+// opCounts lists the operations of c with their counts.
+func opCounts(c reqcount.RequestCounts) []string {
+	var parts []string
+	for _, op := range c.Operations() {
+		parts = append(parts, fmt.Sprintf("%s %d", op, c.Requests[op]))
+	}
+	return parts
 }
 
 func within(ratio, tol float64) bool { return ratio >= 1-tol && ratio <= 1+tol }
