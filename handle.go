@@ -87,7 +87,7 @@ func (x *jobRun) crash(step string) bool {
 
 // handle runs the protocol for one job and says what to do with its message.
 func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease func(*leaseRef)) (o outcome) {
-	log := a.log.With("run_id", job.RunID, "blueprint_id", job.BlueprintID, "node_id", job.NodeID)
+	log := a.jobLogger(job)
 	defer func() {
 		// A bug must not take the worker down on every delivery of a job:
 		// the job is left for the redrive policy.
