@@ -2,6 +2,8 @@ package sqsadapter
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -274,14 +276,27 @@ func (a *SqsAdapter) seconds(d time.Duration) int32 {
 func (a *SqsAdapter) runJob(parent context.Context, job Job, m *types.Message) outcome {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
-	owner := a.cfg.workerID + "/" + randomID()[:16]
-	if m != nil {
-		owner = a.cfg.workerID + "/" + aws.ToString(m.MessageId) + "/" + randomID()[:8]
-	}
+	owner := jobOwner(a.cfg.workerID, m)
 	hb := &heartbeat{a: a, m: m, ctx: ctx, cancel: cancel}
 	hb.start()
 	defer hb.halt()
 	return a.handle(ctx, job, owner, hb.setLease)
+}
+
+// jobOwner names a handling in leases: the worker id, the message id if
+// there is a message, and random hex digits (16, or 8 after a message id),
+// joined by "/".
+func jobOwner(workerID string, m *types.Message) string {
+	var r [16]byte
+	_, _ = rand.Read(r[:])
+	n := 16
+	b := make([]byte, 0, 128)
+	b = append(append(b, workerID...), '/')
+	if m != nil {
+		b = append(append(b, aws.ToString(m.MessageId)...), '/')
+		n = 8
+	}
+	return string(hex.AppendEncode(b, r[:n/2]))
 }
 
 // heartbeat extends a running job's message visibility and node lease every
@@ -417,7 +432,8 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ackTimeout)
 	defer cancel()
 	errs := make([]error, len(jobs))
-	bodies := make([]string, len(jobs))
+	strs := make([]string, 2*len(jobs)) // the entries point into it
+	bodies, ids := strs[:len(jobs)], strs[len(jobs):]
 	for i, j := range jobs {
 		b, err := j.encode()
 		if err != nil {
@@ -436,7 +452,8 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 		var entries []types.SendMessageBatchRequestEntry
 		for i := start; i < end; i++ {
 			if errs[i] == nil {
-				e := types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(bodies[i])}
+				ids[i] = strconv.Itoa(i)
+				e := types.SendMessageBatchRequestEntry{Id: &ids[i], MessageBody: &bodies[i]}
 				if d := jobs[i].delay; d > 0 {
 					// SQS delays in whole seconds, at most 900: round up, so
 					// that a timer never fires early.
