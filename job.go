@@ -70,7 +70,9 @@ func (j *Job) UnmarshalJSON(body []byte) error {
 // JSON included, matches ErrInvalidJob.
 func decodeJob(body []byte) (Job, error) {
 	var j Job
-	if err := json.Unmarshal(body, &j); err != nil {
+	// As json.Unmarshal(body, &j), without its scan of the body before it
+	// calls UnmarshalJSON, which scans it again.
+	if err := j.UnmarshalJSON(body); err != nil {
 		if errors.Is(err, ErrInvalidJob) {
 			return Job{}, err
 		}
