@@ -102,3 +102,33 @@ func TestAllocs(t *testing.T) {
 	b := []byte(`{"n":"c0","list":[1,2.5,true]}`)
 	assert.LessOrEqual(t, testing.AllocsPerRun(100, func() { _, _ = Decode(b) }), 14.0)
 }
+
+// Marshal writes what json.Marshal writes.
+func FuzzMarshal(f *testing.F) {
+	f.Add([]byte(`{"a":[1,2.5,null,"x",true,{}],"b":{"c":-0.0,"d":1e300,"<":"&"}}`), "s", 1.5, int64(7))
+	f.Add([]byte(`[]`), "\xff", 1e-7, int64(-1))
+	f.Add([]byte(`null`), "<\u2028>", 1e21, int64(math.MaxInt64))
+	f.Add([]byte(`{"k":"v"}`), "a\"b", 123456789.0, int64(0))
+	f.Fuzz(func(t *testing.T, doc []byte, s string, fl float64, i int64) {
+		var parsed any
+		if json.Unmarshal(doc, &parsed) != nil {
+			parsed = nil
+		}
+		decoded, _ := Decode(doc)
+		for _, v := range []any{
+			parsed, decoded, s, fl, i, int(i),
+			map[string]any{"doc": parsed, s: fl, "i": int(i), "l": []any{fl, s, i, nil, true, []any(nil), map[string]any(nil)}},
+			[]any{parsed, map[string]any{"f": fl}, []any{s}},
+			map[string]any{"other": []string{s}},
+		} {
+			want, wantErr := json.Marshal(v)
+			got, err := Marshal(v)
+			if wantErr != nil {
+				require.EqualError(t, err, wantErr.Error())
+				continue
+			}
+			require.NoError(t, err)
+			require.Equal(t, string(want), string(got), "%#v", v)
+		}
+	})
+}
