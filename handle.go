@@ -2,7 +2,6 @@ package sqsadapter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -886,7 +885,7 @@ func (x *jobRun) sendTo(t *planNode, rec *store.NodeRecord) {
 		v = rec.Output
 	}
 	if (t.def.Inputs == nil || transformed) && x.a.cfg.maxInlineInput > 0 {
-		if b, err := json.Marshal(v); err == nil && len(b) <= x.a.cfg.maxInlineInput {
+		if b, err := jsonvalue.Marshal(v); err == nil && len(b) <= x.a.cfg.maxInlineInput {
 			j.Input = b
 		}
 	}
