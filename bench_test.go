@@ -50,7 +50,7 @@ type benchEnv struct {
 	a     *sqsadapter.SqsAdapter
 }
 
-func newBenchEnv(b *testing.B, bps ...string) *benchEnv {
+func newBenchEnv(b testing.TB, bps ...string) *benchEnv {
 	b.Helper()
 	e := &benchEnv{sqs: sqsadaptertest.NewSQS()}
 	e.queue = e.sqs.CreateQueue("bench", sqsadaptertest.QueueOptions{})
@@ -77,7 +77,7 @@ func newBenchEnv(b *testing.B, bps ...string) *benchEnv {
 }
 
 // drain handles queued jobs until the queue is empty and returns how many.
-func (e *benchEnv) drain(b *testing.B) int {
+func (e *benchEnv) drain(b testing.TB) int {
 	ctx := context.Background()
 	n := 0
 	for {
@@ -133,6 +133,32 @@ func BenchmarkNode(b *testing.B) {
 				b.Fatalf("executed %d nodes, not a multiple of %d", nodes, bc.nodes)
 			}
 		})
+	}
+}
+
+// TestNodeAllocs bounds the allocations per executed node of
+// BenchmarkNode's chain, the in-memory implementations' included (about 40
+// of them; see BENCHMARKS.md), so that a round trip or a per-job allocation
+// creeping back into the hot path is noticed. Allocation counts, unlike
+// times, do not depend on the machine's load.
+func TestNodeAllocs(t *testing.T) {
+	e := newBenchEnv(t, chainBlueprint("chain", 10))
+	ctx := context.Background()
+	perRun := testing.AllocsPerRun(50, func() {
+		if _, err := e.a.StartRun(ctx, "chain", nil); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.drain(t); n != 10 {
+			t.Fatalf("executed %d nodes, not 10", n)
+		}
+	})
+	limit := 115.0
+	if raceEnabled {
+		limit = 125
+	}
+	t.Logf("%.1f allocations per node", perRun/10)
+	if perRun/10 > limit {
+		t.Errorf("%.1f allocations per node, more than %v", perRun/10, limit)
 	}
 }
 

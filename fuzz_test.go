@@ -3,6 +3,8 @@ package sqsadapter_test
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/flowcraft/sqsadapter"
@@ -21,6 +23,14 @@ func FuzzDecodeJob(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		job, err := sqsadapter.DecodeJob(body)
+		var want sqsadapter.Job // what json.Unmarshal decodes
+		if werr := json.Unmarshal(body, &want); werr != nil {
+			if err == nil || !strings.HasSuffix(err.Error(), werr.Error()) {
+				t.Fatalf("DecodeJob: %v; json.Unmarshal: %v", err, werr)
+			}
+		} else if err != nil || !reflect.DeepEqual(job, want) {
+			t.Fatalf("DecodeJob: %+v, %v; json.Unmarshal: %+v", job, err, want)
+		}
 		if err != nil {
 			if !errors.Is(err, sqsadapter.ErrInvalidJob) {
 				t.Fatalf("error %v does not match ErrInvalidJob", err)

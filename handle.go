@@ -2,7 +2,6 @@ package sqsadapter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -87,7 +86,7 @@ func (x *jobRun) crash(step string) bool {
 
 // handle runs the protocol for one job and says what to do with its message.
 func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease func(*leaseRef)) (o outcome) {
-	log := a.log.With("run_id", job.RunID, "blueprint_id", job.BlueprintID, "node_id", job.NodeID)
+	log := a.jobLogger(job)
 	defer func() {
 		// A bug must not take the worker down on every delivery of a job:
 		// the job is left for the redrive policy.
@@ -681,15 +680,21 @@ func (x *jobRun) route(ctx context.Context, c *store.NodeCommit, in any, vals ma
 	if len(x.n.out) == 0 {
 		return
 	}
-	if vals == nil {
-		vals = map[string]any{}
+	var result map[string]any // made for the first expression evaluated
+	env := func(input any) expr.Env {
+		if vals == nil {
+			vals = map[string]any{}
+		}
+		if result == nil {
+			result = map[string]any{"output": c.Output, "action": c.Action}
+		}
+		return expr.Env{Result: result, Input: input, Context: vals}
 	}
-	result := map[string]any{"output": c.Output, "action": c.Action}
 	cond := func(e *planEdge) bool {
 		if e.condition == nil {
 			return true
 		}
-		v, err := e.condition.Eval(expr.Env{Result: result, Input: in, Context: vals})
+		v, err := e.condition.Eval(env(in))
 		if err != nil {
 			x.expressionFailed(ctx, e, "condition", err)
 			return false
@@ -720,7 +725,7 @@ func (x *jobRun) route(ctx context.Context, c *store.NodeCommit, in any, vals ma
 		if e.transform == nil {
 			continue
 		}
-		v, err := e.transform.Eval(expr.Env{Result: result, Input: x.transformInput(e, c.Output, vals), Context: vals})
+		v, err := e.transform.Eval(env(x.transformInput(e, c.Output, vals)))
 		if err == nil {
 			v, err = jsonvalue.Normalize(v)
 		}
@@ -793,7 +798,7 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 		// in a store.
 		return retryAfter(0, fmt.Errorf("sqsadapter: node %q: unexpected record state %v", x.n.id, rec))
 	}
-	x.leavesDone, x.joinsDone, x.skipping = map[string]bool{}, map[string]bool{}, map[string]bool{}
+	x.leavesDone, x.joinsDone, x.skipping = nil, nil, nil // made on first use (mark)
 	x.committed = rec
 	var known map[string]*store.NodeRecord
 	if replay && len(x.n.targets) > 0 {
@@ -854,10 +859,12 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 		}
 	}
 	if x.n.leaf {
-		x.final, x.leavesDone[x.n.id] = true, true
+		x.final = true
+		mark(&x.leavesDone, x.n.id)
 	}
 	if loopEnds && !x.n.loop.exits {
-		x.final, x.leavesDone[loopDone(x.n.loop.id)] = true, true
+		x.final = true
+		mark(&x.leavesDone, loopDone(x.n.loop.id))
 	}
 	if err := x.flush(ctx); err != nil {
 		return retryAfter(0, err)
@@ -883,7 +890,7 @@ func (x *jobRun) sendTo(t *planNode, rec *store.NodeRecord) {
 		v = rec.Output
 	}
 	if (t.def.Inputs == nil || transformed) && x.a.cfg.maxInlineInput > 0 {
-		if b, err := json.Marshal(v); err == nil && len(b) <= x.a.cfg.maxInlineInput {
+		if b, err := jsonvalue.Marshal(v); err == nil && len(b) <= x.a.cfg.maxInlineInput {
 			j.Input = b
 		}
 	}
@@ -908,7 +915,8 @@ func (x *jobRun) arrive(ctx context.Context, t *planNode, source string, taken b
 			x.sendTo(t, x.committed) // its input is what this source staged
 		}
 		if complete {
-			x.final, x.joinsDone[t.id] = true, true
+			x.final = true
+			mark(&x.joinsDone, t.id)
 			if len(st.Taken) == 0 {
 				return x.skip(ctx, t)
 			}
@@ -935,12 +943,13 @@ func (x *jobRun) skip(ctx context.Context, t *planNode) error {
 		// the work exponential in stacked diamonds.
 		return nil
 	}
-	x.skipping[t.id] = true
+	mark(&x.skipping, t.id)
 	// Every skipped node gets a record, so that a stray job for it finds
 	// it resolved instead of running it.
 	x.skipped = append(x.skipped, t.id)
 	if t.leaf {
-		x.final, x.leavesDone[t.id] = true, true
+		x.final = true
+		mark(&x.leavesDone, t.id)
 	}
 	source := t.id
 	if t.builtin == builtinLoop {
@@ -949,7 +958,8 @@ func (x *jobRun) skip(ctx context.Context, t *planNode) error {
 		source = t.def.ID
 		x.skipped = append(x.skipped, loopDone(t.def.ID))
 		if !t.loop.exits {
-			x.final, x.leavesDone[loopDone(t.def.ID)] = true, true
+			x.final = true
+			mark(&x.leavesDone, loopDone(t.def.ID))
 		}
 	}
 	for _, u := range t.targets {
@@ -967,6 +977,15 @@ func (x *jobRun) skip(ctx context.Context, t *planNode) error {
 		}
 	}
 	return nil
+}
+
+// mark sets (*m)[id], making the map on first use: most handlings need
+// none of advance's maps.
+func mark(m *map[string]bool, id string) {
+	if *m == nil {
+		*m = make(map[string]bool)
+	}
+	(*m)[id] = true
 }
 
 // jobFor is the job of node t of x's run.

@@ -1,6 +1,7 @@
 package sqsadapter
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,7 +71,9 @@ func (j *Job) UnmarshalJSON(body []byte) error {
 // JSON included, matches ErrInvalidJob.
 func decodeJob(body []byte) (Job, error) {
 	var j Job
-	if err := json.Unmarshal(body, &j); err != nil {
+	// As json.Unmarshal(body, &j), without its scan of the body before it
+	// calls UnmarshalJSON, which scans it again.
+	if err := j.UnmarshalJSON(body); err != nil {
 		if errors.Is(err, ErrInvalidJob) {
 			return Job{}, err
 		}
@@ -115,7 +118,7 @@ func (j Job) validate() error {
 // without it, and its node reads the input from the store, as it does any
 // input too large to carry.
 func (j Job) encode() (string, error) {
-	b, err := json.Marshal(j)
+	b, err := j.marshal()
 	if err != nil {
 		return "", err
 	}
@@ -125,6 +128,56 @@ func (j Job) encode() (string, error) {
 		return j.encode()
 	}
 	return body, nil
+}
+
+// marshal returns json.Marshal(j), written directly when every id is
+// printable ASCII that JSON writes as it is and the carried input, compacted,
+// holds nothing encoding/json would escape; else by json.Marshal.
+func (j Job) marshal() ([]byte, error) {
+	b := make([]byte, 0, 96+len(j.RunID)+len(j.BlueprintID)+len(j.NodeID)+len(j.BlueprintVersion)+len(j.Input))
+	ok := true
+	field := func(name, v string) {
+		b = append(append(append(b, ',', '"'), name...), '"', ':', '"')
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+				ok = false
+			}
+		}
+		b = append(append(b, v...), '"')
+	}
+	number := func(name string, v int64) {
+		if v != 0 { // omitempty
+			b = append(append(append(b, ',', '"'), name...), '"', ':')
+			b = strconv.AppendInt(b, v, 10)
+		}
+	}
+	field("runId", j.RunID)
+	b[0] = '{' // the first field's comma
+	field("blueprintId", j.BlueprintID)
+	field("nodeId", j.NodeID)
+	if j.BlueprintVersion != "" {
+		field("blueprintVersion", j.BlueprintVersion)
+	}
+	if len(j.Input) > 0 {
+		b = append(b, `,"input":`...)
+		buf := bytes.NewBuffer(b)
+		if json.Compact(buf, j.Input) != nil {
+			return json.Marshal(j) // its error
+		}
+		in := buf.Bytes()[len(b):]
+		if bytes.ContainsAny(in, "<>&\u2028\u2029") {
+			ok = false // encoding/json escapes them
+		}
+		b = buf.Bytes()
+	}
+	number("wakeAt", j.WakeAt)
+	number("item", int64(j.Item))
+	number("page", int64(j.Page))
+	number("iter", int64(j.Iter))
+	if !ok {
+		return json.Marshal(j)
+	}
+	return append(b, '}'), nil
 }
 
 // escapeForSQS writes the characters of a JSON document that SQS refuses as

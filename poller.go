@@ -2,6 +2,8 @@ package sqsadapter
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -282,27 +284,46 @@ func (a *SqsAdapter) seconds(d time.Duration) int32 {
 func (a *SqsAdapter) runJob(parent context.Context, job Job, m *types.Message) outcome {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
-	owner := a.cfg.workerID + "/" + randomID()[:16]
-	if m != nil {
-		owner = a.cfg.workerID + "/" + aws.ToString(m.MessageId) + "/" + randomID()[:8]
-	}
-	hb := &heartbeat{a: a, m: m, cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
-	go hb.run(ctx)
+	owner := jobOwner(a.cfg.workerID, m)
+	hb := &heartbeat{a: a, m: m, ctx: ctx, cancel: cancel}
+	hb.start()
 	defer hb.halt()
 	return a.handle(ctx, job, owner, hb.setLease)
 }
 
+// jobOwner names a handling in leases: the worker id, the message id if
+// there is a message, and random hex digits (16, or 8 after a message id),
+// joined by "/".
+func jobOwner(workerID string, m *types.Message) string {
+	var r [16]byte
+	_, _ = rand.Read(r[:])
+	n := 16
+	b := make([]byte, 0, 128)
+	b = append(append(b, workerID...), '/')
+	if m != nil {
+		b = append(append(b, aws.ToString(m.MessageId)...), '/')
+		n = 8
+	}
+	return string(hex.AppendEncode(b, r[:n/2]))
+}
+
 // heartbeat extends a running job's message visibility and node lease every
-// third of the visibility timeout.
+// third of the visibility timeout, as a ticker would: beats follow a fixed
+// schedule from the job's start, and a beat that outlasts the period is
+// followed by one at once. It runs on a timer, so that a job that finishes
+// before its first beat costs no goroutine.
 type heartbeat struct {
 	a      *SqsAdapter
 	m      *types.Message
+	ctx    context.Context
 	cancel context.CancelCauseFunc
-	stop   chan struct{}
-	done   chan struct{}
 
-	mu    sync.Mutex
-	lease *leaseRef
+	mu      sync.Mutex
+	lease   *leaseRef
+	timer   *time.Timer
+	next    time.Time     // when the timer was due
+	stopped bool          // halted: no more beats
+	beating chan struct{} // closed when the beat in progress returns; nil if none
 }
 
 func (h *heartbeat) setLease(l *leaseRef) {
@@ -311,57 +332,94 @@ func (h *heartbeat) setLease(l *leaseRef) {
 	h.mu.Unlock()
 }
 
-func (h *heartbeat) halt() {
-	close(h.stop)
-	<-h.done
+func (h *heartbeat) start() {
+	period := h.a.cfg.visibilityTimeout / 3
+	h.mu.Lock()
+	h.next = time.Now().Add(period)
+	h.timer = time.AfterFunc(period, h.beat)
+	h.mu.Unlock()
 }
 
-func (h *heartbeat) run(ctx context.Context) {
-	defer close(h.done)
-	vis := h.a.cfg.visibilityTimeout
-	t := time.NewTicker(vis / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-h.stop:
-			return
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if h.m != nil {
-			_, err := h.a.cfg.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
-				QueueUrl:          aws.String(h.a.cfg.queueURL),
-				ReceiptHandle:     h.m.ReceiptHandle,
-				VisibilityTimeout: h.a.seconds(vis),
-			})
-			var invalid *types.ReceiptHandleIsInvalid
-			var notInFlight *types.MessageNotInflight
-			if errors.As(err, &invalid) || errors.As(err, &notInFlight) {
-				h.cancel(errMessageLost)
-				return
-			}
-			if err != nil && ctx.Err() == nil {
-				h.a.log.WarnContext(ctx, "sqsadapter: extend message visibility", "msg_id", aws.ToString(h.m.MessageId), "err", err)
-			}
-		}
-		h.mu.Lock()
-		l := h.lease
+// halt stops the beats and waits for one in progress to return.
+func (h *heartbeat) halt() {
+	h.mu.Lock()
+	h.stopped = true
+	h.timer.Stop()
+	beating := h.beating
+	h.mu.Unlock()
+	if beating != nil {
+		<-beating
+	}
+}
+
+func (h *heartbeat) beat() {
+	h.mu.Lock()
+	if h.stopped || h.ctx.Err() != nil {
 		h.mu.Unlock()
-		if l != nil {
-			err := h.a.cfg.contexts.ExtendLease(ctx, l.runID, l.nodeID, l.owner, time.Now().Add(vis))
-			h.mu.Lock()
-			current := h.lease == l
-			h.mu.Unlock()
-			if errors.Is(err, store.ErrLeaseLost) && current {
-				h.cancel(errLeaseLost)
-				return
-			}
-			if err != nil && current && ctx.Err() == nil {
-				h.a.log.WarnContext(ctx, "sqsadapter: extend node lease", "run_id", l.runID, "node_id", l.nodeID, "err", err)
-			}
+		return
+	}
+	beating := make(chan struct{})
+	h.beating = beating
+	h.mu.Unlock()
+	defer close(beating)
+	again := h.extend(h.ctx)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.beating = nil
+	if !again || h.stopped || h.ctx.Err() != nil {
+		return
+	}
+	period, now := h.a.cfg.visibilityTimeout/3, time.Now()
+	h.next = h.next.Add(period)
+	d := h.next.Sub(now)
+	if d < 0 {
+		// Due while this beat ran: one beat at once stands for every beat
+		// missed, as a ticker's buffered tick does.
+		for !h.next.Add(period).After(now) {
+			h.next = h.next.Add(period)
+		}
+		d = 0
+	}
+	h.timer.Reset(d)
+}
+
+// extend extends the message's visibility and the node's lease, once; false
+// if the job was cancelled because either is lost.
+func (h *heartbeat) extend(ctx context.Context) bool {
+	vis := h.a.cfg.visibilityTimeout
+	if h.m != nil {
+		_, err := h.a.cfg.sqs.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+			QueueUrl:          aws.String(h.a.cfg.queueURL),
+			ReceiptHandle:     h.m.ReceiptHandle,
+			VisibilityTimeout: h.a.seconds(vis),
+		})
+		var invalid *types.ReceiptHandleIsInvalid
+		var notInFlight *types.MessageNotInflight
+		if errors.As(err, &invalid) || errors.As(err, &notInFlight) {
+			h.cancel(errMessageLost)
+			return false
+		}
+		if err != nil && ctx.Err() == nil {
+			h.a.log.WarnContext(ctx, "sqsadapter: extend message visibility", "msg_id", aws.ToString(h.m.MessageId), "err", err)
 		}
 	}
+	h.mu.Lock()
+	l := h.lease
+	h.mu.Unlock()
+	if l != nil {
+		err := h.a.cfg.contexts.ExtendLease(ctx, l.runID, l.nodeID, l.owner, time.Now().Add(vis))
+		h.mu.Lock()
+		current := h.lease == l
+		h.mu.Unlock()
+		if errors.Is(err, store.ErrLeaseLost) && current {
+			h.cancel(errLeaseLost)
+			return false
+		}
+		if err != nil && current && ctx.Err() == nil {
+			h.a.log.WarnContext(ctx, "sqsadapter: extend node lease", "run_id", l.runID, "node_id", l.nodeID, "err", err)
+		}
+	}
+	return true
 }
 
 func (a *SqsAdapter) sleepCtx(ctx context.Context, d time.Duration) {
@@ -382,7 +440,8 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ackTimeout)
 	defer cancel()
 	errs := make([]error, len(jobs))
-	bodies := make([]string, len(jobs))
+	strs := make([]string, 2*len(jobs)) // the entries point into it
+	bodies, ids := strs[:len(jobs)], strs[len(jobs):]
 	for i, j := range jobs {
 		b, err := j.encode()
 		if err != nil {
@@ -401,7 +460,8 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 		var entries []types.SendMessageBatchRequestEntry
 		for i := start; i < end; i++ {
 			if errs[i] == nil {
-				e := types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(bodies[i])}
+				ids[i] = strconv.Itoa(i)
+				e := types.SendMessageBatchRequestEntry{Id: &ids[i], MessageBody: &bodies[i]}
 				if d := jobs[i].delay; d > 0 {
 					// SQS delays in whole seconds, at most 900: round up, so
 					// that a timer never fires early.

@@ -1,0 +1,5 @@
+//go:build !race
+
+package sqsadapter_test
+
+const raceEnabled = false
