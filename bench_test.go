@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,14 +46,25 @@ func step(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResul
 // receives each message and calls HandleJob, so the figures are the engine's
 // own cost per node, without poller scheduling.
 type benchEnv struct {
-	sqs   *sqsadaptertest.SQS
-	queue string
-	a     *sqsadapter.SqsAdapter
+	sqs      *sqsadaptertest.SQS
+	queue    string
+	a        *sqsadapter.SqsAdapter
+	executed atomic.Int64 // node function calls
 }
 
 func newBenchEnv(b testing.TB, bps ...string) *benchEnv {
 	b.Helper()
+	return newBenchEnvWith(b, nil, bps...)
+}
+
+// newBenchEnvWith is newBenchEnv with more options for the adapter.
+func newBenchEnvWith(b testing.TB, opts []sqsadapter.Option, bps ...string) *benchEnv {
+	b.Helper()
 	e := &benchEnv{sqs: sqsadaptertest.NewSQS()}
+	counted := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		e.executed.Add(1)
+		return step(ctx, nc)
+	}
 	e.queue = e.sqs.CreateQueue("bench", sqsadaptertest.QueueOptions{})
 	var parsed []*sqsadapter.Blueprint
 	for _, s := range bps {
@@ -62,13 +74,13 @@ func newBenchEnv(b testing.TB, bps ...string) *benchEnv {
 		}
 		parsed = append(parsed, bp)
 	}
-	a, err := sqsadapter.NewSqsAdapter(
+	a, err := sqsadapter.NewSqsAdapter(append([]sqsadapter.Option{
 		sqsadapter.WithSQSClient(e.sqs), sqsadapter.WithQueueURL(e.queue),
 		sqsadapter.WithContextStore(sqsadaptertest.NewContextStore()),
 		sqsadapter.WithCoordinationStore(sqsadaptertest.NewCoordinationStore()),
-		sqsadapter.WithRegistry(sqsadapter.NodeRegistry{"step": step}),
+		sqsadapter.WithRegistry(sqsadapter.NodeRegistry{"step": counted}),
 		sqsadapter.WithBlueprints(parsed...), sqsadapter.WithLogger(testLogger()),
-	)
+	}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -76,17 +88,18 @@ func newBenchEnv(b testing.TB, bps ...string) *benchEnv {
 	return e
 }
 
-// drain handles queued jobs until the queue is empty and returns how many.
+// drain handles queued jobs until the queue is empty and returns how many
+// nodes ran meanwhile.
 func (e *benchEnv) drain(b testing.TB) int {
 	ctx := context.Background()
-	n := 0
+	before := e.executed.Load()
 	for {
 		out, err := e.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &e.queue, MaxNumberOfMessages: 10})
 		if err != nil {
 			b.Fatal(err)
 		}
 		if len(out.Messages) == 0 {
-			return n
+			return int(e.executed.Load() - before)
 		}
 		for _, m := range out.Messages {
 			job, err := sqsadapter.DecodeJob([]byte(aws.ToString(m.Body)))
@@ -99,7 +112,6 @@ func (e *benchEnv) drain(b testing.TB) int {
 			if _, err := e.sqs.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &e.queue, ReceiptHandle: m.ReceiptHandle}); err != nil {
 				b.Fatal(err)
 			}
-			n++
 		}
 	}
 }
@@ -111,12 +123,14 @@ func BenchmarkNode(b *testing.B) {
 		name  string
 		bp    string
 		nodes int
+		opts  []sqsadapter.Option
 	}{
-		{"chain10", chainBlueprint("chain", 10), 10},
-		{"fanout10-all-join", fanBlueprint("fan", 10), 12},
+		{"chain10", chainBlueprint("chain", 10), 10, nil},
+		{"chain10-sent", chainBlueprint("chain", 10), 10, noChains},
+		{"fanout10-all-join", fanBlueprint("fan", 10), 12, nil},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			e := newBenchEnv(b, bc.bp)
+			e := newBenchEnvWith(b, bc.opts, bc.bp)
 			id := strings.SplitN(strings.TrimPrefix(bc.bp, `{"id":"`), `"`, 2)[0]
 			ctx := context.Background()
 			b.ReportAllocs()
@@ -137,28 +151,40 @@ func BenchmarkNode(b *testing.B) {
 }
 
 // TestNodeAllocs bounds the allocations per executed node of
-// BenchmarkNode's chain, the in-memory implementations' included (about 40
-// of them; see BENCHMARKS.md), so that a round trip or a per-job allocation
-// creeping back into the hot path is noticed. Allocation counts, unlike
-// times, do not depend on the machine's load.
+// BenchmarkNode's chain, run inline under one message and sent job by job,
+// the in-memory implementations' included (about 40 of them; see
+// BENCHMARKS.md), so that a round trip or a per-job allocation creeping
+// back into the hot path is noticed. Allocation counts, unlike times, do
+// not depend on the machine's load.
 func TestNodeAllocs(t *testing.T) {
-	e := newBenchEnv(t, chainBlueprint("chain", 10))
-	ctx := context.Background()
-	perRun := testing.AllocsPerRun(50, func() {
-		if _, err := e.a.StartRun(ctx, "chain", nil); err != nil {
-			t.Fatal(err)
-		}
-		if n := e.drain(t); n != 10 {
-			t.Fatalf("executed %d nodes, not 10", n)
-		}
-	})
-	limit := 115.0
-	if raceEnabled {
-		limit = 125
-	}
-	t.Logf("%.1f allocations per node", perRun/10)
-	if perRun/10 > limit {
-		t.Errorf("%.1f allocations per node, more than %v", perRun/10, limit)
+	for _, c := range []struct {
+		name        string
+		opts        []sqsadapter.Option
+		limit, race float64
+	}{
+		{"inline", []sqsadapter.Option{untimedChains}, 60, 66},
+		{"sent", noChains, 115, 125},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newBenchEnvWith(t, c.opts, chainBlueprint("chain", 10))
+			ctx := context.Background()
+			perRun := testing.AllocsPerRun(50, func() {
+				if _, err := e.a.StartRun(ctx, "chain", nil); err != nil {
+					t.Fatal(err)
+				}
+				if n := e.drain(t); n != 10 {
+					t.Fatalf("executed %d nodes, not 10", n)
+				}
+			})
+			limit := c.limit
+			if raceEnabled {
+				limit = c.race
+			}
+			t.Logf("%.1f allocations per node", perRun/10)
+			if perRun/10 > limit {
+				t.Errorf("%.1f allocations per node, more than %v", perRun/10, limit)
+			}
+		})
 	}
 }
 

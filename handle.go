@@ -78,14 +78,20 @@ type jobRun struct {
 	waiting    *store.NodeRecord // the node's record, when acquire found it waiting
 	sends      []Job
 	batch      *batchRun // the batch of a scatter's, an item's or a page's job (batchmap.go)
+	// chain is the message's chain (chain.go), nil when no message carries
+	// this handling; inline is this job when the chain carries it.
+	chain  *chain
+	inline *inlineJob
 }
 
 func (x *jobRun) crash(step string) bool {
 	return x.a.cfg.crashHook != nil && x.a.cfg.crashHook(step, x.job)
 }
 
-// handle runs the protocol for one job and says what to do with its message.
-func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease func(*leaseRef)) (o outcome) {
+// handleJob runs the protocol for one job of a message's chain (ch; next
+// is the job when the chain carries it) and says what to do with the
+// message as far as this job goes.
+func (a *SqsAdapter) handleJob(ctx context.Context, job Job, owner string, setLease func(*leaseRef), ch *chain, next *inlineJob) (o outcome) {
 	log := a.jobLogger(job)
 	defer func() {
 		// A bug must not take the worker down on every delivery of a job:
@@ -105,13 +111,13 @@ func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease
 		}
 		return retryAfter(0, err)
 	}
-	if a.cfg.checkRuns {
+	if a.cfg.checkRuns && next == nil { // a chain's jobs are this worker's own
 		if err := a.checkRun(ctx, job); err != nil {
 			log.WarnContext(ctx, "sqsadapter: job refused by the run check; left for the dead-letter queue", "err", err)
 			return retryAfter(a.cfg.visibilityTimeout, err)
 		}
 	}
-	x := &jobRun{a: a, p: p, job: job, owner: owner, setLease: setLease, log: log}
+	x := &jobRun{a: a, p: p, job: job, owner: owner, setLease: setLease, log: log, chain: ch, inline: next}
 	n := p.iterNode(job.NodeID, job.Iter)
 	if n == nil || n.fallbackOnly {
 		err := fmt.Errorf("%w: unknown node: %q is not a schedulable node of blueprint %q version %q", ErrInvalidJob, job.NodeID, p.id, p.version)
@@ -119,6 +125,9 @@ func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease
 		return x.failRun(ctx, job.NodeID, err.Error())
 	}
 	x.n = n
+	if next != nil && next.rec != nil {
+		return x.advance(ctx, next.rec, true) // a committed step of the chain, replayed
+	}
 	return x.run(ctx)
 }
 
@@ -469,14 +478,23 @@ func roundElapsed(d time.Duration) time.Duration {
 func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err error) {
 	n, cs, runID := x.n, x.a.cfg.contexts, x.job.RunID
 	var keys []string
-	carried := x.job.Input != nil
-	if carried {
+	carried := x.job.Input != nil || (x.inline != nil && x.inline.carried)
+	switch {
+	case x.job.Input != nil:
 		if in, err = jsonvalue.Decode(x.job.Input); err != nil {
 			return nil, nil, fmt.Errorf("%w: input: %v", ErrInvalidJob, err)
 		}
-	} else if n.def.Inputs != nil {
+	case carried:
+		// A copy: the node may change its input.
+		if in, err = jsonvalue.Normalize(x.inline.in); err != nil {
+			return nil, nil, err
+		}
+	}
+	switch {
+	case carried:
+	case n.def.Inputs != nil:
 		keys = append(keys, n.inputKeys...)
-	} else if n.start {
+	case n.start:
 		keys = append(keys, "_inputs."+n.id)
 	}
 	switch {
@@ -836,8 +854,8 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 	for _, t := range x.n.targets {
 		taken := slices.Contains(rec.Taken, t.id)
 		if x.n.builtin == builtinLoop && (x.n.isContinue(t) || !loopEnds) {
-			if x.n.isContinue(t) && taken && needsJob(t) {
-				x.sendTo(t, rec) // the next iteration
+			if x.n.isContinue(t) && taken {
+				x.successor(t, rec, known, needsJob) // the next iteration
 			}
 			continue // a continue edge not taken leads nowhere; exits wait for the last pass
 		}
@@ -846,8 +864,8 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 				if err := x.skip(ctx, t); err != nil {
 					return retryAfter(0, err)
 				}
-			} else if needsJob(t) {
-				x.sendTo(t, rec)
+			} else {
+				x.successor(t, rec, known, needsJob)
 			}
 			continue
 		}
@@ -880,16 +898,43 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 	return done
 }
 
+// successor acts on t, a taken target of the committed record rec with no
+// other predecessor: t's job is sent if t still needs it, or becomes the
+// next job of this message's chain; a t that ran may be followed (chain.go).
+func (x *jobRun) successor(t *planNode, rec *store.NodeRecord, known map[string]*store.NodeRecord, needsJob func(*planNode) bool) {
+	only := onlySuccessor(t, rec)
+	if !needsJob(t) {
+		if only {
+			x.follow(t, known[t.id])
+		}
+		return
+	}
+	if only {
+		v, carry := stagedFor(t, rec)
+		if x.chainTo(t, v, carry) {
+			return
+		}
+	}
+	x.sendTo(t, rec)
+}
+
+// stagedFor is the input rec staged for target t, and whether t's job
+// carries it: when t has no "inputs" or the edge transformed it.
+func stagedFor(t *planNode, rec *store.NodeRecord) (v any, carry bool) {
+	v, transformed := rec.Staged[t.id]
+	if !transformed {
+		v = rec.Output
+	}
+	return v, t.def.Inputs == nil || transformed
+}
+
 // sendTo queues the job of target t, whose input is what rec staged for it
 // (a single-predecessor node, or an "any" join rec fired), carrying that
 // input when t has no "inputs" and the input is small.
 func (x *jobRun) sendTo(t *planNode, rec *store.NodeRecord) {
 	j := x.jobFor(t)
-	v, transformed := rec.Staged[t.id]
-	if !transformed {
-		v = rec.Output
-	}
-	if (t.def.Inputs == nil || transformed) && x.a.cfg.maxInlineInput > 0 {
+	v, carry := stagedFor(t, rec)
+	if carry && x.a.cfg.maxInlineInput > 0 {
 		if b, err := jsonvalue.Marshal(v); err == nil && len(b) <= x.a.cfg.maxInlineInput {
 			j.Input = b
 		}

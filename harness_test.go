@@ -136,3 +136,11 @@ func getRun(t *testing.T, client *sqsadapter.SqsAdapter, id string) *sqsadapter.
 	require.NoError(t, err)
 	return st
 }
+
+// noChains makes workers send every successor's job: the protocol without
+// inline chains.
+var noChains = []sqsadapter.Option{sqsadapter.WithTuning(sqsadapter.Tuning{ChainNodes: -1})}
+
+// untimedChains runs chains inline up to their node bound however long they
+// take, for tests that count messages on a machine of any speed.
+var untimedChains = sqsadapter.WithTuning(sqsadapter.Tuning{ChainTime: time.Hour})

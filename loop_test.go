@@ -394,8 +394,9 @@ func scenarioLoopFallback(t *testing.T, mk subRigMaker) {
 
 // What a pass of a loop costs: its body's nodes as anywhere, plus the
 // controller's read of what its condition names, its acquire and its
-// commit, and one message each. Measured as the difference between a loop
-// of five passes and one of a single pass.
+// commit, and one message each when each is sent (a chain runs them
+// inline, under one message: TestLoopChained). Measured as the difference
+// between a loop of five passes and one of a single pass.
 func TestLoopCost(t *testing.T) {
 	t.Parallel()
 	cost := func(passes int) (map[string]int, int) {
@@ -406,7 +407,7 @@ func TestLoopCost(t *testing.T) {
 		  "edges": [{"source": "body", "target": "loop"},
 			{"source": "loop", "target": "body", "action": "continue", "transform": "context[\"body\"]"},
 			{"source": "loop", "target": "after", "action": "break", "transform": "context[\"body\"]"}]}`)
-		r := newRig(t, rigConfig{workers: 1, nodes: map[string]sqsadapter.NodeFunc{"body": counter}}, bp)
+		r := newRig(t, rigConfig{workers: 1, nodes: map[string]sqsadapter.NodeFunc{"body": counter}, opts: noChains}, bp)
 		requireStatus(t, sqsadapter.StatusCompleted, r.wait(r.start("cost", map[string]any{"count": 0, "limit": passes})))
 		require.Equal(t, passes, r.calls().count("body"))
 		calls := maps.Clone(r.contexts.Calls())

@@ -42,6 +42,11 @@ type config struct {
 	maxInlineInput  int
 	checkRuns       bool
 
+	// chainNodes and chainTime bound the jobs a message's chain runs
+	// inline after its own (chain.go): how many, and until when.
+	chainNodes int
+	chainTime  time.Duration
+
 	// nodeTimeout bounds the attempts of nodes without config.timeout (0: none).
 	nodeTimeout time.Duration
 	// middleware wraps every node attempt, first outermost.
@@ -77,6 +82,8 @@ func defaultConfig() config {
 		retryMaxDelay:      5 * time.Minute,
 		coordinationTTL:    7 * 24 * time.Hour,
 		maxInlineInput:     64 << 10,
+		chainNodes:         16,
+		chainTime:          time.Second,
 		nodeTimeout:        defaultNodeTimeout,
 		sqsTimeUnit:        time.Second,
 		clock:              time.Now,
@@ -262,6 +269,16 @@ type Tuning struct {
 	// ctx is cancelled (default 30s; negative: no wait). Shutdown uses its
 	// own ctx instead.
 	DrainTimeout time.Duration
+	// ChainNodes is how many jobs a message may run inline after its own,
+	// one after the other, instead of sending each and receiving it again:
+	// each is the only taken successor of the node before it and has no
+	// other predecessor (default 16, at most 64; negative: none, every
+	// successor is sent). ChainTime stops a chain that has run this long
+	// (default 1s): its next job is sent, behind the jobs of other runs.
+	// The worker slot and the message stay with the chain meanwhile; the
+	// chain's jobs are as safe as sent ones (docs/protocol.md).
+	ChainNodes int
+	ChainTime  time.Duration
 }
 
 // WithTuning sets the performance settings of Tuning that are not zero.
@@ -281,6 +298,9 @@ func WithTuning(t Tuning) Option {
 		if t.MaxInlineInput > 200<<10 {
 			bad("max inline input %d over 200 KiB", t.MaxInlineInput)
 		}
+		if t.ChainNodes > maxChainDepth || t.ChainTime < 0 {
+			bad("chain of %d nodes for %v (at most %d nodes, a time not negative)", t.ChainNodes, t.ChainTime, maxChainDepth)
+		}
 		if t.CoordinationTTL != 0 && t.CoordinationTTL < time.Minute {
 			bad("coordination TTL %v < 1m", t.CoordinationTTL)
 		}
@@ -299,6 +319,12 @@ func WithTuning(t Tuning) Option {
 		}
 		if t.CoordinationTTL != 0 {
 			cfg.coordinationTTL = t.CoordinationTTL
+		}
+		if t.ChainNodes != 0 {
+			cfg.chainNodes = max(t.ChainNodes, 0)
+		}
+		if t.ChainTime != 0 {
+			cfg.chainTime = t.ChainTime
 		}
 		if t.DrainTimeout != 0 {
 			cfg.drainTimeout = max(t.DrainTimeout, 0)

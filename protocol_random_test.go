@@ -1369,7 +1369,11 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 				sqsadapter.WithSQSClient(&protoSQS{inner: memSQS, f: e.faults}),
 				sqsadapter.WithContextStore(e.counted),
 				sqsadapter.WithCoordinationStore(&protoCoord{inner: coord, f: e.faults}),
-				sqsadapter.WithCrashHook(e.crasher.hook), // also counts deliveries
+				sqsadapter.WithCrashHook(e.crasher.hook), // also counts handled jobs
+				// Workers differ in how far they run chains inline, so that
+				// a chain one ran is replayed by another with other
+				// settings (docs/protocol.md, "Inline chains").
+				protoChainTunings[started%len(protoChainTunings)],
 			)
 			started++
 			w, err := sqsadapter.NewSqsAdapter(opts...)
@@ -1402,6 +1406,16 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 	t.Cleanup(e.stopWorkers)
 	e.startWorkers()
 	return e
+}
+
+// protoChainTunings are the workers' chain settings, in turn: the
+// defaults, no chains, chains of two, and the longest chains without a
+// time bound.
+var protoChainTunings = []sqsadapter.Option{
+	sqsadapter.WithTuning(sqsadapter.Tuning{}),
+	sqsadapter.WithTuning(sqsadapter.Tuning{ChainNodes: -1}),
+	sqsadapter.WithTuning(sqsadapter.Tuning{ChainNodes: 2}),
+	sqsadapter.WithTuning(sqsadapter.Tuning{ChainNodes: 64, ChainTime: time.Hour}),
 }
 
 // protoBodies describes the first queued messages.

@@ -1,0 +1,101 @@
+package sqsadapter
+
+import (
+	"context"
+	"time"
+
+	"github.com/flowcraft/sqsadapter/store"
+)
+
+// This file runs chains inline: when a committed node's only taken
+// successor has no other predecessor, the worker may handle that
+// successor's job next, under the same message, instead of sending it and
+// receiving it again. docs/protocol.md ("Inline chains") explains why every
+// crash point stays safe; in short, the successor's job is carried by the
+// message, which is not deleted until that job is done too, and a
+// redelivered message replays the committed steps of its chain and goes on.
+
+// maxChainDepth is the longest chain one message carries: a job's
+// successors are run inline at most this many hops from the message's own
+// job. It is a protocol constant, not a setting: a redelivered message
+// follows its committed chain this far whatever the replaying worker's
+// settings (Tuning.ChainNodes is at most this), so that a chain run inline
+// by one worker is replayed by any other.
+const maxChainDepth = 64
+
+// chain is the state of a message's handling across the jobs it carries.
+type chain struct {
+	start time.Time // when the message's handling began
+	depth int       // hops from the message's own job to the job being handled
+	next  *inlineJob
+}
+
+// inlineJob is the next job a message carries.
+type inlineJob struct {
+	job Job
+	// in is the job's input when the job carries one, as the committed
+	// predecessor staged it: what a sent job would carry, without the JSON
+	// round trip, and whatever its size.
+	in      any
+	carried bool
+	// rec is the node's record when it is already committed: the job only
+	// replays what follows from it.
+	rec *store.NodeRecord
+}
+
+// handle runs the protocol for a message's job, then for each job its
+// chain carries, and says what to do with the message: it is done only
+// when the last of them is.
+func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease func(*leaseRef)) outcome {
+	ch := &chain{start: time.Now()}
+	var next *inlineJob
+	for {
+		o := a.handleJob(ctx, job, owner, setLease, ch, next)
+		if o.kind != outcomeDone || ch.next == nil {
+			return o
+		}
+		next, ch.next = ch.next, nil
+		job = next.job
+		ch.depth++
+	}
+}
+
+// chainTo makes t, the only taken successor of the committed record rec,
+// the next job of this message's chain if the chain may grow: true if it
+// did. in and carried are the input t's job would carry.
+func (x *jobRun) chainTo(t *planNode, in any, carried bool) bool {
+	ch, a := x.chain, x.a
+	if ch == nil || ch.depth >= a.cfg.chainNodes || time.Since(ch.start) >= a.cfg.chainTime {
+		return false
+	}
+	select {
+	case <-a.stopping: // draining: hand the rest of the chain to the queue
+		return false
+	default:
+	}
+	ch.next = &inlineJob{job: x.jobFor(t), in: in, carried: carried}
+	return true
+}
+
+// follow makes t, the only taken successor of the committed record being
+// replayed, the next job of this message's chain when its record r shows
+// that it ran: it may have run inline under this message, which then still
+// carries what follows from it. Within maxChainDepth, whatever the
+// settings, so that any worker replays a chain any other ran.
+func (x *jobRun) follow(t *planNode, r *store.NodeRecord) {
+	ch := x.chain
+	if ch == nil || ch.depth >= maxChainDepth || r == nil {
+		return
+	}
+	next := &inlineJob{job: x.jobFor(t)}
+	if r.State == store.NodeCommitted {
+		next.rec = r
+	}
+	ch.next = next
+}
+
+// onlySuccessor reports whether t, a taken target of the committed record
+// rec, is the only one and has no other predecessor: the chain's next job.
+func onlySuccessor(t *planNode, rec *store.NodeRecord) bool {
+	return len(rec.Taken) == 1 && !t.isJoin()
+}
