@@ -38,6 +38,8 @@ type SqsAdapter struct {
 
 	// batchCounts caches the item counts of committed batches (batchmap.go).
 	batchCounts batchCounts
+	// runTimes is what WaitForRun knows of how long runs take (runwait.go).
+	runTimes runTimes
 
 	mu      sync.Mutex
 	running bool
