@@ -1117,14 +1117,26 @@ func (s *DynamoDbContext) Patch(ctx context.Context, runID string, sets map[stri
 // Snapshot implements ContextStore with a paginated Query of the run's
 // items. An unknown run has an empty context.
 func (s *DynamoDbContext) Snapshot(ctx context.Context, runID string) (map[string]any, error) {
+	vals, _, err := s.snapshot(ctx, runID, false)
+	return vals, err
+}
+
+// SnapshotNodes is Snapshot and ListNodes from one paginated Query of the
+// run's items, which both read: GetRun and WaitForRun use it for a finished
+// run.
+func (s *DynamoDbContext) SnapshotNodes(ctx context.Context, runID string) (map[string]any, map[string]*store.NodeRecord, error) {
+	return s.snapshot(ctx, runID, true)
+}
+
+func (s *DynamoDbContext) snapshot(ctx context.Context, runID string, nodes bool) (map[string]any, map[string]*store.NodeRecord, error) {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: snapshot of run %q: %w", runID, err) }
 	if err := checkRunID(runID); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	expr, err := expression.NewBuilder().
 		WithKeyCondition(expression.Key(attrRunID).Equal(expression.Value(avS(runID)))).Build()
 	if err != nil {
-		return nil, wrap(err)
+		return nil, nil, wrap(err)
 	}
 	pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
 		TableName:                 aws.String(s.contextTable),
@@ -1134,23 +1146,32 @@ func (s *DynamoDbContext) Snapshot(ctx context.Context, runID string) (map[strin
 		ConsistentRead:            aws.Bool(true),
 	})
 	vals := make(map[string]any)
+	var recs map[string]*store.NodeRecord
+	if nodes {
+		recs = make(map[string]*store.NodeRecord)
+	}
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
-			return nil, wrap(err)
+			return nil, nil, wrap(err)
 		}
 		for _, item := range page.Items {
 			k := attrString(item, attrKey)
 			v, ok, err := contextValue(k, item)
 			if err != nil {
-				return nil, wrap(err)
+				return nil, nil, wrap(err)
 			}
 			if ok {
 				vals[k] = v
 			}
+			if id, node := strings.CutPrefix(k, outputsPrefix); node && nodes {
+				if recs[id], err = decodeNode(id, item); err != nil {
+					return nil, nil, wrap(err)
+				}
+			}
 		}
 	}
-	return vals, nil
+	return vals, recs, nil
 }
 
 // getItem reads one context-table item with a consistent read; nil when absent.

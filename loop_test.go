@@ -412,10 +412,11 @@ func TestLoopCost(t *testing.T) {
 		require.Equal(t, passes, r.calls().count("body"))
 		calls := maps.Clone(r.contexts.Calls())
 		maps.Copy(calls, r.coord.Calls())
-		// GetRun, ListNodes and Snapshot are also the client's polls.
+		// GetRun, ListNodes, Snapshot and SnapshotNodes are also the client's polls.
 		delete(calls, "GetRun")
 		delete(calls, "ListNodes")
 		delete(calls, "Snapshot")
+		delete(calls, "SnapshotNodes")
 		return calls, r.sqs.Stats().Sent
 	}
 	one, oneSent := cost(1)

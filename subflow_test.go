@@ -408,12 +408,12 @@ func TestSubflowCost(t *testing.T) {
 		maps.Copy(calls, r.coord.Calls())
 		return calls, r.sqs.Stats().Sent
 	}
-	// GetRun, ListNodes and Snapshot are also the client's polls, whose
+	// GetRun, ListNodes, Snapshot and SnapshotNodes are also the client's polls, whose
 	// number depends on timing: left out of the comparison.
 	total := func(calls map[string]int) int {
 		n := 0
 		for op, c := range calls {
-			if op != "GetRun" && op != "ListNodes" && op != "Snapshot" {
+			if op != "GetRun" && op != "ListNodes" && op != "Snapshot" && op != "SnapshotNodes" {
 				n += c
 			}
 		}

@@ -921,6 +921,44 @@ func (s *ContextStore) Snapshot(ctx context.Context, runID string) (map[string]a
 	return vals, nil
 }
 
+// SnapshotNodes is Snapshot and ListNodes in one call, as
+// sqsadapter.DynamoDbContext reads both with one Query.
+func (s *ContextStore) SnapshotNodes(ctx context.Context, runID string) (map[string]any, map[string]*store.NodeRecord, error) {
+	const op = "SnapshotNodes"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, nil, err
+	}
+	if err := storeCheckRunID(runID); err != nil {
+		return nil, nil, err
+	}
+	s.lock()
+	found := maps.Clone(s.values[runID])
+	if found == nil {
+		found = make(map[string][]byte)
+	}
+	items := maps.Clone(s.nodes[runID])
+	for id, it := range items {
+		if it.state == store.NodeCommitted {
+			found[limits.OutputsPrefix+id] = it.output
+		}
+	}
+	s.mu.Unlock()
+	vals, err := storeDecodeAll(found)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sqsadaptertest: snapshot of run %q: %w", runID, err)
+	}
+	recs := make(map[string]*store.NodeRecord, len(items))
+	for id, it := range items {
+		if recs[id], err = it.record(id); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := s.end(op); err != nil {
+		return nil, nil, err
+	}
+	return vals, recs, nil
+}
+
 // storeNow is the time a node record is written at.
 func storeNow() time.Time {
 	return time.Now().Round(0)

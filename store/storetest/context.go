@@ -716,6 +716,29 @@ func testSnapshot(t *testing.T, s store.ContextStore) {
 	snap, err = s.Snapshot(ctx, unique("run"))
 	require.NoError(t, err)
 	assert.Empty(t, snap, "an unknown run has an empty context")
+
+	// A store that reads the context and the node records in one call
+	// returns what Snapshot and ListNodes return.
+	both, ok := s.(snapshotNodes)
+	if !ok {
+		return
+	}
+	for _, id := range []string{runID, bulk, unique("run")} {
+		vals, recs, err := both.SnapshotNodes(ctx, id)
+		require.NoError(t, err)
+		snap, err := s.Snapshot(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, snap, vals, "SnapshotNodes: the context")
+		nodes, err := reconcilerOf(t, s).ListNodes(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, nodes, recs, "SnapshotNodes: the node records")
+	}
+}
+
+// snapshotNodes is a store that reads a run's context and node records in
+// one call (optional).
+type snapshotNodes interface {
+	SnapshotNodes(ctx context.Context, runID string) (map[string]any, map[string]*store.NodeRecord, error)
 }
 
 // --- node records ---
