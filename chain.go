@@ -27,7 +27,8 @@ const maxChainDepth = 64
 type chain struct {
 	start time.Time // when the message's handling began
 	depth int       // hops from the message's own job to the job being handled
-	next  *inlineJob
+	next  inlineJob // the next job, if more
+	more  bool
 }
 
 // inlineJob is the next job a message carries.
@@ -48,14 +49,15 @@ type inlineJob struct {
 // when the last of them is.
 func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease func(*leaseRef)) outcome {
 	ch := &chain{start: time.Now()}
-	var next *inlineJob
+	var cur inlineJob
+	var next *inlineJob // nil for the message's own job
 	for {
 		o := a.handleJob(ctx, job, owner, setLease, ch, next)
-		if o.kind != outcomeDone || ch.next == nil {
+		if o.kind != outcomeDone || !ch.more {
 			return o
 		}
-		next, ch.next = ch.next, nil
-		job = next.job
+		cur, ch.next, ch.more = ch.next, inlineJob{}, false
+		next, job = &cur, cur.job
 		ch.depth++
 	}
 }
@@ -65,7 +67,7 @@ func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease
 // did. in and carried are the input t's job would carry.
 func (x *jobRun) chainTo(t *planNode, in any, carried bool) bool {
 	ch, a := x.chain, x.a
-	if ch == nil || ch.depth >= a.cfg.chainNodes || time.Since(ch.start) >= a.cfg.chainTime {
+	if ch == nil || ch.more || ch.depth >= a.cfg.chainNodes || time.Since(ch.start) >= a.cfg.chainTime {
 		return false
 	}
 	select {
@@ -73,7 +75,7 @@ func (x *jobRun) chainTo(t *planNode, in any, carried bool) bool {
 		return false
 	default:
 	}
-	ch.next = &inlineJob{job: x.jobFor(t), in: in, carried: carried}
+	ch.next, ch.more = inlineJob{job: x.jobFor(t), in: in, carried: carried}, true
 	return true
 }
 
@@ -87,11 +89,16 @@ func (x *jobRun) follow(t *planNode, r *store.NodeRecord) {
 	if ch == nil || ch.depth >= maxChainDepth || r == nil {
 		return
 	}
-	next := &inlineJob{job: x.jobFor(t)}
-	if r.State == store.NodeCommitted {
-		next.rec = r
+	if ch.more {
+		// This handling already chose its next job: send t's instead, a
+		// duplicate that t's record absorbs.
+		x.sends = append(x.sends, x.jobFor(t))
+		return
 	}
-	ch.next = next
+	ch.next, ch.more = inlineJob{job: x.jobFor(t)}, true
+	if r.State == store.NodeCommitted {
+		ch.next.rec = r
+	}
 }
 
 // onlySuccessor reports whether t, a taken target of the committed record

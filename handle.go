@@ -344,6 +344,12 @@ func (x *jobRun) attempts(ctx context.Context, n *planNode, id string, rec *stor
 	}
 }
 
+// result is what an attempt's node function returned.
+type result struct {
+	res NodeResult
+	err error
+}
+
 // timeoutGrace is how long a timed-out attempt waits for its node function
 // to return before abandoning it: long enough for a function that honours
 // its ctx, so that its error is reported and it does not overlap the next
@@ -385,10 +391,6 @@ func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) 
 		actx, cancel = context.WithTimeout(ctx, timeout)
 	}
 	defer cancel()
-	type result struct {
-		res NodeResult
-		err error
-	}
 	ch := make(chan result, 1)
 	go func() { // not waited for if the node ignores its ctx; see below
 		var r result
@@ -485,10 +487,10 @@ func (x *jobRun) load(ctx context.Context) (in any, vals map[string]any, err err
 			return nil, nil, fmt.Errorf("%w: input: %v", ErrInvalidJob, err)
 		}
 	case carried:
-		// A copy: the node may change its input.
-		if in, err = jsonvalue.Normalize(x.inline.in); err != nil {
-			return nil, nil, err
-		}
+		// The predecessor's record, as the store returned it, is this
+		// handling's own (a store returns copies) and nothing else reads
+		// it: the node may have it, and change it.
+		in = x.inline.in
 	}
 	switch {
 	case carried:
