@@ -162,7 +162,7 @@ func TestNodeAllocs(t *testing.T) {
 		opts        []sqsadapter.Option
 		limit, race float64
 	}{
-		{"inline", []sqsadapter.Option{untimedChains}, 60, 66},
+		{"inline", []sqsadapter.Option{untimedChains}, 50, 55},
 		{"sent", noChains, 115, 125},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -159,10 +159,11 @@ func TestChainBounds(t *testing.T) {
 	t.Run("time", func(t *testing.T) {
 		t.Parallel()
 		w := newChainWorld(t, chainOf("ch", 6))
-		w.delay = 4 * unit
-		// Each node takes 4 units: the chain goes on after the first and
-		// stops after the second (8 units > 6).
-		a := w.adapter(sqsadapter.WithTuning(sqsadapter.Tuning{ChainTime: 6 * unit}))
+		w.delay = 10 * unit
+		// Each node takes 10 units: the chain goes on after the first
+		// (unless handling it took 5 units more) and stops after the
+		// second (20 units > 15).
+		a := w.adapter(sqsadapter.WithTuning(sqsadapter.Tuning{ChainTime: 15 * unit}))
 		_, err := a.StartRun(t.Context(), "ch", nil)
 		require.NoError(t, err)
 		msgs := w.drain(a, 100)

@@ -67,6 +67,8 @@ type jobRun struct {
 	// setLease registers the lease for the heartbeat (nil: none).
 	setLease func(*leaseRef)
 	log      *slog.Logger
+	logs     jobLog   // what log points into
+	lease    leaseRef // the lease of the first record leased (leaseOn)
 
 	// Completion bookkeeping for this handling.
 	final      bool              // a leaf was resolved or an "any" join heard from every predecessor
@@ -92,7 +94,9 @@ func (x *jobRun) crash(step string) bool {
 // is the job when the chain carries it) and says what to do with the
 // message as far as this job goes.
 func (a *SqsAdapter) handleJob(ctx context.Context, job Job, owner string, setLease func(*leaseRef), ch *chain, next *inlineJob) (o outcome) {
-	log := a.jobLogger(job)
+	x := &jobRun{a: a, job: job, owner: owner, setLease: setLease, chain: ch, inline: next}
+	log := a.initJobLog(&x.logs, job)
+	x.log = log
 	defer func() {
 		// A bug must not take the worker down on every delivery of a job:
 		// the job is left for the redrive policy.
@@ -117,7 +121,7 @@ func (a *SqsAdapter) handleJob(ctx context.Context, job Job, owner string, setLe
 			return retryAfter(a.cfg.visibilityTimeout, err)
 		}
 	}
-	x := &jobRun{a: a, p: p, job: job, owner: owner, setLease: setLease, log: log, chain: ch, inline: next}
+	x.p = p
 	n := p.iterNode(job.NodeID, job.Iter)
 	if n == nil || n.fallbackOnly {
 		err := fmt.Errorf("%w: unknown node: %q is not a schedulable node of blueprint %q version %q", ErrInvalidJob, job.NodeID, p.id, p.version)
@@ -235,7 +239,7 @@ func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*store.NodeR
 	var held *store.LeaseHeldError
 	switch {
 	case err == nil:
-		x.setLease(&leaseRef{runID: x.job.RunID, nodeID: id, owner: x.owner})
+		x.setLease(x.leaseOn(id))
 		return rec, outcome{}, true
 	case errors.Is(err, store.ErrNodeCommitted):
 		if id == fallbackRecord(x.n.id) { // the fallback's record is never committed; the primary's is
@@ -277,6 +281,21 @@ func isDecision(err error) bool {
 	return errors.Is(err, store.ErrNodeCommitted) || errors.Is(err, store.ErrNodeFailed) || errors.Is(err, store.ErrNodeClosed) ||
 		errors.Is(err, store.ErrLeaseHeld) || errors.Is(err, ErrValueTooLarge) || errors.Is(err, ErrInvalidKey) ||
 		errors.Is(err, store.ErrNodeWaiting) || errors.Is(err, store.ErrNotWaiting) || errors.Is(err, store.ErrLeaseLost)
+}
+
+// leaseOn is the lease of record id for the heartbeat: the handling's own
+// for the first record it leases (and again for that record), written
+// before the heartbeat sees it and never changed after; a new one for
+// another record (a fallback's).
+func (x *jobRun) leaseOn(id string) *leaseRef {
+	switch x.lease.nodeID {
+	case "":
+		x.lease = leaseRef{runID: x.job.RunID, nodeID: id, owner: x.owner}
+		return &x.lease
+	case id:
+		return &x.lease
+	}
+	return &leaseRef{runID: x.job.RunID, nodeID: id, owner: x.owner}
 }
 
 func (x *jobRun) nodeRecord(ctx context.Context, id string) (*store.NodeRecord, error) {
@@ -367,15 +386,7 @@ const cancelGrace = 250 * time.Millisecond
 func (x *jobRun) attempt(ctx context.Context, n *planNode, in any, attempt int) (NodeResult, *NodeContext, error) {
 	nc := &NodeContext{
 		RunID: x.job.RunID, BlueprintID: x.p.id, NodeID: n.def.ID, Iteration: x.n.iter, // a fallback runs in its node's pass
-		Input: in, Params: n.def.Params, Attempt: attempt,
-		read: func(ctx context.Context, key string) (any, bool, error) {
-			if len(x.p.loops) == 0 {
-				return x.a.cfg.contexts.Get(ctx, x.job.RunID, key)
-			}
-			vals, err := x.getMany(ctx, []string{key})
-			v, ok := vals[key]
-			return v, ok, err
-		},
+		Input: in, Params: n.def.Params, Attempt: attempt, job: x,
 	}
 	log := x.log
 	if n.def.ID != x.job.NodeID && x.job.Item == 0 {
@@ -464,6 +475,17 @@ wait:
 		return NodeResult{}, nil, err
 	}
 	return r.res, nc, r.err
+}
+
+// readKey reads a context key for NodeContext.Get: in a loop's body, as of
+// the node's pass.
+func (x *jobRun) readKey(ctx context.Context, key string) (any, bool, error) {
+	if len(x.p.loops) == 0 {
+		return x.a.cfg.contexts.Get(ctx, x.job.RunID, key)
+	}
+	vals, err := x.getMany(ctx, []string{key})
+	v, ok := vals[key]
+	return v, ok, err
 }
 
 // roundElapsed rounds d for messages: to the millisecond, or the

@@ -11,7 +11,13 @@ import (
 // record is logged (or the logger is extended): with the level off, it costs
 // one allocation per job.
 func (a *SqsAdapter) jobLogger(job Job) *slog.Logger {
-	jl := &jobLog{h: jobHandler{base: a.log.Handler(), runID: job.RunID, blueprintID: job.BlueprintID, nodeID: job.NodeID}}
+	return a.initJobLog(new(jobLog), job)
+}
+
+// initJobLog makes jl the logger of job's handling and returns it: a
+// handling's jobRun holds it, so that it costs no allocation of its own.
+func (a *SqsAdapter) initJobLog(jl *jobLog, job Job) *slog.Logger {
+	jl.h = jobHandler{base: a.log.Handler(), runID: job.RunID, blueprintID: job.BlueprintID, nodeID: job.NodeID}
 	jl.l = *slog.New(&jl.h)
 	return &jl.l
 }

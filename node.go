@@ -51,7 +51,8 @@ type NodeContext struct {
 	// are those of this pass.
 	Iteration int
 
-	read func(ctx context.Context, key string) (any, bool, error)
+	job  *jobRun                                                  // reads the run's context (a job's node)
+	read func(ctx context.Context, key string) (any, bool, error) // or this (a unit test's)
 
 	mu     sync.Mutex
 	writes map[string]contextWrite
@@ -87,10 +88,13 @@ func (nc *NodeContext) Get(ctx context.Context, key string) (any, bool, error) {
 		}
 		return w.value, true, nil
 	}
-	if nc.read == nil {
-		return nil, false, nil
+	switch {
+	case nc.job != nil:
+		return nc.job.readKey(ctx, key)
+	case nc.read != nil:
+		return nc.read(ctx, key)
 	}
-	return nc.read(ctx, key)
+	return nil, false, nil
 }
 
 // Set buffers a write of key to the run context. Buffered writes are

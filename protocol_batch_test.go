@@ -94,6 +94,16 @@ func protoBatches(c *protoCase, r *rand.Rand, share float64) {
 		if r.IntN(3) == 0 {
 			outputKey = "out_" + d.ID
 		}
+		if d.Config.JoinStrategy == "any" && len(preds[d.ID]) > 1 {
+			// An "any" join's input is what its firing edge staged, and a
+			// transform on that edge replaces its "inputs": which edge
+			// fires depends on timing, so none of them transforms.
+			for j := range bp.Edges {
+				if e := &bp.Edges[j]; e.Target == d.ID {
+					e.Transform = ""
+				}
+			}
+		}
 		// The items' input: a key of the initial context, "_inputs.<id>"
 		// for a start node, or an array made by the one incoming edge.
 		var inputs any

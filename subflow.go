@@ -357,7 +357,7 @@ func (x *jobRun) subflowFailed(ctx context.Context, rec *store.NodeRecord, in an
 	default:
 		return retryAfter(0, fmt.Errorf("sqsadapter: take back subflow node %q: %w", x.n.id, err))
 	}
-	x.setLease(&leaseRef{runID: x.job.RunID, nodeID: x.n.id, owner: x.owner})
+	x.setLease(x.leaseOn(x.n.id))
 	attempt := got.Attempts
 	x.log.WarnContext(ctx, "sqsadapter: subflow attempt failed", "attempt", attempt, "max_attempts", x.n.maxAttempts, "err", cause)
 	if !IsPermanent(cause) && attempt < x.n.maxAttempts {
