@@ -27,6 +27,15 @@ fi
 "$GO" vet ./...
 # The root package's public API stays small enough to hold in one's head.
 "$GO" run ./internal/cmd/apicount -max 70 .
+# The deployment files: deploy_test.go parses them and checks the worker
+# policy; cfn-lint and terraform (fmt only: validate would fetch the
+# provider) check them further where installed; neither is required.
+if command -v cfn-lint >/dev/null; then
+	cfn-lint deploy/cloudformation.yaml examples/lambda/template.yaml
+fi
+if command -v terraform >/dev/null; then
+	CHECKPOINT_DISABLE=1 terraform fmt -check -recursive deploy/terraform
+fi
 
 state=$(scripts/emulators.sh start)
 export SQSADAPTER_EMULATOR_STATE="$state"
