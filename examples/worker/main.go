@@ -112,6 +112,23 @@ func settingsFromEnv() settings {
 	return s
 }
 
+// checkConfig names what the AWS configuration lacks before any request
+// fails on it: a region, or credentials.
+func checkConfig(ctx context.Context, cfg aws.Config) error {
+	if cfg.Region == "" {
+		return errors.New("no AWS region: set AWS_REGION (or a region in the shared config's profile)")
+	}
+	if cfg.Credentials == nil {
+		return errors.New("no AWS credentials provider")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := cfg.Credentials.Retrieve(cctx); err != nil {
+		return fmt.Errorf("no AWS credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE and the shared config, or an IAM role of the task, pod or instance): %w", err)
+	}
+	return nil
+}
+
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -154,6 +171,10 @@ func run() int {
 		logger.Error("worker: load AWS configuration", "err", err)
 		return 1
 	}
+	if err := checkConfig(ctx, cfg); err != nil {
+		logger.Error("worker: "+err.Error(), "err", errors.Unwrap(err))
+		return 1
+	}
 	sqsClient := sqs.NewFromConfig(cfg)
 	dbClient := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
 		// DynamoDB Local's error responses carry no CRC32 header; only a
@@ -176,7 +197,12 @@ func run() int {
 	if s.queueURL == "" {
 		out, err := sqsClient.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(s.queueName)})
 		if err != nil {
-			logger.Error("worker: resolve queue URL (run with -setup to create the queue)", "queue", s.queueName, "err", err)
+			var missing *sqstypes.QueueDoesNotExist
+			if errors.As(err, &missing) {
+				logger.Error("worker: the queue does not exist (create it with the CloudFormation template, deploy/cloudformation.yaml, or for development with -setup)", "queue", s.queueName, "err", err)
+			} else {
+				logger.Error("worker: resolve the queue's URL with GetQueueUrl (or set SQSADAPTER_QUEUE_URL)", "queue", s.queueName, "err", err)
+			}
 			return 1
 		}
 		s.queueURL = aws.ToString(out.QueueUrl)

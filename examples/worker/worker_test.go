@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -286,5 +287,46 @@ func (l *logLines) waitFor(timeout time.Duration, match func(map[string]any) boo
 		case <-deadline.C:
 			return false
 		}
+	}
+}
+
+// Without a region or credentials the worker says which is missing,
+// before any request (nothing is contacted: the endpoints are a closed
+// loopback port and the instance metadata service is off); a queue that
+// does not exist is named as such.
+func TestWorkerNamesWhatIsMissing(t *testing.T) {
+	bin := buildWorker(t)
+	var base []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_") && !strings.HasPrefix(kv, "SQSADAPTER_") {
+			base = append(base, kv)
+		}
+	}
+	base = append(base, "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE="+filepath.Join(t.TempDir(), "none"), "AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(t.TempDir(), "none"),
+		"AWS_ENDPOINT_URL_SQS=http://127.0.0.1:1", "AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:1")
+	cases := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"no region", nil, "no AWS region: set AWS_REGION"},
+		{"no credentials", []string{"AWS_REGION=us-east-1"}, "no AWS credentials found"},
+	}
+	if sqsEndpoint, ddbEndpoint := os.Getenv("SQSADAPTER_SQS_ENDPOINT"), os.Getenv("SQSADAPTER_DYNAMODB_ENDPOINT"); sqsEndpoint != "" && ddbEndpoint != "" {
+		cases = append(cases, struct {
+			name string
+			env  []string
+			want string
+		}{"no queue", []string{"AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test",
+			"AWS_ENDPOINT_URL_SQS=" + sqsEndpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + ddbEndpoint,
+			"SQSADAPTER_QUEUE_NAME=sqsadapter-worker-missing-" + strings.ToLower(rand.Text()[:8])}, "the queue does not exist"})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := startProcess(t, bin, append(slices.Clone(base), c.env...), c.name)
+			assert.Equal(t, 1, p.wait(t, time.Minute))
+			assert.Contains(t, p.log.String(), c.want)
+		})
 	}
 }
