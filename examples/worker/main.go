@@ -22,6 +22,8 @@
 //	worker [-concurrency 10]       run the worker until SIGINT or SIGTERM
 //	worker -start -input '{…}'     start a run of the "order" blueprint, print its id, wait for it to
 //	                               finish and print its final status and context as JSON
+//	worker -health-addr :8080      also serve GET /healthz (200 while running, 503 once stopping)
+//	worker -probe URL              exit 0 if URL answers 200, else 1 (a container's health check)
 //
 // Exit status: 0 on success (for -start: the run completed); 1 on an error,
 // a run that failed or was cancelled, or a shutdown whose deadline cancelled
@@ -41,11 +43,13 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -150,8 +154,13 @@ func run() int {
 		logLevel        = flag.String("log-level", "info", "log level: debug, info, warn or error")
 		reconcileEvery  = flag.Duration("reconcile-every", 0, "run the reconciler in this worker at this interval (0: off; run it in one or a few workers)")
 		stallThreshold  = flag.Duration("stall-threshold", 10*time.Minute, "with -reconcile-every: how long a run may make no progress before its frontier is re-enqueued")
+		healthAddr      = flag.String("health-addr", "", "serve GET /healthz on this address (e.g. :8080): 200 while the worker runs, 503 once it is shutting down (default: none)")
+		probe           = flag.String("probe", "", "GET this URL and exit 0 if it answers 200, else 1 (a container's health check); does nothing else")
 	)
 	flag.Parse()
+	if *probe != "" {
+		return probeHealth(*probe)
+	}
 	if flag.NArg() > 0 || (*setup && *start) {
 		fmt.Fprintln(os.Stderr, "usage: worker [-setup | -start [-input JSON] | flags]; see -help")
 		return 2
@@ -233,14 +242,80 @@ func run() int {
 	if *start {
 		return startAndWait(ctx, logger, a, *input, *runID, *wait)
 	}
-	return work(logger, a, s, *concurrency, *shutdownTimeout, *reconcileEvery, *stallThreshold)
+	var h *health
+	if *healthAddr != "" {
+		if h, err = serveHealth(logger, *healthAddr); err != nil {
+			logger.Error("worker: health endpoint", "addr", *healthAddr, "err", err)
+			return 1
+		}
+		defer h.close()
+	}
+	return work(logger, a, s, h, *concurrency, *shutdownTimeout, *reconcileEvery, *stallThreshold)
+}
+
+// health serves GET /healthz: 200 while the worker runs, 503 before it
+// started and once it is shutting down, so that a platform stops sending
+// it work and does not restart it while it drains.
+type health struct {
+	running atomic.Bool
+	srv     *http.Server
+}
+
+func serveHealth(logger *slog.Logger, addr string) (*health, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	h := &health{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if !h.running.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"status":"not running"}` + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"running"}` + "\n"))
+	})
+	h.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = h.srv.Serve(ln) }()
+	logger.Info("worker: health endpoint", "addr", ln.Addr().String(), "path", "/healthz")
+	return h, nil
+}
+
+func (h *health) set(running bool) {
+	if h != nil {
+		h.running.Store(running)
+	}
+}
+
+func (h *health) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = h.srv.Shutdown(ctx)
+}
+
+// probeHealth is -probe: 0 if url answers 200 within 5s.
+func probeHealth(url string) int {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "probe:", err)
+		return 1
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(os.Stderr, "probe:", resp.Status)
+		return 1
+	}
+	return 0
 }
 
 // work runs the worker until SIGINT or SIGTERM, then shuts it down: it stops
 // receiving at once and lets running nodes finish for shutdownTimeout; after
 // that, or on a second signal, it cancels them (their messages become
 // visible again, so another worker runs them).
-func work(logger *slog.Logger, a *sqsadapter.SqsAdapter, s settings, concurrency int, shutdownTimeout, reconcileEvery, stallThreshold time.Duration) int {
+func work(logger *slog.Logger, a *sqsadapter.SqsAdapter, s settings, h *health, concurrency int, shutdownTimeout, reconcileEvery, stallThreshold time.Duration) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -258,6 +333,7 @@ func work(logger *slog.Logger, a *sqsadapter.SqsAdapter, s settings, concurrency
 		}()
 		defer func() { stopReconciler(); <-reconcilerDone }()
 	}
+	h.set(true)
 	logger.Info("worker: started", "worker_id", s.workerID, "queue_url", s.queueURL,
 		"context_table", s.tables.Context, "status_table", s.tables.Status,
 		"coordination_table", s.tables.Coordination, "concurrency", concurrency)
@@ -267,6 +343,7 @@ func work(logger *slog.Logger, a *sqsadapter.SqsAdapter, s settings, concurrency
 		logger.Error("worker: stopped unexpectedly", "err", err)
 		return 1
 	case sig := <-sigs:
+		h.set(false)
 		logger.Info("worker: shutting down; running nodes may finish", "signal", sig.String(), "deadline", shutdownTimeout)
 	}
 

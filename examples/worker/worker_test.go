@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,4 +331,39 @@ func TestWorkerNamesWhatIsMissing(t *testing.T) {
 			assert.Contains(t, p.log.String(), c.want)
 		})
 	}
+}
+
+// -health-addr serves /healthz: 200 while the worker runs; -probe checks
+// it as a container's health check would, and fails once the worker is
+// gone.
+func TestWorkerHealth(t *testing.T) {
+	sqsEndpoint, ddbEndpoint := os.Getenv("SQSADAPTER_SQS_ENDPOINT"), os.Getenv("SQSADAPTER_DYNAMODB_ENDPOINT")
+	if sqsEndpoint == "" || ddbEndpoint == "" {
+		t.Skip("worker integration test: SQSADAPTER_SQS_ENDPOINT and SQSADAPTER_DYNAMODB_ENDPOINT are not set (make test sets them)")
+	}
+	env := testEnv(t, sqsEndpoint, ddbEndpoint)
+	bin := buildWorker(t)
+	require.Equal(t, 0, startProcess(t, bin, env, "setup", "-setup").wait(t, 3*time.Minute), "worker -setup")
+
+	w := startProcess(t, bin, env, "worker", "-health-addr", "127.0.0.1:0")
+	var addr string
+	require.True(t, w.log.waitFor(time.Minute, func(m map[string]any) bool {
+		if m["msg"] == "worker: health endpoint" {
+			addr, _ = m["addr"].(string)
+		}
+		return m["msg"] == "worker: started"
+	}), "the worker starts")
+	require.NotEmpty(t, addr)
+	url := "http://" + addr + "/healthz"
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.JSONEq(t, `{"status":"running"}`, string(body))
+	assert.Equal(t, 0, startProcess(t, bin, env, "probe", "-probe", url).wait(t, time.Minute), "-probe of a running worker")
+
+	w.signal(t, syscall.SIGTERM)
+	assert.Equal(t, 0, w.wait(t, 30*time.Second))
+	assert.Equal(t, 1, startProcess(t, bin, env, "probe after", "-probe", url).wait(t, time.Minute), "-probe of a stopped worker")
 }
