@@ -24,8 +24,9 @@ type Duplicator struct {
 	maxDelay time.Duration
 	enabled  atomic.Bool
 
-	mu sync.Mutex
-	r  *rand.Rand
+	mu      sync.Mutex
+	r       *rand.Rand
+	stopped bool // no copy is started once Stop began
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -60,11 +61,14 @@ func (d *Duplicator) Observe(ex Exchange) {
 		if d.maxDelay > 0 {
 			delay = time.Duration(d.r.Int64N(int64(d.maxDelay)))
 		}
-		d.mu.Unlock()
-		if !dup {
+		if !dup || d.stopped {
+			d.mu.Unlock()
 			continue
 		}
+		// Added under d.mu, which Stop takes before it waits: an Add that
+		// races a Wait on an idle WaitGroup is a data race.
 		d.wg.Add(1)
+		d.mu.Unlock()
 		go func(body string) {
 			defer d.wg.Done()
 			if !sleepCtx(d.ctx, delay) {
@@ -85,6 +89,9 @@ func (d *Duplicator) Observe(ex Exchange) {
 // dropped, and those being sent are waited for.
 func (d *Duplicator) Stop() {
 	d.enabled.Store(false)
+	d.mu.Lock()
+	d.stopped = true
+	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
 }
