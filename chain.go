@@ -2,8 +2,10 @@ package sqsadapter
 
 import (
 	"context"
+	"strings"
 	"time"
 
+	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
 	"github.com/flowcraft/sqsadapter/store"
 )
 
@@ -59,24 +61,89 @@ func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease
 		cur, ch.next, ch.more = ch.next, inlineJob{}, false
 		next, job = &cur, cur.job
 		ch.depth++
+		// The last job's lease is done with (a job that ends without its
+		// commit may leave it set): a beat must not extend it meanwhile.
+		setLease(nil)
+		if next.rec == nil && a.stoppingNow() {
+			// Shutdown began after the chain chose this job: send it
+			// instead of starting a node the shutdown may cut.
+			if err := a.send(ctx, next.sendable(a.cfg.maxInlineInput)); err != nil {
+				return retryAfter(0, err)
+			}
+			return done
+		}
+	}
+}
+
+// sendable is the job as step 5 would send it: carrying its input when it
+// carries one that is small enough.
+func (j *inlineJob) sendable(maxInput int) Job {
+	job := j.job
+	if j.carried && maxInput > 0 {
+		if b, err := jsonvalue.Marshal(j.in); err == nil && len(b) <= maxInput {
+			job.Input = b
+		}
+	}
+	return job
+}
+
+// stoppingNow reports whether Shutdown began.
+func (a *SqsAdapter) stoppingNow() bool {
+	select {
+	case <-a.stopping:
+		return true
+	default:
+		return false
 	}
 }
 
 // chainTo makes t, the only taken successor of the committed record rec,
 // the next job of this message's chain if the chain may grow: true if it
 // did. in and carried are the input t's job would carry.
-func (x *jobRun) chainTo(t *planNode, in any, carried bool) bool {
+func (x *jobRun) chainTo(ctx context.Context, t *planNode, in any, carried bool) bool {
 	ch, a := x.chain, x.a
-	if ch == nil || ch.more || ch.depth >= a.cfg.chainNodes || time.Since(ch.start) >= a.cfg.chainTime {
-		return false
+	if ch == nil || ch.more || ch.depth >= a.cfg.chainNodes || time.Since(ch.start) >= a.cfg.chainTime || a.stoppingNow() {
+		return false // draining: the rest of the chain goes to the queue
 	}
-	select {
-	case <-a.stopping: // draining: hand the rest of the chain to the queue
-		return false
-	default:
+	if deadline, ok := ctx.Deadline(); ok {
+		// The caller's time is bounded (HandleJob in a Lambda function):
+		// t's attempt must fit in what is left of it, or a sent job gets
+		// a delivery of its own.
+		timeout := t.timeout
+		if timeout == 0 {
+			timeout = a.cfg.nodeTimeout
+		}
+		if timeout == 0 || time.Until(deadline) < timeout+a.cfg.ackTimeout {
+			return false
+		}
 	}
 	ch.next, ch.more = inlineJob{job: x.jobFor(t), in: in, carried: carried}, true
 	return true
+}
+
+// carriedElsewhere reports whether a lease that refused this handling's
+// acquire is held by the handling of another message: for a job this
+// message carries only as a chain's (a duplicate of the message following
+// its chain into a job cut from it and sent), that other message carries
+// the job, and this one is done with it. A lease of a delivery of this same
+// message, or of a handling with no message, says nothing of the kind.
+func (x *jobRun) carriedElsewhere(holder string) bool {
+	if x.chain == nil || x.chain.depth == 0 {
+		return false
+	}
+	mine, theirs := ownerMessage(x.owner), ownerMessage(holder)
+	return mine != "" && theirs != "" && mine != theirs
+}
+
+// ownerMessage is the message id in a lease owner that jobOwner made for
+// a handling of a message ("" for one without).
+func ownerMessage(owner string) string {
+	i := strings.LastIndexByte(owner, '/')
+	if i < 0 || len(owner)-i-1 != 8 {
+		return ""
+	}
+	rest := owner[:i]
+	return rest[strings.LastIndexByte(rest, '/')+1:]
 }
 
 // follow makes t, the only taken successor of the committed record being

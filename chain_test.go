@@ -276,3 +276,112 @@ func TestChainDuplicateAfterFinish(t *testing.T) {
 	}
 	assert.Equal(t, 1, w.sqs.Stats().Sent)
 }
+
+// Under a caller's deadline (HandleJob in a Lambda function), a chain goes
+// on only with a job whose node's timeout fits in what is left: here none
+// does (no node timeout is set: the default is 5 minutes), so each node
+// gets a delivery of its own and fits in it. Chained, the second would be
+// cut by the deadline, its attempt counted, and the run failed.
+func TestChainRespectsDeadline(t *testing.T) {
+	t.Parallel()
+	w := newChainWorld(t, `{"id":"dl","nodes":[{"id":"c0","uses":"slow"},{"id":"c1","uses":"slow"}],"edges":[{"source":"c0","target":"c1"}]}`)
+	slow := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		select {
+		case <-time.After(map[string]time.Duration{"c0": 150 * time.Millisecond, "c1": 300 * time.Millisecond}[nc.NodeID]):
+			return sqsadapter.NodeResult{Output: nc.NodeID}, nil
+		case <-ctx.Done():
+			return sqsadapter.NodeResult{}, ctx.Err()
+		}
+	}
+	a := w.adapter(sqsadapter.WithRegistry(sqsadapter.NodeRegistry{"slow": slow}))
+	id, err := a.StartRun(t.Context(), "dl", nil)
+	require.NoError(t, err)
+	for range 10 {
+		out, err := w.sqs.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(w.queue)})
+		require.NoError(t, err)
+		if len(out.Messages) == 0 {
+			break
+		}
+		job, err := sqsadapter.DecodeJob([]byte(aws.ToString(out.Messages[0].Body)))
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond) // the invocation's time
+		err = a.HandleJob(ctx, job)
+		cancel()
+		require.NoError(t, err)
+		_, err = w.sqs.DeleteMessage(t.Context(), &sqs.DeleteMessageInput{QueueUrl: aws.String(w.queue), ReceiptHandle: out.Messages[0].ReceiptHandle})
+		require.NoError(t, err)
+	}
+	st, err := a.GetRun(t.Context(), id)
+	require.NoError(t, err)
+	requireStatus(t, sqsadapter.StatusCompleted, st)
+	assert.Equal(t, 2, w.sqs.Stats().Sent, "c1 was sent, not chained")
+}
+
+// A copy of a message whose chain ran and was cut (its next job sent)
+// follows the chain into that job, which another message carries and a
+// worker is running: it is done there, instead of being retried for as
+// long as that job runs (each time one more receive toward the dead-letter
+// queue).
+func TestChainCopyEndsAtAnotherMessagesJob(t *testing.T) {
+	t.Parallel()
+	w := newChainWorld(t, chainOf("ch", 3))
+	release := make(chan struct{})
+	var once sync.Once
+	openRelease := func() { once.Do(func() { close(release) }) }
+	defer openRelease()
+	long := func(ctx context.Context, nc *sqsadapter.NodeContext) (sqsadapter.NodeResult, error) {
+		w.mu.Lock()
+		w.calls[nc.NodeID] = append(w.calls[nc.NodeID], nc.Input)
+		w.mu.Unlock()
+		if nc.NodeID == "c2" {
+			<-release
+		}
+		return sqsadapter.NodeResult{Output: nc.NodeID}, nil
+	}
+	reg := sqsadapter.WithRegistry(sqsadapter.NodeRegistry{"n": long})
+	cut := w.adapter(reg, sqsadapter.WithTuning(sqsadapter.Tuning{ChainNodes: 1})) // as a ChainTime cut would
+	id, err := cut.StartRun(t.Context(), "ch", nil)
+	require.NoError(t, err)
+	out, err := w.sqs.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(w.queue)})
+	require.NoError(t, err)
+	require.Len(t, out.Messages, 1)
+	body := aws.ToString(out.Messages[0].Body)
+	job, err := sqsadapter.DecodeJob([]byte(body))
+	require.NoError(t, err)
+	require.NoError(t, cut.HandleJob(t.Context(), job), "c0, then c1 inline; c2 sent")
+	_, err = w.sqs.DeleteMessage(t.Context(), &sqs.DeleteMessageInput{QueueUrl: aws.String(w.queue), ReceiptHandle: out.Messages[0].ReceiptHandle})
+	require.NoError(t, err)
+
+	// A worker takes c2's message and runs c2, long; then a copy of c0's
+	// message arrives (a new message with the same body).
+	worker := w.adapter(reg, sqsadapter.WithWaitTime(unit), sqsadapter.WithTuning(sqsadapter.Tuning{DeleteLinger: -1}))
+	done := make(chan error, 1)
+	go func() { done <- worker.Run(context.Background()) }()
+	defer func() {
+		openRelease()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, worker.Shutdown(ctx))
+		<-done
+	}()
+	require.Eventually(t, func() bool { return w.count("c2") == 1 }, 10*time.Second, unit, "c2 runs")
+	copied, err := w.sqs.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: aws.String(w.queue), MessageBody: aws.String(body)})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		for _, m := range w.sqs.Messages(w.queue) {
+			if m.MessageID == aws.ToString(copied.MessageId) {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, unit, "the copy is done and deleted while c2 still runs: %v", w.sqs.Messages(w.queue))
+	assert.Equal(t, 1, w.count("c2"))
+	openRelease()
+	require.Eventually(t, func() bool {
+		st, err := worker.GetRun(t.Context(), id)
+		return err == nil && st.Status == sqsadapter.StatusCompleted
+	}, 10*time.Second, unit)
+	for i := range 3 {
+		assert.Equal(t, 1, w.count(fmt.Sprintf("c%d", i)), "c%d runs", i)
+	}
+}

@@ -267,6 +267,10 @@ func (x *jobRun) acquire(ctx context.Context, id string, prev int) (*store.NodeR
 		x.waiting = rec // run goes on in onWaiting
 		return nil, done, false
 	case errors.As(err, &held):
+		if x.carriedElsewhere(held.Owner) {
+			x.log.DebugContext(ctx, "sqsadapter: chain ends at a job another message carries", "holder", held.Owner)
+			return nil, done, false
+		}
 		// A duplicate of a job that is running elsewhere: look again once
 		// the lease expires; by then the node has usually committed.
 		return nil, retryAfter(time.Until(held.Until)+jitter(x.a.cfg.visibilityTimeout/10), err), false
@@ -879,7 +883,7 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 		taken := slices.Contains(rec.Taken, t.id)
 		if x.n.builtin == builtinLoop && (x.n.isContinue(t) || !loopEnds) {
 			if x.n.isContinue(t) && taken {
-				x.successor(t, rec, known, needsJob) // the next iteration
+				x.successor(ctx, t, rec, known, needsJob) // the next iteration
 			}
 			continue // a continue edge not taken leads nowhere; exits wait for the last pass
 		}
@@ -889,7 +893,7 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 					return retryAfter(0, err)
 				}
 			} else {
-				x.successor(t, rec, known, needsJob)
+				x.successor(ctx, t, rec, known, needsJob)
 			}
 			continue
 		}
@@ -925,7 +929,7 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 // successor acts on t, a taken target of the committed record rec with no
 // other predecessor: t's job is sent if t still needs it, or becomes the
 // next job of this message's chain; a t that ran may be followed (chain.go).
-func (x *jobRun) successor(t *planNode, rec *store.NodeRecord, known map[string]*store.NodeRecord, needsJob func(*planNode) bool) {
+func (x *jobRun) successor(ctx context.Context, t *planNode, rec *store.NodeRecord, known map[string]*store.NodeRecord, needsJob func(*planNode) bool) {
 	only := onlySuccessor(t, rec)
 	if !needsJob(t) {
 		if only {
@@ -935,7 +939,7 @@ func (x *jobRun) successor(t *planNode, rec *store.NodeRecord, known map[string]
 	}
 	if only {
 		v, carry := stagedFor(t, rec)
-		if x.chainTo(t, v, carry) {
+		if x.chainTo(ctx, t, v, carry) {
 			return
 		}
 	}
