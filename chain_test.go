@@ -10,6 +10,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -91,6 +92,17 @@ func (w *chainWorld) drain(a *sqsadapter.SqsAdapter, max int) (done int) {
 	}
 	w.t.Fatalf("the queue was not drained after %d receives", max)
 	return done
+}
+
+// receive receives the one message the queue holds and decodes its job.
+func (w *chainWorld) receive() (sqsadapter.Job, types.Message) {
+	w.t.Helper()
+	out, err := w.sqs.ReceiveMessage(w.t.Context(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(w.queue)})
+	require.NoError(w.t, err)
+	require.Len(w.t, out.Messages, 1)
+	job, err := sqsadapter.DecodeJob([]byte(aws.ToString(out.Messages[0].Body)))
+	require.NoError(w.t, err)
+	return job, out.Messages[0]
 }
 
 func (w *chainWorld) count(id string) int {
@@ -233,11 +245,7 @@ func TestChainReplayedByWorkerWithoutChains(t *testing.T) {
 	}))
 	id, err := first.StartRun(t.Context(), "ch", nil)
 	require.NoError(t, err)
-	out, err := w.sqs.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(w.queue)})
-	require.NoError(t, err)
-	require.Len(t, out.Messages, 1)
-	job, err := sqsadapter.DecodeJob([]byte(aws.ToString(out.Messages[0].Body)))
-	require.NoError(t, err)
+	job, _ := w.receive()
 	require.Error(t, first.HandleJob(t.Context(), job))
 	require.True(t, crashed)
 	for i := range 6 {
@@ -261,11 +269,7 @@ func TestChainDuplicateAfterFinish(t *testing.T) {
 	a := w.adapter(untimedChains)
 	id, err := a.StartRun(t.Context(), "ch", nil)
 	require.NoError(t, err)
-	out, err := w.sqs.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(w.queue)})
-	require.NoError(t, err)
-	require.Len(t, out.Messages, 1)
-	job, err := sqsadapter.DecodeJob([]byte(aws.ToString(out.Messages[0].Body)))
-	require.NoError(t, err)
+	job, _ := w.receive()
 	require.NoError(t, a.HandleJob(t.Context(), job))
 	require.NoError(t, a.HandleJob(t.Context(), job), "the duplicate")
 	st, err := a.GetRun(t.Context(), id)
@@ -342,14 +346,10 @@ func TestChainCopyEndsAtAnotherMessagesJob(t *testing.T) {
 	cut := w.adapter(reg, sqsadapter.WithTuning(sqsadapter.Tuning{ChainNodes: 1})) // as a ChainTime cut would
 	id, err := cut.StartRun(t.Context(), "ch", nil)
 	require.NoError(t, err)
-	out, err := w.sqs.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(w.queue)})
-	require.NoError(t, err)
-	require.Len(t, out.Messages, 1)
-	body := aws.ToString(out.Messages[0].Body)
-	job, err := sqsadapter.DecodeJob([]byte(body))
-	require.NoError(t, err)
+	job, m := w.receive()
+	body := aws.ToString(m.Body)
 	require.NoError(t, cut.HandleJob(t.Context(), job), "c0, then c1 inline; c2 sent")
-	_, err = w.sqs.DeleteMessage(t.Context(), &sqs.DeleteMessageInput{QueueUrl: aws.String(w.queue), ReceiptHandle: out.Messages[0].ReceiptHandle})
+	_, err = w.sqs.DeleteMessage(t.Context(), &sqs.DeleteMessageInput{QueueUrl: aws.String(w.queue), ReceiptHandle: m.ReceiptHandle})
 	require.NoError(t, err)
 
 	// A worker takes c2's message and runs c2, long; then a copy of c0's

@@ -106,8 +106,10 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, connect conn
 	cmd, rest := args[0], args[1:]
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	jsonFlag := fs.Bool("json", false, "print JSON")
+	// parse parses the command's flags, which may follow its arguments
+	// ("status RUN -json"), and checks that it has min to max arguments.
 	parse := func(min, max int) error {
-		// Flags may follow the arguments: "status RUN -json".
 		var pos []string
 		for rest := rest; ; {
 			if err := fs.Parse(rest); err != nil {
@@ -122,15 +124,14 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, connect conn
 			return usagef("%s: %d arguments, want %d", cmd, len(pos), min)
 		}
 		fs.Parse(pos) //nolint:errcheck // positional arguments only: no flag to fail
+		out.json = out.json || *jsonFlag
 		return nil
 	}
-	jsonFlag := fs.Bool("json", false, "print JSON")
 	switch cmd {
 	case "tables":
 		if err := parse(1, 1); err != nil {
 			return err
 		}
-		out.json = out.json || *jsonFlag
 		if fs.Arg(0) != "create" {
 			return usagef("tables: unknown subcommand %q (create)", fs.Arg(0))
 		}
@@ -154,7 +155,6 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, connect conn
 		if err := parse(0, 0); err != nil {
 			return err
 		}
-		out.json = out.json || *jsonFlag
 		if *bp == "" {
 			return usagef("start: -blueprint is required")
 		}
@@ -189,7 +189,6 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, connect conn
 		if err := parse(1, 1); err != nil {
 			return err
 		}
-		out.json = out.json || *jsonFlag
 		a, _, err := adapter(ctx, connect)
 		if err != nil {
 			return err
@@ -207,7 +206,6 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, connect conn
 		if err := parse(1, 1); err != nil {
 			return err
 		}
-		out.json = out.json || *jsonFlag
 		a, _, err := adapter(ctx, connect)
 		if err != nil {
 			return err
@@ -222,7 +220,6 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, connect conn
 		if err := parse(2, 2); err != nil {
 			return err
 		}
-		out.json = out.json || *jsonFlag
 		var v any
 		if err := json.Unmarshal([]byte(*output), &v); err != nil {
 			return usagef("resume: -output must be JSON: %v", err)
@@ -241,7 +238,6 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, connect conn
 		if err := parse(0, 0); err != nil {
 			return err
 		}
-		out.json = out.json || *jsonFlag
 		a, _, err := adapter(ctx, connect)
 		if err != nil {
 			return err
@@ -267,7 +263,6 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, connect conn
 		if err := parse(0, 0); err != nil {
 			return err
 		}
-		out.json = out.json || *jsonFlag
 		a, _, err := adapter(ctx, connect)
 		if err != nil {
 			return err
@@ -282,7 +277,6 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, connect conn
 		if err := parse(0, 0); err != nil {
 			return err
 		}
-		out.json = out.json || *jsonFlag
 		p, err := connect(ctx)
 		if err != nil {
 			return err
