@@ -75,8 +75,8 @@ func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease
 	}
 }
 
-// sendable is the job as step 5 would send it: carrying its input when it
-// carries one that is small enough.
+// sendable is the job as step 5 sends it: carrying its input when it
+// carries one that is small enough (at most maxInput bytes of JSON).
 func (j *inlineJob) sendable(maxInput int) Job {
 	job := j.job
 	if j.carried && maxInput > 0 {

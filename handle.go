@@ -960,14 +960,9 @@ func stagedFor(t *planNode, rec *store.NodeRecord) (v any, carry bool) {
 // (a single-predecessor node, or an "any" join rec fired), carrying that
 // input when t has no "inputs" and the input is small.
 func (x *jobRun) sendTo(t *planNode, rec *store.NodeRecord) {
-	j := x.jobFor(t)
 	v, carry := stagedFor(t, rec)
-	if carry && x.a.cfg.maxInlineInput > 0 {
-		if b, err := jsonvalue.Marshal(v); err == nil && len(b) <= x.a.cfg.maxInlineInput {
-			j.Input = b
-		}
-	}
-	x.sends = append(x.sends, j)
+	j := inlineJob{job: x.jobFor(t), in: v, carried: carry}
+	x.sends = append(x.sends, j.sendable(x.a.cfg.maxInlineInput))
 }
 
 // arrive records source's resolved edge into join t and acts on the join

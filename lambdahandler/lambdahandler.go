@@ -24,7 +24,6 @@ package lambdahandler
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 
@@ -100,13 +99,9 @@ func New(a *sqsadapter.SqsAdapter, opts ...Option) Handler {
 	}
 }
 
-// handle runs one message's job; nil when it is done.
-func handle(ctx context.Context, a *sqsadapter.SqsAdapter, m events.SQSMessage) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("panic: %v", p)
-		}
-	}()
+// handle runs one message's job; nil when it is done. HandleJob recovers
+// a panic of the job's handling itself.
+func handle(ctx context.Context, a *sqsadapter.SqsAdapter, m events.SQSMessage) error {
 	var job sqsadapter.Job
 	if err := job.UnmarshalJSON([]byte(m.Body)); err != nil {
 		return err // left for the redrive policy: nothing names a run to fail

@@ -724,13 +724,9 @@ func (s *ContextStore) ListNodes(ctx context.Context, runID string) (map[string]
 	s.lock()
 	items := maps.Clone(s.nodes[runID])
 	s.mu.Unlock()
-	recs := make(map[string]*store.NodeRecord, len(items))
-	for id, it := range items {
-		rec, err := it.record(id)
-		if err != nil {
-			return nil, err
-		}
-		recs[id] = rec
+	recs, err := nodeRecords(items)
+	if err != nil {
+		return nil, err
 	}
 	if err := s.end(op); err != nil {
 		return nil, err
@@ -900,20 +896,9 @@ func (s *ContextStore) Snapshot(ctx context.Context, runID string) (map[string]a
 	if err := storeCheckRunID(runID); err != nil {
 		return nil, err
 	}
-	s.lock()
-	found := maps.Clone(s.values[runID])
-	if found == nil {
-		found = make(map[string][]byte)
-	}
-	for id, it := range s.nodes[runID] {
-		if it.state == store.NodeCommitted {
-			found[limits.OutputsPrefix+id] = it.output
-		}
-	}
-	s.mu.Unlock()
-	vals, err := storeDecodeAll(found)
+	vals, _, err := s.snapshot(runID, false)
 	if err != nil {
-		return nil, fmt.Errorf("sqsadaptertest: snapshot of run %q: %w", runID, err)
+		return nil, err
 	}
 	if err := s.end(op); err != nil {
 		return nil, err
@@ -931,32 +916,56 @@ func (s *ContextStore) SnapshotNodes(ctx context.Context, runID string) (map[str
 	if err := storeCheckRunID(runID); err != nil {
 		return nil, nil, err
 	}
+	vals, recs, err := s.snapshot(runID, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.end(op); err != nil {
+		return nil, nil, err
+	}
+	return vals, recs, nil
+}
+
+// snapshot is run runID's context as Snapshot returns it, and with nodes
+// its node records as ListNodes returns them, from one look at the run.
+func (s *ContextStore) snapshot(runID string, nodes bool) (map[string]any, map[string]*store.NodeRecord, error) {
 	s.lock()
 	found := maps.Clone(s.values[runID])
 	if found == nil {
 		found = make(map[string][]byte)
 	}
-	items := maps.Clone(s.nodes[runID])
+	items := s.nodes[runID]
 	for id, it := range items {
 		if it.state == store.NodeCommitted {
 			found[limits.OutputsPrefix+id] = it.output
 		}
+	}
+	if nodes {
+		items = maps.Clone(items)
 	}
 	s.mu.Unlock()
 	vals, err := storeDecodeAll(found)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sqsadaptertest: snapshot of run %q: %w", runID, err)
 	}
+	if !nodes {
+		return vals, nil, nil
+	}
+	recs, err := nodeRecords(items)
+	return vals, recs, err
+}
+
+// nodeRecords decodes a copy of a run's node items.
+func nodeRecords(items map[string]nodeItem) (map[string]*store.NodeRecord, error) {
 	recs := make(map[string]*store.NodeRecord, len(items))
 	for id, it := range items {
-		if recs[id], err = it.record(id); err != nil {
-			return nil, nil, err
+		rec, err := it.record(id)
+		if err != nil {
+			return nil, err
 		}
+		recs[id] = rec
 	}
-	if err := s.end(op); err != nil {
-		return nil, nil, err
-	}
-	return vals, recs, nil
+	return recs, nil
 }
 
 // storeNow is the time a node record is written at.
