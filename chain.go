@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+	"github.com/flowcraft/sqsadapter/internal/obs"
 	"github.com/flowcraft/sqsadapter/store"
 )
 
@@ -31,6 +32,11 @@ type chain struct {
 	depth int       // hops from the message's own job to the job being handled
 	next  inlineJob // the next job, if more
 	more  bool
+	// msg is what the telemetry hooks know of the message (nil: no hooks
+	// or no message); trace is the trace context of the job that chose
+	// next, its parent.
+	msg   *obs.Message
+	trace obs.Carrier
 }
 
 // inlineJob is the next job a message carries.
@@ -49,8 +55,8 @@ type inlineJob struct {
 // handle runs the protocol for a message's job, then for each job its
 // chain carries, and says what to do with the message: it is done only
 // when the last of them is.
-func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease func(*leaseRef)) outcome {
-	ch := &chain{start: time.Now()}
+func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease func(*leaseRef), msg *obs.Message) outcome {
+	ch := &chain{start: time.Now(), msg: msg}
 	var cur inlineJob
 	var next *inlineJob // nil for the message's own job
 	for {
@@ -59,6 +65,9 @@ func (a *SqsAdapter) handle(ctx context.Context, job Job, owner string, setLease
 			return o
 		}
 		cur, ch.next, ch.more = ch.next, inlineJob{}, false
+		if ch.trace != nil {
+			cur.job.trace, ch.trace = ch.trace, nil
+		}
 		next, job = &cur, cur.job
 		ch.depth++
 		// The last job's lease is done with (a job that ends without its

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter/internal/expr"
 	"github.com/flowcraft/sqsadapter/internal/jsonvalue"
+	"github.com/flowcraft/sqsadapter/internal/obs"
 	"github.com/flowcraft/sqsadapter/store"
 )
 
@@ -84,6 +85,8 @@ type jobRun struct {
 	// this handling; inline is this job when the chain carries it.
 	chain  *chain
 	inline *inlineJob
+	// span is the telemetry of this handling (telemetry.go); nil: none.
+	span obs.Span
 }
 
 func (x *jobRun) crash(step string) bool {
@@ -97,6 +100,15 @@ func (a *SqsAdapter) handleJob(ctx context.Context, job Job, owner string, setLe
 	x := &jobRun{a: a, job: job, owner: owner, setLease: setLease, chain: ch, inline: next}
 	log := a.initJobLog(&x.logs, job)
 	x.log = log
+	if a.cfg.hooks != nil {
+		ctx, x.span = a.startSpan(ctx, &job, ch.depth, ch.msg)
+		defer func() {
+			if ch.more {
+				ch.trace = a.cfg.hooks.Inject(ctx) // the chained job's parent
+			}
+			x.span.End(o.name(), o.err)
+		}()
+	}
 	defer func() {
 		// A bug must not take the worker down on every delivery of a job:
 		// the job is left for the redrive policy.
@@ -336,7 +348,12 @@ func (x *jobRun) attempts(ctx context.Context, n *planNode, id string, rec *stor
 		return NodeResult{}, nil, n.maxAttempts, outcome{err: errAbandoned}, true
 	}
 	for {
-		res, nc, err := x.attempt(ctx, n, in, attempt)
+		actx, end := ctx, func(error) {}
+		if x.span != nil {
+			actx, end = x.span.Attempt(ctx, n.id, attempt)
+		}
+		res, nc, err := x.attempt(actx, n, in, attempt)
+		end(err)
 		if err == nil {
 			return res, nc, attempt, outcome{}, true
 		}
@@ -1154,6 +1171,9 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	switch {
 	case err == nil:
 		reason = rec.Error // the first recorded reason wins
+		if x.span != nil {
+			x.span.Failed(nodeID, reason)
+		}
 	case errors.Is(err, store.ErrNodeCommitted) && x.n == nil:
 		// The job names a node its blueprint lacks, but the run has it
 		// committed: the job is not of this run's blueprint.

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/flowcraft/sqsadapter/internal/limits"
+	"github.com/flowcraft/sqsadapter/internal/obs"
 )
 
 // Job is one node of one run: the body of an SQS message, in the Flowcraft
@@ -40,6 +41,7 @@ type Job struct {
 	Iter int `json:"iter,omitempty"`
 
 	delay time.Duration // how long SQS keeps the message before delivering it
+	trace obs.Carrier   // the trace context its message carries (telemetry.go)
 }
 
 // maxIDLength is the longest run, blueprint or node id.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/flowcraft/sqsadapter/internal/obs"
 )
 
 // Option configures an SqsAdapter; see NewSqsAdapter.
@@ -65,6 +67,9 @@ type config struct {
 	// crashHook is a test seam: returning true at a step makes the job stop
 	// there as if the worker died (see export_test.go).
 	crashHook func(step string, job Job) bool
+
+	// hooks instrument the engine (telemetry.go); nil: none.
+	hooks obs.Hooks
 }
 
 func defaultConfig() config {

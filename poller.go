@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/flowcraft/sqsadapter/internal/limits"
+	"github.com/flowcraft/sqsadapter/internal/obs"
 	"github.com/flowcraft/sqsadapter/store"
 )
 
@@ -160,13 +161,19 @@ func (a *SqsAdapter) Shutdown(ctx context.Context) error {
 }
 
 func (a *SqsAdapter) receive(ctx context.Context, n int) ([]types.Message, error) {
-	out, err := a.cfg.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+	in := &sqs.ReceiveMessageInput{
 		QueueUrl:                    aws.String(a.cfg.queueURL),
 		MaxNumberOfMessages:         int32(n),
 		WaitTimeSeconds:             min(a.seconds(a.cfg.waitTime), 20),
 		VisibilityTimeout:           a.seconds(a.cfg.visibilityTimeout),
 		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount},
-	})
+	}
+	if a.cfg.hooks != nil {
+		// The trace context, and when the message was sent (queue lag).
+		in.MessageAttributeNames = obs.Fields
+		in.MessageSystemAttributeNames = append(in.MessageSystemAttributeNames, types.MessageSystemAttributeNameSentTimestamp)
+	}
+	out, err := a.cfg.sqs.ReceiveMessage(ctx, in)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +295,19 @@ func (a *SqsAdapter) runJob(parent context.Context, job Job, m *types.Message) o
 	hb := &heartbeat{a: a, m: m, ctx: ctx, cancel: cancel}
 	hb.start()
 	defer hb.halt()
-	return a.handle(ctx, job, owner, hb.setLease)
+	var msg *obs.Message
+	if a.cfg.hooks != nil {
+		if m != nil {
+			mm := messageOf(m)
+			msg = &mm
+		} else if mm, ok := obs.MessageFrom(parent); ok {
+			msg = &mm
+		}
+		if msg != nil && job.trace == nil {
+			job.trace = msg.Carrier
+		}
+	}
+	return a.handle(ctx, job, owner, hb.setLease, msg)
 }
 
 // jobOwner names a handling in leases: the worker id, the message id if
@@ -433,6 +452,9 @@ func (a *SqsAdapter) sleepCtx(ctx context.Context, d time.Duration) {
 
 // send enqueues jobs; it returns when SQS has accepted all of them.
 func (a *SqsAdapter) send(ctx context.Context, jobs ...Job) error {
+	if a.cfg.hooks != nil {
+		a.traced(ctx, jobs)
+	}
 	return a.sender.do(ctx, jobs...)
 }
 
@@ -442,19 +464,28 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 	errs := make([]error, len(jobs))
 	strs := make([]string, 2*len(jobs)) // the entries point into it
 	bodies, ids := strs[:len(jobs)], strs[len(jobs):]
+	sizes := make([]int, len(jobs))
+	var attrs []map[string]types.MessageAttributeValue
 	for i, j := range jobs {
 		b, err := j.encode()
 		if err != nil {
 			errs[i] = fmt.Errorf("sqsadapter: encode job %s: %w", j, err)
 		}
-		bodies[i] = b
+		bodies[i], sizes[i] = b, len(b)
+		if j.trace != nil {
+			if attrs == nil {
+				attrs = make([]map[string]types.MessageAttributeValue, len(jobs))
+			}
+			attrs[i] = j.messageAttributes()
+			sizes[i] += attributesSize(attrs[i])
+		}
 	}
 	// Split into calls of at most limits.BatchEntries entries and
 	// limits.MessageBytes bytes (SQS's limits on one SendMessageBatch).
 	for start := 0; start < len(jobs); {
 		end, size := start, 0
-		for end < len(jobs) && end-start < limits.BatchEntries && (end == start || size+len(bodies[end]) <= limits.MessageBytes) {
-			size += len(bodies[end])
+		for end < len(jobs) && end-start < limits.BatchEntries && (end == start || size+sizes[end] <= limits.MessageBytes) {
+			size += sizes[end]
 			end++
 		}
 		var entries []types.SendMessageBatchRequestEntry
@@ -462,6 +493,9 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 			if errs[i] == nil {
 				ids[i] = strconv.Itoa(i)
 				e := types.SendMessageBatchRequestEntry{Id: &ids[i], MessageBody: &bodies[i]}
+				if attrs != nil {
+					e.MessageAttributes = attrs[i]
+				}
 				if d := jobs[i].delay; d > 0 {
 					// SQS delays in whole seconds, at most 900: round up, so
 					// that a timer never fires early.

@@ -114,6 +114,13 @@ func WithBlueprintVersion(v string) RunOption { return func(o *runOptions) { o.v
 // returns (id, nil), after re-enqueueing any start node that has not run yet
 // (so a StartRun that failed halfway can simply be repeated).
 func (a *SqsAdapter) StartRun(ctx context.Context, blueprintID string, initial map[string]any, opts ...RunOption) (string, error) {
+	ctx, end := a.operation(ctx, "StartRun", blueprintID)
+	runID, err := a.startRun(ctx, blueprintID, initial, opts...)
+	end(runID, err)
+	return runID, err
+}
+
+func (a *SqsAdapter) startRun(ctx context.Context, blueprintID string, initial map[string]any, opts ...RunOption) (string, error) {
 	var o runOptions
 	for _, opt := range opts {
 		if opt != nil {
@@ -500,6 +507,13 @@ func (a *SqsAdapter) ListRuns(ctx context.Context, blueprintID, cursor string, l
 // will, and running nodes' outputs are not committed. It returns
 // ErrRunFinished if the run had already finished.
 func (a *SqsAdapter) CancelRun(ctx context.Context, runID, reason string) error {
+	ctx, end := a.operation(ctx, "CancelRun", "")
+	err := a.cancelRun(ctx, runID, reason)
+	end(runID, err)
+	return err
+}
+
+func (a *SqsAdapter) cancelRun(ctx context.Context, runID, reason string) error {
 	rec, err := a.cfg.contexts.GetRun(ctx, runID)
 	if err != nil {
 		return fmt.Errorf("sqsadapter: cancel run %q: %w", runID, err)

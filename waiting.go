@@ -236,6 +236,13 @@ func (x *jobRun) commitResume(ctx context.Context, c store.NodeCommit, in any, v
 // already resumed). A run that is finished (cancelled, failed or completed)
 // returns ErrRunFinished, an unknown run ErrRunNotFound.
 func (a *SqsAdapter) ResumeRun(ctx context.Context, runID, nodeID string, output any, action string) error {
+	ctx, end := a.operation(ctx, "ResumeRun", "")
+	err := a.resumeRun(ctx, runID, nodeID, output, action)
+	end(runID, err)
+	return err
+}
+
+func (a *SqsAdapter) resumeRun(ctx context.Context, runID, nodeID string, output any, action string) error {
 	run, err := a.cfg.contexts.GetRun(ctx, runID)
 	if err != nil {
 		return fmt.Errorf("sqsadapter: resume run %q: %w", runID, err)
@@ -338,6 +345,13 @@ func (a *SqsAdapter) registerWebhook(ctx context.Context, runID, nodeID string) 
 // without WebhookHandler (API Gateway, a queue, ...). An unknown id, or one
 // already delivered, returns an error matching ErrNotWaiting.
 func (a *SqsAdapter) DeliverWebhook(ctx context.Context, id string, payload any) error {
+	ctx, end := a.operation(ctx, "DeliverWebhook", "")
+	err := a.deliverWebhook(ctx, id, payload)
+	end("", err)
+	return err
+}
+
+func (a *SqsAdapter) deliverWebhook(ctx context.Context, id string, payload any) error {
 	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
 		return fmt.Errorf("sqsadapter: webhook %q: %w: unknown webhook", id, ErrNotWaiting)
 	}
@@ -360,7 +374,7 @@ func (a *SqsAdapter) DeliverWebhook(ctx context.Context, id string, payload any)
 	} else if r.State != store.NodeWaiting {
 		return fmt.Errorf("sqsadapter: webhook %q: %w: delivered already", id, ErrNotWaiting)
 	}
-	return a.ResumeRun(ctx, runID, nodeID, payload, "")
+	return a.resumeRun(ctx, runID, nodeID, payload, "")
 }
 
 // maxWebhookBody bounds a webhook request's body: a resumed node's output

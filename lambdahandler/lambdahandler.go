@@ -25,11 +25,14 @@ package lambdahandler
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/internal/obs"
 )
 
 // Handler is the function New returns, the signature lambda.Start takes
@@ -106,5 +109,25 @@ func handle(ctx context.Context, a *sqsadapter.SqsAdapter, m events.SQSMessage) 
 	if err := job.UnmarshalJSON([]byte(m.Body)); err != nil {
 		return err // left for the redrive policy: nothing names a run to fail
 	}
-	return a.HandleJob(ctx, job)
+	return a.HandleJob(obs.WithMessage(ctx, message(m)), job)
+}
+
+// message is what the adapter's telemetry learns of an event's message:
+// its trace context (message attributes), when it was sent, its id and
+// receive count. The adapter reads it only when telemetry is installed.
+func message(m events.SQSMessage) obs.Message {
+	msg := obs.Message{MessageID: m.MessageId}
+	for _, k := range obs.Fields {
+		if v, ok := m.MessageAttributes[k]; ok && v.StringValue != nil {
+			if msg.Carrier == nil {
+				msg.Carrier = obs.Carrier{}
+			}
+			msg.Carrier[k] = *v.StringValue
+		}
+	}
+	if ms, err := strconv.ParseInt(m.Attributes["SentTimestamp"], 10, 64); err == nil {
+		msg.SentAt = time.UnixMilli(ms)
+	}
+	msg.Receives, _ = strconv.Atoi(m.Attributes["ApproximateReceiveCount"])
+	return msg
 }
