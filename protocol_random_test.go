@@ -21,9 +21,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/interp"
+	"github.com/flowcraft/sqsadapter/otelsqsadapter"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
 	"github.com/flowcraft/sqsadapter/store"
 )
@@ -1168,6 +1171,9 @@ type protoEnv struct {
 	stopWorkers, startWorkers func()
 	// mem is the in-memory SQS, nil on the emulators.
 	mem *protoMemQueues
+	// spans records the spans of the client and of half the workers,
+	// which carry telemetry (checkTraces); nil where none do.
+	spans *tracetest.SpanRecorder
 	// coordinations is the undecorated coordination store.
 	coordinations sqsadapter.CoordinationStore
 	// visibility is the workers' visibility timeout.
@@ -1312,10 +1318,16 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 		sqsadapter.WithWaitTime(5 * unit),
 		sqsadapter.WithTuning(sqsadapter.Tuning{PollBackoffMin: unit, PollBackoffMax: 5 * unit}),
 	}
-	var err error
+	// The client and half the workers carry telemetry: their job messages
+	// carry trace context through crashes, duplicates and redeliveries,
+	// and workers without it drop it (checkTraces).
+	e.spans = tracetest.NewSpanRecorder()
+	tel, err := otelsqsadapter.New(otelsqsadapter.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(e.spans))))
+	require.NoError(t, err)
 	// The client's status writes (CancelRun) are observed too; its calls
 	// never fail.
 	e.client, err = sqsadapter.NewSqsAdapter(append(slices.Clone(common),
+		tel.Option(),
 		sqsadapter.WithSQSClient(memSQS),
 		sqsadapter.WithContextStore(&protoContexts{inner: contexts, f: &protoFaults{}, obs: e.obs}),
 		sqsadapter.WithCoordinationStore(coord),
@@ -1375,6 +1387,9 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 				// settings (docs/protocol.md, "Inline chains").
 				protoChainTunings[started%len(protoChainTunings)],
 			)
+			if started%2 == 1 {
+				opts = append(opts, tel.Option())
+			}
 			started++
 			w, err := sqsadapter.NewSqsAdapter(opts...)
 			require.NoError(t, err)

@@ -18,6 +18,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/interp"
@@ -595,6 +598,9 @@ func (s *protoSession) finish() {
 	if s.strays != nil {
 		s.strays.finish()
 	}
+	if e.spans != nil {
+		s.checkTraces(e.spans)
+	}
 
 	// Every node output was committed exactly once (effective commits whose
 	// caller saw an injected error included); skipped and unreachable nodes
@@ -708,4 +714,54 @@ func protoShortID(id string) string {
 		cut--
 	}
 	return fmt.Sprintf("%s…(%d bytes)", strconv.Quote(id[:cut]), len(id))
+}
+
+// checkTraces checks the trace context that job messages carried: each
+// handling's span hangs under a span that was recorded — the one that sent
+// or chained its job, on a worker with telemetry, or the client call that
+// started it — and of the same run, or of its parent or child run (a
+// subflow's child is started, and its parent resumed, from the other's
+// handling). A job that reached a worker without telemetry lost its trace
+// context: its successors start traces of their own, which is allowed.
+func (s *protoSession) checkTraces(rec *tracetest.SpanRecorder) {
+	started := map[trace.SpanID]sdktrace.ReadOnlySpan{}
+	for _, sp := range rec.Started() {
+		started[sp.SpanContext().SpanID()] = sp
+	}
+	runOf := func(sp sdktrace.ReadOnlySpan) string {
+		for _, kv := range sp.Attributes() {
+			if kv.Key == "sqsadapter.run.id" {
+				return kv.Value.AsString()
+			}
+		}
+		return ""
+	}
+	jobs, parented := 0, 0
+	for _, sp := range rec.Ended() {
+		if !strings.HasPrefix(sp.Name(), "job ") {
+			continue
+		}
+		jobs++
+		p := sp.Parent()
+		if !p.IsValid() {
+			continue
+		}
+		parented++
+		parent, ok := started[p.SpanID()]
+		if !ok {
+			s.fail("span %q of run %s has a parent no process recorded", sp.Name(), runOf(sp))
+			continue
+		}
+		if parent.SpanContext().TraceID() != sp.SpanContext().TraceID() {
+			s.fail("span %q of run %s is in another trace than its parent", sp.Name(), runOf(sp))
+		}
+		run, prun := runOf(sp), runOf(parent)
+		if prun != "" && prun != run && !strings.HasPrefix(run, "subflow:") && !strings.HasPrefix(prun, "subflow:") {
+			s.fail("span %q of run %s hangs under span %q of run %s", sp.Name(), run, parent.Name(), prun)
+		}
+	}
+	s.t.Logf("traces: %d job spans, %d under a recorded parent", jobs, parented)
+	if jobs > 0 && parented == 0 {
+		s.fail("no job span has a parent: the trace context is not carried")
+	}
 }
