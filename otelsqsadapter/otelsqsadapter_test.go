@@ -3,9 +3,11 @@ package otelsqsadapter_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -93,18 +97,19 @@ func hasAll(set attribute.Set, want []attribute.KeyValue) bool {
 
 // world is a queue and stores in memory, shared by the processes.
 type world struct {
-	t     *testing.T
-	sqs   *sqsadaptertest.SQS
-	queue string
-	cs    *sqsadaptertest.ContextStore
-	coord *sqsadaptertest.CoordinationStore
-	bps   []*sqsadapter.Blueprint
-	reg   sqsadapter.NodeRegistry
+	t      *testing.T
+	sqs    *sqsadaptertest.SQS // nil on the emulators
+	client sqsadapter.SQSClient
+	queue  string
+	cs     sqsadapter.ContextStore
+	coord  sqsadapter.CoordinationStore
+	bps    []*sqsadapter.Blueprint
+	reg    sqsadapter.NodeRegistry
 }
 
 func (w *world) adapter(name string, extra ...sqsadapter.Option) *sqsadapter.SqsAdapter {
 	opts := append([]sqsadapter.Option{
-		sqsadapter.WithSQSClient(w.sqs), sqsadapter.WithQueueURL(w.queue),
+		sqsadapter.WithSQSClient(w.client), sqsadapter.WithQueueURL(w.queue),
 		sqsadapter.WithContextStore(w.cs), sqsadapter.WithCoordinationStore(w.coord),
 		sqsadapter.WithRegistry(w.reg), sqsadapter.WithBlueprints(w.bps...),
 		sqsadapter.WithWorkerID(name), sqsadapter.WithConcurrency(1),
@@ -151,7 +156,7 @@ const fanBlueprint = `{"id": "fan", "nodes": [
 
 func newWorld(t *testing.T, nodeSpans *sync.Map) *world {
 	sq := sqsadaptertest.NewSQS()
-	w := &world{t: t, sqs: sq, cs: sqsadaptertest.NewContextStore(), coord: sqsadaptertest.NewCoordinationStore()}
+	w := &world{t: t, sqs: sq, client: sq, cs: sqsadaptertest.NewContextStore(), coord: sqsadaptertest.NewCoordinationStore()}
 	w.queue = sq.CreateQueue("jobs", sqsadaptertest.QueueOptions{VisibilityTimeout: 5 * time.Second})
 	bp, err := sqsadapter.ParseBlueprint([]byte(fanBlueprint))
 	require.NoError(t, err)
@@ -200,7 +205,41 @@ func attr(s sdktrace.ReadOnlySpan, key attribute.Key) string {
 // hangs under the span that sent its job, whichever process made it.
 func TestOneTraceAcrossWorkers(t *testing.T) {
 	var nodeSpans sync.Map
+	oneTrace(t, newWorld(t, &nodeSpans), &nodeSpans)
+}
+
+// TestOneTraceOnEmulators is TestOneTraceAcrossWorkers on the SQS and
+// DynamoDB emulators: the trace context goes through real message
+// attributes.
+func TestOneTraceOnEmulators(t *testing.T) {
+	sqsEndpoint, ddbEndpoint := os.Getenv("SQSADAPTER_SQS_ENDPOINT"), os.Getenv("SQSADAPTER_DYNAMODB_ENDPOINT")
+	if sqsEndpoint == "" || ddbEndpoint == "" {
+		t.Skip("SQSADAPTER_SQS_ENDPOINT and SQSADAPTER_DYNAMODB_ENDPOINT are not set (make test sets them)")
+	}
+	var nodeSpans sync.Map
 	w := newWorld(t, &nodeSpans)
+	w.sqs = nil
+	creds := credentials.NewStaticCredentialsProvider("test", "test", "")
+	sq := sqs.New(sqs.Options{Region: "us-east-1", BaseEndpoint: aws.String(sqsEndpoint), Credentials: creds})
+	db := dynamodb.New(dynamodb.Options{Region: "us-east-1", BaseEndpoint: aws.String(ddbEndpoint), Credentials: creds})
+	base := fmt.Sprintf("otel-%d", time.Now().UnixNano())
+	out, err := sq.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(base)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = sq.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: out.QueueUrl}) })
+	names := sqsadapter.TableNames{Context: base + "-context", Status: base + "-status", Coordination: base + "-coordination"}
+	require.NoError(t, sqsadapter.CreateTables(t.Context(), db, names))
+	t.Cleanup(func() {
+		for _, n := range []string{names.Context, names.Status, names.Coordination} {
+			_, _ = db.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: aws.String(n)})
+		}
+	})
+	w.client, w.queue = sq, aws.ToString(out.QueueUrl)
+	w.cs = sqsadapter.NewDynamoDbContext(db, names.Context, names.Status)
+	w.coord = sqsadapter.NewDynamoDbCoordinationStore(db, names.Coordination)
+	oneTrace(t, w, &nodeSpans)
+}
+
+func oneTrace(t *testing.T, w *world, nodeSpans *sync.Map) {
 	client, w1, w2 := newProcess(t), newProcess(t), newProcess(t)
 	c := w.adapter("client", client.tel.Option())
 	stop1 := w.run(w.adapter("w1", w1.tel.Option()))
