@@ -3,6 +3,7 @@ package sqsadapter_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -10,8 +11,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/flowcraft/sqsadapter"
+	"github.com/flowcraft/sqsadapter/otelsqsadapter"
 	"github.com/flowcraft/sqsadapter/sqsadaptertest"
 )
 
@@ -128,6 +132,9 @@ func BenchmarkNode(b *testing.B) {
 		{"chain10", chainBlueprint("chain", 10), 10, nil},
 		{"chain10-sent", chainBlueprint("chain", 10), 10, noChains},
 		{"fanout10-all-join", fanBlueprint("fan", 10), 12, nil},
+		// With OpenTelemetry recording every span and metric (and exporting
+		// none): the instrumentation's own cost.
+		{"chain10-sent-otel", chainBlueprint("chain", 10), 10, append(slices.Clone(noChains), benchTelemetry(b))},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			e := newBenchEnvWith(b, bc.opts, bc.bp)
@@ -148,6 +155,18 @@ func BenchmarkNode(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchTelemetry is otelsqsadapter with the SDK's providers, spans
+// sampled and metrics aggregated in memory, nothing exported.
+func benchTelemetry(b *testing.B) sqsadapter.Option {
+	tel, err := otelsqsadapter.New(
+		otelsqsadapter.WithTracerProvider(sdktrace.NewTracerProvider()),
+		otelsqsadapter.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tel.Option()
 }
 
 // TestNodeAllocs bounds the allocations per executed node of

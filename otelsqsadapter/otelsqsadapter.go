@@ -55,6 +55,7 @@ package otelsqsadapter
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
@@ -124,6 +125,38 @@ type Telemetry struct {
 	duration metric.Float64Histogram
 	lag      metric.Float64Histogram
 	requests metric.Int64Counter
+
+	// sets caches the attribute sets of measures by what they hold, so
+	// that a measure allocates none (their number follows the blueprints'
+	// nodes, not the runs).
+	sets sync.Map // setKey -> metric.MeasurementOption
+}
+
+// setKey names an attribute set of a measure; empty fields are absent.
+type setKey struct {
+	blueprint, node, outcome, attemptOutcome string
+}
+
+// attrs returns the measurement option of k's attribute set.
+func (t *Telemetry) attrs(k setKey) metric.MeasurementOption {
+	if o, ok := t.sets.Load(k); ok {
+		return o.(metric.MeasurementOption)
+	}
+	var kv []attribute.KeyValue
+	if k.blueprint != "" {
+		kv = append(kv, keyBlueprint.String(k.blueprint))
+	}
+	if k.node != "" {
+		kv = append(kv, keyNode.String(k.node))
+	}
+	if k.outcome != "" {
+		kv = append(kv, keyOutcome.String(k.outcome))
+	}
+	if k.attemptOutcome != "" {
+		kv = append(kv, keyAttemptOutcome.String(k.attemptOutcome))
+	}
+	o, _ := t.sets.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(kv...)))
+	return o.(metric.MeasurementOption)
 }
 
 // New makes a Telemetry from the providers given; without any it is valid
@@ -238,40 +271,39 @@ func (h hooks) Job(ctx context.Context, j *obs.Job) (context.Context, obs.Span) 
 		attrs = append(attrs, keyMessageID.String(j.MessageID), keyReceives.Int(j.Receives))
 	}
 	ctx, span := h.t.tracer.Start(ctx, "job "+j.NodeID, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
-	bp := keyBlueprint.String(j.BlueprintID)
 	if !j.SentAt.IsZero() {
-		h.t.lag.Record(ctx, max(now.Sub(j.SentAt), 0).Seconds(), metric.WithAttributes(bp))
+		h.t.lag.Record(ctx, max(now.Sub(j.SentAt), 0).Seconds(), h.t.attrs(setKey{blueprint: j.BlueprintID}))
 	}
-	return ctx, &jobSpan{t: h.t, span: span, blueprint: bp}
+	return ctx, &jobSpan{t: h.t, span: span, blueprint: j.BlueprintID}
 }
 
 // jobSpan is one handling of a job.
 type jobSpan struct {
 	t         *Telemetry
 	span      trace.Span
-	blueprint attribute.KeyValue
+	blueprint string
 }
 
 func (s *jobSpan) Attempt(ctx context.Context, node string, attempt int) (context.Context, func(error)) {
 	start := time.Now()
 	ctx, span := s.t.tracer.Start(ctx, "attempt "+node, trace.WithAttributes(keyNode.String(node), keyAttempt.Int(attempt)))
 	return ctx, func(err error) {
-		nodeAttr, outcome := keyNode.String(node), "ok"
+		outcome := "ok"
 		if err != nil {
 			outcome = "error"
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
 		} else {
-			s.t.executed.Add(ctx, 1, metric.WithAttributes(s.blueprint, nodeAttr))
+			s.t.executed.Add(ctx, 1, s.t.attrs(setKey{blueprint: s.blueprint, node: node}))
 		}
-		s.t.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(s.blueprint, nodeAttr, keyAttemptOutcome.String(outcome)))
+		s.t.duration.Record(ctx, time.Since(start).Seconds(), s.t.attrs(setKey{blueprint: s.blueprint, node: node, attemptOutcome: outcome}))
 		span.End()
 	}
 }
 
 func (s *jobSpan) Failed(node, reason string) {
 	s.span.AddEvent("node failed", trace.WithAttributes(keyNode.String(node), attribute.String("reason", reason)))
-	s.t.failed.Add(context.Background(), 1, metric.WithAttributes(s.blueprint, keyNode.String(node)))
+	s.t.failed.Add(context.Background(), 1, s.t.attrs(setKey{blueprint: s.blueprint, node: node}))
 }
 
 func (s *jobSpan) End(outcome string, err error) {
@@ -280,6 +312,6 @@ func (s *jobSpan) End(outcome string, err error) {
 		s.span.RecordError(err)
 		s.span.SetStatus(codes.Error, err.Error())
 	}
-	s.t.jobs.Add(context.Background(), 1, metric.WithAttributes(keyOutcome.String(outcome)))
+	s.t.jobs.Add(context.Background(), 1, s.t.attrs(setKey{outcome: outcome}))
 	s.span.End()
 }
