@@ -23,6 +23,8 @@
 //
 // The package sqsadaptertest provides in-memory SQS, ContextStore and
 // CoordinationStore implementations for tests and for embedding.
+// Package otelsqsadapter adds OpenTelemetry traces (one per run, across
+// workers) and metrics; package lambdahandler runs jobs in AWS Lambda.
 //
 // # Lifecycle
 //

@@ -24,10 +24,12 @@ import (
 	dynamodbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/interp"
 	"github.com/flowcraft/sqsadapter/internal/runindex"
+	"github.com/flowcraft/sqsadapter/otelsqsadapter"
 )
 
 // Config configures one chaos session. The zero value of a field means its
@@ -317,7 +319,14 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	logf("seed %d: %d runs, %d workers, faults %.1f%%, duplicates %.1f%%, kills every %v-%v; logs in %s",
 		cfg.Seed, cfg.Runs, cfg.Workers, 100*cfg.FaultRate, 100*cfg.DuplicateRate, cfg.KillMin, cfg.KillMax, workDir)
 
+	// The client starts runs with telemetry, so that their start jobs
+	// carry trace context into the workers (which carry telemetry too).
+	tel, err := otelsqsadapter.New(otelsqsadapter.WithTracerProvider(sdktrace.NewTracerProvider()))
+	if err != nil {
+		return sum, err
+	}
 	client, err := sqsadapter.NewSqsAdapter(
+		tel.Option(),
 		sqsadapter.WithSQSClient(sqsDirect),
 		sqsadapter.WithQueueURL(queueURL),
 		sqsadapter.WithContextStore(sqsadapter.NewDynamoDbContext(ddbDirect, tables.Context, tables.Status)),

@@ -36,9 +36,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/chaos"
+	"github.com/flowcraft/sqsadapter/otelsqsadapter"
 )
 
 func main() {
@@ -86,6 +89,16 @@ func run() int {
 		logger.Error("chaosworker: load AWS configuration", "err", err)
 		return 1
 	}
+	// Telemetry is on, recorded and never exported: its message attributes
+	// ride through the faults and the kills like the jobs they go with.
+	tel, err := otelsqsadapter.New(
+		otelsqsadapter.WithTracerProvider(sdktrace.NewTracerProvider()),
+		otelsqsadapter.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))))
+	if err != nil {
+		logger.Error("chaosworker: telemetry", "err", err)
+		return 1
+	}
+	cfg.APIOptions = append(cfg.APIOptions, tel.AWSMiddleware)
 	sqsClient := sqs.NewFromConfig(cfg)
 	dbClient := dynamodb.NewFromConfig(cfg, func(o *dynamodb.Options) {
 		// DynamoDB Local's error responses carry no CRC32 header; only a
@@ -112,6 +125,7 @@ func run() int {
 		sqsadapter.WithVisibilityTimeout(*visibility),
 		sqsadapter.WithWorkerID(workerID),
 		sqsadapter.WithLogger(logger),
+		tel.Option(),
 	)
 	if err != nil {
 		logger.Error("chaosworker: configure adapter", "err", err)
