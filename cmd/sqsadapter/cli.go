@@ -349,7 +349,9 @@ func redrive(ctx context.Context, p *parts, max int) (int, error) {
 		if max > 0 {
 			n = int32(min(10, max-moved))
 		}
-		out, err := p.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(dlq), MaxNumberOfMessages: n, VisibilityTimeout: 60})
+		// Message attributes (a job's trace context) go back with the body.
+		out, err := p.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(dlq), MaxNumberOfMessages: n, VisibilityTimeout: 60,
+			MessageAttributeNames: []string{"All"}})
 		if err != nil {
 			return moved, err
 		}
@@ -358,7 +360,7 @@ func redrive(ctx context.Context, p *parts, max int) (int, error) {
 		}
 		var send []sqstypes.SendMessageBatchRequestEntry
 		for i, m := range out.Messages {
-			send = append(send, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: m.Body})
+			send = append(send, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: m.Body, MessageAttributes: m.MessageAttributes})
 		}
 		sent, err := p.sqs.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(p.queueURL), Entries: send})
 		if err != nil {
