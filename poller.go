@@ -464,28 +464,33 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 	errs := make([]error, len(jobs))
 	strs := make([]string, 2*len(jobs)) // the entries point into it
 	bodies, ids := strs[:len(jobs)], strs[len(jobs):]
-	sizes := make([]int, len(jobs))
-	var attrs []map[string]types.MessageAttributeValue
+	var attrs []map[string]types.MessageAttributeValue // the trace context's, when any job has one
 	for i, j := range jobs {
 		b, err := j.encode()
 		if err != nil {
 			errs[i] = fmt.Errorf("sqsadapter: encode job %s: %w", j, err)
 		}
-		bodies[i], sizes[i] = b, len(b)
+		bodies[i] = b
 		if j.trace != nil {
 			if attrs == nil {
 				attrs = make([]map[string]types.MessageAttributeValue, len(jobs))
 			}
 			attrs[i] = j.messageAttributes()
-			sizes[i] += attributesSize(attrs[i])
 		}
+	}
+	// size is what SQS counts of entry i: its body and its attributes.
+	size := func(i int) int {
+		if attrs == nil {
+			return len(bodies[i])
+		}
+		return len(bodies[i]) + attributesSize(attrs[i])
 	}
 	// Split into calls of at most limits.BatchEntries entries and
 	// limits.MessageBytes bytes (SQS's limits on one SendMessageBatch).
 	for start := 0; start < len(jobs); {
-		end, size := start, 0
-		for end < len(jobs) && end-start < limits.BatchEntries && (end == start || size+sizes[end] <= limits.MessageBytes) {
-			size += sizes[end]
+		end, total := start, 0
+		for end < len(jobs) && end-start < limits.BatchEntries && (end == start || total+size(end) <= limits.MessageBytes) {
+			total += size(end)
 			end++
 		}
 		var entries []types.SendMessageBatchRequestEntry
