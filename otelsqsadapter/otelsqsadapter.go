@@ -39,7 +39,8 @@
 //   - sqsadapter.nodes.executed (counter): node attempts that returned
 //     without error, by blueprint and node.
 //   - sqsadapter.nodes.failed (counter): nodes this worker marked failed
-//     for good (the run fails or the fallback runs), by blueprint and node.
+//     for good, which fails their run (a node whose fallback runs is not
+//     failed), by blueprint and node.
 //   - sqsadapter.attempt.duration (histogram, s): node attempts, by
 //     blueprint, node and sqsadapter.attempt.outcome ("ok" or "error").
 //   - sqsadapter.queue.lag (histogram, s): from a message's sending to its
