@@ -350,7 +350,7 @@ func (x *jobRun) attempts(ctx context.Context, n *planNode, id string, rec *stor
 	for {
 		actx, end := ctx, func(error) {}
 		if x.span != nil {
-			actx, end = x.span.Attempt(ctx, n.id, attempt)
+			actx, end = x.span.Attempt(ctx, x.blueprintNode(n), attempt)
 		}
 		res, nc, err := x.attempt(actx, n, in, attempt)
 		end(err)
@@ -1172,7 +1172,7 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	case err == nil:
 		reason = rec.Error // the first recorded reason wins
 		if x.span != nil {
-			x.span.Failed(nodeID, reason)
+			x.span.Failed(nodeName(nodeID), reason)
 		}
 	case errors.Is(err, store.ErrNodeCommitted) && x.n == nil:
 		// The job names a node its blueprint lacks, but the run has it

@@ -475,7 +475,7 @@ func (a *SqsAdapter) sendBatch(ctx context.Context, jobs []Job) []error {
 			if attrs == nil {
 				attrs = make([]map[string]types.MessageAttributeValue, len(jobs))
 			}
-			attrs[i] = j.messageAttributes()
+			attrs[i] = fitAttributes(j.messageAttributes(), len(b))
 		}
 	}
 	// size is what SQS counts of entry i: its body and its attributes.

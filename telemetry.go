@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/flowcraft/sqsadapter/internal/limits"
 	"github.com/flowcraft/sqsadapter/internal/obs"
 )
 
@@ -48,6 +49,16 @@ func attributesSize(attrs map[string]types.MessageAttributeValue) int {
 		n += len(k) + len(aws.ToString(v.DataType)) + len(aws.ToString(v.StringValue)) + len(v.BinaryValue)
 	}
 	return n
+}
+
+// fitAttributes drops attrs when they would take a body of bodySize bytes
+// over SQS's message size: the trace context is never worth a job that
+// cannot be sent, and the protocol does not rely on it.
+func fitAttributes(attrs map[string]types.MessageAttributeValue, bodySize int) map[string]types.MessageAttributeValue {
+	if bodySize+attributesSize(attrs) > limits.MessageBytes {
+		return nil
+	}
+	return attrs
 }
 
 // traced sets the trace context of ctx on the jobs that carry none, so
@@ -92,9 +103,35 @@ func (a *SqsAdapter) startSpan(ctx context.Context, job *Job, depth int, msg *ob
 		Iter: job.Iter, Item: job.Item, Parent: job.trace,
 	}
 	if msg != nil && depth == 0 {
-		j.SentAt, j.MessageID, j.Receives = msg.SentAt, msg.MessageID, msg.Receives
+		j.MessageID, j.Receives = msg.MessageID, msg.Receives
+		if !msg.SentAt.IsZero() && msg.Receives <= 1 {
+			// Lag is measured on first deliveries from when the message was
+			// due: a sleep's timer is delayed on purpose, up to SQS's 15
+			// minutes a message.
+			j.DueAt = msg.SentAt
+			if job.WakeAt != 0 {
+				due := time.UnixMilli(job.WakeAt)
+				if last := msg.SentAt.Add(maxDelay); due.After(last) {
+					due = last
+				}
+				if due.After(j.DueAt) {
+					j.DueAt = due
+				}
+			}
+		}
 	}
 	return a.cfg.hooks.Job(ctx, j)
+}
+
+// blueprintNode is the blueprint node that attempt of n runs, for
+// telemetry: n's own for a fallback, the scatter for a batch's item, and
+// the node without its pass for a loop's: metrics are by blueprint node,
+// whatever the items or passes.
+func (x *jobRun) blueprintNode(n *planNode) string {
+	if x.job.Item > 0 {
+		return x.n.def.ID
+	}
+	return n.def.ID
 }
 
 // outcomeName names an outcome for the hooks.

@@ -27,6 +27,10 @@
 // handled its jobs. Jobs sent by the reconciler, which runs outside any
 // run's handling, start traces of their own.
 //
+// Metrics name blueprint nodes: a batch's items count under their scatter
+// node (the job span has sqsadapter.item), a loop's passes under their node
+// (the span has sqsadapter.iteration).
+//
 // Span attributes: sqsadapter.run.id, sqsadapter.blueprint.id,
 // sqsadapter.blueprint.version, sqsadapter.node.id, sqsadapter.iteration
 // and sqsadapter.item (loops and batches, when set), sqsadapter.attempt,
@@ -43,8 +47,9 @@
 //     failed), by blueprint and node.
 //   - sqsadapter.attempt.duration (histogram, s): node attempts, by
 //     blueprint, node and sqsadapter.attempt.outcome ("ok" or "error").
-//   - sqsadapter.queue.lag (histogram, s): from a message's sending to its
-//     handling, by blueprint.
+//   - sqsadapter.queue.lag (histogram, s): from when a message was due (its
+//     sending, or the end of a sleep timer's delay) to its handling, on its
+//     first delivery, by blueprint.
 //   - sqsadapter.aws.requests (counter): AWS API requests sent through
 //     clients carrying AWSMiddleware, each retry included, by rpc.service,
 //     rpc.method and error (true when the attempt failed).
@@ -272,8 +277,8 @@ func (h hooks) Job(ctx context.Context, j *obs.Job) (context.Context, obs.Span) 
 		attrs = append(attrs, keyMessageID.String(j.MessageID), keyReceives.Int(j.Receives))
 	}
 	ctx, span := h.t.tracer.Start(ctx, "job "+j.NodeID, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
-	if !j.SentAt.IsZero() {
-		h.t.lag.Record(ctx, max(now.Sub(j.SentAt), 0).Seconds(), h.t.attrs(setKey{blueprint: j.BlueprintID}))
+	if !j.DueAt.IsZero() {
+		h.t.lag.Record(ctx, max(now.Sub(j.DueAt), 0).Seconds(), h.t.attrs(setKey{blueprint: j.BlueprintID}))
 	}
 	return ctx, &jobSpan{t: h.t, span: span, blueprint: j.BlueprintID}
 }

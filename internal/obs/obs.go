@@ -24,9 +24,11 @@ type Job struct {
 	// Parent is the trace context the job came with: its message's, or
 	// the job's that chained it; nil when it came with none.
 	Parent Carrier
-	// SentAt is when its message was sent, zero for a job no message
-	// carried (a chained job, or HandleJob without SQS attributes).
-	SentAt time.Time
+	// DueAt is when its message was due for delivery: when it was sent,
+	// or the end of the delay it was sent with (a sleep's timer). Zero
+	// when unknown, and for a job no message carried (a chained job), or
+	// a message received again (its lag is a retry's, not the queue's).
+	DueAt time.Time
 	// MessageID is its message's id, empty without a message.
 	MessageID string
 	// Receives is its message's receive count (0 without a message).
