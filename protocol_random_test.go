@@ -964,6 +964,14 @@ func (s *protoContexts) Patch(ctx context.Context, runID string, sets map[string
 	return protoCall0(s.f, protoOp("Patch", runID, ""), func() error { return s.inner.Patch(ctx, runID, sets, deletes) })
 }
 
+func (s *protoContexts) ExpireRun(ctx context.Context, runID string, at time.Time) error {
+	return protoCall0(s.f, protoOp("ExpireRun", runID, ""), func() error { return s.inner.ExpireRun(ctx, runID, at) })
+}
+
+func (s *protoContexts) DeleteRun(ctx context.Context, runID string) error {
+	return protoCall0(s.f, protoOp("DeleteRun", runID, ""), func() error { return s.inner.DeleteRun(ctx, runID) })
+}
+
 func (s *protoContexts) Snapshot(ctx context.Context, runID string) (map[string]any, error) {
 	return protoCall(s.f, protoOp("Snapshot", runID, ""), func() (map[string]any, error) { return s.inner.Snapshot(ctx, runID) })
 }
