@@ -2,10 +2,15 @@ package sqsadapter_test
 
 import (
 	"errors"
+	"fmt"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -280,5 +285,105 @@ func TestRetentionReconcilerCompletes(t *testing.T) {
 	assert.True(t, run.Equal(want), "the run record expires at %v, want %v", run, want)
 	for key, exp := range items {
 		assert.True(t, exp.Equal(want), "item %q expires at %v, want %v", key, exp, want)
+	}
+}
+
+// rawTTLs reads, with the SDK, the ttl attribute of every item of a run in
+// the context table (by key; 0 when absent) and of its run record (ok false
+// when there is no record), as DynamoDB holds them.
+func (e *itEnv) rawTTLs(runID string) (run int64, ok bool, items map[string]int64) {
+	e.t.Helper()
+	ctx := e.t.Context()
+	num := func(item map[string]types.AttributeValue) int64 {
+		n, isN := item["ttl"].(*types.AttributeValueMemberN)
+		if !isN {
+			return 0
+		}
+		v, err := strconv.ParseInt(n.Value, 10, 64)
+		require.NoError(e.t, err)
+		return v
+	}
+	items = map[string]int64{}
+	pages := dynamodb.NewQueryPaginator(e.ddb, &dynamodb.QueryInput{
+		TableName:                 aws.String(e.tables.Context),
+		KeyConditionExpression:    aws.String("runId = :r"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":r": &types.AttributeValueMemberS{Value: runID}},
+		ConsistentRead:            aws.Bool(true),
+	})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		require.NoError(e.t, err)
+		for _, item := range page.Items {
+			items[item["key"].(*types.AttributeValueMemberS).Value] = num(item)
+		}
+	}
+	out, err := e.ddb.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(e.tables.Status),
+		Key:            map[string]types.AttributeValue{"runId": &types.AttributeValueMemberS{Value: runID}},
+		ConsistentRead: aws.Bool(true),
+	})
+	require.NoError(e.t, err)
+	if len(out.Item) == 0 {
+		return 0, false, items
+	}
+	return num(out.Item), true, items
+}
+
+// TestIntegrationRetention: on DynamoDB, every item of a finished run —
+// completed, failed or cancelled — and its run record carry the TTL
+// attribute ttl = finish + Retention in epoch seconds; without a retention
+// none does. DeleteRun removes every item.
+func TestIntegrationRetention(t *testing.T) {
+	t.Parallel()
+	for _, retention := range []time.Duration{testRetention, 0} {
+		t.Run(fmt.Sprint(retention), func(t *testing.T) {
+			t.Parallel()
+			release, started := newGate(), newGate()
+			openAtEnd(t, release)
+			r := newItRig(t, itRigConfig{
+				nodes: retentionNodes(release, started),
+				opts:  []sqsadapter.Option{sqsadapter.WithTuning(sqsadapter.Tuning{Retention: retention})},
+			}, retentionBlueprints(t)...)
+			completed := r.start("joins", map[string]any{"order": 7})
+			failed := r.start("fails", nil)
+			cancelled := r.start("blocks", nil)
+			started.await(t, "the blocking node to start")
+			require.NoError(t, r.client.CancelRun(t.Context(), cancelled, "stop"))
+			release.open()
+			requireStatus(t, sqsadapter.StatusCompleted, r.wait(completed))
+			requireStatus(t, sqsadapter.StatusFailed, r.wait(failed))
+			requireStatus(t, sqsadapter.StatusCancelled, r.wait(cancelled))
+			for _, id := range []string{completed, failed, cancelled} {
+				r.drained(id)
+			}
+			for _, id := range []string{completed, failed, cancelled} {
+				st := r.status(id)
+				var want int64
+				if retention > 0 {
+					want = wantExpiry(st.FinishedAt, retention).Unix()
+				}
+				run, ok, items := r.rawTTLs(id)
+				require.True(t, ok)
+				assert.Equal(t, want, run, "ttl of the run record of %s", id)
+				require.NotEmpty(t, items)
+				for key, ttl := range items {
+					assert.Equal(t, want, ttl, "ttl of item %q of run %s", key, id)
+				}
+				if id == completed {
+					assert.Contains(t, items, "order")
+					assert.Contains(t, items, "_outputs.j")
+				}
+			}
+
+			require.NoError(t, r.client.DeleteRun(t.Context(), completed))
+			_, ok, items := r.rawTTLs(completed)
+			assert.False(t, ok, "the run record is deleted")
+			assert.Empty(t, items, "the run's items are deleted")
+			require.ErrorIs(t, r.client.DeleteRun(t.Context(), completed), sqsadapter.ErrRunNotFound)
+			_, err := r.client.GetRun(t.Context(), completed)
+			require.ErrorIs(t, err, sqsadapter.ErrRunNotFound)
+			_, ok, _ = r.rawTTLs(failed)
+			assert.True(t, ok, "another run is kept")
+		})
 	}
 }
