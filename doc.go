@@ -35,6 +35,11 @@
 // running nodes. HandleJob runs a single job without polling (AWS Lambda).
 // All methods are safe for concurrent use.
 //
+// A finished run stays in the tables until it is removed: with
+// Tuning.Retention its items expire that long after it finished (a
+// DynamoDB TTL, set by whatever finished it), after which GetRun reports
+// ErrRunNotFound; DeleteRun removes a finished run at once.
+//
 // # Execution semantics
 //
 // They follow Flowcraft (docs/semantics.md lists the deliberate differences):

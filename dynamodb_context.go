@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -37,6 +38,10 @@ import (
 //     action, taken (L of S), staged (M), fallback and token (a resume's);
 //     once failed, error (the failure reason); once suspended, wait (the
 //     Wait as a value, see internal/waitvalue), kept after the resume.
+//
+// Once a run has finished, ExpireRun may give each of its items, in both
+// tables, a ttl (N, epoch seconds: DynamoDB's TTL attribute, enabled on
+// both tables by CreateTables).
 //
 // Status table: partition key "runId" (S): blueprintId, blueprintVersion,
 // status, error, failedNode, createdAt and finishedAt (N, unix milliseconds),
@@ -135,12 +140,13 @@ type DynamoDbContext struct {
 	client       DynamoDBClient
 	contextTable string
 	statusTable  string
+	now          func() time.Time // decides whether a run has expired
 }
 
 // NewDynamoDbContext returns a ContextStore that keeps run contexts and node
 // records in contextTable and run records in statusTable.
 func NewDynamoDbContext(client DynamoDBClient, contextTable, statusTable string) *DynamoDbContext {
-	return &DynamoDbContext{client: client, contextTable: contextTable, statusTable: statusTable}
+	return &DynamoDbContext{client: client, contextTable: contextTable, statusTable: statusTable, now: time.Now}
 }
 
 // CreateRun implements ContextStore. The run record is written with status
@@ -244,10 +250,19 @@ func (s *DynamoDbContext) GetRun(ctx context.Context, runID string) (*store.RunR
 	if err != nil {
 		return nil, wrap(err)
 	}
-	if len(out.Item) == 0 {
+	if len(out.Item) == 0 || runExpired(out.Item, s.now()) {
 		return nil, wrap(ErrRunNotFound)
 	}
 	return decodeRun(out.Item), nil
+}
+
+// runExpired reports whether a run record's expiry (its ttl, set by
+// ExpireRun) is at or before now: DynamoDB deletes expired items lazily, up
+// to days later, so a read treats such a record as absent, as
+// DynamoDbCoordinationStore treats its expired records.
+func runExpired(item map[string]types.AttributeValue, now time.Time) bool {
+	sec, ok := attrInt(item, attrTTL)
+	return ok && !time.Unix(sec, 0).After(now)
 }
 
 // FinishRun implements ContextStore with one UpdateItem conditional on the
@@ -300,6 +315,201 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID string, status Ru
 	}
 	if err != nil {
 		return wrap(err)
+	}
+	return nil
+}
+
+// expireParallel bounds the concurrent UpdateItems of ExpireRun.
+const expireParallel = 8
+
+// deleteTries bounds the BatchWriteItem requests of one batch of DeleteRun
+// whose items come back unprocessed.
+const deleteTries = 8
+
+// ExpireRun implements ContextStore: a Query of the run's keys in the
+// context table (one page per 1 MB of keys), then one UpdateItem per item,
+// eight at a time, each setting ttl and conditional on the item existing
+// (an item deleted meanwhile is not written again), then one UpdateItem of
+// the run record, conditional on it existing.
+func (s *DynamoDbContext) ExpireRun(ctx context.Context, runID string, at time.Time) error {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: expire run %q: %w", runID, err) }
+	if limits.CheckID("run id", runID) != nil {
+		return wrap(ErrRunNotFound) // CreateRun refuses such an id
+	}
+	sec := at.Unix()
+	if at.After(time.Unix(sec, 0)) {
+		sec++ // round up: DynamoDB never deletes an item before at
+	}
+	expr, err := expression.NewBuilder().
+		WithUpdate(expression.Set(expression.Name(attrTTL), expression.Value(avN(sec)))).
+		WithCondition(expression.AttributeExists(expression.Name(attrRunID))).Build()
+	if err != nil {
+		return wrap(err)
+	}
+	update := func(ctx context.Context, table string, key map[string]types.AttributeValue) error {
+		_, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName:                 aws.String(table),
+			Key:                       key,
+			UpdateExpression:          expr.Update(),
+			ConditionExpression:       expr.Condition(),
+			ExpressionAttributeNames:  expr.Names(),
+			ExpressionAttributeValues: expr.Values(),
+		})
+		return err
+	}
+	err = s.runKeys(ctx, runID, func(keys []string) error {
+		return parallel(ctx, expireParallel, len(keys), func(ctx context.Context, i int) error {
+			if err := update(ctx, s.contextTable, ctxItemKey(runID, keys[i])); err != nil && !isConditionFailed(err) {
+				return err
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return wrap(err)
+	}
+	err = update(ctx, s.statusTable, map[string]types.AttributeValue{attrRunID: avS(runID)})
+	if isConditionFailed(err) {
+		return wrap(translated(ErrRunNotFound, err))
+	}
+	if err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// DeleteRun implements ContextStore: a Query of the run's keys in the
+// context table (one page per 1 MB of keys), BatchWriteItem deletes of 25
+// items each (unprocessed items are sent again after a short backoff, a
+// bounded number of times), then one DeleteItem of the run record,
+// conditional on it existing.
+func (s *DynamoDbContext) DeleteRun(ctx context.Context, runID string) error {
+	wrap := func(err error) error { return fmt.Errorf("sqsadapter: delete run %q: %w", runID, err) }
+	if limits.CheckID("run id", runID) != nil {
+		return wrap(ErrRunNotFound) // CreateRun refuses such an id
+	}
+	err := s.runKeys(ctx, runID, func(keys []string) error {
+		for start := 0; start < len(keys); start += limits.BatchWriteItems {
+			var reqs []types.WriteRequest
+			for _, k := range keys[start:min(start+limits.BatchWriteItems, len(keys))] {
+				reqs = append(reqs, types.WriteRequest{DeleteRequest: &types.DeleteRequest{Key: ctxItemKey(runID, k)}})
+			}
+			if err := batchWrite(ctx, s.client, s.contextTable, reqs); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return wrap(err)
+	}
+	expr, err := expression.NewBuilder().WithCondition(expression.AttributeExists(expression.Name(attrRunID))).Build()
+	if err != nil {
+		return wrap(err)
+	}
+	_, err = s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName:                 aws.String(s.statusTable),
+		Key:                       map[string]types.AttributeValue{attrRunID: avS(runID)},
+		ConditionExpression:       expr.Condition(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+	})
+	if isConditionFailed(err) {
+		return wrap(translated(ErrRunNotFound, err))
+	}
+	if err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// runKeys calls fn with the keys of the run's items in the context table,
+// one Query page at a time (keys only, strongly consistent).
+func (s *DynamoDbContext) runKeys(ctx context.Context, runID string, fn func(keys []string) error) error {
+	expr, err := expression.NewBuilder().
+		WithKeyCondition(expression.Key(attrRunID).Equal(expression.Value(avS(runID)))).
+		WithProjection(expression.NamesList(expression.Name(attrKey))).Build()
+	if err != nil {
+		return err
+	}
+	pages := dynamodb.NewQueryPaginator(s.client, &dynamodb.QueryInput{
+		TableName:                 aws.String(s.contextTable),
+		KeyConditionExpression:    expr.KeyCondition(),
+		ProjectionExpression:      expr.Projection(),
+		ExpressionAttributeNames:  expr.Names(),
+		ExpressionAttributeValues: expr.Values(),
+		ConsistentRead:            aws.Bool(true),
+	})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return err
+		}
+		keys := make([]string, 0, len(page.Items))
+		for _, item := range page.Items {
+			keys = append(keys, attrString(item, attrKey))
+		}
+		if len(keys) > 0 {
+			if err := fn(keys); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// batchWrite sends write requests to one table with BatchWriteItem (at most
+// 25), sending the unprocessed ones again with a short backoff a bounded
+// number of times.
+func batchWrite(ctx context.Context, client DynamoDBClient, table string, reqs []types.WriteRequest) error {
+	backoff := 10 * time.Millisecond
+	for try := 1; len(reqs) > 0; try++ {
+		if try > deleteTries {
+			return fmt.Errorf("batch write to %s: %d items still unprocessed after %d requests", table, len(reqs), deleteTries)
+		}
+		if try > 1 {
+			if err := sleepCtx(ctx, backoff); err != nil {
+				return err
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+		out, err := client.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{
+			RequestItems: map[string][]types.WriteRequest{table: reqs},
+		})
+		if err != nil {
+			return err
+		}
+		reqs = out.UnprocessedItems[table]
+	}
+	return nil
+}
+
+// parallel calls fn(ctx, 0) … fn(ctx, n-1), at most width at a time, and
+// returns the first error; the calls not started by then are not made, and
+// ctx of those under way is cancelled.
+func parallel(ctx context.Context, width, n int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	sem := make(chan struct{}, width)
+	var wg sync.WaitGroup
+	for i := range n {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(ctx, i); err != nil {
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return err
 	}
 	return nil
 }

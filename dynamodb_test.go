@@ -153,10 +153,14 @@ func TestCreateTables(t *testing.T) {
 	require.Len(t, status.Table.GlobalSecondaryIndexes, 1)
 	assert.Equal(t, "running-runs", aws.ToString(status.Table.GlobalSecondaryIndexes[0].IndexName))
 
-	ttl, err := client.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(names.Coordination)})
-	require.NoError(t, err)
-	assert.Equal(t, types.TimeToLiveStatusEnabled, ttl.TimeToLiveDescription.TimeToLiveStatus)
-	assert.Equal(t, "ttl", aws.ToString(ttl.TimeToLiveDescription.AttributeName))
+	// TTL on every table: join records, and the items of finished runs
+	// (Tuning.Retention).
+	for _, name := range []string{names.Context, names.Status, names.Coordination} {
+		ttl, err := client.DescribeTimeToLive(ctx, &dynamodb.DescribeTimeToLiveInput{TableName: aws.String(name)})
+		require.NoError(t, err)
+		assert.Equal(t, types.TimeToLiveStatusEnabled, ttl.TimeToLiveDescription.TimeToLiveStatus, name)
+		assert.Equal(t, "ttl", aws.ToString(ttl.TimeToLiveDescription.AttributeName), name)
+	}
 
 	// Concurrent callers all succeed.
 	var wg sync.WaitGroup

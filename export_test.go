@@ -6,7 +6,8 @@ import "time"
 // when hook returns true: nothing more is written and its message is left to
 // reappear after its visibility timeout. Steps: "receive", "acquired",
 // "retry-wait", "commit", "committed", "arrived", "advanced", "complete",
-// "failing", "closed", "failed".
+// "failing", "closed", "failed", "expire" (with Tuning.Retention: after a
+// run's status and before its expiry).
 func WithCrashHook(hook func(step string, job Job) bool) Option {
 	return func(c *config) error {
 		c.crashHook = hook

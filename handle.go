@@ -1143,15 +1143,35 @@ func (x *jobRun) checkCompletion(ctx context.Context) error {
 	if x.crash("complete") {
 		return errCrashed
 	}
-	err := x.a.cfg.contexts.FinishRun(ctx, x.job.RunID, StatusCompleted, "", "", time.Now())
+	at := time.Now()
+	err := x.a.cfg.contexts.FinishRun(ctx, x.job.RunID, StatusCompleted, "", "", at)
 	switch {
 	case err == nil:
 		x.log.InfoContext(ctx, "sqsadapter: run completed")
 	case errors.Is(err, ErrRunFinished):
+		at = time.Time{} // finished by an earlier handling, at its time
 	default:
 		return fmt.Errorf("sqsadapter: complete run: %w", err)
 	}
-	return x.idempotent(ctx, func() error { return x.a.notifyParent(ctx, x.job.RunID, err == nil) })
+	if err := x.idempotent(ctx, func() error { return x.a.notifyParent(ctx, x.job.RunID, err == nil) }); err != nil {
+		return err
+	}
+	return x.expireRun(ctx, at)
+}
+
+// expireRun gives the items of the job's finished run their expiry (see
+// SqsAdapter.expireRun), after the crash point "expire". It is the last
+// step of every handling that finishes a run, or finds it finished: a
+// crash before it leaves the job to be redelivered, and its replay comes
+// here again.
+func (x *jobRun) expireRun(ctx context.Context, finishedAt time.Time) error {
+	if x.a.cfg.retention <= 0 {
+		return nil
+	}
+	if x.crash("expire") {
+		return errCrashed
+	}
+	return x.idempotent(ctx, func() error { return x.a.expireRun(ctx, x.job.RunID, finishedAt) })
 }
 
 // failRun fails the run because nodeID failed for good. It first makes
@@ -1209,13 +1229,15 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	if x.crash("closed") {
 		return abandon
 	}
+	at := time.Now()
 	err = x.retried(ctx, func() error {
-		return cs.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeName(nodeID), time.Now())
+		return cs.FinishRun(ctx, x.job.RunID, StatusFailed, reason, nodeName(nodeID), at)
 	})
 	switch {
 	case err == nil:
 		x.log.ErrorContext(ctx, "sqsadapter: run failed", "failed_node", nodeID, "reason", reason)
 	case errors.Is(err, ErrRunFinished):
+		at = time.Time{} // finished by an earlier handling, at its time
 	default:
 		return retryAfter(0, fmt.Errorf("sqsadapter: mark run failed: %w", err))
 	}
@@ -1228,6 +1250,12 @@ func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	}
 	finished := err == nil
 	if err := x.idempotent(ctx, func() error { return x.a.notifyParent(ctx, x.job.RunID, finished) }); err != nil {
+		return retryAfter(0, err)
+	}
+	switch err := x.expireRun(ctx, at); {
+	case errors.Is(err, errCrashed):
+		return abandon
+	case err != nil:
 		return retryAfter(0, err)
 	}
 	return done

@@ -20,6 +20,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/assert"
@@ -321,6 +322,8 @@ type itEnv struct {
 	coord    *sqsadapter.DynamoDbCoordinationStore
 	workers  []*sqsadapter.SqsAdapter
 	client   *sqsadapter.SqsAdapter
+	ddb      *dynamodb.Client // the tables' client, for the test's own reads
+	tables   sqsadapter.TableNames
 }
 
 type itConfig struct {
@@ -350,6 +353,7 @@ func newItEnv(t *testing.T, c itConfig) *itEnv {
 	ddb := dynamoDBClient(t)
 	e := &itEnv{t: t, raw: sqsTestClient(t, sqsEndpoint)}
 	tables := testTables(t, ddb)
+	e.ddb, e.tables = ddb, tables
 	e.queue, e.dlq = testQueues(t, e.raw, c.visibility, itMaxReceiveCount)
 	e.sqs = newItSQS(e.raw, e.queue)
 	e.contexts = sqsadapter.NewDynamoDbContext(ddb, tables.Context, tables.Status)

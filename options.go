@@ -41,6 +41,7 @@ type config struct {
 	retryJitter     float64
 
 	coordinationTTL time.Duration
+	retention       time.Duration // 0: finished runs are kept
 	maxInlineInput  int
 	checkRuns       bool
 
@@ -284,6 +285,21 @@ type Tuning struct {
 	// chain's jobs are as safe as sent ones (docs/protocol.md).
 	ChainNodes int
 	ChainTime  time.Duration
+	// Retention is how long a finished run is kept (default 0: forever,
+	// at no cost; otherwise at least an hour). When a run finishes —
+	// completed, failed, or cancelled — every item of the run in the
+	// context and status tables gets a DynamoDB TTL of its finish time
+	// plus Retention (ContextStore.ExpireRun: one write per item, see
+	// docs/aws.md), and from then on GetRun, WaitForRun and the CLI report
+	// ErrRunNotFound for it, even before DynamoDB deletes its items
+	// (lazily, up to days later). It should exceed the queue's message
+	// retention period (or use WithRunCheck): a job message of an expired
+	// run delivered later finds no records and runs its node again. Set it
+	// on every worker and on the processes that call CancelRun. A
+	// subflow's child run is a run of its own and expires on its own,
+	// Retention after it finishes. SqsAdapter.DeleteRun deletes a finished
+	// run at once.
+	Retention time.Duration
 }
 
 // WithTuning sets the performance settings of Tuning that are not zero.
@@ -309,6 +325,9 @@ func WithTuning(t Tuning) Option {
 		if t.CoordinationTTL != 0 && t.CoordinationTTL < time.Minute {
 			bad("coordination TTL %v < 1m", t.CoordinationTTL)
 		}
+		if t.Retention != 0 && t.Retention < time.Hour {
+			bad("retention %v < 1h", t.Retention)
+		}
 		if len(errs) > 0 {
 			return errors.Join(errs...)
 		}
@@ -324,6 +343,9 @@ func WithTuning(t Tuning) Option {
 		}
 		if t.CoordinationTTL != 0 {
 			cfg.coordinationTTL = t.CoordinationTTL
+		}
+		if t.Retention != 0 {
+			cfg.retention = t.Retention
 		}
 		if t.ChainNodes != 0 {
 			cfg.chainNodes = max(t.ChainNodes, 0)

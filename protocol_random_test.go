@@ -967,6 +967,14 @@ func (s *protoContexts) Patch(ctx context.Context, runID string, sets map[string
 	return protoCall0(s.f, protoOp("Patch", runID, ""), func() error { return s.inner.Patch(ctx, runID, sets, deletes) })
 }
 
+func (s *protoContexts) ExpireRun(ctx context.Context, runID string, at time.Time) error {
+	return protoCall0(s.f, protoOp("ExpireRun", runID, ""), func() error { return s.inner.ExpireRun(ctx, runID, at) })
+}
+
+func (s *protoContexts) DeleteRun(ctx context.Context, runID string) error {
+	return protoCall0(s.f, protoOp("DeleteRun", runID, ""), func() error { return s.inner.DeleteRun(ctx, runID) })
+}
+
 func (s *protoContexts) Snapshot(ctx context.Context, runID string) (map[string]any, error) {
 	return protoCall(s.f, protoOp("Snapshot", runID, ""), func() (map[string]any, error) { return s.inner.Snapshot(ctx, runID) })
 }
@@ -1080,7 +1088,11 @@ var protoCrashWeights = map[string]int{
 	"receive": 4, "acquired": 3, "retry-wait": 1, "commit": 3, "committed": 3, "arrived": 2,
 	"advanced": 5, "complete": 1, "failing": 1, "closed": 1, "failed": 1,
 	"suspend": 2, "resume": 2, // waiting nodes only: before SuspendNode, before a sleep's ResumeNode
+	"expire": 1, // after a run's final status, before its expiry (Tuning.Retention)
 }
+
+// protoRetention is the Tuning.Retention of the in-memory sessions.
+const protoRetention = 3 * time.Hour
 
 // protoOutsideAttempts are the crash steps at which no attempt is under
 // way (before the lease is taken, after the commit, or after the node's
@@ -1088,6 +1100,7 @@ var protoCrashWeights = map[string]int{
 var protoOutsideAttempts = map[string]int{
 	"receive": 4, "committed": 3, "arrived": 2, "advanced": 5, "complete": 2, "failing": 1, "closed": 1, "failed": 1,
 	"suspend": 2, "resume": 2, // a built-in node has no attempts to lose
+	"expire": 1,
 }
 
 // protoSteps returns the crash steps of weights and their weights, in a
@@ -1178,6 +1191,10 @@ type protoEnv struct {
 	coordinations sqsadapter.CoordinationStore
 	// visibility is the workers' visibility timeout.
 	visibility time.Duration
+	// retention is the Tuning.Retention of the workers and the client (0:
+	// none); with one, the session checks that every item of a finished
+	// run expires (protoSession.checkRetention).
+	retention time.Duration
 	// resumer resumes waiting nodes and delivers webhooks: an adapter on
 	// the workers' faulty stores, which dies now and then in ResumeRun. Nil: the client does, and its resumes are
 	// not counted as commits.
@@ -1286,6 +1303,7 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 		visibility = 10 * unit
 	}
 	e.visibility = visibility
+	e.retention = protoRetention
 	dlq := memSQS.CreateQueue("proto-jobs-dlq", sqsadaptertest.QueueOptions{VisibilityUnit: unit})
 	queue := memSQS.CreateQueue("proto-jobs", sqsadaptertest.QueueOptions{
 		VisibilityTimeout: visibility, VisibilityUnit: unit,
@@ -1317,6 +1335,9 @@ func newProtoEnv(t *testing.T, seed uint64, chaos protoChaos, bps []*sqsadapter.
 		sqsadapter.WithVisibilityTimeout(visibility),
 		sqsadapter.WithWaitTime(5 * unit),
 		sqsadapter.WithTuning(sqsadapter.Tuning{PollBackoffMin: unit, PollBackoffMax: 5 * unit}),
+		// Every finished run expires: the status write, then the expiry
+		// (crash point "expire" between them).
+		sqsadapter.WithTuning(sqsadapter.Tuning{Retention: e.retention}),
 	}
 	// The client and half the workers carry telemetry: their job messages
 	// carry trace context through crashes, duplicates and redeliveries,

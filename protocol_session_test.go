@@ -601,6 +601,11 @@ func (s *protoSession) finish() {
 	if e.spans != nil {
 		s.checkTraces(e.spans)
 	}
+	for _, r := range s.runs {
+		if r.st != nil {
+			s.checkRetention(r)
+		}
+	}
 
 	// Every node output was committed exactly once (effective commits whose
 	// caller saw an injected error included); skipped and unreachable nodes
@@ -631,6 +636,47 @@ func (s *protoSession) finish() {
 			}
 			if got[id] != 1 {
 				s.report(r, "node %s ran, but its output was committed %d times", id, got[id])
+			}
+		}
+	}
+}
+
+// checkRetention checks, once the queue has drained, that with a retention
+// every item of a finished run and of each of its child runs, and its run
+// record, expires at the run's finish time plus the retention: every path
+// that finished a run, or replayed its finish after a crash, set it last,
+// and nothing wrote an item of the run after it.
+func (s *protoSession) checkRetention(r *protoRun) {
+	expiries, ok := s.e.contexts.(interface {
+		Expiries(runID string) (time.Time, map[string]time.Time)
+	})
+	if s.e.retention <= 0 || !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ids := []string{r.runID}
+	for i := 0; i < len(ids) && i < 1000; i++ {
+		st, err := s.e.client.GetRun(ctx, ids[i])
+		if i > 0 && errors.Is(err, sqsadapter.ErrRunNotFound) {
+			continue // a child its node named but never created (its run finished first)
+		}
+		if err != nil {
+			s.report(r, "retention: read run %s: %v", ids[i], err)
+			continue
+		}
+		ids = append(ids, st.Children...)
+		if !st.Finished() {
+			continue // a child run left running is reported elsewhere
+		}
+		want := wantExpiry(st.FinishedAt, s.e.retention)
+		run, items := expiries.Expiries(ids[i])
+		if !run.Equal(want) {
+			s.report(r, "retention: the record of %s run %s expires at %v, want %v", st.Status, ids[i], run, want)
+		}
+		for _, key := range slices.Sorted(maps.Keys(items)) {
+			if !items[key].Equal(want) {
+				s.report(r, "retention: item %q of %s run %s expires at %v, want %v", key, st.Status, ids[i], items[key], want)
 			}
 		}
 	}

@@ -97,6 +97,9 @@ func newProtoStrays(s *protoSession, bps []*sqsadapter.Blueprint) *protoStrays {
 			sqsadapter.WithRegistry(p.calls.registry()), sqsadapter.WithBlueprints(bps...),
 			sqsadapter.WithLogger(testLogger()), sqsadapter.WithSQSTimeUnit(unit),
 			sqsadapter.WithVisibilityTimeout(protoStrayVisibility), sqsadapter.WithWaitTime(2 * unit), sqsadapter.WithTuning(sqsadapter.Tuning{PollBackoffMin: unit, PollBackoffMax: 5 * unit}),
+			// As every worker of the session: a stray job that writes a
+			// record of a finished run sets the run's expiry again.
+			sqsadapter.WithTuning(sqsadapter.Tuning{Retention: e.retention}),
 		}
 		if checked {
 			opts = append(opts, sqsadapter.WithRunCheck())

@@ -117,6 +117,9 @@ func (a *SqsAdapter) reconcileRun(ctx context.Context, run *store.RunRecord, now
 	}
 	// The index is eventually consistent: make sure the run still runs.
 	fresh, err := a.cfg.contexts.GetRun(ctx, run.RunID)
+	if errors.Is(err, ErrRunNotFound) {
+		return 0, false, nil // finished and deleted (or expired) since the listing
+	}
 	if err != nil {
 		return 0, false, err
 	}
@@ -253,12 +256,18 @@ func (a *SqsAdapter) completeIfDone(ctx context.Context, p *plan, runID string, 
 			}
 		}
 	}
-	err := a.cfg.contexts.FinishRun(ctx, runID, StatusCompleted, "", "", time.Now())
+	at := time.Now()
+	err := a.cfg.contexts.FinishRun(ctx, runID, StatusCompleted, "", "", at)
 	if err != nil && !errors.Is(err, ErrRunFinished) {
 		return fmt.Errorf("sqsadapter: complete run %q: %w", runID, err)
 	}
 	if err == nil {
 		a.log.InfoContext(ctx, "sqsadapter: run completed by the reconciler", "run_id", runID)
+	} else {
+		at = time.Time{} // finished meanwhile, at another time
 	}
-	return a.notifyParent(ctx, runID, err == nil)
+	if err := a.notifyParent(ctx, runID, err == nil); err != nil {
+		return err
+	}
+	return a.expireRun(ctx, runID, at)
 }

@@ -505,7 +505,10 @@ func (a *SqsAdapter) ListRuns(ctx context.Context, blueprintID, cursor string, l
 
 // CancelRun marks a running run cancelled: nodes that have not started never
 // will, and running nodes' outputs are not committed. It returns
-// ErrRunFinished if the run had already finished.
+// ErrRunFinished if the run had already finished, after repeating the steps
+// that follow the status write (cancelling child runs, telling the parent
+// run, setting the expiry of Tuning.Retention), so that a CancelRun cut
+// short is completed by calling it again.
 func (a *SqsAdapter) CancelRun(ctx context.Context, runID, reason string) error {
 	ctx, end := a.operation(ctx, "CancelRun", "")
 	err := a.cancelRun(ctx, runID, reason)
@@ -532,9 +535,13 @@ func (a *SqsAdapter) cancelRun(ctx context.Context, runID, reason string) error 
 	if err := a.closeLoops(ctx, p, runID, func(call func() error) error { return call() }); err != nil {
 		return fmt.Errorf("sqsadapter: cancel run %q: close loop iterations: %w", runID, err)
 	}
-	err = a.cfg.contexts.FinishRun(ctx, runID, StatusCancelled, reason, "", time.Now())
+	at := time.Now()
+	err = a.cfg.contexts.FinishRun(ctx, runID, StatusCancelled, reason, "", at)
 	if err != nil && !errors.Is(err, ErrRunFinished) {
 		return fmt.Errorf("sqsadapter: cancel run %q: %w", runID, err)
+	}
+	if err != nil {
+		at = time.Time{} // finished before, at another time
 	}
 	// Its children stop too, and its parent hears of it; a repeated
 	// CancelRun repeats both.
@@ -543,6 +550,11 @@ func (a *SqsAdapter) cancelRun(ctx context.Context, runID, reason string) error 
 	}
 	if nerr := a.notifyParent(ctx, runID, err == nil); nerr != nil {
 		return fmt.Errorf("sqsadapter: cancel run %q: %w", runID, nerr)
+	}
+	// Last, as in every path that finishes a run: a repeated CancelRun
+	// (which returns ErrRunFinished) repeats it.
+	if eerr := a.expireRun(ctx, runID, at); eerr != nil {
+		return fmt.Errorf("sqsadapter: cancel run %q: %w", runID, eerr)
 	}
 	return err
 }

@@ -392,6 +392,11 @@ func (a *SqsAdapter) notifyParent(ctx context.Context, runID string, finished bo
 		return nil
 	}
 	rec, err := a.cfg.contexts.GetRun(ctx, runID)
+	if errors.Is(err, ErrRunNotFound) {
+		// Expired or deleted (Tuning.Retention, DeleteRun): a late replay
+		// of one of its jobs, long after its parent heard of it.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("sqsadapter: read child run %q: %w", runID, err)
 	}
@@ -460,11 +465,13 @@ func (a *SqsAdapter) cancelChild(ctx context.Context, childID, reason string) er
 		return nil
 	case rec.Status != StatusRunning:
 		// Finished already, by a cancel or failure that may have stopped
-		// before its own children: repeat that part only.
+		// before its own children or its expiry: repeat those parts only.
 		if p := a.plans[planKey{rec.BlueprintID, rec.BlueprintVersion}]; p != nil {
-			return a.cancelChildren(ctx, childID, p, reason)
+			if err := a.cancelChildren(ctx, childID, p, reason); err != nil {
+				return err
+			}
 		}
-		return nil
+		return a.expireRun(ctx, childID, rec.FinishedAt)
 	}
 	err = a.CancelRun(ctx, childID, reason)
 	if err == nil || errors.Is(err, ErrRunFinished) || errors.Is(err, ErrRunNotFound) {

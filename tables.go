@@ -27,8 +27,11 @@ type TableNames struct {
 //   - Status: partition key runId (S), and the sparse global secondary index
 //     runningRunsIndex: partition key gsiRunning (S, one of 16 shard values
 //     "running#<s>"), sort key runningSince (N), all attributes projected.
-//   - Coordination: partition key coordinationKey (S), with DynamoDB TTL
-//     enabled on the attribute ttl.
+//   - Coordination: partition key coordinationKey (S).
+//
+// DynamoDB TTL is enabled on the attribute ttl of all three tables: join
+// records expire after Tuning.CoordinationTTL, and the items of a finished
+// run after Tuning.Retention, when it is set (see ContextStore.ExpireRun).
 //
 // It is idempotent: a table that exists already is kept, after checking that
 // its keys (and the status table's index) are the ones above. It blocks until
@@ -111,8 +114,10 @@ func CreateTables(ctx context.Context, client DynamoDBClient, names TableNames) 
 		}
 	}
 
-	if err := enableTTL(ctx, client, names.Coordination); err != nil {
-		return fmt.Errorf("sqsadapter: enable TTL on table %s: %w", names.Coordination, err)
+	for _, name := range []string{names.Context, names.Status, names.Coordination} {
+		if err := enableTTL(ctx, client, name); err != nil {
+			return fmt.Errorf("sqsadapter: enable TTL on table %s: %w", name, err)
+		}
 	}
 	return nil
 }

@@ -94,6 +94,20 @@ func TestCloudFormationTemplate(t *testing.T) {
 	assert.Equal(t, "ApproximateNumberOfMessagesVisible", a.MetricName)
 	require.Len(t, a.Dimensions, 1)
 	assert.Equal(t, "JobsDeadLetterQueue.QueueName", a.Dimensions[0].Value.Value)
+	// TTL on the attribute ttl of every table: join records, and the items
+	// of finished runs (Tuning.Retention, CreateTables).
+	for _, name := range []string{"ContextTable", "StatusTable", "CoordinationTable"} {
+		var table struct {
+			TimeToLiveSpecification struct {
+				AttributeName string `yaml:"AttributeName"`
+				Enabled       bool   `yaml:"Enabled"`
+			} `yaml:"TimeToLiveSpecification"`
+		}
+		props := tpl.Resources[name].Properties
+		require.NoError(t, props.Decode(&table), name)
+		assert.Equal(t, "ttl", table.TimeToLiveSpecification.AttributeName, "%s: TTL attribute", name)
+		assert.True(t, table.TimeToLiveSpecification.Enabled, "%s: TTL enabled", name)
+	}
 	var q struct {
 		RedrivePolicy struct {
 			DeadLetterTargetArn yaml.Node `yaml:"deadLetterTargetArn"`
@@ -130,9 +144,19 @@ func TestTerraformPolicy(t *testing.T) {
 		}
 	}
 	assert.Len(t, found, len(needs), "every statement the library needs")
-	for _, r := range []string{`resource "aws_cloudwatch_metric_alarm" "dead_letter"`, `name            = "running-runs"`, `attribute_name = "ttl"`} {
+	for _, r := range []string{`resource "aws_cloudwatch_metric_alarm" "dead_letter"`, `name            = "running-runs"`} {
 		assert.Contains(t, string(b), r, "main.tf")
 	}
+	// TTL on the attribute ttl of every table: join records, and the items
+	// of finished runs (Tuning.Retention, CreateTables).
+	table := regexp.MustCompile(`(?s)resource "aws_dynamodb_table" "(\w+)" \{(.*?)\n\}`)
+	ttl := regexp.MustCompile(`ttl \{\s*attribute_name = "ttl"\s*enabled\s*= true\s*\}`)
+	tables := map[string]bool{}
+	for _, m := range table.FindAllStringSubmatch(string(b), -1) {
+		tables[m[1]] = true
+		assert.Regexp(t, ttl, m[2], "table %s: TTL on ttl", m[1])
+	}
+	assert.Equal(t, map[string]bool{"context": true, "status": true, "coordination": true}, tables)
 }
 
 // The Lambda example's template uses partial batch responses, which its

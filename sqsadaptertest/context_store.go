@@ -51,12 +51,23 @@ type ContextStore struct {
 	// effect; a non-nil error is returned to the caller although the effect
 	// happened (a lost response).
 	AfterCall func(op string) error
+	// Now, if set, is the clock that decides whether a run has expired
+	// (ExpireRun): GetRun treats a run whose expiry is at or before Now()
+	// as absent. nil: time.Now. A test sets it to move past an expiry
+	// without waiting.
+	Now func() time.Time
 
 	mu     sync.Mutex
 	calls  map[string]int
 	runs   map[string]store.RunRecord
 	values map[string]map[string][]byte   // run id → key → encoded value
 	nodes  map[string]map[string]nodeItem // run id → node id → record
+	// Expiries set by ExpireRun: of run records, and of the items of the
+	// context table (run id → context key or "_outputs.<nodeId>"), as
+	// DynamoDB keeps its "ttl" attribute: an update of an item keeps it, a
+	// write that replaces a context key drops it.
+	runExpiry  map[string]time.Time
+	itemExpiry map[string]map[string]time.Time
 }
 
 // nodeItem is a stored node record. Its slices and byte slices are never
@@ -102,6 +113,36 @@ func (s *ContextStore) lock() {
 		s.runs = make(map[string]store.RunRecord)
 		s.values = make(map[string]map[string][]byte)
 		s.nodes = make(map[string]map[string]nodeItem)
+		s.runExpiry = make(map[string]time.Time)
+		s.itemExpiry = make(map[string]map[string]time.Time)
+	}
+}
+
+// now reads the store's clock.
+func (s *ContextStore) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// expiryOf returns the expiry DynamoDbContext stores for at: its "ttl"
+// attribute holds epoch seconds, rounded up.
+func expiryOf(at time.Time) time.Time {
+	sec := at.Unix()
+	if at.After(time.Unix(sec, 0)) {
+		sec++
+	}
+	return time.Unix(sec, 0)
+}
+
+// replaced drops the expiries of context keys of a run that a write
+// replaces or deletes. Call with the lock held.
+func (s *ContextStore) replaced(runID string, keys ...string) {
+	if m := s.itemExpiry[runID]; m != nil {
+		for _, k := range keys {
+			delete(m, k)
+		}
 	}
 }
 
@@ -214,7 +255,11 @@ func (s *ContextStore) GetRun(ctx context.Context, runID string) (*store.RunReco
 	}
 	s.lock()
 	run, ok := s.runs[runID]
+	exp, expires := s.runExpiry[runID]
 	s.mu.Unlock()
+	if ok && expires && !exp.After(s.now()) {
+		ok = false // expired: absent, though not deleted yet
+	}
 	if !ok {
 		return nil, fmt.Errorf("sqsadaptertest: get run %q: %w", runID, sqsadapter.ErrRunNotFound)
 	}
@@ -262,6 +307,84 @@ func (s *ContextStore) FinishRun(ctx context.Context, runID string, status sqsad
 	s.runs[runID] = run
 	s.mu.Unlock()
 	return s.end(op)
+}
+
+// ExpireRun implements sqsadapter.ContextStore: the run record and every
+// stored item of the run (context keys and node records) expire at at,
+// rounded up to the second as on DynamoDB. Nothing is ever deleted on
+// expiry: GetRun treats the run as absent from then on (see Now), and
+// Expiries reports what was set.
+func (s *ContextStore) ExpireRun(ctx context.Context, runID string, at time.Time) error {
+	const op = "ExpireRun"
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := storeCheckRunID(runID); err != nil {
+		return err
+	}
+	exp := expiryOf(at)
+	s.lock()
+	m := s.itemExpiry[runID]
+	if m == nil {
+		m = make(map[string]time.Time)
+		s.itemExpiry[runID] = m
+	}
+	for k := range s.values[runID] {
+		m[k] = exp
+	}
+	for id := range s.nodes[runID] {
+		m["_outputs."+id] = exp
+	}
+	_, ok := s.runs[runID]
+	if ok {
+		s.runExpiry[runID] = exp
+	}
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("sqsadaptertest: expire run %q: %w", runID, sqsadapter.ErrRunNotFound)
+	}
+	return s.end(op)
+}
+
+// DeleteRun implements sqsadapter.ContextStore.
+func (s *ContextStore) DeleteRun(ctx context.Context, runID string) error {
+	const op = "DeleteRun"
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if err := storeCheckRunID(runID); err != nil {
+		return err
+	}
+	s.lock()
+	delete(s.values, runID)
+	delete(s.nodes, runID)
+	delete(s.itemExpiry, runID)
+	_, ok := s.runs[runID]
+	delete(s.runs, runID)
+	delete(s.runExpiry, runID)
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("sqsadaptertest: delete run %q: %w", runID, sqsadapter.ErrRunNotFound)
+	}
+	return s.end(op)
+}
+
+// Expiries reports the expiries that ExpireRun set on a run, as DynamoDB's
+// "ttl" attribute would hold them: run is the run record's (zero: none or
+// no record), and items holds every stored item of the run, by context key
+// or "_outputs.<nodeId>" for a node record, with its expiry (zero: none).
+// An expired run is still reported: nothing is deleted on expiry.
+func (s *ContextStore) Expiries(runID string) (run time.Time, items map[string]time.Time) {
+	s.lock()
+	defer s.mu.Unlock()
+	items = make(map[string]time.Time)
+	for k := range s.values[runID] {
+		items[k] = s.itemExpiry[runID][k]
+	}
+	for id := range s.nodes[runID] {
+		items["_outputs."+id] = s.itemExpiry[runID]["_outputs."+id]
+	}
+	return s.runExpiry[runID], items
 }
 
 // AcquireNode implements sqsadapter.ContextStore. The lease is held by
@@ -823,6 +946,7 @@ func (s *ContextStore) Set(ctx context.Context, runID, key string, value any) er
 	}
 	s.lock()
 	s.runValues(runID)[key] = enc[key]
+	s.replaced(runID, key)
 	s.mu.Unlock()
 	return s.end(op)
 }
@@ -842,6 +966,7 @@ func (s *ContextStore) Delete(ctx context.Context, runID, key string) (bool, err
 	s.lock()
 	_, existed := s.values[runID][key]
 	delete(s.values[runID], key)
+	s.replaced(runID, key)
 	s.mu.Unlock()
 	if err := s.end(op); err != nil {
 		return false, err
@@ -878,10 +1003,12 @@ func (s *ContextStore) Patch(ctx context.Context, runID string, sets map[string]
 	vals := s.runValues(runID)
 	for k, b := range enc {
 		vals[k] = b
+		s.replaced(runID, k)
 	}
 	for _, k := range deletes {
 		delete(vals, k)
 	}
+	s.replaced(runID, deletes...)
 	s.mu.Unlock()
 	return s.end(op)
 }

@@ -201,10 +201,12 @@ func (s *ContextStore) applyWrites(runID string, sets map[string][]byte, deletes
 	vals := s.runValues(runID)
 	for k, b := range sets {
 		vals[k] = b
+		s.replaced(runID, k)
 	}
 	for _, k := range deletes {
 		delete(vals, k)
 	}
+	s.replaced(runID, deletes...)
 }
 
 // addWaiting adds a node to its run's Waiting set, kept sorted. The slice

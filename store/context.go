@@ -132,7 +132,8 @@ type ContextStore interface {
 	// context keys, atomically: if a run with that id exists it returns
 	// ErrRunExists and writes nothing.
 	CreateRun(ctx context.Context, run RunRecord, initial map[string]any) error
-	// GetRun reads a run record; ErrRunNotFound if there is none.
+	// GetRun reads a run record; ErrRunNotFound if there is none, or if
+	// its expiry (ExpireRun) is at or before the current time.
 	GetRun(ctx context.Context, runID string) (*RunRecord, error)
 	// FinishRun moves a running run to status (completed, failed or
 	// cancelled) with reason and failedNode, once: if the run is not running it
@@ -238,4 +239,21 @@ type ContextStore interface {
 	// Snapshot returns the whole context of a run: every key, and
 	// "_outputs.<nodeId>" for every committed node (Flowcraft's toJSON).
 	Snapshot(ctx context.Context, runID string) (map[string]any, error)
+
+	// ExpireRun sets the expiry of every item of a run — its context keys,
+	// its node records, and its run record last — to at (on DynamoDB the
+	// TTL attribute "ttl", in epoch seconds rounded up). An item deleted
+	// meanwhile is not written again. From at on, GetRun treats the run as
+	// absent (ErrRunNotFound), even while the backing store still holds it
+	// (DynamoDB deletes expired items lazily, up to days later). Items
+	// written after the call carry no expiry. It does not look at the
+	// run's status. Idempotent; ErrRunNotFound if there is no run record
+	// (an expired one that is still stored counts as a record).
+	ExpireRun(ctx context.Context, runID string, at time.Time) error
+	// DeleteRun deletes every item of a run: its context keys and node
+	// records first, then its run record, so that a call stopped midway
+	// can be repeated. It does not look at the run's status (callers do).
+	// ErrRunNotFound if there is no run record (the other items, if any,
+	// are deleted all the same); a repeated call returns ErrRunNotFound.
+	DeleteRun(ctx context.Context, runID string) error
 }

@@ -16,6 +16,9 @@ var (
 	ErrRunExists = errors.New("sqsadapter: run already exists")
 	// ErrRunFinished: the run is no longer running (completed, failed or cancelled).
 	ErrRunFinished = errors.New("sqsadapter: run is finished")
+	// ErrRunNotFinished: the run is still running; the call (a deletion)
+	// needs a finished run.
+	ErrRunNotFinished = errors.New("sqsadapter: run is not finished")
 	// ErrNodeCommitted: the node's output is already committed (or the node
 	// was skipped); the call changed nothing.
 	ErrNodeCommitted = errors.New("sqsadapter: node already committed")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +39,9 @@ type parts struct {
 	dlqURL     func(context.Context) (string, error)
 	tables     sqsadapter.TableNames
 	blueprints []*sqsadapter.Blueprint
+	// retention is the workers' Tuning.Retention (0: none), so that a run
+	// the tool cancels expires as the runs the workers finish do.
+	retention time.Duration
 }
 
 // connector makes the parts from the environment.
@@ -53,6 +57,9 @@ func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(f
 // errRunNotCompleted makes the exit status 1 after the status was printed.
 var errRunNotCompleted = errors.New("the run did not complete")
 
+// errNotDeleted makes the exit status 1 after delete printed its results.
+var errNotDeleted = errors.New("a run was not deleted")
+
 const usage = `usage: sqsadapter [-json] COMMAND [flags] [args]
 
   tables create                      create the three tables (or check those that exist)
@@ -61,6 +68,7 @@ const usage = `usage: sqsadapter [-json] COMMAND [flags] [args]
   status RUN                         a run's status, with each node's state
   wait RUN [-timeout D]              wait until the run finishes, then print its status
   cancel RUN [-reason TEXT]          cancel a run
+  delete RUN...                      delete finished runs: their records and contexts
   resume RUN NODE [-output JSON] [-action A]
                                      resume a waiting node with an output and an action
   list [-blueprint ID] [-limit N]    list running runs, oldest first
@@ -69,8 +77,9 @@ const usage = `usage: sqsadapter [-json] COMMAND [flags] [args]
 
 Environment: the AWS settings (AWS_REGION, credentials, AWS_ENDPOINT_URL_SQS, ...),
 SQSADAPTER_QUEUE_URL or SQSADAPTER_QUEUE_NAME, SQSADAPTER_DLQ_URL or SQSADAPTER_DLQ_NAME,
-SQSADAPTER_CONTEXT_TABLE, SQSADAPTER_STATUS_TABLE, SQSADAPTER_COORDINATION_TABLE, and
-SQSADAPTER_BLUEPRINTS (a blueprint's JSON file, or a folder of them).
+SQSADAPTER_CONTEXT_TABLE, SQSADAPTER_STATUS_TABLE, SQSADAPTER_COORDINATION_TABLE,
+SQSADAPTER_BLUEPRINTS (a blueprint's JSON file, or a folder of them), and
+SQSADAPTER_RETENTION (the workers' retention of finished runs, e.g. 720h; for cancel).
 `
 
 // run runs the command line args and returns the exit status.
@@ -83,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, connect c
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "sqsadapter: %s\n\n%s", ue.msg, usage)
 		return 2
-	case errors.Is(err, errRunNotCompleted):
+	case errors.Is(err, errRunNotCompleted), errors.Is(err, errNotDeleted):
 		return 1
 	default:
 		fmt.Fprintln(stderr, "sqsadapter:", err)
@@ -214,6 +223,33 @@ func dispatch(ctx context.Context, args []string, stdout io.Writer, connect conn
 			return err
 		}
 		return out.kv(map[string]any{"runId": fs.Arg(0), "status": "cancelled"})
+	case "delete":
+		if err := parse(1, math.MaxInt); err != nil {
+			return err
+		}
+		a, _, err := adapter(ctx, connect)
+		if err != nil {
+			return err
+		}
+		var results []deleteResult
+		failed := false
+		for _, id := range fs.Args() {
+			r := deleteResult{RunID: id, Deleted: true}
+			if err := a.DeleteRun(ctx, id); err != nil {
+				r.Deleted, r.Error, failed = false, err.Error(), true
+				if ctx.Err() != nil {
+					return err
+				}
+			}
+			results = append(results, r)
+		}
+		if err := out.deleted(results); err != nil {
+			return err
+		}
+		if failed {
+			return errNotDeleted
+		}
+		return nil
 	case "resume":
 		output := fs.String("output", "null", "the node's output, JSON")
 		action := fs.String("action", "", "the node's action (its edges' action)")
@@ -315,6 +351,7 @@ func adapter(ctx context.Context, connect connector) (*sqsadapter.SqsAdapter, *p
 		sqsadapter.WithContextStore(p.contexts), sqsadapter.WithCoordinationStore(p.coord),
 		sqsadapter.WithRegistry(reg), sqsadapter.WithBlueprints(p.blueprints...),
 		sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		sqsadapter.WithTuning(sqsadapter.Tuning{Retention: p.retention}),
 	)
 	return a, p, err
 }
@@ -471,6 +508,29 @@ func describeWait(w *store.Wait) string {
 	return strings.Join(parts, " ")
 }
 
+// deleteResult is the outcome of deleting one run.
+type deleteResult struct {
+	RunID   string `json:"runId"`
+	Deleted bool   `json:"deleted"`
+	Error   string `json:"error,omitempty"`
+}
+
+func (p *printer) deleted(results []deleteResult) error {
+	if p.json {
+		return p.encode(results)
+	}
+	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tRESULT")
+	for _, r := range results {
+		result := "deleted"
+		if !r.Deleted {
+			result = r.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", r.RunID, result)
+	}
+	return tw.Flush()
+}
+
 func (p *printer) runs(runs []*sqsadapter.RunStatus) error {
 	if p.json {
 		if runs == nil {
@@ -545,6 +605,11 @@ func envConnector(getenv func(string) string) connector {
 		}
 		if p.blueprints, err = loadBlueprints(getenv("SQSADAPTER_BLUEPRINTS")); err != nil {
 			return nil, err
+		}
+		if v := getenv("SQSADAPTER_RETENTION"); v != "" {
+			if p.retention, err = time.ParseDuration(v); err != nil {
+				return nil, fmt.Errorf("SQSADAPTER_RETENTION: %w", err)
+			}
 		}
 		return p, nil
 	}

@@ -190,11 +190,57 @@ func TestReconcileAndRedrive(t *testing.T) {
 	assert.Equal(t, 1, st.Nodes["a"].Attempts, "nothing ran again")
 }
 
+// delete deletes finished runs, refuses a running one and reports an
+// unknown one, run by run; cancel sets the expiry of SQSADAPTER_RETENTION.
+func TestDelete(t *testing.T) {
+	t.Parallel()
+	w := newCLIWorld(t)
+	w.parts.retention = 2 * time.Hour
+	code, _, errOut := w.cli("start", "-blueprint", "quick", "-run-id", "q-1", "-wait", "30s")
+	require.Equal(t, 0, code, errOut)
+	code, _, errOut = w.cli("start", "-blueprint", "order", "-run-id", "o-1")
+	require.Equal(t, 0, code, errOut)
+	require.Eventually(t, func() bool { return w.status("o-1").Nodes["approve"].State == "waiting" }, 20*time.Second, 20*time.Millisecond)
+
+	code, out, _ := w.cli("delete", "q-1", "o-1", "nope")
+	assert.Equal(t, 1, code, "a run was not deleted")
+	assert.Regexp(t, `(?m)^RUN\s+RESULT$`, out)
+	assert.Regexp(t, `(?m)^q-1\s+deleted$`, out)
+	assert.Regexp(t, `(?m)^o-1\s+.*run is not finished`, out)
+	assert.Regexp(t, `(?m)^nope\s+.*run not found`, out)
+	code, _, errOut = w.cli("status", "q-1")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "run not found")
+	assert.Equal(t, "waiting", w.status("o-1").Nodes["approve"].State, "the running run is kept")
+
+	code, _, errOut = w.cli("cancel", "o-1")
+	require.Equal(t, 0, code, errOut)
+	cs := w.parts.contexts.(*sqsadaptertest.ContextStore)
+	expiry, items := cs.Expiries("o-1")
+	assert.False(t, expiry.IsZero(), "the cancelled run expires (SQSADAPTER_RETENTION)")
+	for key, exp := range items {
+		assert.True(t, exp.Equal(expiry), "item %q expires at %v, the run at %v", key, exp, expiry)
+	}
+	code, out, errOut = w.cli("-json", "delete", "o-1")
+	require.Equal(t, 0, code, errOut)
+	var results []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &results), out)
+	assert.Equal(t, []map[string]any{{"runId": "o-1", "deleted": true}}, results)
+	_, items = cs.Expiries("o-1")
+	assert.Empty(t, items, "every item of the run is deleted")
+	code, out, _ = w.cli("delete", "o-1", "-json")
+	assert.Equal(t, 1, code, "deleted already")
+	require.NoError(t, json.Unmarshal([]byte(out), &results), out)
+	require.Len(t, results, 1)
+	assert.Equal(t, false, results[0]["deleted"])
+	assert.Contains(t, results[0]["error"], "run not found")
+}
+
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
 	w := &cliWorld{t: t, parts: &parts{}}
 	for _, args := range [][]string{{}, {"frobnicate"}, {"status"}, {"status", "a", "b"}, {"start"}, {"start", "-blueprint", "x", "-input", "[1]"},
-		{"tables", "drop"}, {"resume", "r"}, {"wait", "r", "-timeout", "soon"}} {
+		{"tables", "drop"}, {"resume", "r"}, {"wait", "r", "-timeout", "soon"}, {"delete"}} {
 		code, _, errOut := w.cli(args...)
 		assert.Equal(t, 2, code, "%q", args)
 		assert.Contains(t, errOut, "usage: sqsadapter", "%q", args)

@@ -49,6 +49,11 @@ resource "aws_dynamodb_table" "context" {
     name = "key"
     type = "S"
   }
+  # Tuning.Retention: the items of finished runs expire.
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
+  }
 }
 
 resource "aws_dynamodb_table" "status" {
@@ -72,6 +77,11 @@ resource "aws_dynamodb_table" "status" {
     hash_key        = "gsiRunning"
     range_key       = "runningSince"
     projection_type = "ALL"
+  }
+  # Tuning.Retention: the records of finished runs expire.
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
   }
 }
 

@@ -154,6 +154,7 @@ func run() int {
 		logLevel        = flag.String("log-level", "info", "log level: debug, info, warn or error")
 		reconcileEvery  = flag.Duration("reconcile-every", 0, "run the reconciler in this worker at this interval (0: off; run it in one or a few workers)")
 		stallThreshold  = flag.Duration("stall-threshold", 10*time.Minute, "with -reconcile-every: how long a run may make no progress before its frontier is re-enqueued")
+		retention       = flag.Duration("retention", 0, "delete each finished run's items this long after it finished, with DynamoDB TTL (0: keep them; at least 1h, and longer than the queue's message retention, 4 days with -setup)")
 		healthAddr      = flag.String("health-addr", "", "serve GET /healthz on this address (e.g. :8080): 200 while the worker runs, 503 once it is shutting down (default: none)")
 		probe           = flag.String("probe", "", "GET this URL and exit 0 if it answers 200, else 1 (a container's health check); does nothing else")
 	)
@@ -233,6 +234,7 @@ func run() int {
 		sqsadapter.WithVisibilityTimeout(*visibility),
 		sqsadapter.WithWorkerID(s.workerID),
 		sqsadapter.WithLogger(logger),
+		sqsadapter.WithTuning(sqsadapter.Tuning{Retention: *retention}),
 	)
 	if err != nil {
 		logger.Error("worker: configure adapter", "err", err)

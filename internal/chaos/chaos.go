@@ -55,6 +55,11 @@ type Config struct {
 	// worker must extend it.
 	SlowFactor      float64
 	ShutdownTimeout time.Duration // workers' graceful shutdown deadline (default 5s)
+	// Retention is the Tuning.Retention of the workers, the driver's
+	// client and its resumer (0: none). With one, every item of each
+	// finished run, and its run record, must carry the DynamoDB TTL
+	// attribute ttl = its finish time + Retention once the queue drained.
+	Retention time.Duration
 
 	// KillMin and KillMax bound the random interval between two worker
 	// kills (SIGKILL, then a restart); KillMax zero means no kills. Kills
@@ -303,6 +308,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	defer ddbProxy.Close()
 
 	env := workerEnv(sqsProxy.URL(), ddbProxy.URL(), queueURL, tables)
+	if cfg.Retention > 0 {
+		env = append(env, "SQSADAPTER_RETENTION="+cfg.Retention.String())
+	}
 	args := []string{
 		"-concurrency", strconv.Itoa(cfg.Concurrency),
 		"-visibility-timeout", cfg.VisibilityTimeout.String(),
@@ -334,6 +342,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		sqsadapter.WithRegistry(Registry(bp, 0)),
 		sqsadapter.WithBlueprints(all...),
 		sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		sqsadapter.WithTuning(sqsadapter.Tuning{Retention: cfg.Retention}),
 	)
 	if err != nil {
 		return sum, err
@@ -350,6 +359,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		sqsadapter.WithRegistry(Registry(bp, 0)),
 		sqsadapter.WithBlueprints(all...),
 		sqsadapter.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		sqsadapter.WithTuning(sqsadapter.Tuning{Retention: cfg.Retention}),
 	)
 	if err != nil {
 		return sum, err
@@ -459,6 +469,9 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	detailed := 0
 	for _, r := range runs {
 		problems := verifyRun(r, ledger, res, &sum)
+		if cfg.Retention > 0 && r.st != nil {
+			problems = append(problems, verifyRetention(vctx, ddbDirect, tables, r, cfg.Retention)...)
+		}
 		if len(problems) == 0 {
 			sum.Correct++
 			continue
@@ -552,6 +565,58 @@ func verifyRun(r *run, ledger *Ledger, res *resumer, sum *Summary) []string {
 		problems = append(problems, fmt.Sprintf("final status written %d times: %v", f.Writes, f.Statuses))
 	case f.Statuses[0] != string(r.st.Status):
 		problems = append(problems, fmt.Sprintf("final status written as %s, read as %s", f.Statuses[0], r.st.Status))
+	}
+	return problems
+}
+
+// verifyRetention checks, with the raw items, that every item of finished
+// run r in the context table and its run record carry the TTL attribute
+// ttl: its finish time (to the millisecond, as stored) plus retention, in
+// epoch seconds rounded up.
+func verifyRetention(ctx context.Context, db *dynamodb.Client, t sqsadapter.TableNames, r *run, retention time.Duration) []string {
+	at := r.st.FinishedAt.Truncate(time.Millisecond).Add(retention)
+	want := at.Unix()
+	if at.After(time.Unix(want, 0)) {
+		want++
+	}
+	ttlOf := func(item map[string]dynamodbtypes.AttributeValue) string {
+		if n, ok := item["ttl"].(*dynamodbtypes.AttributeValueMemberN); ok {
+			return n.Value
+		}
+		return "none"
+	}
+	wantS := strconv.FormatInt(want, 10)
+	var problems []string
+	out, err := db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(t.Status), ConsistentRead: aws.Bool(true),
+		Key: map[string]dynamodbtypes.AttributeValue{"runId": &dynamodbtypes.AttributeValueMemberS{Value: r.id}},
+	})
+	switch {
+	case err != nil:
+		return []string{fmt.Sprintf("retention: read the run record: %v", err)}
+	case ttlOf(out.Item) != wantS:
+		problems = append(problems, fmt.Sprintf("retention: the run record's ttl is %s, want %s", ttlOf(out.Item), wantS))
+	}
+	pages := dynamodb.NewQueryPaginator(db, &dynamodb.QueryInput{
+		TableName: aws.String(t.Context), ConsistentRead: aws.Bool(true),
+		KeyConditionExpression:    aws.String("runId = :r"),
+		ExpressionAttributeValues: map[string]dynamodbtypes.AttributeValue{":r": &dynamodbtypes.AttributeValueMemberS{Value: r.id}},
+	})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return append(problems, fmt.Sprintf("retention: query the run's items: %v", err))
+		}
+		for _, item := range page.Items {
+			if got := ttlOf(item); got != wantS {
+				key, _ := item["key"].(*dynamodbtypes.AttributeValueMemberS)
+				name := "?"
+				if key != nil {
+					name = key.Value
+				}
+				problems = append(problems, fmt.Sprintf("retention: item %q has ttl %s, want %s", name, got, wantS))
+			}
+		}
 	}
 	return problems
 }

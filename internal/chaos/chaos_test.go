@@ -35,6 +35,8 @@ func TestChaosBounded(t *testing.T) {
 		Workers: 3, Concurrency: 8, VisibilityTimeout: 3 * time.Second,
 		KillMin: 3 * time.Second, KillMax: 6 * time.Second,
 		FaultRate: 0.05, DuplicateRate: 0.05, CancelRate: 0.1,
+		// Every finished run's items must expire (checked with the raw items).
+		Retention: 2 * time.Hour,
 		// Runs take 20-60 s here; the bound catches a lost run, not a slow machine.
 		RunTimeout: 300 * time.Second, DrainTimeout: 45 * time.Second,
 		LogLevel: "info",

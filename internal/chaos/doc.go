@@ -59,7 +59,9 @@
 //     commit), one of a failed or cancelled run at most once, and not at
 //     all when every call was told the run was finished; each sleep of a
 //     completed run was woken by its timer, not before its wake-up time.
-//     Then, for the session: the queue and the dead-letter queue are
+//     With Config.Retention, every item of a finished run and its run
+//     record carry the TTL attribute ttl = finish time + Retention (read
+//     raw). Then, for the session: the queue and the dead-letter queue are
 //     empty, the status table's running-runs index is empty, every probe
 //     was refused, and no worker exited on its own.
 //

@@ -35,6 +35,8 @@ const (
 	// BatchGetKeys is the most keys one BatchGetItem may read. The stores
 	// read more keys in several requests, so it limits no caller.
 	BatchGetKeys = 100
+	// BatchWriteItems is the most writes one BatchWriteItem may make.
+	BatchWriteItems = 25
 	// PartitionKeyBytes is the longest partition key value.
 	PartitionKeyBytes = 2048
 	// SortKeyBytes is the longest sort key value.

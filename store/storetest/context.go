@@ -67,7 +67,7 @@ func TestContextStore(t *testing.T, newStore func(t *testing.T) store.ContextSto
 		{name: "UpdatedAt", fn: testUpdatedAt},
 		{name: "ReconcileCanceledContext", fn: testReconcileCanceled},
 		{name: "CanceledContext", fn: testContextStoreCanceled},
-	}, waitingTests()...))
+	}, append(waitingTests(), retentionTests()...)...))
 }
 
 // --- runs ---

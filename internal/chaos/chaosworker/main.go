@@ -81,6 +81,14 @@ func run() int {
 		Status:       envOr("SQSADAPTER_STATUS_TABLE", "flowcraft-status"),
 		Coordination: envOr("SQSADAPTER_COORDINATION_TABLE", "flowcraft-coordination"),
 	}
+	var retention time.Duration // Tuning.Retention (SQSADAPTER_RETENTION; default none)
+	if v := os.Getenv("SQSADAPTER_RETENTION"); v != "" {
+		var err error
+		if retention, err = time.ParseDuration(v); err != nil {
+			logger.Error("chaosworker: SQSADAPTER_RETENTION", "err", err)
+			return 2
+		}
+	}
 	host, _ := os.Hostname()
 	workerID := envOr("SQSADAPTER_WORKER_ID", fmt.Sprintf("%s-%d", host, os.Getpid()))
 
@@ -126,6 +134,7 @@ func run() int {
 		sqsadapter.WithWorkerID(workerID),
 		sqsadapter.WithLogger(logger),
 		tel.Option(),
+		sqsadapter.WithTuning(sqsadapter.Tuning{Retention: retention}),
 	)
 	if err != nil {
 		logger.Error("chaosworker: configure adapter", "err", err)
