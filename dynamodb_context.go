@@ -1547,6 +1547,9 @@ func decodeRun(item map[string]types.AttributeValue) *store.RunRecord {
 	if ms, ok := attrInt(item, attrFinishedAt); ok {
 		run.FinishedAt = time.UnixMilli(ms).UTC()
 	}
+	if sec, ok := attrInt(item, attrTTL); ok {
+		run.ExpiresAt = time.Unix(sec, 0).UTC()
+	}
 	if ss, ok := item[attrWaiting].(*types.AttributeValueMemberSS); ok && len(ss.Value) > 0 {
 		run.Waiting = slices.Sorted(slices.Values(ss.Value))
 	}

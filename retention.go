@@ -15,7 +15,10 @@ import (
 // zero finishedAt means that another call finished the run (a replay, a
 // repeated CancelRun): the finish time is read from the run record, so that
 // every path sets the same expiry. A run that is absent (expired or
-// deleted already) needs none. It is idempotent.
+// deleted already) needs none. It is idempotent. A run record that has an
+// expiry already is expired again all the same: a late handling of the run
+// (a duplicate, a stray job) may have written records since, and this is
+// where they get theirs (the randomized protocol test's strays show it).
 func (a *SqsAdapter) expireRun(ctx context.Context, runID string, finishedAt time.Time) error {
 	if a.cfg.retention <= 0 {
 		return nil

@@ -266,6 +266,9 @@ func (s *ContextStore) GetRun(ctx context.Context, runID string) (*store.RunReco
 	if err := s.end(op); err != nil {
 		return nil, err
 	}
+	if expires {
+		run.ExpiresAt = exp.UTC()
+	}
 	run.Waiting = slices.Clone(run.Waiting)
 	if run.Parent != nil {
 		pr := *run.Parent

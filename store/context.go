@@ -35,6 +35,10 @@ type RunRecord struct {
 	// Parent is the subflow node whose child this run is; nil for a run
 	// started by StartRun. It is written by CreateRun and never changes.
 	Parent *ParentRef
+	// ExpiresAt is the expiry ExpireRun gave the run (to the second,
+	// rounded up, as DynamoDB's TTL keeps it); zero while it has none.
+	// ExpireRun sets it last, after every other item of the run.
+	ExpiresAt time.Time
 }
 
 // ParentRef names the node of the run that started a child run (a subflow
