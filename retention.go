@@ -61,6 +61,13 @@ func (a *SqsAdapter) expireRun(ctx context.Context, runID string, finishedAt tim
 // It blocks for the store's calls (a Query page per 1 MB of keys and a
 // BatchWriteItem per 25 items on DynamoDB) and is safe for concurrent use.
 func (a *SqsAdapter) DeleteRun(ctx context.Context, runID string) error {
+	ctx, end := a.operation(ctx, "DeleteRun", "")
+	err := a.deleteRun(ctx, runID)
+	end(runID, err)
+	return err
+}
+
+func (a *SqsAdapter) deleteRun(ctx context.Context, runID string) error {
 	rec, err := a.cfg.contexts.GetRun(ctx, runID)
 	if err != nil {
 		return fmt.Errorf("sqsadapter: delete run %q: %w", runID, err)

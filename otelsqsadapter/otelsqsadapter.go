@@ -17,7 +17,7 @@
 //
 // # Traces
 //
-// StartRun, ResumeRun, CancelRun and DeliverWebhook start a span
+// StartRun, ResumeRun, CancelRun, DeliverWebhook and DeleteRun start a span
 // ("sqsadapter.StartRun", …) whose context the jobs they send carry. Each
 // handling of a job is a consumer span "job <nodeId>" whose parent is the
 // span that sent or chained the job, on whatever worker; each attempt of a

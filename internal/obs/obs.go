@@ -42,7 +42,8 @@ type Hooks interface {
 	// the handling runs in, with a Span to report to.
 	Job(ctx context.Context, j *Job) (context.Context, Span)
 	// Operation starts the span of a client call (StartRun, ResumeRun,
-	// CancelRun, DeliverWebhook) and returns its ctx and how to end it.
+	// CancelRun, DeliverWebhook, DeleteRun) and returns its ctx and how to
+	// end it.
 	Operation(ctx context.Context, name, blueprintID string) (context.Context, func(runID string, err error))
 	// Inject returns the trace context of ctx for the jobs sent under it;
 	// nil when ctx has none.
