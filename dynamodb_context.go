@@ -250,7 +250,7 @@ func (s *DynamoDbContext) GetRun(ctx context.Context, runID string) (*store.RunR
 	if err != nil {
 		return nil, wrap(err)
 	}
-	if len(out.Item) == 0 || runExpired(out.Item, s.now()) {
+	if len(out.Item) == 0 || runExpired(out.Item, s.now()) || attrString(out.Item, attrStatus) == string(store.StatusDeleted) {
 		return nil, wrap(ErrRunNotFound)
 	}
 	return decodeRun(out.Item), nil
@@ -322,6 +322,16 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID string, status Ru
 // expireParallel bounds the concurrent UpdateItems of ExpireRun.
 const expireParallel = 8
 
+// expirySeconds is at in epoch seconds, rounded up: DynamoDB never
+// deletes an item before at.
+func expirySeconds(at time.Time) int64 {
+	sec := at.Unix()
+	if at.After(time.Unix(sec, 0)) {
+		sec++
+	}
+	return sec
+}
+
 // deleteTries bounds the BatchWriteItem requests of one batch of DeleteRun
 // whose items come back unprocessed.
 const deleteTries = 8
@@ -336,17 +346,23 @@ func (s *DynamoDbContext) ExpireRun(ctx context.Context, runID string, at time.T
 	if limits.CheckID("run id", runID) != nil {
 		return wrap(ErrRunNotFound) // CreateRun refuses such an id
 	}
-	sec := at.Unix()
-	if at.After(time.Unix(sec, 0)) {
-		sec++ // round up: DynamoDB never deletes an item before at
-	}
-	expr, err := expression.NewBuilder().
-		WithUpdate(expression.Set(expression.Name(attrTTL), expression.Value(avN(sec)))).
-		WithCondition(expression.AttributeExists(expression.Name(attrRunID))).Build()
+	sec := expirySeconds(at)
+	set := expression.Set(expression.Name(attrTTL), expression.Value(avN(sec)))
+	exists := expression.AttributeExists(expression.Name(attrRunID))
+	// An item keeps a later expiry (a tombstone's); the run record must be
+	// a run's, not a deleted run's tombstone.
+	itemExpr, err := expression.NewBuilder().WithUpdate(set).WithCondition(exists.And(
+		expression.Or(expression.AttributeNotExists(expression.Name(attrTTL)),
+			expression.Name(attrTTL).LessThan(expression.Value(avN(sec)))))).Build()
 	if err != nil {
 		return wrap(err)
 	}
-	update := func(ctx context.Context, table string, key map[string]types.AttributeValue) error {
+	runExpr, err := expression.NewBuilder().WithUpdate(set).WithCondition(exists.And(
+		expression.Name(attrStatus).NotEqual(expression.Value(avS(string(store.StatusDeleted)))))).Build()
+	if err != nil {
+		return wrap(err)
+	}
+	update := func(ctx context.Context, table string, key map[string]types.AttributeValue, expr expression.Expression) error {
 		_, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 			TableName:                 aws.String(table),
 			Key:                       key,
@@ -359,7 +375,7 @@ func (s *DynamoDbContext) ExpireRun(ctx context.Context, runID string, at time.T
 	}
 	err = s.runKeys(ctx, runID, func(keys []string) error {
 		return parallel(ctx, expireParallel, len(keys), func(ctx context.Context, i int) error {
-			if err := update(ctx, s.contextTable, ctxItemKey(runID, keys[i])); err != nil && !isConditionFailed(err) {
+			if err := update(ctx, s.contextTable, ctxItemKey(runID, keys[i]), itemExpr); err != nil && !isConditionFailed(err) {
 				return err
 			}
 			return nil
@@ -368,7 +384,7 @@ func (s *DynamoDbContext) ExpireRun(ctx context.Context, runID string, at time.T
 	if err != nil {
 		return wrap(err)
 	}
-	err = update(ctx, s.statusTable, map[string]types.AttributeValue{attrRunID: avS(runID)})
+	err = update(ctx, s.statusTable, map[string]types.AttributeValue{attrRunID: avS(runID)}, runExpr)
 	if isConditionFailed(err) {
 		return wrap(translated(ErrRunNotFound, err))
 	}
@@ -383,16 +399,25 @@ func (s *DynamoDbContext) ExpireRun(ctx context.Context, runID string, at time.T
 // items each (unprocessed items are sent again after a short backoff, a
 // bounded number of times), then one DeleteItem of the run record,
 // conditional on it existing.
-func (s *DynamoDbContext) DeleteRun(ctx context.Context, runID string) error {
+func (s *DynamoDbContext) DeleteRun(ctx context.Context, runID string, until time.Time) error {
 	wrap := func(err error) error { return fmt.Errorf("sqsadapter: delete run %q: %w", runID, err) }
 	if limits.CheckID("run id", runID) != nil {
 		return wrap(ErrRunNotFound) // CreateRun refuses such an id
 	}
+	ttl := avN(expirySeconds(until))
+	now := avN(time.Now().UnixMilli())
 	err := s.runKeys(ctx, runID, func(keys []string) error {
 		for start := 0; start < len(keys); start += limits.BatchWriteItems {
 			var reqs []types.WriteRequest
 			for _, k := range keys[start:min(start+limits.BatchWriteItems, len(keys))] {
-				reqs = append(reqs, types.WriteRequest{DeleteRequest: &types.DeleteRequest{Key: ctxItemKey(runID, k)}})
+				if !strings.HasPrefix(k, outputsPrefix) {
+					reqs = append(reqs, types.WriteRequest{DeleteRequest: &types.DeleteRequest{Key: ctxItemKey(runID, k)}})
+					continue
+				}
+				// A node record's tombstone: closed, and nothing else.
+				item := ctxItemKey(runID, k)
+				item[attrState], item[attrUpdatedAt], item[attrTTL] = avS(store.NodeClosed), now, ttl
+				reqs = append(reqs, types.WriteRequest{PutRequest: &types.PutRequest{Item: item}})
 			}
 			if err := batchWrite(ctx, s.client, s.contextTable, reqs); err != nil {
 				return err
@@ -403,13 +428,16 @@ func (s *DynamoDbContext) DeleteRun(ctx context.Context, runID string) error {
 	if err != nil {
 		return wrap(err)
 	}
-	expr, err := expression.NewBuilder().WithCondition(expression.AttributeExists(expression.Name(attrRunID))).Build()
+	expr, err := expression.NewBuilder().WithCondition(expression.AttributeExists(expression.Name(attrRunID)).And(
+		expression.Name(attrStatus).NotEqual(expression.Value(avS(string(store.StatusDeleted)))))).Build()
 	if err != nil {
 		return wrap(err)
 	}
-	_, err = s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
-		TableName:                 aws.String(s.statusTable),
-		Key:                       map[string]types.AttributeValue{attrRunID: avS(runID)},
+	_, err = s.client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(s.statusTable),
+		Item: map[string]types.AttributeValue{
+			attrRunID: avS(runID), attrStatus: avS(string(store.StatusDeleted)), attrTTL: ttl,
+		},
 		ConditionExpression:       expr.Condition(),
 		ExpressionAttributeNames:  expr.Names(),
 		ExpressionAttributeValues: expr.Values(),

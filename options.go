@@ -298,7 +298,7 @@ type Tuning struct {
 	// on every worker and on the processes that call CancelRun. A
 	// subflow's child run is a run of its own and expires on its own,
 	// Retention after it finishes. SqsAdapter.DeleteRun deletes a finished
-	// run at once.
+	// run's data at once.
 	Retention time.Duration
 }
 

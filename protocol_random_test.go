@@ -971,8 +971,8 @@ func (s *protoContexts) ExpireRun(ctx context.Context, runID string, at time.Tim
 	return protoCall0(s.f, protoOp("ExpireRun", runID, ""), func() error { return s.inner.ExpireRun(ctx, runID, at) })
 }
 
-func (s *protoContexts) DeleteRun(ctx context.Context, runID string) error {
-	return protoCall0(s.f, protoOp("DeleteRun", runID, ""), func() error { return s.inner.DeleteRun(ctx, runID) })
+func (s *protoContexts) DeleteRun(ctx context.Context, runID string, until time.Time) error {
+	return protoCall0(s.f, protoOp("DeleteRun", runID, ""), func() error { return s.inner.DeleteRun(ctx, runID, until) })
 }
 
 func (s *protoContexts) Snapshot(ctx context.Context, runID string) (map[string]any, error) {

@@ -44,19 +44,30 @@ func (a *SqsAdapter) expireRun(ctx context.Context, runID string, finishedAt tim
 	return nil
 }
 
-// DeleteRun deletes a finished run: its run record, its context and its
-// node records (ContextStore.DeleteRun). A run that is still running is
-// refused with an error matching store.ErrRunNotFinished (cancel it
-// first); an unknown run, or one expired by Tuning.Retention, is an error
-// matching ErrRunNotFound, so a repeated DeleteRun returns ErrRunNotFound.
-// A deletion cut short leaves the run record, deleted last: call it again.
+// tombstoneTTL is how long a deleted run's tombstones are kept: longer
+// than SQS keeps a message (14 days at most), so that no job of the run can
+// arrive after them and run its node again on records it would create.
+const tombstoneTTL = 15 * 24 * time.Hour
+
+// DeleteRun deletes a finished run's data at once: its context keys, its
+// node outputs and its run record (ContextStore.DeleteRun). Small
+// tombstones stay for 15 days, longer than SQS keeps a message, and then
+// expire through the tables' TTL: each node record is kept closed and
+// empty, so that a late job of the run (a redelivered or redriven message)
+// is dropped instead of running its node again, and the run record is kept
+// as a tombstone, so that its id is not reused meanwhile (StartRun with it
+// fails with an error matching ErrRunExists). To GetRun, WaitForRun and
+// ListRuns a deleted run is absent (ErrRunNotFound), so a repeated
+// DeleteRun returns ErrRunNotFound, as it does for an unknown run or one
+// expired by Tuning.Retention. A deletion cut short leaves the run record,
+// rewritten last: call it again.
 //
-// It does not touch other runs: a subflow's child run is a run of its own
-// (its id is in the subflow node's record), deleted by its own DeleteRun or
-// expired by its own retention. Join records are left to expire on their
-// own (Tuning.CoordinationTTL). A job message of the run still in the queue
-// finds no records and runs its node again, as for an expired run; delete
-// runs whose messages are gone, or use WithRunCheck.
+// A run that is still running is refused with an error matching
+// store.ErrRunNotFinished (cancel it first), and so is a subflow's child
+// run while its parent runs (its parent reads its end from it). A child
+// run is a run of its own: deleting a parent leaves its children, deleted
+// by their own DeleteRun or expired by their own retention. Join records
+// expire on their own (Tuning.CoordinationTTL).
 //
 // It blocks for the store's calls (a Query page per 1 MB of keys and a
 // BatchWriteItem per 25 items on DynamoDB) and is safe for concurrent use.
@@ -75,7 +86,20 @@ func (a *SqsAdapter) deleteRun(ctx context.Context, runID string) error {
 	if rec.Status == StatusRunning {
 		return fmt.Errorf("sqsadapter: delete run %q: %w: cancel it first", runID, store.ErrRunNotFinished)
 	}
-	if err := a.cfg.contexts.DeleteRun(ctx, runID); err != nil {
+	if pr := rec.Parent; pr != nil {
+		// The parent's subflow node reads its child's end from the child's
+		// records, possibly after the child finished: deleted, the child
+		// would be started again.
+		parent, err := a.cfg.contexts.GetRun(ctx, pr.RunID)
+		switch {
+		case errors.Is(err, ErrRunNotFound):
+		case err != nil:
+			return fmt.Errorf("sqsadapter: delete run %q: read its parent run: %w", runID, err)
+		case parent.Status == StatusRunning:
+			return fmt.Errorf("sqsadapter: delete run %q: %w: it is a child of run %q, which is still running", runID, store.ErrRunNotFinished, pr.RunID)
+		}
+	}
+	if err := a.cfg.contexts.DeleteRun(ctx, runID, time.Now().Add(tombstoneTTL)); err != nil {
 		return fmt.Errorf("sqsadapter: delete run %q: %w", runID, err)
 	}
 	return nil

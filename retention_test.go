@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -124,6 +126,11 @@ func TestRetention(t *testing.T) {
 		require.ErrorIs(t, r.client.CancelRun(t.Context(), id, ""), sqsadapter.ErrRunNotFound, id)
 		require.ErrorIs(t, r.client.DeleteRun(t.Context(), id), sqsadapter.ErrRunNotFound, id)
 	}
+	// An expired run's id is not taken for a new run while its items are
+	// stored: the new run would find the old node records.
+	_, err := r.client.StartRun(t.Context(), "joins", nil, sqsadapter.WithRunID(completed))
+	require.ErrorIs(t, err, store.ErrRunExists)
+	assert.Contains(t, err.Error(), "deleted or has expired")
 	st, err := r.client.Reconcile(t.Context(), time.Millisecond)
 	require.NoError(t, err)
 	assert.Zero(t, st.Errors)
@@ -177,14 +184,65 @@ func TestDeleteRun(t *testing.T) {
 	r.wait(done)
 	eventually(t, r.queueEmpty, "every message is handled")
 	for _, id := range []string{running, done} {
+		before := time.Now()
 		require.NoError(t, r.client.DeleteRun(ctx, id))
 		_, err := r.client.GetRun(ctx, id)
 		require.ErrorIs(t, err, sqsadapter.ErrRunNotFound)
-		_, items := r.contexts.Expiries(id)
-		assert.Empty(t, items, "items of run %s left", id)
+		// What stays: a tombstone per node record, closed and empty, and
+		// the run record's, all expiring after SQS's longest retention.
+		runExp, items := r.contexts.Expiries(id)
+		assert.True(t, runExp.After(before.Add(14*24*time.Hour)), "run tombstone of %s expires at %v", id, runExp)
+		require.NotEmpty(t, items)
+		for k, exp := range items {
+			assert.True(t, strings.HasPrefix(k, "_outputs."), "item %q of run %s left", k, id)
+			assert.True(t, exp.After(before.Add(14*24*time.Hour)), "tombstone %q of run %s expires at %v", k, id, exp)
+		}
+		snap, err := r.contexts.Snapshot(ctx, id)
+		require.NoError(t, err)
+		assert.Empty(t, snap, "no value of run %s is left", id)
 		require.ErrorIs(t, r.client.DeleteRun(ctx, id), sqsadapter.ErrRunNotFound, "a repeated DeleteRun")
+		// Its id is not reused while the tombstone lasts.
+		_, err = r.client.StartRun(ctx, "joins", nil, sqsadapter.WithRunID(id))
+		require.ErrorIs(t, err, store.ErrRunExists)
+		assert.Contains(t, err.Error(), "deleted or has expired")
 	}
+	// A late job of the deleted run (a redelivery of the job that
+	// completed it, say) is dropped: its node does not run again.
+	calls := r.log.count("d")
+	require.Positive(t, calls)
+	_, err = r.sqs.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &r.queue,
+		MessageBody: aws.String(`{"runId":"` + done + `","blueprintId":"joins","nodeId":"d"}`)})
+	require.NoError(t, err)
+	eventually(t, r.queueEmpty, "the late job is handled")
+	assert.Equal(t, calls, r.log.count("d"), "the late job ran its node again")
 	require.ErrorIs(t, r.client.DeleteRun(ctx, "no-such-run"), sqsadapter.ErrRunNotFound)
+}
+
+// TestDeleteChildRunWhileParentRuns: a subflow's child run is not deleted
+// while its parent runs, since the parent reads its end from it (deleted,
+// it would be started again); once the parent finished, it is.
+func TestDeleteChildRunWhileParentRuns(t *testing.T) {
+	t.Parallel()
+	release, started := newGate(), newGate()
+	openAtEnd(t, release)
+	parent := mustParse(t, `{"id": "parent", "nodes": [{"id": "sub", "uses": "subflow", "params": {"blueprintId": "child"}},
+		{"id": "blocked", "uses": "n"}], "edges": [{"source": "sub", "target": "blocked"}]}`)
+	child := mustParse(t, `{"id": "child", "nodes": [{"id": "c1", "uses": "n"}]}`)
+	r := newRig(t, rigConfig{nodes: map[string]sqsadapter.NodeFunc{"blocked": blockUntil(release, started)}}, parent, child)
+	ctx := t.Context()
+	id := r.start("parent", nil)
+	started.await(t, "the parent's node after the subflow")
+	children := r.status(id).Children
+	require.Len(t, children, 1)
+	childID := children[0]
+	requireStatus(t, sqsadapter.StatusCompleted, r.status(childID))
+	err := r.client.DeleteRun(ctx, childID)
+	require.ErrorIs(t, err, store.ErrRunNotFinished)
+	assert.Contains(t, err.Error(), id, "the error names the parent")
+	release.open()
+	r.wait(id)
+	require.NoError(t, r.client.DeleteRun(ctx, childID))
+	assert.Equal(t, 1, r.log.count("c1"))
 }
 
 // TestRetentionLateJobOfExpiredChild: a job of an expired child run
@@ -332,7 +390,8 @@ func (e *itEnv) rawTTLs(runID string) (run int64, ok bool, items map[string]int6
 // TestIntegrationRetention: on DynamoDB, every item of a finished run —
 // completed, failed or cancelled — and its run record carry the TTL
 // attribute ttl = finish + Retention in epoch seconds; without a retention
-// none does. DeleteRun removes every item.
+// none does. DeleteRun leaves only tombstones: node records closed and
+// empty, and the run record's, expiring after SQS's longest retention.
 func TestIntegrationRetention(t *testing.T) {
 	t.Parallel()
 	for _, retention := range []time.Duration{testRetention, 0} {
@@ -375,12 +434,27 @@ func TestIntegrationRetention(t *testing.T) {
 				}
 			}
 
+			floor := time.Now().Add(14 * 24 * time.Hour).Unix()
 			require.NoError(t, r.client.DeleteRun(t.Context(), completed))
-			_, ok, items := r.rawTTLs(completed)
-			assert.False(t, ok, "the run record is deleted")
-			assert.Empty(t, items, "the run's items are deleted")
+			run, ok, items := r.rawTTLs(completed)
+			assert.True(t, ok, "the run record is a tombstone")
+			assert.Greater(t, run, floor, "the run's tombstone outlives SQS's retention")
+			require.NotEmpty(t, items)
+			for k, ttl := range items {
+				assert.True(t, strings.HasPrefix(k, "_outputs."), "item %q is left", k)
+				assert.Greater(t, ttl, floor, "tombstone %q outlives SQS's retention", k)
+			}
+			snap, err := r.contexts.Snapshot(t.Context(), completed)
+			require.NoError(t, err)
+			assert.Empty(t, snap, "no value is left")
+			nodes, err := r.contexts.ListNodes(t.Context(), completed)
+			require.NoError(t, err)
+			for id, n := range nodes {
+				assert.Equal(t, store.NodeClosed, n.State, id)
+				assert.Nil(t, n.Output, id)
+			}
 			require.ErrorIs(t, r.client.DeleteRun(t.Context(), completed), sqsadapter.ErrRunNotFound)
-			_, err := r.client.GetRun(t.Context(), completed)
+			_, err = r.client.GetRun(t.Context(), completed)
 			require.ErrorIs(t, err, sqsadapter.ErrRunNotFound)
 			_, ok, _ = r.rawTTLs(failed)
 			assert.True(t, ok, "another run is kept")

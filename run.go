@@ -176,6 +176,12 @@ func (a *SqsAdapter) launch(ctx context.Context, p *plan, runID string, values m
 	case err == nil:
 	case errors.Is(err, store.ErrRunExists):
 		existing, gerr := a.cfg.contexts.GetRun(ctx, runID)
+		if errors.Is(gerr, ErrRunNotFound) {
+			// Its run record is a deleted run's tombstone, or an expired run
+			// DynamoDB has not removed yet: its node records would be taken
+			// for this run's.
+			return fmt.Errorf("%w: run id %q belongs to a run that was deleted or has expired; use another id", store.ErrRunExists, runID)
+		}
 		if gerr != nil {
 			return fmt.Errorf("sqsadapter: start run %q: %w", runID, gerr)
 		}

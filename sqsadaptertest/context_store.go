@@ -257,8 +257,8 @@ func (s *ContextStore) GetRun(ctx context.Context, runID string) (*store.RunReco
 	run, ok := s.runs[runID]
 	exp, expires := s.runExpiry[runID]
 	s.mu.Unlock()
-	if ok && expires && !exp.After(s.now()) {
-		ok = false // expired: absent, though not deleted yet
+	if ok && expires && !exp.After(s.now()) || run.Status == store.StatusDeleted {
+		ok = false // expired (absent, though not deleted yet), or a tombstone
 	}
 	if !ok {
 		return nil, fmt.Errorf("sqsadaptertest: get run %q: %w", runID, sqsadapter.ErrRunNotFound)
@@ -332,13 +332,19 @@ func (s *ContextStore) ExpireRun(ctx context.Context, runID string, at time.Time
 		m = make(map[string]time.Time)
 		s.itemExpiry[runID] = m
 	}
+	later := func(k string) { // an item keeps a later expiry (a tombstone's)
+		if old, ok := m[k]; !ok || old.Before(exp) {
+			m[k] = exp
+		}
+	}
 	for k := range s.values[runID] {
-		m[k] = exp
+		later(k)
 	}
 	for id := range s.nodes[runID] {
-		m["_outputs."+id] = exp
+		later("_outputs." + id)
 	}
-	_, ok := s.runs[runID]
+	run, ok := s.runs[runID]
+	ok = ok && run.Status != store.StatusDeleted
 	if ok {
 		s.runExpiry[runID] = exp
 	}
@@ -350,7 +356,7 @@ func (s *ContextStore) ExpireRun(ctx context.Context, runID string, at time.Time
 }
 
 // DeleteRun implements sqsadapter.ContextStore.
-func (s *ContextStore) DeleteRun(ctx context.Context, runID string) error {
+func (s *ContextStore) DeleteRun(ctx context.Context, runID string, until time.Time) error {
 	const op = "DeleteRun"
 	if err := s.begin(ctx, op); err != nil {
 		return err
@@ -358,13 +364,22 @@ func (s *ContextStore) DeleteRun(ctx context.Context, runID string) error {
 	if err := storeCheckRunID(runID); err != nil {
 		return err
 	}
+	exp := expiryOf(until)
 	s.lock()
 	delete(s.values, runID)
-	delete(s.nodes, runID)
-	delete(s.itemExpiry, runID)
-	_, ok := s.runs[runID]
-	delete(s.runs, runID)
-	delete(s.runExpiry, runID)
+	m := make(map[string]time.Time)
+	for id := range s.nodes[runID] {
+		// A tombstone: closed, and nothing else.
+		s.nodes[runID][id] = nodeItem{state: store.NodeClosed, updatedAt: time.Now()}
+		m["_outputs."+id] = exp
+	}
+	s.itemExpiry[runID] = m
+	run, ok := s.runs[runID]
+	ok = ok && run.Status != store.StatusDeleted
+	if ok {
+		s.runs[runID] = store.RunRecord{RunID: runID, Status: store.StatusDeleted}
+		s.runExpiry[runID] = exp
+	}
 	s.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("sqsadaptertest: delete run %q: %w", runID, sqsadapter.ErrRunNotFound)

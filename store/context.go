@@ -17,6 +17,10 @@ const (
 	// StatusAwaiting is never stored: GetRun reports it for a running run
 	// whose only remaining work is waiting nodes.
 	StatusAwaiting RunState = "awaiting"
+	// StatusDeleted is the status of a deleted run's tombstone
+	// (ContextStore.DeleteRun), which stores keep and never report: to
+	// GetRun a deleted run is absent.
+	StatusDeleted RunState = "deleted"
 )
 
 // RunRecord is a run's status record (one item of the status table).
@@ -250,14 +254,22 @@ type ContextStore interface {
 	// meanwhile is not written again. From at on, GetRun treats the run as
 	// absent (ErrRunNotFound), even while the backing store still holds it
 	// (DynamoDB deletes expired items lazily, up to days later). Items
-	// written after the call carry no expiry. It does not look at the
-	// run's status. Idempotent; ErrRunNotFound if there is no run record
-	// (an expired one that is still stored counts as a record).
+	// written after the call carry no expiry, and an item's later expiry
+	// is kept (a deleted run's tombstones outlive a late call). It does not
+	// look at the run's status. Idempotent; ErrRunNotFound if there is no
+	// run record or it is a tombstone (DeleteRun); an expired one that is
+	// still stored counts as a record.
 	ExpireRun(ctx context.Context, runID string, at time.Time) error
-	// DeleteRun deletes every item of a run: its context keys and node
-	// records first, then its run record, so that a call stopped midway
-	// can be repeated. It does not look at the run's status (callers do).
-	// ErrRunNotFound if there is no run record (the other items, if any,
-	// are deleted all the same); a repeated call returns ErrRunNotFound.
-	DeleteRun(ctx context.Context, runID string) error
+	// DeleteRun deletes a run's data at once and leaves tombstones that
+	// expire at until: its context keys are deleted; each node record
+	// becomes a tombstone, NodeClosed and holding nothing else, so that a
+	// late job of the run finds its node closed instead of running it
+	// again on a record it would create; last, the run record becomes a
+	// tombstone of status StatusDeleted, absent to GetRun and ListRunning
+	// but holding the id against CreateRun (ErrRunExists) until it
+	// expires. A call stopped midway can be repeated. It does not look at
+	// the run's status (callers do). ErrRunNotFound if there is no run
+	// record or it is a tombstone already (the other items are handled all
+	// the same); a repeated call returns ErrRunNotFound.
+	DeleteRun(ctx context.Context, runID string, until time.Time) error
 }

@@ -226,8 +226,13 @@ func TestDelete(t *testing.T) {
 	var results []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &results), out)
 	assert.Equal(t, []map[string]any{{"runId": "o-1", "deleted": true}}, results)
+	snap, err := cs.Snapshot(t.Context(), "o-1")
+	require.NoError(t, err)
+	assert.Empty(t, snap, "every value of the run is deleted")
 	_, items = cs.Expiries("o-1")
-	assert.Empty(t, items, "every item of the run is deleted")
+	for key := range items {
+		assert.True(t, strings.HasPrefix(key, "_outputs."), "only node tombstones are left, not %q", key)
+	}
 	code, out, _ = w.cli("delete", "o-1", "-json")
 	assert.Equal(t, 1, code, "deleted already")
 	require.NoError(t, json.Unmarshal([]byte(out), &results), out)

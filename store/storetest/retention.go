@@ -118,30 +118,57 @@ func testExpireRunMissing(t *testing.T, s store.ContextStore) {
 	require.Error(t, err)
 }
 
-// testDeleteRun: every item of the run goes, the other runs' stay, and a
-// repeated deletion finds no run.
+// tombstones checks that every node record of a deleted run is a
+// tombstone: closed and holding nothing else.
+func tombstones(t *testing.T, s store.ContextStore, runID string, want int) {
+	t.Helper()
+	nodes, err := s.ListNodes(t.Context(), runID)
+	require.NoError(t, err)
+	assert.Len(t, nodes, want)
+	for id, r := range nodes {
+		assert.Equal(t, store.NodeClosed, r.State, id)
+		assert.Nil(t, r.Output, id)
+		assert.Empty(t, r.Taken, id)
+		assert.Empty(t, r.LeaseOwner, id)
+	}
+}
+
+// testDeleteRun: the run's data goes, its node records stay as closed
+// tombstones that refuse a late acquisition, its id stays taken, the other
+// runs' items stay, and a repeated deletion finds no run.
 func testDeleteRun(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
 	runID := unique("run")
 	// A run whose id extends the deleted one's is another run.
 	sibling := runID + "-x"
-	retentionRun(t, s, runID)
+	_, before := retentionRun(t, s, runID)
 	sibSnap, sibNodes := retentionRun(t, s, sibling)
 
-	require.NoError(t, s.DeleteRun(ctx, runID))
+	until := time.Now().Add(time.Hour)
+	require.NoError(t, s.DeleteRun(ctx, runID, until))
 	_, err := s.GetRun(ctx, runID)
 	require.ErrorIs(t, err, store.ErrRunNotFound)
 	snap, err := s.Snapshot(ctx, runID)
 	require.NoError(t, err)
 	assert.Empty(t, snap)
-	nodes, err := s.ListNodes(ctx, runID)
-	require.NoError(t, err)
-	assert.Empty(t, nodes)
+	tombstones(t, s, runID, len(before))
 	_, ok, err := s.Get(ctx, runID, "input")
 	require.NoError(t, err)
 	assert.False(t, ok)
+	// A late job of the run finds its node closed, recorded or not.
+	for id := range before {
+		_, err := s.AcquireNode(ctx, runID, id, "late", time.Now().Add(time.Minute), time.Now())
+		require.ErrorIs(t, err, store.ErrNodeClosed, id)
+	}
+	// Its id is taken until the tombstone expires, and a late expiry
+	// changes nothing of it.
+	err = s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil)
+	require.ErrorIs(t, err, store.ErrRunExists)
+	require.ErrorIs(t, s.ExpireRun(ctx, runID, time.Now().Add(time.Minute)), store.ErrRunNotFound)
+	_, err = s.GetRun(ctx, runID)
+	require.ErrorIs(t, err, store.ErrRunNotFound)
 
-	err = s.DeleteRun(ctx, runID)
+	err = s.DeleteRun(ctx, runID, until)
 	require.ErrorIs(t, err, store.ErrRunNotFound, "a repeated deletion")
 
 	_, err = s.GetRun(ctx, sibling)
@@ -152,12 +179,6 @@ func testDeleteRun(t *testing.T, s store.ContextStore) {
 	gotNodes, err := s.ListNodes(ctx, sibling)
 	require.NoError(t, err)
 	assert.Equal(t, sibNodes, gotNodes)
-
-	// The id is free again.
-	require.NoError(t, s.CreateRun(ctx, store.RunRecord{RunID: runID, BlueprintID: "bp", CreatedAt: baseTime()}, nil))
-	again, err := s.GetRun(ctx, runID)
-	require.NoError(t, err)
-	assert.Equal(t, store.StatusRunning, again.Status)
 }
 
 // testDeleteRunMany deletes a run of more items than one batch deletes,
@@ -174,25 +195,23 @@ func testDeleteRunMany(t *testing.T, s store.ContextStore) {
 		require.NoError(t, s.SkipNodes(ctx, runID, []string{fmt.Sprintf("n%02d", i)}))
 	}
 	require.NoError(t, s.ExpireRun(ctx, runID, time.Now().Add(time.Hour)))
-	require.NoError(t, s.DeleteRun(ctx, runID))
+	require.NoError(t, s.DeleteRun(ctx, runID, time.Now().Add(2*time.Hour)))
 	snap, err := s.Snapshot(ctx, runID)
 	require.NoError(t, err)
 	assert.Empty(t, snap)
-	nodes, err := s.ListNodes(ctx, runID)
-	require.NoError(t, err)
-	assert.Empty(t, nodes)
+	tombstones(t, s, runID, 4+10)
 	_, err = s.GetRun(ctx, runID)
 	require.ErrorIs(t, err, store.ErrRunNotFound)
 }
 
 func testDeleteRunMissing(t *testing.T, s store.ContextStore) {
 	ctx := t.Context()
-	err := s.DeleteRun(ctx, unique("missing"))
+	err := s.DeleteRun(ctx, unique("missing"), time.Now().Add(time.Hour))
 	require.ErrorIs(t, err, store.ErrRunNotFound)
 	// Stray keys of a run with no record go all the same.
 	runID := unique("stray")
 	require.NoError(t, s.Set(ctx, runID, "k", 1))
-	err = s.DeleteRun(ctx, runID)
+	err = s.DeleteRun(ctx, runID, time.Now().Add(time.Hour))
 	require.ErrorIs(t, err, store.ErrRunNotFound)
 	_, ok, err := s.Get(ctx, runID, "k")
 	require.NoError(t, err)
