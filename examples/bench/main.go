@@ -126,6 +126,7 @@ type options struct {
 	receiveWindow time.Duration
 	deleteLinger  time.Duration
 	chainNodes    int
+	retention     time.Duration
 	runTimeout    time.Duration
 	warmup        int
 	sqsEndpoint   string
@@ -174,6 +175,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.receiveWindow, "receive-window", 50*time.Millisecond, "Tuning.ReceiveWindow (0: none)")
 	fs.DurationVar(&o.deleteLinger, "delete-linger", time.Second, "Tuning.DeleteLinger (0: none)")
 	fs.IntVar(&o.chainNodes, "chain-nodes", 16, "Tuning.ChainNodes: jobs a message runs inline after its own (0 or less: none)")
+	fs.DurationVar(&o.retention, "retention", 0, "Tuning.Retention: finished runs' items get a TTL (0: none)")
 	fs.DurationVar(&o.runTimeout, "run-timeout", 5*time.Minute, "how long one run may take")
 	fs.IntVar(&o.warmup, "warmup", 100, "runs of chain10 before the measured phases, not reported (0: none)")
 	fs.StringVar(&o.sqsEndpoint, "sqs-endpoint", "", "SQS endpoint URL (default: from the environment)")
@@ -932,7 +934,7 @@ func (e *env) phase(ctx context.Context, queue string, s shape, contextBytes, ru
 		w, err := e.adapter(e.workers, fmt.Sprintf("bench-w%d", i),
 			sqsadapter.WithConcurrency(o.concurrency),
 			sqsadapter.WithWaitTime(o.waitTime),
-			sqsadapter.WithTuning(sqsadapter.Tuning{ReceiveWindow: cmp.Or(o.receiveWindow, -1), DeleteLinger: cmp.Or(o.deleteLinger, -1), ChainNodes: cmp.Or(max(o.chainNodes, -1), -1)}),
+			sqsadapter.WithTuning(sqsadapter.Tuning{ReceiveWindow: cmp.Or(o.receiveWindow, -1), DeleteLinger: cmp.Or(o.deleteLinger, -1), ChainNodes: cmp.Or(max(o.chainNodes, -1), -1), Retention: o.retention}),
 		)
 		if err != nil {
 			return nil, err
@@ -1242,8 +1244,8 @@ func kb(n int) string {
 }
 
 func report(out io.Writer, o options, held bool, results []*result, idle *idleResult) {
-	fmt.Fprintf(out, "# %d workers × concurrency %d, receive window %v, delete linger %v, chain nodes %d, long poll %v, early-empty long polls held: %v; blueprint@N: N runs in flight\n\n",
-		o.workers, o.concurrency, o.receiveWindow, o.deleteLinger, o.chainNodes, o.waitTime, held)
+	fmt.Fprintf(out, "# %d workers × concurrency %d, receive window %v, delete linger %v, chain nodes %d, retention %v, long poll %v, early-empty long polls held: %v; blueprint@N: N runs in flight\n\n",
+		o.workers, o.concurrency, o.receiveWindow, o.deleteLinger, o.chainNodes, o.retention, o.waitTime, held)
 
 	fmt.Fprintln(out, "## As a user pays (per executed node: workers, empty and cancelled long polls included; StartRun; one WaitForRun per run)")
 	fmt.Fprintln(out)
