@@ -24,6 +24,7 @@ import (
 
 	"github.com/flowcraft/sqsadapter"
 	"github.com/flowcraft/sqsadapter/internal/interp"
+	"github.com/flowcraft/sqsadapter/store"
 )
 
 // The driver of the randomized protocol test: one session starts runs of
@@ -119,6 +120,10 @@ type protoRun struct {
 	// resumer to cancel the run while it resumes a node.
 	waits      *protoWaits
 	raceCancel chan struct{}
+	// deleted: the driver deleted the run once it was checked
+	// (deleteSome); calls are its node function calls then.
+	deleted bool
+	calls   map[string]int
 }
 
 // protoSession is one running session.
@@ -371,6 +376,49 @@ func (s *protoSession) drive(r *protoRun, started func()) {
 	if s.strays != nil {
 		s.strays.inject(r)
 	}
+	s.deleteSome(ctx, r)
+}
+
+// deleteSome deletes one checked run in four, as a client that waits for a
+// run, reads it and deletes it: the run's last handlings may still be
+// under way (the expiry, the message's delete), and duplicates and crashed
+// handlings of its jobs come back later. checkDeleted then checks that
+// none of them ran a node or left anything but tombstones.
+func (s *protoSession) deleteSome(ctx context.Context, r *protoRun) {
+	if r.c.index%4 != 1 || s.strays != nil {
+		return // the strays' own checks read their runs' records
+	}
+	if err := s.e.client.DeleteRun(ctx, r.runID); err != nil {
+		s.report(r, "DeleteRun of a %s run: %v", r.st.Status, err)
+		return
+	}
+	r.deleted, r.calls = true, s.e.calls.forRun(r.runID)
+}
+
+// checkDeleted checks a deleted run once the queue has drained: absent to
+// GetRun, no value left, every node record a closed and empty tombstone,
+// and no node function called since the deletion.
+func (s *protoSession) checkDeleted(r *protoRun) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.e.client.GetRun(ctx, r.runID); !errors.Is(err, sqsadapter.ErrRunNotFound) {
+		s.report(r, "deleted run: GetRun returned %v, not ErrRunNotFound", err)
+	}
+	if snap, err := s.e.contexts.Snapshot(ctx, r.runID); err != nil || len(snap) > 0 {
+		s.report(r, "deleted run: values left: %v (%v)", slices.Sorted(maps.Keys(snap)), err)
+	}
+	recs, err := s.e.contexts.ListNodes(ctx, r.runID)
+	if err != nil {
+		s.report(r, "deleted run: list node records: %v", err)
+	}
+	for _, id := range slices.Sorted(maps.Keys(recs)) {
+		if rec := recs[id]; rec.State != store.NodeClosed || rec.Output != nil {
+			s.report(r, "deleted run: node record %q is %s, not a closed tombstone", id, rec.State)
+		}
+	}
+	if got := s.e.calls.forRun(r.runID); !maps.Equal(got, r.calls) {
+		s.report(r, "deleted run: node functions called after the deletion: %v, then %v", r.calls, got)
+	}
 }
 
 var errProtoNotTried = errors.New("not tried")
@@ -602,7 +650,10 @@ func (s *protoSession) finish() {
 		s.checkTraces(e.spans)
 	}
 	for _, r := range s.runs {
-		if r.st != nil {
+		switch {
+		case r.deleted:
+			s.checkDeleted(r)
+		case r.st != nil:
 			s.checkRetention(r)
 		}
 	}
