@@ -30,6 +30,7 @@ import (
 	"github.com/flowcraft/sqsadapter/internal/interp"
 	"github.com/flowcraft/sqsadapter/internal/runindex"
 	"github.com/flowcraft/sqsadapter/otelsqsadapter"
+	storepkg "github.com/flowcraft/sqsadapter/store"
 )
 
 // Config configures one chaos session. The zero value of a field means its
@@ -158,6 +159,7 @@ func (c Config) withDefaults() (Config, error) {
 type Summary struct {
 	Seed                                              uint64
 	Runs, Completed, Failed, Cancelled, Correct, Lost int
+	Deleted                                           int // runs the driver deleted as they finished
 	Workers, Kills                                    int
 	Crashes                                           []string // workers that exited on their own
 	Faults                                            FaultCounts
@@ -202,12 +204,12 @@ func (s Summary) String() string {
 	for _, k := range FaultKinds {
 		kinds = append(kinds, fmt.Sprintf("%s=%d", k, s.Faults.ByKind[k]))
 	}
-	return fmt.Sprintf("chaos: seed=%d runs=%d (completed=%d failed=%d cancelled=%d) correct=%d/%d lost=%d | workers=%d kills=%d crashes=%d | "+
+	return fmt.Sprintf("chaos: seed=%d runs=%d (completed=%d failed=%d cancelled=%d deleted=%d) correct=%d/%d lost=%d | workers=%d kills=%d crashes=%d | "+
 		"requests=%d faulted=%d (%.1f%%: %s; before=%d after=%d; hidden-writes=%d) duplicates=%d | "+
 		"commits=%d duplicate-commits=%d missing-commits=%d double-finishes=%d | "+
 		"waits: resumed=%d (hidden=%d) calls=%d (webhook=%d) refused=%d sleeps=%d double-resumes=%d missed-resumes=%d waiting-at-end=%d | "+
 		"queue=%d dlq=%d running=%d | %s | verdict=%s",
-		s.Seed, s.Runs, s.Completed, s.Failed, s.Cancelled, s.Correct, s.Runs, s.Lost, s.Workers, s.Kills, len(s.Crashes),
+		s.Seed, s.Runs, s.Completed, s.Failed, s.Cancelled, s.Deleted, s.Correct, s.Runs, s.Lost, s.Workers, s.Kills, len(s.Crashes),
 		s.Faults.Requests, s.Faults.Faulted(), share, strings.Join(kinds, " "), s.Faults.Before, s.Faults.After, s.HiddenWrites, s.Duplicates,
 		s.Commits, s.DuplicateCommits, s.MissingCommits, s.DoubleFinishes,
 		s.Resumed, s.HiddenResumes, s.ResumeCalls, s.Deliveries, s.Refused, s.Sleeps, s.DoubleResumes, s.MissedResumes, s.WaitingAtEnd,
@@ -223,6 +225,9 @@ type run struct {
 	resumes map[string]interp.Outcome // the model's resume of each wait and webhook node the run reaches
 	started bool
 	st      *sqsadapter.RunStatus
+	// deleted: the driver deleted the run as soon as it finished (one in
+	// five), while its last handlings and their copies may still come.
+	deleted bool
 }
 
 // Run executes a chaos session: fresh queues and tables, worker processes
@@ -427,6 +432,16 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 				r.st = st
 				finished++
 				inFlight--
+				if r.i%5 == 2 {
+					dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+					if err := client.DeleteRun(dctx, r.id); err != nil {
+						sum.Problems = append(sum.Problems, fmt.Sprintf("run %s: DeleteRun: %v", r.id, err))
+					} else {
+						r.deleted = true
+						sum.Deleted++
+					}
+					cancel()
+				}
 			}
 		}
 		if time.Since(lastReport) > 15*time.Second {
@@ -469,7 +484,10 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	detailed := 0
 	for _, r := range runs {
 		problems := verifyRun(r, ledger, res, &sum)
-		if cfg.Retention > 0 && r.st != nil {
+		switch {
+		case r.deleted:
+			problems = append(problems, verifyDeleted(vctx, store, r)...)
+		case cfg.Retention > 0 && r.st != nil:
 			problems = append(problems, verifyRetention(vctx, ddbDirect, tables, r, cfg.Retention)...)
 		}
 		if len(problems) == 0 {
@@ -565,6 +583,30 @@ func verifyRun(r *run, ledger *Ledger, res *resumer, sum *Summary) []string {
 		problems = append(problems, fmt.Sprintf("final status written %d times: %v", f.Writes, f.Statuses))
 	case f.Statuses[0] != string(r.st.Status):
 		problems = append(problems, fmt.Sprintf("final status written as %s, read as %s", f.Statuses[0], r.st.Status))
+	}
+	return problems
+}
+
+// verifyDeleted checks a run deleted as it finished, once the queue
+// drained: absent, no value left, every node record a closed and empty
+// tombstone. (A node run again after the deletion would show in the
+// ledger as a second commit, which verifyRun reports.)
+func verifyDeleted(ctx context.Context, cs sqsadapter.ContextStore, r *run) []string {
+	var problems []string
+	if _, err := cs.GetRun(ctx, r.id); !errors.Is(err, sqsadapter.ErrRunNotFound) {
+		problems = append(problems, fmt.Sprintf("deleted run: GetRun returned %v, not ErrRunNotFound", err))
+	}
+	if snap, err := cs.Snapshot(ctx, r.id); err != nil || len(snap) > 0 {
+		problems = append(problems, fmt.Sprintf("deleted run: %d value(s) left (%v)", len(snap), err))
+	}
+	recs, err := cs.ListNodes(ctx, r.id)
+	if err != nil {
+		problems = append(problems, fmt.Sprintf("deleted run: list node records: %v", err))
+	}
+	for id, rec := range recs {
+		if rec.State != storepkg.NodeClosed || rec.Output != nil {
+			problems = append(problems, fmt.Sprintf("deleted run: node record %q is %s, not a closed tombstone", id, rec.State))
+		}
 	}
 	return problems
 }
