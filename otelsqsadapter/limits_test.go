@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -81,33 +80,16 @@ func TestBatchItemsCountUnderTheirNode(t *testing.T) {
 	w.bps = append(w.bps, bp)
 	p := newProcess(t)
 	a := w.adapter("w", p.tel.Option(), sqsadapter.WithConcurrency(8))
-	stop := w.run(a)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
 	items := make([]any, 40)
 	for i := range items {
 		items[i] = i
 	}
-	runID, err := a.StartRun(ctx, "bat", map[string]any{"items": items})
-	require.NoError(t, err)
-	st, err := a.WaitForRun(ctx, runID)
-	require.NoError(t, err)
+	st := w.runOnce(a, "bat", map[string]any{"items": items})
 	require.Equal(t, sqsadapter.StatusCompleted, st.Status, st.Error)
-	stop()
-
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, p.reader.Collect(context.Background(), &rm))
 	nodes := map[string]bool{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "sqsadapter.nodes.executed" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				v, _ := dp.Attributes.Value("sqsadapter.node.id")
-				nodes[v.AsString()] = true
-			}
-		}
+	for _, dp := range p.metric(t, "sqsadapter.nodes.executed").(metricdata.Sum[int64]).DataPoints {
+		v, _ := dp.Attributes.Value("sqsadapter.node.id")
+		nodes[v.AsString()] = true
 	}
 	t.Logf("%d distinct sqsadapter.node.id values on sqsadapter.nodes.executed", len(nodes))
 	assert.LessOrEqual(t, len(nodes), 2, "node ids on metrics must be the blueprint's (b_scatter, b_gather), got %v", nodes)
@@ -125,27 +107,12 @@ func TestQueueLagLeavesOutSleepDelays(t *testing.T) {
 	w.bps = append(w.bps, bp)
 	p := newProcess(t)
 	a := w.adapter("w", p.tel.Option())
-	stop := w.run(a)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	runID, err := a.StartRun(ctx, "nap", nil)
-	require.NoError(t, err)
-	st, err := a.WaitForRun(ctx, runID)
-	require.NoError(t, err)
+	st := w.runOnce(a, "nap", nil)
 	require.Equal(t, sqsadapter.StatusCompleted, st.Status, st.Error)
-	stop()
-	var rm metricdata.ResourceMetrics
-	require.NoError(t, p.reader.Collect(context.Background(), &rm))
 	var maxLag float64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == "sqsadapter.queue.lag" {
-				for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
-					if v, ok := dp.Max.Value(); ok {
-						maxLag = max(maxLag, v)
-					}
-				}
-			}
+	for _, dp := range p.metric(t, "sqsadapter.queue.lag").(metricdata.Histogram[float64]).DataPoints {
+		if v, ok := dp.Max.Value(); ok {
+			maxLag = max(maxLag, v)
 		}
 	}
 	t.Logf("max queue lag %.2fs on an idle queue", maxLag)

@@ -56,6 +56,20 @@ func newProcess(t *testing.T) *process {
 	return p
 }
 
+// metric is the data of metric name, nil if it has none.
+func (p *process) metric(t *testing.T, name string) metricdata.Aggregation {
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, p.reader.Collect(context.Background(), &rm))
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == name {
+				return m.Data
+			}
+		}
+	}
+	return nil
+}
+
 // sum is the total of counter name over the points whose attributes hold
 // every pair of want.
 func (p *process) sum(t *testing.T, name string, want ...attribute.KeyValue) int64 {
@@ -140,6 +154,20 @@ func (w *world) run(a *sqsadapter.SqsAdapter) (stop func()) {
 			w.t.Fatal("worker did not stop")
 		}
 	}
+}
+
+// runOnce runs a worker a until one run of blueprint bp has finished,
+// then stops it (its spans all ended) and returns the run's status.
+func (w *world) runOnce(a *sqsadapter.SqsAdapter, bp string, initial map[string]any) *sqsadapter.RunStatus {
+	stop := w.run(a)
+	ctx, cancel := context.WithTimeout(w.t.Context(), 20*time.Second)
+	defer cancel()
+	runID, err := a.StartRun(ctx, bp, initial)
+	require.NoError(w.t, err)
+	st, err := a.WaitForRun(ctx, runID)
+	require.NoError(w.t, err)
+	stop()
+	return st
 }
 
 // fanBlueprint: a fans out to four branches that take a while, so that
@@ -355,15 +383,8 @@ func TestFailedNodeCounted(t *testing.T) {
 	}
 	p := newProcess(t)
 	a := w.adapter("w", p.tel.Option())
-	stop := w.run(a)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	runID, err := a.StartRun(ctx, "doomed", nil)
-	require.NoError(t, err)
-	st, err := a.WaitForRun(ctx, runID)
-	require.NoError(t, err)
+	st := w.runOnce(a, "doomed", nil)
 	require.Equal(t, sqsadapter.StatusFailed, st.Status)
-	stop()
 	x := attribute.String("sqsadapter.node.id", "x")
 	assert.EqualValues(t, 1, p.sum(t, "sqsadapter.nodes.failed", x))
 	assert.EqualValues(t, 0, p.sum(t, "sqsadapter.nodes.executed", x))
@@ -484,15 +505,8 @@ func TestChainedJobsContinueTrace(t *testing.T) {
 	w.bps = append(w.bps, bp)
 	p := newProcess(t)
 	a := w.adapter("w", p.tel.Option(), sqsadapter.WithTuning(sqsadapter.Tuning{ChainNodes: 16}))
-	stop := w.run(a)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	runID, err := a.StartRun(ctx, "line", nil)
-	require.NoError(t, err)
-	st, err := a.WaitForRun(ctx, runID)
-	require.NoError(t, err)
+	st := w.runOnce(a, "line", nil)
 	require.Equal(t, sqsadapter.StatusCompleted, st.Status)
-	stop()
 	spans := map[string]sdktrace.ReadOnlySpan{}
 	for _, s := range p.spans.Ended() {
 		spans[s.Name()] = s
