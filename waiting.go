@@ -346,35 +346,37 @@ func (a *SqsAdapter) registerWebhook(ctx context.Context, runID, nodeID string) 
 // already delivered, returns an error matching ErrNotWaiting.
 func (a *SqsAdapter) DeliverWebhook(ctx context.Context, id string, payload any) error {
 	ctx, end := a.operation(ctx, "DeliverWebhook", "")
-	err := a.deliverWebhook(ctx, id, payload)
-	end("", err)
+	runID, err := a.deliverWebhook(ctx, id, payload)
+	end(runID, err)
 	return err
 }
 
-func (a *SqsAdapter) deliverWebhook(ctx context.Context, id string, payload any) error {
+// deliverWebhook is DeliverWebhook; it also returns the run that the
+// webhook's node is of, once known.
+func (a *SqsAdapter) deliverWebhook(ctx context.Context, id string, payload any) (string, error) {
 	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
-		return fmt.Errorf("sqsadapter: webhook %q: %w: unknown webhook", id, ErrNotWaiting)
+		return "", fmt.Errorf("sqsadapter: webhook %q: %w: unknown webhook", id, ErrNotWaiting)
 	}
 	v, ok, err := a.cfg.coord.Get(ctx, webhookPrefix+id)
 	if err != nil {
-		return fmt.Errorf("sqsadapter: webhook %q: %w", id, err)
+		return "", fmt.Errorf("sqsadapter: webhook %q: %w", id, err)
 	}
 	runID, nodeID, found := strings.Cut(v, "\x1f")
 	if !ok || !found {
-		return fmt.Errorf("sqsadapter: webhook %q: %w: unknown webhook", id, ErrNotWaiting)
+		return runID, fmt.Errorf("sqsadapter: webhook %q: %w: unknown webhook", id, ErrNotWaiting)
 	}
 	// Only the id the node waits with resumes it: an id drawn by an
 	// attempt that crashed before its node waited is not.
 	recs, err := a.cfg.contexts.GetNodes(ctx, runID, []string{nodeID})
 	if err != nil {
-		return fmt.Errorf("sqsadapter: webhook %q: %w", id, err)
+		return runID, fmt.Errorf("sqsadapter: webhook %q: %w", id, err)
 	}
 	if r := recs[nodeID]; r == nil || r.Wait == nil || r.Wait.WebhookID != id {
-		return fmt.Errorf("sqsadapter: webhook %q: %w: unknown webhook", id, ErrNotWaiting)
+		return runID, fmt.Errorf("sqsadapter: webhook %q: %w: unknown webhook", id, ErrNotWaiting)
 	} else if r.State != store.NodeWaiting {
-		return fmt.Errorf("sqsadapter: webhook %q: %w: delivered already", id, ErrNotWaiting)
+		return runID, fmt.Errorf("sqsadapter: webhook %q: %w: delivered already", id, ErrNotWaiting)
 	}
-	return a.resumeRun(ctx, runID, nodeID, payload, "")
+	return runID, a.resumeRun(ctx, runID, nodeID, payload, "")
 }
 
 // maxWebhookBody bounds a webhook request's body: a resumed node's output
