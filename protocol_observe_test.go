@@ -90,6 +90,18 @@ func (o *protoObserver) life(runID string) *protoLife {
 	return l
 }
 
+// effects counts the acquisitions and commits of a run that took effect
+// (0, 0 on a nil observer).
+func (o *protoObserver) effects(runID string) (acquires, commits int) {
+	if o == nil {
+		return 0, 0
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	l := o.life(runID)
+	return len(l.acquires), len(l.commits)
+}
+
 // expect tells the observer the blueprint of a run, to relate fallback
 // calls to the records they acquired.
 func (o *protoObserver) expect(runID string, bp *sqsadapter.Blueprint) {

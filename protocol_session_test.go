@@ -121,9 +121,9 @@ type protoRun struct {
 	waits      *protoWaits
 	raceCancel chan struct{}
 	// deleted: the driver deleted the run once it was checked
-	// (deleteSome); calls are its node function calls then.
+	// (deleteSome); effects are its acquisitions and commits then.
 	deleted bool
-	calls   map[string]int
+	effects [2]int
 }
 
 // protoSession is one running session.
@@ -392,12 +392,16 @@ func (s *protoSession) deleteSome(ctx context.Context, r *protoRun) {
 		s.report(r, "DeleteRun of a %s run: %v", r.st.Status, err)
 		return
 	}
-	r.deleted, r.calls = true, s.e.calls.forRun(r.runID)
+	r.deleted = true
+	r.effects[0], r.effects[1] = s.e.obs.effects(r.runID)
 }
 
 // checkDeleted checks a deleted run once the queue has drained: absent to
 // GetRun, no value left, every node record a closed and empty tombstone,
-// and no node function called since the deletion.
+// and no node record acquired or committed since the deletion. (A node
+// function may still be entered after it, by a handling that acquired its
+// record before the run finished: the observer allows that, and only
+// that.)
 func (s *protoSession) checkDeleted(r *protoRun) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -416,8 +420,8 @@ func (s *protoSession) checkDeleted(r *protoRun) {
 			s.report(r, "deleted run: node record %q is %s, not a closed tombstone", id, rec.State)
 		}
 	}
-	if got := s.e.calls.forRun(r.runID); !maps.Equal(got, r.calls) {
-		s.report(r, "deleted run: node functions called after the deletion: %v, then %v", r.calls, got)
+	if a, c := s.e.obs.effects(r.runID); a != r.effects[0] || c != r.effects[1] {
+		s.report(r, "deleted run: %d acquisition(s) and %d commit(s) took effect after the deletion", a-r.effects[0], c-r.effects[1])
 	}
 }
 
