@@ -939,8 +939,36 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 		if err := x.checkCompletion(ctx); err != nil {
 			return retryAfter(0, err)
 		}
+	} else if len(x.skipped) > 0 && x.a.cfg.retention > 0 {
+		if err := x.expireAfterSkips(ctx); err != nil {
+			return retryAfter(0, err)
+		}
 	}
 	return done
+}
+
+// expireAfterSkips gives this handling's skip records their expiry if the
+// run finished meanwhile: another handling may have completed the run and
+// set its expiry between this one's join arrivals and its skip writes
+// (dead-path records of nodes the completion did not need). Either the
+// read here sees the run finished, after the skips, or the run finishes
+// after it, and the finisher's expiry, which follows its status write,
+// finds the skip records. Only with a retention: one read.
+func (x *jobRun) expireAfterSkips(ctx context.Context) error {
+	var rec *store.RunRecord
+	err := x.idempotent(ctx, func() (err error) {
+		rec, err = x.a.cfg.contexts.GetRun(ctx, x.job.RunID)
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrRunNotFound):
+		return nil // expired or deleted: nothing of it is kept
+	case err != nil:
+		return fmt.Errorf("sqsadapter: read run after skips: %w", err)
+	case rec.Status == StatusRunning:
+		return nil
+	}
+	return x.expireRun(ctx, rec.FinishedAt)
 }
 
 // successor acts on t, a taken target of the committed record rec with no
