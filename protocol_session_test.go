@@ -726,6 +726,13 @@ func (s *protoSession) checkRetention(r *protoRun) {
 		}
 		want := wantExpiry(st.FinishedAt, s.e.retention)
 		run, items := expiries.Expiries(ids[i])
+		if run.IsZero() && s.cls.rounds > 0 {
+			// A purge can take the message of the handling that finished
+			// the run before it set the expiry: no one replays it, and the
+			// reconciler lists only running runs (docs/protocol.md,
+			// "Retention"). Only a run with no expiry at all is let pass.
+			continue
+		}
 		if !run.Equal(want) {
 			s.report(r, "retention: the record of %s run %s expires at %v, want %v", st.Status, ids[i], run, want)
 		}
