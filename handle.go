@@ -953,7 +953,8 @@ func (x *jobRun) advance(ctx context.Context, rec *store.NodeRecord, replay bool
 // (dead-path records of nodes the completion did not need). Either the
 // read here sees the run finished, after the skips, or the run finishes
 // after it, and the finisher's expiry, which follows its status write,
-// finds the skip records. Only with a retention: one read.
+// finds the skip records. A run deleted meanwhile gets its records
+// tombstoned again, for the same reason. Only with a retention: one read.
 func (x *jobRun) expireAfterSkips(ctx context.Context) error {
 	var rec *store.RunRecord
 	err := x.idempotent(ctx, func() (err error) {
@@ -962,7 +963,20 @@ func (x *jobRun) expireAfterSkips(ctx context.Context) error {
 	})
 	switch {
 	case errors.Is(err, ErrRunNotFound):
-		return nil // expired or deleted: nothing of it is kept
+		// Deleted (or expired) while this handling ran: its skip records
+		// may have landed after the deletion's tombstones, so they become
+		// tombstones too (the store handles a tombstoned run's records all
+		// the same, then answers ErrRunNotFound).
+		if x.crash("expire") {
+			return errCrashed
+		}
+		err := x.idempotent(ctx, func() error {
+			return x.a.cfg.contexts.DeleteRun(ctx, x.job.RunID, time.Now().Add(tombstoneTTL))
+		})
+		if err != nil && !errors.Is(err, ErrRunNotFound) {
+			return fmt.Errorf("sqsadapter: tombstone skips of a deleted run: %w", err)
+		}
+		return nil
 	case err != nil:
 		return fmt.Errorf("sqsadapter: read run after skips: %w", err)
 	case rec.Status == StatusRunning:
