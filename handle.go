@@ -1226,10 +1226,13 @@ func (x *jobRun) expireRun(ctx context.Context, finishedAt time.Time) error {
 func (x *jobRun) failRun(ctx context.Context, nodeID, reason string) outcome {
 	cs := x.a.cfg.contexts
 	var rec *store.NodeRecord
-	err := x.retried(ctx, func() (err error) {
+	// The failure is the one write whose content a redelivery cannot
+	// recompute (a Permanent error, the attempt's message): it gets twice
+	// the tries of other calls before the job is left to be redelivered.
+	err := x.retryN(ctx, 2*storeTries, func() (err error) {
 		rec, err = cs.FailNode(ctx, x.job.RunID, x.failedRecord(nodeID), reason)
 		return err
-	})
+	}, func(err error) bool { return isDecision(err) || errors.Is(err, ErrRunFinished) })
 	switch {
 	case err == nil:
 		reason = rec.Error // the first recorded reason wins
@@ -1329,8 +1332,13 @@ func (x *jobRun) retried(ctx context.Context, call func() error) error {
 // retry tries call up to storeTries times, waiting storeBackoff between
 // tries, until it succeeds, ctx ends or final says its error is an answer.
 func (x *jobRun) retry(ctx context.Context, call func() error, final func(error) bool) error {
+	return x.retryN(ctx, storeTries, call, final)
+}
+
+// retryN is retry with tries tries.
+func (x *jobRun) retryN(ctx context.Context, tries int, call func() error, final func(error) bool) error {
 	var err error
-	for try := range storeTries {
+	for try := range tries {
 		if try > 0 && !x.a.sleep(ctx, storeBackoff(try-1)) {
 			break
 		}
