@@ -322,13 +322,10 @@ func (s *DynamoDbContext) FinishRun(ctx context.Context, runID string, status Ru
 // expireParallel bounds the concurrent UpdateItems of ExpireRun.
 const expireParallel = 8
 
-// expirySeconds is at in epoch seconds, rounded up: DynamoDB never
-// deletes an item before at.
+// expirySeconds is at in epoch seconds, rounded up as the coordination
+// store's expiries are: DynamoDB never deletes an item before at.
 func expirySeconds(at time.Time) int64 {
-	sec := at.Unix()
-	if at.After(time.Unix(sec, 0)) {
-		sec++
-	}
+	_, sec := expiry(0, at)
 	return sec
 }
 

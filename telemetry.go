@@ -3,7 +3,6 @@ package sqsadapter
 import (
 	"context"
 	"errors"
-	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -78,20 +77,10 @@ func (a *SqsAdapter) traced(ctx context.Context, jobs []Job) {
 // messageOf is what the hooks learn of a received message: its trace
 // context, when it was sent, its id and receive count.
 func messageOf(m *types.Message) obs.Message {
-	msg := obs.Message{MessageID: aws.ToString(m.MessageId)}
-	for _, k := range obs.Fields {
-		if v, ok := m.MessageAttributes[k]; ok && v.StringValue != nil {
-			if msg.Carrier == nil {
-				msg.Carrier = obs.Carrier{}
-			}
-			msg.Carrier[k] = *v.StringValue
-		}
-	}
-	if ms, err := strconv.ParseInt(m.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
-		msg.SentAt = time.UnixMilli(ms)
-	}
-	msg.Receives, _ = strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
-	return msg
+	return obs.MessageOf(aws.ToString(m.MessageId), func(name string) (string, bool) {
+		v, ok := m.MessageAttributes[name]
+		return aws.ToString(v.StringValue), ok && v.StringValue != nil
+	}, m.Attributes)
 }
 
 // startSpan starts the span of a handling of job, the depth-th job of its

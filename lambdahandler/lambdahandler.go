@@ -25,9 +25,7 @@ package lambdahandler
 import (
 	"context"
 	"log/slog"
-	"strconv"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 
@@ -116,18 +114,11 @@ func handle(ctx context.Context, a *sqsadapter.SqsAdapter, m events.SQSMessage) 
 // its trace context (message attributes), when it was sent, its id and
 // receive count. The adapter reads it only when telemetry is installed.
 func message(m events.SQSMessage) obs.Message {
-	msg := obs.Message{MessageID: m.MessageId}
-	for _, k := range obs.Fields {
-		if v, ok := m.MessageAttributes[k]; ok && v.StringValue != nil {
-			if msg.Carrier == nil {
-				msg.Carrier = obs.Carrier{}
-			}
-			msg.Carrier[k] = *v.StringValue
+	return obs.MessageOf(m.MessageId, func(name string) (string, bool) {
+		v, ok := m.MessageAttributes[name]
+		if !ok || v.StringValue == nil {
+			return "", false
 		}
-	}
-	if ms, err := strconv.ParseInt(m.Attributes["SentTimestamp"], 10, 64); err == nil {
-		msg.SentAt = time.UnixMilli(ms)
-	}
-	msg.Receives, _ = strconv.Atoi(m.Attributes["ApproximateReceiveCount"])
-	return msg
+		return *v.StringValue, true
+	}, m.Attributes)
 }

@@ -6,6 +6,7 @@ package obs
 
 import (
 	"context"
+	"strconv"
 	"time"
 )
 
@@ -16,6 +17,27 @@ type Carrier map[string]string
 
 // Fields are the message attributes a Carrier may hold.
 var Fields = []string{"traceparent", "tracestate"}
+
+// MessageOf is what a message tells the hooks: id is its id, attr(name)
+// its string message attribute name, and system its system attributes
+// (SentTimestamp, ApproximateReceiveCount), as ReceiveMessage and Lambda's
+// SQS events give them.
+func MessageOf(id string, attr func(name string) (string, bool), system map[string]string) Message {
+	m := Message{MessageID: id}
+	for _, k := range Fields {
+		if v, ok := attr(k); ok {
+			if m.Carrier == nil {
+				m.Carrier = Carrier{}
+			}
+			m.Carrier[k] = v
+		}
+	}
+	if ms, err := strconv.ParseInt(system["SentTimestamp"], 10, 64); err == nil {
+		m.SentAt = time.UnixMilli(ms)
+	}
+	m.Receives, _ = strconv.Atoi(system["ApproximateReceiveCount"])
+	return m
+}
 
 // Job names the job a span or a measure is about.
 type Job struct {
